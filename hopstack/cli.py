@@ -1,0 +1,235 @@
+"""The ``hopstack`` command.
+
+Exit codes: 0 success, 2 bad input (the message on stderr), 1 internal error.
+"""
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hopstack import __version__
+from hopstack.errors import HopstackInputError, PipelineRunError
+
+app = typer.Typer(
+    name="hopstack",
+    help="Multi-hop question answering with retrieval: YAML pipelines of Haystack components, run in batch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+IndexOption = Annotated[
+    Optional[str],
+    typer.Option("--index", help="corpus (JSONL) for every component with an 'index' parameter; else $HOPSTACK_INDEX"),
+]
+BatchOption = Annotated[
+    Optional[int], typer.Option("--batch-size", min=1, help="most items per run_batch call (default: the file's, or 256)")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"hopstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Multi-hop question answering with retrieval."""
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML files")]) -> None:
+    """Check pipeline files and report every problem with file:line:column, component and socket."""
+    from hopstack.pipelines.validate import validate_file
+
+    problems = []
+    for path in files:
+        _, found = validate_file(path)
+        problems.extend(found)
+        if not found:
+            out.print(f"[green]ok[/green] {path}")
+    for problem in problems:
+        err.print(str(problem), markup=False, highlight=False)
+    if problems:
+        err.print(f"{len(problems)} problem(s) in {len({p.source for p in problems})} file(s)", markup=False)
+        raise typer.Exit(2)
+
+
+def _runner(file: Path, index: str | None, batch_size: int | None):
+    from hopstack.graphs.runner import BatchRunner
+    from hopstack.pipelines.loading import load_pipeline
+
+    return BatchRunner(load_pipeline(file, {"index": index}), batch_size=batch_size)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
+    question: Annotated[Optional[str], typer.Option("--question", "-q", help="one question")] = None,
+    questions: Annotated[
+        Optional[Path], typer.Option("--questions", help="JSONL file of {id, question, ...} lines")
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL output (one line a question)")] = None,
+    index: IndexOption = None,
+    batch_size: BatchOption = None,
+    trace: Annotated[bool, typer.Option("--trace", help="include every node's outputs per question")] = False,
+) -> None:
+    """Run a pipeline over one question (printed as JSON) or a questions file (one JSON line a question)."""
+    from hopstack.datasets.questions import Question, read_questions
+    from hopstack.graphs.tracing import jsonable
+
+    if (question is None) == (questions is None):
+        raise HopstackInputError("give exactly one of --question or --questions")
+    items = [Question("1", question)] if question is not None else read_questions(questions)
+    runner = _runner(file, index, batch_size)
+    runner.warm_up()
+    sink = output.open("w", encoding="utf-8") if output else None
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, disable=question is not None,
+        ) as progress:
+            task = progress.add_task(file.stem, total=len(items))
+            for start in range(0, len(items), runner.batch_size):
+                chunk = items[start : start + runner.batch_size]
+                result = runner.run(
+                    [runner.question_input(q.question, q.extra) for q in chunk], trace=trace, item_ids=[q.id for q in chunk]
+                )
+                for i, q in enumerate(chunk):
+                    record = {"id": q.id, "question": q.question, "outputs": jsonable(result.outputs[i])}
+                    if trace:
+                        record["trace"] = jsonable(result.traces[i])
+                    if question is not None and sink is None:
+                        out.print_json(data=record)
+                    else:
+                        line = json.dumps(record, ensure_ascii=False)
+                        (sink.write(line + "\n") if sink else print(line))
+                if sink:
+                    sink.flush()
+                progress.advance(task, len(chunk))
+    finally:
+        if sink:
+            sink.close()
+    if output:
+        err.print(f"wrote {len(items)} line(s) to {output}")
+
+
+@app.command()
+def draw(
+    file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="write .mmd (Mermaid), .svg or .png; Mermaid goes to stdout too")
+    ] = None,
+) -> None:
+    """Print the pipeline as Mermaid text and optionally draw it to SVG/PNG (no web service needed)."""
+    from hopstack.pipelines.draw import draw_image, to_mermaid
+    from hopstack.pipelines.loading import load_pipeline
+
+    pipeline = load_pipeline(file)
+    mermaid = to_mermaid(pipeline)
+    print(mermaid, end="")
+    if out_path is None:
+        return
+    if out_path.suffix.lower() == ".mmd":
+        out_path.write_text(mermaid, encoding="utf-8")
+    elif out_path.suffix.lower() in (".svg", ".png"):
+        draw_image(pipeline, out_path, title=file.stem)
+    else:
+        raise HopstackInputError(f"--out must end in .mmd, .svg or .png, not {out_path.name!r}")
+    err.print(f"wrote {out_path}")
+
+
+@app.command()
+def demo(
+    corpus: Annotated[Optional[Path], typer.Option("--corpus", help="JSONL corpus (default: the shipped sample)")] = None,
+    questions: Annotated[
+        Optional[Path], typer.Option("--questions", help="questions JSONL with gold_ids (default: the shipped sample)")
+    ] = None,
+    pipeline: Annotated[
+        Optional[list[Path]], typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: yaml/*.yaml)")
+    ] = None,
+    batch_size: BatchOption = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the table as JSON")] = None,
+) -> None:
+    """Run the sample pipelines over the sample corpus and questions and compare them."""
+    from hopstack.datasets.questions import read_questions
+    from hopstack.demo import SAMPLE_CORPUS, SAMPLE_QUESTIONS, evaluate_pipeline, pipeline_files
+    from hopstack.pipelines.validate import validate_file
+
+    corpus = corpus or SAMPLE_CORPUS
+    items = read_questions(questions or SAMPLE_QUESTIONS)
+    files = pipeline_files(pipeline)
+    out.print(f"hopstack demo: {len(files)} pipeline(s), {len(items)} questions, corpus {corpus}")
+    rows = []
+    for path in files:
+        _, problems = validate_file(path)
+        if problems:
+            raise HopstackInputError("\n".join(str(p) for p in problems))
+        started = time.perf_counter()
+        with err.status(f"running {path.name}"):
+            rows.append(evaluate_pipeline(path, corpus, items, batch_size))
+        rows[-1].total_s = time.perf_counter() - started
+    metric_names = list(rows[0].metrics) if rows else []
+    table = Table(title="pipelines over the sample questions (gold documents found)")
+    table.add_column("pipeline")
+    for name in metric_names:
+        table.add_column(name, justify="right")
+    table.add_column("q/s", justify="right")
+    for row in rows:
+        table.add_row(
+            row.pipeline,
+            *[f"{row.metrics[m]:.3f}" for m in metric_names],
+            f"{row.questions / row.wall_s:,.0f}",
+        )
+    out.print(table)
+    first = items[0]
+    out.print(f"first question: {first.question}  (gold: {', '.join(first.gold_ids)})")
+    for row in rows:
+        out.print(f"  {row.pipeline:>10}: {' | '.join(row.example)}")
+    nodes = Table(title="time per node (batched run, warm)")
+    for column in ("pipeline", "node", "component", "batched", "calls", "items", "seconds"):
+        nodes.add_column(column, justify="right" if column in ("calls", "items", "seconds") else "left")
+    for row in rows:
+        for name, stats in row.nodes.items():
+            nodes.add_row(
+                row.pipeline, name, stats["type"], "yes" if stats["batched"] else "no",
+                str(stats["calls"]), str(stats["items"]), f"{stats['wall_s']:.3f}",
+            )
+    out.print(nodes)
+    if json_out:
+        json_out.write_text(json.dumps([row.__dict__ for row in rows], indent=2), encoding="utf-8")
+        out.print(f"wrote {json_out}")
+
+
+def main() -> None:
+    """Entry point: run the Typer app and map errors to exit codes (2 bad input, 1 internal error).
+
+    Typer itself exits 2 on usage errors; exits from commands (``typer.Exit``) pass through.
+    """
+    try:
+        app()
+    except HopstackInputError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except PipelineRunError as exc:
+        err.print(f"pipeline failed: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except Exception:  # noqa: BLE001 - the last line of defence prints the traceback
+        err.print("internal error:", markup=False)
+        traceback.print_exc()
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""hopstack components, one module per stage family (see DESIGN.md, Layout)."""

@@ -1,0 +1,58 @@
+"""The generic questions file: JSONL lines ``{"id", "question", "answers": [...], "gold_ids": [...]}``.
+
+Only ``question`` is required; ``id`` defaults to the line number. Other keys are kept in ``extra``
+and, when they name a pipeline input (``top_k``, say), are passed to the pipeline.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hopstack.errors import HopstackInputError
+
+
+@dataclass
+class Question:
+    """One question of a questions file."""
+
+    id: str
+    question: str
+    answers: list[str] = field(default_factory=list)
+    gold_ids: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_questions(path: str | Path) -> list[Question]:
+    """Read a questions JSONL file; every problem names the file and line, and nothing is half-read."""
+    path = Path(path)
+    if not path.is_file():
+        raise HopstackInputError(f"questions file {str(path)!r} does not exist")
+    questions: list[Question] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise HopstackInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(record, dict):
+                raise HopstackInputError(f"{where}: each line must be a JSON object")
+            text = record.pop("question", None)
+            if not isinstance(text, str) or not text.strip():
+                raise HopstackInputError(f"{where}: 'question' must be a non-empty string")
+            qid = str(record.pop("id", line_number))
+            if qid in seen:
+                raise HopstackInputError(f"{where}: duplicate id {qid!r} (first on line {seen[qid]})")
+            seen[qid] = line_number
+            answers = record.pop("answers", [])
+            gold_ids = record.pop("gold_ids", [])
+            if not isinstance(answers, list) or not isinstance(gold_ids, list):
+                raise HopstackInputError(f"{where}: 'answers' and 'gold_ids' must be lists")
+            questions.append(Question(qid, text, [str(a) for a in answers], [str(g) for g in gold_ids], record))
+    if not questions:
+        raise HopstackInputError(f"{path}: no questions")
+    return questions

@@ -1,0 +1,1 @@
+"""Corpus ingestion and the on-disk index (documents, BM25, FAISS)."""

@@ -1,0 +1,40 @@
+"""Sentence embedders, loaded once per process and shared by every component that names them."""
+
+import threading
+
+import numpy as np
+
+from hopstack.models.devices import resolve_device
+from hopstack.models.registry import resolve_model
+
+_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, str], object] = {}
+
+
+def load_sentence_transformer(model: str, device: str = "auto"):
+    """The process-wide SentenceTransformer for ``model`` (registry name, hub id or path) on ``device``."""
+    resolved_device = resolve_device(device)
+    key = (resolve_model(model), resolved_device)
+    with _LOCK:
+        if key not in _MODELS:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+
+            _MODELS[key] = SentenceTransformer(key[0], device=resolved_device)
+        return _MODELS[key]
+
+
+def embed_texts(model, texts: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+    """Encode ``texts`` as float32 rows (L2-normalised when ``normalize``), in batches of ``batch_size``."""
+    if not texts:
+        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=normalize,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Loading and validating pipeline YAML; evaluation and comparison of pipelines come with later issues."""

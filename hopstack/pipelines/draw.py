@@ -1,0 +1,100 @@
+"""Drawing pipelines without any web service: Mermaid text, and SVG/PNG through matplotlib."""
+
+from pathlib import Path
+
+import networkx as nx
+from haystack import Pipeline
+from haystack.core.type_utils import _type_name
+
+
+def _node_id(name: str) -> str:
+    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _required_inputs(pipeline: Pipeline) -> list[tuple[str, str]]:
+    """(component, socket) pairs that the caller must feed: mandatory and unconnected."""
+    return sorted(
+        (component, socket)
+        for component, sockets in pipeline.inputs().items()
+        for socket, info in sockets.items()
+        if info.get("is_mandatory") and not pipeline.graph.nodes[component]["input_sockets"][socket].senders
+    )
+
+
+def to_mermaid(pipeline: Pipeline) -> str:
+    """Mermaid flowchart text: the inputs a caller must feed, components (name and class), connections
+    with their sockets, and the outputs that no component consumes."""
+    graph = pipeline.graph
+    lines = ["flowchart LR"]
+    for name in nx.lexicographical_topological_sort(graph):
+        cls = type(graph.nodes[name]["instance"]).__name__
+        lines.append(f'  {_node_id(name)}["{name}<br/><small>{cls}</small>"]')
+    for component, socket in _required_inputs(pipeline):
+        lines.append(f'  in_{_node_id(component)}_{socket}(["{socket}"]) --> {_node_id(component)}')
+    for sender, receiver, edge in sorted(graph.edges(data=True), key=lambda e: (e[0], e[1])):
+        label = f"{edge['from_socket'].name} → {edge['to_socket'].name}"
+        lines.append(f'  {_node_id(sender)} -- "{label}" --> {_node_id(receiver)}')
+    for component, sockets in sorted(pipeline.outputs().items()):
+        for socket, info in sorted(sockets.items()):
+            lines.append(
+                f'  {_node_id(component)} --> out_{_node_id(component)}_{socket}(["{socket}: {_type_name(info["type"])}"])'
+            )
+    return "\n".join(lines) + "\n"
+
+
+def draw_image(pipeline: Pipeline, path: str | Path, title: str | None = None) -> Path:
+    """Draw the pipeline as a layered graph into ``path`` (``.svg`` or ``.png``) with matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix.lower() not in (".svg", ".png"):
+        raise ValueError(f"draw writes .svg or .png files, not {path.suffix or 'no extension'}")
+    graph = nx.DiGraph()
+    labels = {}
+    for name in pipeline.graph.nodes:
+        graph.add_node(name)
+        labels[name] = f"{name}\n{type(pipeline.graph.nodes[name]['instance']).__name__}"
+    for component, socket in _required_inputs(pipeline):
+        key = f"in:{component}.{socket}"
+        graph.add_edge(key, component)
+        labels[key] = f"input\n{socket}"
+    for sender, receiver, edge in pipeline.graph.edges(data=True):
+        graph.add_edge(sender, receiver, label=f"{edge['from_socket'].name}→{edge['to_socket'].name}")
+    for component, sockets in pipeline.outputs().items():
+        for socket in sockets:
+            key = f"out:{component}.{socket}"
+            graph.add_edge(component, key)
+            labels[key] = f"output\n{socket}"
+    for layer, nodes in enumerate(nx.topological_generations(graph)):
+        for node in nodes:
+            graph.nodes[node]["layer"] = layer
+    # multipartite_layout keeps insertion order within a layer: order inputs and outputs by their component
+    ordered = nx.DiGraph()
+    ordered.add_nodes_from(
+        sorted(graph.nodes(data=True), key=lambda nd: (nd[1]["layer"], str(nd[0]).split(":")[-1]))
+    )
+    ordered.add_edges_from(graph.edges(data=True))
+    graph = ordered
+    positions = nx.multipartite_layout(graph, subset_key="layer", align="vertical")
+    layers = max(nx.get_node_attributes(graph, "layer").values()) + 1
+    figure, axes = plt.subplots(figsize=(max(6, 2.6 * layers), 4 + 0.4 * graph.number_of_nodes()))
+    colours = [
+        "#dbeafe" if n in pipeline.graph.nodes else ("#dcfce7" if str(n).startswith("in:") else "#fef3c7")
+        for n in graph.nodes
+    ]
+    nx.draw_networkx_edges(graph, positions, ax=axes, arrows=True, arrowsize=18, node_size=5200)
+    nx.draw_networkx_nodes(graph, positions, ax=axes, node_color=colours, node_size=5200, edgecolors="#334155")
+    nx.draw_networkx_labels(graph, positions, labels=labels, ax=axes, font_size=8)
+    nx.draw_networkx_edge_labels(
+        graph, positions, edge_labels=nx.get_edge_attributes(graph, "label"), ax=axes, font_size=7
+    )
+    axes.set_title(title or "pipeline")
+    axes.axis("off")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,457 @@
+"""Validation of pipeline YAML files before anything runs (DESIGN decision 10).
+
+Every problem is collected and reported with the file, line and column, the component and the socket:
+YAML syntax errors, a schema that Haystack would not load, component types outside the module
+allowlist or not found (with the nearest known names), unknown or missing init parameters, connections
+to unknown components or sockets, type-incompatible connections, cycles (hopstack pipelines are DAGs:
+loops live inside one iterate component, DESIGN decision 3) and mandatory inputs that nothing feeds.
+"""
+
+import difflib
+import importlib
+import inspect
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import yaml
+from haystack import component as haystack_component
+from haystack.core.component.types import InputSocket, OutputSocket
+from haystack.core.serialization import component_from_dict
+from haystack.core.type_utils import _safe_get_origin, _type_name, _types_are_compatible
+
+from hopstack.errors import HopstackInputError
+
+ALLOWED_MODULES = ("hopstack", "haystack")
+"""Top-level packages whose components a pipeline file may name."""
+
+DEFAULT_PIPELINE_INPUTS = ("query", "question")
+"""Unconnected sockets with these names receive the question when ``metadata.hopstack.inputs`` is unset."""
+
+TOP_LEVEL_KEYS = {"components", "connections", "metadata", "max_runs_per_component", "connection_type_validation"}
+HOPSTACK_METADATA_KEYS = {"inputs", "batch_size", "description"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem, located in the file."""
+
+    source: str
+    line: int
+    column: int
+    message: str
+    component: str | None = None
+    socket: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.component is not None:
+            where = f"component '{self.component}'"
+            if self.socket is not None:
+                where += f", socket '{self.socket}'"
+            where += ": "
+        return f"{self.source}:{self.line}:{self.column}: {where}{self.message}"
+
+
+class PipelineValidationError(HopstackInputError):
+    """A pipeline file has problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            first = seen[key].start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node under ``key`` in a mapping node, if any."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                return value_node
+    return None
+
+
+def _key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                return key_node
+    return None
+
+
+def nearest(name: str, candidates: list[str], n: int = 3) -> list[str]:
+    """Up to ``n`` candidates close to ``name`` (difflib ratio)."""
+    return difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = nearest(name, candidates)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def known_component_types() -> list[str]:
+    """Qualified names of the components hopstack and Haystack offer (imports their component modules)."""
+    import haystack.components
+    import hopstack.components
+
+    for package in (hopstack.components, haystack.components):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            try:
+                importlib.import_module(info.name)
+            except Exception:  # noqa: BLE001 - a module whose optional dependencies are missing
+                continue
+    return sorted(haystack_component.registry)
+
+
+def _suggest_types(component_type: str) -> str:
+    known = known_component_types()
+    close = nearest(component_type, known)
+    if not close:
+        class_name = component_type.rsplit(".", 1)[-1]
+        by_class = {k.rsplit(".", 1)[-1]: k for k in known}
+        close = [by_class[c] for c in nearest(class_name, list(by_class))]
+    return f"; nearest known types: {', '.join(close)}" if close else ""
+
+
+def module_allowed(module_name: str) -> bool:
+    """Whether ``module_name`` lies under one of :data:`ALLOWED_MODULES`."""
+    return any(module_name == top or module_name.startswith(top + ".") for top in ALLOWED_MODULES)
+
+
+def resolve_component_class(component_type: str) -> type:
+    """Import and return the component class named ``component_type``; raises ValueError with a reason."""
+    if not isinstance(component_type, str) or "." not in component_type:
+        raise ValueError(f"type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', got {component_type!r}")
+    module_name, class_name = component_type.rsplit(".", 1)
+    if not module_allowed(module_name):
+        raise PermissionError(
+            f"module '{module_name}' is outside the allowlist ({', '.join(ALLOWED_MODULES)}); it was not imported"
+        )
+    if component_type not in haystack_component.registry:
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(f"unknown component type '{component_type}': module not found ({exc})") from exc
+    if component_type not in haystack_component.registry:
+        raise ValueError(f"unknown component type '{component_type}'")
+    return haystack_component.registry[component_type]
+
+
+def _init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {
+        n: p for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+    return named, takes_kwargs
+
+
+def init_parameter_names(cls: type) -> set[str]:
+    """The keyword parameters of a component class's ``__init__``."""
+    return set(_init_signature(cls)[0])
+
+
+def pipeline_inputs(metadata: dict[str, Any] | None) -> tuple[str, ...]:
+    """Names of the flat pipeline inputs: ``metadata.hopstack.inputs`` or :data:`DEFAULT_PIPELINE_INPUTS`."""
+    settings = (metadata or {}).get("hopstack") or {}
+    return tuple(settings.get("inputs") or DEFAULT_PIPELINE_INPUTS)
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def add(self, node: yaml.Node | None, message: str, component: str | None = None, socket: str | None = None) -> None:
+        mark = node.start_mark if node is not None else None
+        line = mark.line + 1 if mark else 1
+        column = mark.column + 1 if mark else 1
+        self.problems.append(Problem(self.source, line, column, message, component, socket))
+
+    # -- top level -------------------------------------------------------------------------
+    def validate(self, text: str) -> dict[str, Any] | None:
+        try:
+            root = yaml.compose(text, Loader=_UniqueKeyLoader)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            reason = " ".join(filter(None, [exc.context, exc.problem]))
+            self.problems.append(Problem(self.source, line, column, f"YAML syntax error: {reason}"))
+            return None
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.source, 1, 1, f"YAML error: {exc}"))
+            return None
+        if not isinstance(data, dict):
+            self.add(root, "a pipeline file must be a mapping with 'components' and 'connections'")
+            return None
+        for key in data:
+            if key not in TOP_LEVEL_KEYS:
+                self.add(
+                    _key_node(root, key),
+                    f"unknown top-level key '{key}' (Haystack would drop it; put hopstack settings under "
+                    f"'metadata: {{hopstack: ...}}'){_did_you_mean(str(key), sorted(TOP_LEVEL_KEYS))}",
+                )
+        self._check_metadata(data.get("metadata"), _child(root, "metadata"))
+        sockets = self._check_components(data.get("components"), _child(root, "components"), root)
+        edges = self._check_connections(data.get("connections"), _child(root, "connections"), sockets)
+        if sockets is not None and edges is not None:
+            self._check_cycles(edges)
+            self._check_unfed_inputs(sockets, edges, pipeline_inputs(data.get("metadata")), _child(root, "components"))
+        return data
+
+    def _check_metadata(self, metadata: Any, node: yaml.Node | None) -> None:
+        if metadata is None:
+            return
+        if not isinstance(metadata, dict):
+            self.add(node, "'metadata' must be a mapping")
+            return
+        settings = metadata.get("hopstack")
+        settings_node = _child(node, "hopstack")
+        if settings is None:
+            return
+        if not isinstance(settings, dict):
+            self.add(settings_node, "'metadata.hopstack' must be a mapping")
+            return
+        for key in settings:
+            if key not in HOPSTACK_METADATA_KEYS:
+                self.add(
+                    _key_node(settings_node, key),
+                    f"unknown hopstack setting '{key}'{_did_you_mean(str(key), sorted(HOPSTACK_METADATA_KEYS))}",
+                )
+        inputs = settings.get("inputs")
+        if inputs is not None and not (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs)):
+            self.add(_child(settings_node, "inputs"), "'metadata.hopstack.inputs' must be a list of socket names")
+        batch_size = settings.get("batch_size")
+        if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+            self.add(_child(settings_node, "batch_size"), "'metadata.hopstack.batch_size' must be a positive integer")
+
+    # -- components ------------------------------------------------------------------------
+    def _check_components(
+        self, components: Any, node: yaml.Node | None, root: yaml.Node
+    ) -> dict[str, tuple[dict[str, InputSocket], dict[str, OutputSocket]]] | None:
+        if components is None:
+            self.add(root, "missing 'components'")
+            return None
+        if not isinstance(components, dict):
+            self.add(node, "'components' must be a mapping of component names to {type, init_parameters}")
+            return None
+        sockets: dict[str, tuple[dict[str, InputSocket], dict[str, OutputSocket]]] = {}
+        for name, spec in components.items():
+            spec_node = _child(node, name)
+            instance = self._check_component(str(name), spec, spec_node, _key_node(node, name))
+            if instance is not None:
+                sockets[str(name)] = (
+                    dict(instance.__haystack_input__._sockets_dict),
+                    dict(instance.__haystack_output__._sockets_dict),
+                )
+            else:
+                sockets[str(name)] = None  # type: ignore[assignment]  # known name, unknown sockets
+        return sockets
+
+    def _check_component(self, name: str, spec: Any, node: yaml.Node | None, key_node: yaml.Node | None) -> Any:
+        if not isinstance(spec, dict):
+            self.add(node or key_node, "a component must be a mapping with 'type' and 'init_parameters'", name)
+            return None
+        for key in spec:
+            if key not in ("type", "init_parameters"):
+                self.add(_key_node(node, key), f"unknown key '{key}' (expected 'type' and 'init_parameters')", name)
+        component_type = spec.get("type")
+        type_node = _child(node, "type") or node
+        if component_type is None:
+            self.add(node, "missing 'type'", name)
+            return None
+        try:
+            cls = resolve_component_class(component_type)
+        except PermissionError as exc:
+            self.add(type_node, str(exc), name)
+            return None
+        except ValueError as exc:
+            self.add(type_node, f"{exc}{_suggest_types(str(component_type))}", name)
+            return None
+        init_parameters = spec.get("init_parameters") or {}
+        params_node = _child(node, "init_parameters")
+        if not isinstance(init_parameters, dict):
+            self.add(params_node, "'init_parameters' must be a mapping", name)
+            return None
+        named, takes_kwargs = _init_signature(cls)
+        bad = False
+        if not takes_kwargs:
+            for key in init_parameters:
+                if key not in named:
+                    bad = True
+                    self.add(
+                        _key_node(params_node, key),
+                        f"unknown init parameter '{key}' for {cls.__name__}{_did_you_mean(str(key), sorted(named))}",
+                        name,
+                    )
+        for param_name, param in named.items():
+            if param.default is inspect.Parameter.empty and param_name not in init_parameters:
+                bad = True
+                self.add(params_node or node, f"missing required init parameter '{param_name}' for {cls.__name__}", name)
+        if bad:
+            return None
+        try:
+            return component_from_dict(cls, {"type": component_type, "init_parameters": init_parameters}, name)
+        except Exception as exc:  # noqa: BLE001 - any constructor error is a problem of this file
+            self.add(params_node or node, f"cannot create {cls.__name__}: {exc}", name)
+            return None
+
+    # -- connections -----------------------------------------------------------------------
+    def _endpoint(self, text: Any, node: yaml.Node | None, sockets: dict, output: bool) -> tuple[str, str] | None:
+        role = "sender" if output else "receiver"
+        if not isinstance(text, str) or not text:
+            self.add(node, f"{role} must be 'component.socket', got {text!r}")
+            return None
+        name, _, socket_name = text.partition(".")
+        if name not in sockets:
+            self.add(node, f"{role} names unknown component '{name}'{_did_you_mean(name, sorted(sockets))}", name)
+            return None
+        if sockets[name] is None:
+            return None  # the component itself is broken and already reported
+        available = sockets[name][1 if output else 0]
+        kind = "output" if output else "input"
+        if not socket_name:
+            if len(available) != 1:
+                self.add(node, f"'{name}' has {kind} sockets {sorted(available)}; name one as '{name}.SOCKET'", name)
+                return None
+            socket_name = next(iter(available))
+        if socket_name not in available:
+            self.add(
+                node,
+                f"unknown {kind} socket '{socket_name}'; {kind}s are {sorted(available)}"
+                f"{_did_you_mean(socket_name, sorted(available))}",
+                name,
+                socket_name,
+            )
+            return None
+        return name, socket_name
+
+    def _check_connections(self, connections: Any, node: yaml.Node | None, sockets: dict | None) -> list | None:
+        if connections is None:
+            return []
+        if not isinstance(connections, list):
+            self.add(node, "'connections' must be a list of {sender, receiver}")
+            return None
+        if sockets is None:
+            return None
+        edges = []
+        senders_per_socket: dict[tuple[str, str], list[str]] = {}
+        for index, connection in enumerate(connections):
+            item_node = node.value[index] if isinstance(node, yaml.SequenceNode) else node
+            if not isinstance(connection, dict) or set(connection) != {"sender", "receiver"}:
+                self.add(item_node, "a connection must be a mapping with exactly 'sender' and 'receiver'")
+                continue
+            sender = self._endpoint(connection["sender"], _child(item_node, "sender"), sockets, output=True)
+            receiver = self._endpoint(connection["receiver"], _child(item_node, "receiver"), sockets, output=False)
+            if sender is None or receiver is None:
+                continue
+            if sender[0] == receiver[0]:
+                self.add(item_node, "a component cannot be connected to itself (use an iterate component for loops)", sender[0])
+                continue
+            out_socket = sockets[sender[0]][1][sender[1]]
+            in_socket = sockets[receiver[0]][0][receiver[1]]
+            compatible, _ = _types_are_compatible(out_socket.type, in_socket.type)
+            if not compatible:
+                self.add(
+                    item_node,
+                    f"type mismatch: '{sender[0]}.{sender[1]}' sends {_type_name(out_socket.type)} but "
+                    f"'{receiver[0]}.{receiver[1]}' takes {_type_name(in_socket.type)}",
+                    receiver[0],
+                    receiver[1],
+                )
+                continue
+            senders_per_socket.setdefault(receiver, []).append(sender[0])
+            if len(senders_per_socket[receiver]) > 1 and not _accepts_several(in_socket):
+                self.add(
+                    item_node,
+                    f"already fed by '{senders_per_socket[receiver][0]}'; only list-typed or Variadic sockets "
+                    "take several senders",
+                    receiver[0],
+                    receiver[1],
+                )
+                continue
+            edges.append((sender, receiver, item_node))
+        return edges
+
+    def _check_cycles(self, edges: list) -> None:
+        graph = nx.DiGraph()
+        for (sender, _), (receiver, _), item_node in edges:
+            graph.add_edge(sender, receiver, node=item_node)
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            return
+        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        closing = graph.edges[cycle[-1][0], cycle[-1][1]]["node"]
+        self.add(
+            closing,
+            f"cycle {path}: hopstack pipelines are DAGs. Put the loop inside one iterate component "
+            "(hopstack.components.iterate, which holds the retriever, query reformulator and stopper as "
+            "nested components and stops on a hop budget; DESIGN.md decision 3)",
+            cycle[-1][1],
+        )
+
+    def _check_unfed_inputs(self, sockets: dict, edges: list, inputs: tuple[str, ...], node: yaml.Node | None) -> None:
+        fed = {receiver for _, receiver, _ in edges}
+        for name, pair in sockets.items():
+            if pair is None:
+                continue
+            for socket_name, socket in pair[0].items():
+                if socket.is_mandatory and (name, socket_name) not in fed and socket_name not in inputs:
+                    self.add(
+                        _child(node, name),
+                        f"mandatory input '{socket_name}' is not connected and is not a pipeline input "
+                        f"(pipeline inputs: {', '.join(inputs)}; declare more under metadata.hopstack.inputs)",
+                        name,
+                        socket_name,
+                    )
+
+
+def _accepts_several(socket: InputSocket) -> bool:
+    """Whether Haystack lets several senders feed ``socket`` (variadic, or list-typed and made variadic)."""
+    if socket.is_variadic:
+        return True
+    if _safe_get_origin(socket.type) is list:
+        return True
+    args = [a for a in getattr(socket.type, "__args__", ()) if a is not type(None)]
+    return bool(args) and all(_safe_get_origin(a) is list for a in args)
+
+
+def validate_text(text: str, source: str = "<string>") -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Validate pipeline YAML text; returns the parsed data (when it parsed) and every problem found."""
+    validator = _Validator(source)
+    data = validator.validate(text)
+    return data, validator.problems
+
+
+def validate_file(path: str | Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Validate a pipeline file; an unreadable file is one problem, not an exception."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(str(path), 1, 1, f"cannot read the file: {exc}")]
+    return validate_text(text, str(path))
