@@ -106,11 +106,6 @@ class BatchRunner:
         self._input_sockets = pipeline.inputs()
         self.input_names = sorted({s for sockets in self._input_sockets.values() for s in sockets})
         self.question_sockets = [s for s in pipeline_inputs(pipeline.metadata) if s in self.input_names]
-        if not self.question_sockets:
-            raise HopstackInputError(
-                f"no pipeline input takes the question: declared inputs {list(pipeline_inputs(pipeline.metadata))}, "
-                f"unconnected sockets {self.input_names}"
-            )
         self._warm = False
 
     def _plan(self, name: str) -> _Node:
@@ -142,6 +137,11 @@ class BatchRunner:
     def question_input(self, question: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Flat inputs for one question: the text on every question socket (``metadata.hopstack.inputs``),
         plus those ``extra`` values whose keys name other pipeline inputs (``top_k``, say)."""
+        if not self.question_sockets:
+            raise HopstackInputError(
+                f"no pipeline input takes the question: declared inputs {list(pipeline_inputs(self.pipeline.metadata))}, "
+                f"unconnected sockets {self.input_names}"
+            )
         data = {socket: question for socket in self.question_sockets}
         for key, value in (extra or {}).items():
             if key in self.input_names and key not in data:

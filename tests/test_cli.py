@@ -1,0 +1,120 @@
+"""The hopstack command: outputs, exit codes (0 ok, 2 bad input, 1 internal error) and files."""
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import YAML_DIR
+
+BM25_YAML = YAML_DIR / "bm25.yaml"
+
+
+def test_version(cli):
+    from hopstack import __version__
+
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"hopstack {__version__}"
+
+
+def test_installed_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "hopstack", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("hopstack ")
+
+
+def test_validate_ok_and_bad(cli, write_yaml):
+    code, out, err = cli("validate", *sorted(YAML_DIR.glob("*.yaml")))
+    assert code == 0 and out.count("ok ") == len(list(YAML_DIR.glob("*.yaml"))) and err == ""
+    bad = write_yaml("components:\n  x:\n    type: hopstack.components.retrieval.Nope\n")
+    code, out, err = cli("validate", BM25_YAML, bad)
+    assert code == 2
+    assert f"{bad}:3:11: component 'x': unknown component type" in err
+    assert "1 problem(s) in 1 file(s)" in err
+
+
+def test_usage_error_exits_2(cli):
+    code, _, err = cli("run")
+    assert code == 2 and "Missing" in err
+
+
+def test_run_one_question_prints_json(cli, sample_corpus):
+    code, out, _ = cli("run", BM25_YAML, "--index", sample_corpus, "--question", "Who founded Brannock Looms?")
+    assert code == 0
+    record = json.loads(out)
+    docs = record["outputs"]["bm25"]["documents"]
+    assert record["question"] == "Who founded Brannock Looms?"
+    assert docs[0]["meta"]["title"] == "Brannock Looms" and set(docs[0]) == {"id", "content", "meta", "score"}
+
+
+def test_run_questions_file_writes_one_line_each_with_traces(cli, sample_corpus, tmp_path):
+    from hopstack.demo import SAMPLE_QUESTIONS
+
+    out_file = tmp_path / "out.jsonl"
+    code, _, err = cli(
+        "run", BM25_YAML, "--index", sample_corpus, "--questions", SAMPLE_QUESTIONS, "-o", out_file,
+        "--batch-size", "5", "--trace",
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(lines) == 24 and lines[0]["id"] == "q01" and lines[-1]["id"] == "q24"
+    assert "bm25" in lines[0]["trace"]
+
+
+def test_bad_questions_file_exits_2_naming_the_line(cli, sample_corpus, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "ok?"}\n{"id": "b"}\n', encoding="utf-8")
+    out_file = tmp_path / "out.jsonl"
+    code, _, err = cli("run", BM25_YAML, "--index", sample_corpus, "--questions", questions, "-o", out_file)
+    assert code == 2 and f"{questions}:2: 'question' must be a non-empty string" in err
+    assert not out_file.exists()
+
+
+def test_invalid_pipeline_runs_nothing(cli, write_yaml, tmp_path, sample_corpus):
+    bad = write_yaml(
+        """
+        components:
+          bm25:
+            type: hopstack.components.retrieval.BM25Retriever
+            init_parameters: {topk: 3}
+        """
+    )
+    out_file = tmp_path / "out.jsonl"
+    code, _, err = cli("run", bad, "--index", sample_corpus, "-q", "anything", "-o", out_file)
+    assert code == 2 and "unknown init parameter 'topk'" in err and not out_file.exists()
+
+
+def test_missing_index_exits_2(cli, monkeypatch):
+    monkeypatch.delenv("HOPSTACK_INDEX", raising=False)
+    code, _, err = cli("run", BM25_YAML, "-q", "anything")
+    assert code == 2 and "no index given" in err
+
+
+def test_draw_writes_mermaid_svg_and_png(cli, tmp_path):
+    svg = tmp_path / "hybrid.svg"
+    code, out, _ = cli("draw", YAML_DIR / "hybrid.yaml", "--out", svg)
+    assert code == 0
+    assert out.startswith("flowchart LR") and 'n_bm25 -- "documents → documents" --> n_fuse' in out
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+    png = tmp_path / "hybrid.png"
+    assert cli("draw", YAML_DIR / "hybrid.yaml", "-o", png)[0] == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mmd = tmp_path / "hybrid.mmd"
+    assert cli("draw", YAML_DIR / "hybrid.yaml", "-o", mmd)[0] == 0 and mmd.read_text() == out
+    code, _, err = cli("draw", YAML_DIR / "hybrid.yaml", "-o", tmp_path / "hybrid.gif")
+    assert code == 2 and ".mmd, .svg or .png" in err
+
+
+@pytest.mark.slow
+def test_demo_compares_the_shipped_pipelines(cli, tmp_path):
+    json_out = tmp_path / "demo.json"
+    code, out, err = cli("demo", "--json", json_out)
+    assert code == 0, err
+    rows = json.loads(json_out.read_text())
+    assert {row["pipeline"] for row in rows} >= {"bm25", "dense", "hybrid"}
+    for row in rows:
+        assert row["questions"] == 24
+        # measured on the shipped sample: every pipeline has all gold documents in its top 5 for most questions
+        assert row["metrics"]["AllGold@5"] > 0.5, row
+    assert "AllGold@2" in out and "time per node" in out

@@ -1,0 +1,310 @@
+"""Every validation problem names the file, line, column, component and socket; nothing runs after one."""
+
+import sys
+
+import pytest
+
+from hopstack.pipelines.loading import load_pipeline
+from hopstack.pipelines.validate import PipelineValidationError, validate_file
+
+BM25 = "hopstack.components.retrieval.BM25Retriever"
+RANKER = "haystack.components.rankers.meta_field.MetaFieldRanker"
+
+
+def problems_of(path):
+    _, problems = validate_file(path)
+    return problems
+
+
+def test_shipped_pipelines_are_valid():
+    from conftest import YAML_DIR
+
+    files = sorted(YAML_DIR.glob("*.yaml"))
+    assert files
+    for path in files:
+        assert problems_of(path) == [], path
+
+
+def test_yaml_syntax_error_has_line_and_column(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          bm25:
+            type: hopstack.components.retrieval.BM25Retriever
+            init_parameters: {top_k: 3
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert problem.source == str(path)
+    assert problem.line == 5 and problem.column >= 1
+    assert "YAML syntax error" in problem.message
+    assert str(problem).startswith(f"{path}:5:")
+
+
+def test_unknown_component_type_suggests_nearest(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          bm25:
+            type: hopstack.components.retrieval.BM25Retreiver
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert (problem.line, problem.component) == (3, "bm25")
+    assert "unknown component type" in problem.message
+    assert "hopstack.components.retrieval.BM25Retriever" in problem.message
+
+
+def test_unknown_type_in_unknown_module_suggests_by_class_name(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          dense:
+            type: hopstack.components.retrievers.DenseRetriever
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert "module not found" in problem.message
+    assert "hopstack.components.retrieval.DenseRetriever" in problem.message
+
+
+def test_unknown_init_parameter_is_located_and_suggested(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+            init_parameters:
+              top_k: 5
+              topk: 3
+        metadata:
+          hopstack: {{inputs: [query]}}
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert (problem.line, problem.component) == (6, "bm25")
+    assert "unknown init parameter 'topk'" in problem.message and "'top_k'" in problem.message
+
+
+def test_missing_required_init_parameter(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          prompt:
+            type: haystack.components.builders.prompt_builder.PromptBuilder
+            init_parameters: {}
+        connections: []
+        """
+    )
+    problems = problems_of(path)
+    assert any("missing required init parameter 'template'" in p.message for p in problems)
+
+
+def test_invalid_init_value_is_reported_not_raised(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+            init_parameters: {{method: okapi}}
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert "cannot create BM25Retriever" in problem.message and "okapi" in problem.message
+
+
+def test_unconnected_mandatory_input(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+          ranker:
+            type: {RANKER}
+            init_parameters: {{meta_field: year}}
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert (problem.component, problem.socket, problem.line) == ("ranker", "documents", 5)
+    assert "mandatory input 'documents' is not connected" in problem.message
+
+
+def test_declared_pipeline_inputs_feed_mandatory_sockets(write_yaml):
+    path = write_yaml(
+        f"""
+        metadata:
+          hopstack:
+            inputs: [query, documents]
+        components:
+          ranker:
+            type: {RANKER}
+            init_parameters: {{meta_field: year}}
+          bm25:
+            type: {BM25}
+        connections: []
+        """
+    )
+    assert problems_of(path) == []
+
+
+def test_type_incompatible_connection(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          first:
+            type: {BM25}
+          second:
+            type: {BM25}
+        connections:
+          - sender: first.documents
+            receiver: second.query
+        """
+    )
+    [problem] = problems_of(path)
+    assert (problem.line, problem.component, problem.socket) == (7, "second", "query")
+    assert "type mismatch" in problem.message and "list[Document]" in problem.message and "str" in problem.message
+
+
+def test_unknown_sockets_and_components_in_connections(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+          ranker:
+            type: {RANKER}
+            init_parameters: {{meta_field: year}}
+        connections:
+          - sender: bm25.docs
+            receiver: ranker.documents
+          - sender: bm25.documents
+            receiver: rankr.documents
+        """
+    )
+    problems = problems_of(path)
+    messages = [(p.line, p.message) for p in problems]
+    assert any(line == 8 and "unknown output socket 'docs'" in m and "'documents'" in m for line, m in messages)
+    assert any(line == 11 and "unknown component 'rankr'" in m and "'ranker'" in m for line, m in messages)
+
+
+def test_module_outside_allowlist_is_refused_without_import(write_yaml):
+    assert "hopstack_untrusted_module" not in sys.modules
+    path = write_yaml(
+        """
+        components:
+          evil:
+            type: hopstack_untrusted_module.Component
+          shell:
+            type: subprocess.Popen
+        connections: []
+        """
+    )
+    problems = problems_of(path)
+    assert [p.component for p in problems] == ["evil", "shell"]
+    assert all("outside the allowlist" in p.message for p in problems)
+    assert "hopstack_untrusted_module" not in sys.modules
+
+
+def test_cycle_points_to_the_iterate_component(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          a:
+            type: {RANKER}
+            init_parameters: {{meta_field: year}}
+          b:
+            type: {RANKER}
+            init_parameters: {{meta_field: year}}
+        connections:
+          - sender: a.documents
+            receiver: b.documents
+          - sender: b.documents
+            receiver: a.documents
+        """
+    )
+    problems = problems_of(path)
+    cycle = [p for p in problems if "cycle" in p.message]
+    assert len(cycle) == 1
+    assert "a -> b -> a" in cycle[0].message or "b -> a -> b" in cycle[0].message
+    assert "hopstack.components.iterate" in cycle[0].message and "decision 3" in cycle[0].message
+    assert cycle[0].line in (9, 11)
+
+
+def test_duplicate_component_name_is_an_error(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+          bm25:
+            type: {BM25}
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert problem.line == 4 and "duplicate key 'bm25'" in problem.message
+
+
+def test_unknown_top_level_and_hopstack_keys(write_yaml):
+    path = write_yaml(
+        f"""
+        component:
+          bm25:
+            type: {BM25}
+        metadata:
+          hopstack: {{batchsize: 4}}
+        """
+    )
+    problems = problems_of(path)
+    messages = " | ".join(p.message for p in problems)
+    assert "unknown top-level key 'component'" in messages and "'components'" in messages
+    assert "unknown hopstack setting 'batchsize'" in messages and "'batch_size'" in messages
+    assert "missing 'components'" in messages
+
+
+def test_every_problem_is_reported_at_once(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+            init_parameters: {{topk: 3}}
+          other:
+            type: hopstack.components.retrieval.Nothing
+          ranker:
+            type: {RANKER}
+            init_parameters: {{meta_field: year}}
+        connections:
+          - sender: bm25.documents
+            receiver: ranker.query
+        """
+    )
+    problems = problems_of(path)
+    assert len(problems) >= 3
+    assert {p.component for p in problems} >= {"bm25", "other", "ranker"}
+
+
+def test_load_pipeline_raises_with_all_problems_and_builds_nothing(write_yaml):
+    path = write_yaml(
+        f"""
+        components:
+          bm25:
+            type: {BM25}
+            init_parameters: {{topk: 3, index: /nonexistent.jsonl}}
+        connections: []
+        """
+    )
+    with pytest.raises(PipelineValidationError) as info:
+        load_pipeline(path)
+    assert "unknown init parameter 'topk'" in str(info.value)
+
+
+def test_unreadable_file_is_one_problem(tmp_path):
+    [problem] = problems_of(tmp_path / "missing.yaml")
+    assert "cannot read the file" in problem.message
