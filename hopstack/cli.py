@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,11 +29,11 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 IndexOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--index", help="corpus (JSONL) for every component with an 'index' parameter; else $HOPSTACK_INDEX"),
 ]
 BatchOption = Annotated[
-    Optional[int], typer.Option("--batch-size", min=1, help="most items per run_batch call (default: the file's, or 256)")
+    int | None, typer.Option("--batch-size", min=1, help="most items per run_batch call (default: the file's, or 256)")
 ]
 
 
@@ -80,11 +80,11 @@ def _runner(file: Path, index: str | None, batch_size: int | None):
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
-    question: Annotated[Optional[str], typer.Option("--question", "-q", help="one question")] = None,
+    question: Annotated[str | None, typer.Option("--question", "-q", help="one question")] = None,
     questions: Annotated[
-        Optional[Path], typer.Option("--questions", help="JSONL file of {id, question, ...} lines")
+        Path | None, typer.Option("--questions", help="JSONL file of {id, question, ...} lines")
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL output (one line a question)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL output (one line a question)")] = None,
     index: IndexOption = None,
     batch_size: BatchOption = None,
     trace: Annotated[bool, typer.Option("--trace", help="include every node's outputs per question")] = False,
@@ -101,14 +101,20 @@ def run(
     sink = output.open("w", encoding="utf-8") if output else None
     try:
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, disable=question is not None,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=question is not None,
         ) as progress:
             task = progress.add_task(file.stem, total=len(items))
             for start in range(0, len(items), runner.batch_size):
                 chunk = items[start : start + runner.batch_size]
                 result = runner.run(
-                    [runner.question_input(q.question, q.extra) for q in chunk], trace=trace, item_ids=[q.id for q in chunk]
+                    [runner.question_input(q.question, q.extra) for q in chunk],
+                    trace=trace,
+                    item_ids=[q.id for q in chunk],
                 )
                 for i, q in enumerate(chunk):
                     record = {"id": q.id, "question": q.question, "outputs": jsonable(result.outputs[i])}
@@ -133,7 +139,7 @@ def run(
 def draw(
     file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
     out_path: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="write .mmd (Mermaid), .svg or .png; Mermaid goes to stdout too")
+        Path | None, typer.Option("--out", "-o", help="write .mmd (Mermaid), .svg or .png; Mermaid goes to stdout too")
     ] = None,
 ) -> None:
     """Print the pipeline as Mermaid text and optionally draw it to SVG/PNG (no web service needed)."""
@@ -156,15 +162,15 @@ def draw(
 
 @app.command()
 def demo(
-    corpus: Annotated[Optional[Path], typer.Option("--corpus", help="JSONL corpus (default: the shipped sample)")] = None,
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="JSONL corpus (default: the shipped sample)")] = None,
     questions: Annotated[
-        Optional[Path], typer.Option("--questions", help="questions JSONL with gold_ids (default: the shipped sample)")
+        Path | None, typer.Option("--questions", help="questions JSONL with gold_ids (default: the shipped sample)")
     ] = None,
     pipeline: Annotated[
-        Optional[list[Path]], typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: yaml/*.yaml)")
+        list[Path] | None, typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: yaml/*.yaml)")
     ] = None,
     batch_size: BatchOption = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the table as JSON")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the table as JSON")] = None,
 ) -> None:
     """Run the sample pipelines over the sample corpus and questions and compare them."""
     from hopstack.datasets.questions import read_questions
@@ -207,8 +213,13 @@ def demo(
     for row in rows:
         for name, stats in row.nodes.items():
             nodes.add_row(
-                row.pipeline, name, stats["type"], "yes" if stats["batched"] else "no",
-                str(stats["calls"]), str(stats["items"]), f"{stats['wall_s']:.3f}",
+                row.pipeline,
+                name,
+                stats["type"],
+                "yes" if stats["batched"] else "no",
+                str(stats["calls"]),
+                str(stats["items"]),
+                f"{stats['wall_s']:.3f}",
             )
     out.print(nodes)
     if json_out:

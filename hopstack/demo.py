@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hopstack.datasets.questions import Question, read_questions
+from hopstack.datasets.questions import Question
 from hopstack.errors import HopstackInputError
 from hopstack.graphs.runner import BatchRunner, RunResult
 from hopstack.pipelines.loading import load_pipeline

@@ -53,8 +53,17 @@ def test_run_questions_file_writes_one_line_each_with_traces(cli, sample_corpus,
 
     out_file = tmp_path / "out.jsonl"
     code, _, err = cli(
-        "run", BM25_YAML, "--index", sample_corpus, "--questions", SAMPLE_QUESTIONS, "-o", out_file,
-        "--batch-size", "5", "--trace",
+        "run",
+        BM25_YAML,
+        "--index",
+        sample_corpus,
+        "--questions",
+        SAMPLE_QUESTIONS,
+        "-o",
+        out_file,
+        "--batch-size",
+        "5",
+        "--trace",
     )
     assert code == 0, err
     lines = [json.loads(line) for line in out_file.read_text().splitlines()]

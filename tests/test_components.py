@@ -105,3 +105,16 @@ def test_batch_size_of_refuses_ragged_inputs():
     assert batch_size_of({"a": [1, 2], "b": [3, 4]}) == 2
     with pytest.raises(ValueError, match="different lengths"):
         batch_size_of({"a": [1], "b": [1, 2]})
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
+def test_batched_bm25_scores_equal_bm25s_get_scores(sample_corpus, sample_questions, method):
+    import numpy as np
+
+    retriever = BM25Retriever(index=str(sample_corpus), method=method)
+    queries = [q.question for q in sample_questions] + ["Varrow Varrow the", "zzzqx"]
+    batched = retriever.score_queries(queries)
+    token_ids = retriever._tokenizer.tokenize(queries, update_vocab=False, show_progress=False, return_as="ids")
+    reference = np.vstack([retriever._bm25.get_scores(ids) if ids else np.zeros(batched.shape[1]) for ids in token_ids])
+    assert batched.shape == (len(queries), 40)
+    np.testing.assert_allclose(batched, reference, rtol=1e-5, atol=1e-5)

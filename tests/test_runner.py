@@ -136,13 +136,17 @@ def test_wrong_run_batch_length_names_the_component():
     pipe = Pipeline()
     pipe.add_component("broken", Broken())
     with pytest.raises(PipelineRunError, match="component 'broken'.*lists of 2 items"):
-        BatchRunner(pipe, batch_size=2).run([{"text": "a"}, {"text": "b"}], )
+        BatchRunner(pipe, batch_size=2).run(
+            [{"text": "a"}, {"text": "b"}],
+        )
 
 
 def test_component_failure_names_component_and_items():
     pipe = Pipeline()
     pipe.add_component("fails", Fails())
-    with pytest.raises(PipelineRunError, match=r"component 'fails' \(Fails\) failed on items q1, q2: RuntimeError: boom"):
+    with pytest.raises(
+        PipelineRunError, match=r"component 'fails' \(Fails\) failed on items q1, q2: RuntimeError: boom"
+    ):
         BatchRunner(pipe).run([{"text": "a"}, {"text": "b"}], item_ids=["q1", "q2"])
 
 

@@ -42,33 +42,20 @@ def test_yaml_syntax_error_has_line_and_column(write_yaml):
     assert str(problem).startswith(f"{path}:5:")
 
 
-def test_unknown_component_type_suggests_nearest(write_yaml):
-    path = write_yaml(
-        """
-        components:
-          bm25:
-            type: hopstack.components.retrieval.BM25Retreiver
-        connections: []
-        """
-    )
+@pytest.mark.parametrize(
+    ("written", "reason", "suggested"),
+    [
+        ("hopstack.components.retrieval.BM25Retreiver", "unknown component type", "retrieval.BM25Retriever"),
+        ("hopstack.components.retrievers.DenseRetriever", "module not found", "retrieval.DenseRetriever"),
+    ],
+    ids=["misspelt-class", "wrong-module"],
+)
+def test_unknown_component_type_suggests_nearest(write_yaml, written, reason, suggested):
+    path = write_yaml(f"components:\n  node:\n    type: {written}\nconnections: []\n")
     [problem] = problems_of(path)
-    assert (problem.line, problem.component) == (3, "bm25")
-    assert "unknown component type" in problem.message
-    assert "hopstack.components.retrieval.BM25Retriever" in problem.message
-
-
-def test_unknown_type_in_unknown_module_suggests_by_class_name(write_yaml):
-    path = write_yaml(
-        """
-        components:
-          dense:
-            type: hopstack.components.retrievers.DenseRetriever
-        connections: []
-        """
-    )
-    [problem] = problems_of(path)
-    assert "module not found" in problem.message
-    assert "hopstack.components.retrieval.DenseRetriever" in problem.message
+    assert (problem.line, problem.column, problem.component) == (3, 11, "node")
+    assert reason in problem.message
+    assert f"nearest known types: hopstack.components.{suggested}" in problem.message
 
 
 def test_unknown_init_parameter_is_located_and_suggested(write_yaml):

@@ -84,6 +84,7 @@ class _Node:
     sockets: dict[str, Any]
     incoming: dict[str, list[_Incoming]]
     leaf_outputs: list[str]
+    output_names: list[str]
     run_batch: Callable[..., dict[str, list[Any]]] | None
 
 
@@ -103,8 +104,11 @@ class BatchRunner:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         self.fingerprints = pipeline_fingerprints(pipeline)
         self._nodes = [self._plan(name) for name in nx.lexicographical_topological_sort(pipeline.graph)]
-        self._input_sockets = pipeline.inputs()
-        self.input_names = sorted({s for sockets in self._input_sockets.values() for s in sockets})
+        self._receivers: dict[str, list[str]] = {}
+        for name, sockets in pipeline.inputs().items():
+            for socket_name in sockets:
+                self._receivers.setdefault(socket_name, []).append(name)
+        self.input_names = sorted(self._receivers)
         self.question_sockets = [s for s in pipeline_inputs(pipeline.metadata) if s in self.input_names]
         self._warm = False
 
@@ -124,6 +128,7 @@ class BatchRunner:
             sockets=graph.nodes[name]["input_sockets"],
             incoming=incoming,
             leaf_outputs=[s for s, sock in outputs.items() if not sock.receivers],
+            output_names=list(outputs),
             run_batch=run_batch if callable(run_batch) else None,
         )
 
@@ -158,67 +163,94 @@ class BatchRunner:
             return data
         nested: dict[str, dict[str, Any]] = {}
         for key, value in data.items():
-            receivers = [name for name, sockets in self._input_sockets.items() if key in sockets]
+            receivers = self._receivers.get(key)
             if not receivers:
-                known = sorted({s for sockets in self._input_sockets.values() for s in sockets})
-                raise HopstackInputError(f"input '{key}' feeds no component; pipeline inputs are {known}")
+                raise HopstackInputError(f"input '{key}' feeds no component; pipeline inputs are {self.input_names}")
             for name in receivers:
                 nested.setdefault(name, {})[key] = value
         return nested
 
-    def _gather(self, node: _Node, item: int, given: dict[str, Any], results: dict[str, list]) -> dict | None:
-        """One item's keyword arguments for ``node``, or None when a mandatory input is missing."""
-        kwargs: dict[str, Any] = {}
-        for socket_name, socket in node.sockets.items():
-            values = []
-            if socket_name in given:
-                values.append(given[socket_name])
-            for link in node.incoming.get(socket_name, ()):
-                upstream = results[link.sender][item]
-                if upstream is None:
-                    continue
-                value = upstream.get(link.sender_socket, _MISSING)
-                if value is _MISSING:
-                    continue
-                values.append(_convert_value(value, link.conversion) if link.conversion else value)
-            if not values:
-                if socket.is_mandatory:
-                    return None
-                kwargs[socket_name] = socket.default_value
-            elif socket.is_greedy:
-                kwargs[socket_name] = [values[0]]
-            elif socket.is_lazy_variadic:
-                kwargs[socket_name] = values if socket.wrap_input_in_list else list(itertools.chain.from_iterable(values))
-            else:
-                kwargs[socket_name] = values[0]
-        return kwargs
+    def _input_columns(self, inputs: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list]:
+        """Pipeline inputs as columns: ``(component, socket)`` -> one value (or _MISSING) per item."""
+        n = len(inputs)
+        columns: dict[tuple[str, str], list] = {}
+        for i, data in enumerate(inputs):
+            for name, sockets in self.distribute(data).items():
+                for socket_name, value in sockets.items():
+                    column = columns.get((name, socket_name))
+                    if column is None:
+                        column = columns[(name, socket_name)] = [_MISSING] * n
+                    column[i] = value
+        return columns
 
     # -- execution ---------------------------------------------------------------------------
-    def _call(self, node: _Node, ready: list[int], kwargs: list[dict], stats: NodeStats) -> list[dict]:
-        outputs: list[dict] = []
+    def _gather(
+        self, node: _Node, n: int, given: dict[tuple[str, str], list], results: dict[str, dict[str, list]]
+    ) -> tuple[list[int] | None, dict[str, list]]:
+        """Every item's arguments for ``node`` as columns, and which items are ready.
+
+        Returns ``(None, columns)`` when all items are ready, else ``(ready item indices, columns of the
+        ready items)``. An item is not ready when a mandatory input has no value for it. In the common
+        case (one source per socket, every item ready) upstream columns are passed on without copying.
+        """
+        missing = [False] * n
+        columns: dict[str, list] = {}
+        for socket_name, socket in node.sockets.items():
+            sources = []
+            if (node.name, socket_name) in given:
+                sources.append(given[(node.name, socket_name)])
+            for link in node.incoming.get(socket_name, ()):
+                column = results[link.sender].get(link.sender_socket)
+                if column is None:
+                    continue
+                if link.conversion:
+                    column = [v if v is _MISSING else _convert_value(v, link.conversion) for v in column]
+                sources.append(column)
+            if socket.is_variadic:
+                column = [_join_variadic(socket, [source[i] for source in sources]) for i in range(n)]
+            elif len(sources) == 1:
+                column = sources[0]
+            elif sources:
+                column = [next((s[i] for s in sources if s[i] is not _MISSING), _MISSING) for i in range(n)]
+            else:
+                column = [_MISSING] * n
+            if any(v is _MISSING for v in column):
+                if socket.is_mandatory:
+                    missing = [m or v is _MISSING for m, v in zip(missing, column)]
+                else:
+                    column = [socket.default_value if v is _MISSING else v for v in column]
+            columns[socket_name] = column
+        if not any(missing):
+            return None, columns
+        ready = [i for i in range(n) if not missing[i]]
+        return ready, {name: [column[i] for i in ready] for name, column in columns.items()}
+
+    def _call(self, node: _Node, columns: dict[str, list], count: int, stats: NodeStats) -> dict[str, list]:
+        """Call the component on ``count`` items; returns one column per output socket."""
+        outputs: dict[str, list] = {name: [] for name in node.output_names}
         if node.run_batch is None:
-            for args in kwargs:
-                outputs.append(node.instance.run(**args))
-                stats.calls += 1
-                stats.batch_sizes.append(1)
+            names = list(columns)
+            for j in range(count):
+                result = node.instance.run(**{name: columns[name][j] for name in names})
+                for name, column in outputs.items():
+                    column.append(result.get(name, _MISSING))
+            stats.calls += count
+            stats.batch_sizes.extend([1] * count)
             return outputs
-        names = list(node.sockets)
-        for start in range(0, len(kwargs), self.batch_size):
-            chunk = kwargs[start : start + self.batch_size]
-            result = node.run_batch(**{n: [args[n] for args in chunk] for n in names})
+        for start in range(0, count, self.batch_size):
+            size = min(self.batch_size, count - start)
+            chunk = {name: column[start : start + size] for name, column in columns.items()}
+            result = node.run_batch(**chunk)
             stats.calls += 1
-            stats.batch_sizes.append(len(chunk))
-            if not isinstance(result, dict) or any(
-                not isinstance(v, list) or len(v) != len(chunk) for v in result.values()
-            ):
+            stats.batch_sizes.append(size)
+            if not isinstance(result, dict) or any(not isinstance(v, list) or len(v) != size for v in result.values()):
                 shape = {k: len(v) if isinstance(v, list) else type(v).__name__ for k, v in dict(result or {}).items()}
                 raise PipelineRunError(
                     f"component '{node.name}' ({type(node.instance).__name__}): run_batch must return a dict of "
-                    f"lists of {len(chunk)} items, got {shape}"
+                    f"lists of {size} items, got {shape}"
                 )
-            outputs.extend(dict(zip(result, values)) for values in zip(*result.values()))
-            if not result:
-                outputs.extend({} for _ in chunk)
+            for name, column in outputs.items():
+                column.extend(result.get(name, [_MISSING] * size))
         return outputs
 
     def run(
@@ -234,53 +266,74 @@ class BatchRunner:
         started = time.perf_counter()
         self.warm_up()
         n = len(inputs)
-        given = [self.distribute(data) for data in inputs]
-        results: dict[str, list[dict | None]] = {}
+        given = self._input_columns(inputs)
+        results: dict[str, dict[str, list]] = {}
+        ran: dict[str, set[int] | None] = {}  # the items each node ran for; None: all of them
         stats: dict[str, NodeStats] = {}
         for node in self._nodes:
-            node_stats = NodeStats(node.name, type(node.instance).__name__, batched=node.run_batch is not None)
-            stats[node.name] = node_stats
-            ready: list[int] = []
-            kwargs: list[dict] = []
-            for i in range(n):
-                args = self._gather(node, i, given[i].get(node.name, {}), results)
-                if args is not None:
-                    ready.append(i)
-                    kwargs.append(args)
-            node_results: list[dict | None] = [None] * n
-            if ready:
-                call_started = time.perf_counter()
-                try:
-                    outputs = self._call(node, ready, kwargs, node_stats)
-                except PipelineRunError:
-                    raise
-                except Exception as exc:
-                    names = [str(item_ids[i]) if item_ids else str(i) for i in ready[:3]]
-                    more = f" and {len(ready) - 3} more" if len(ready) > 3 else ""
-                    raise PipelineRunError(
-                        f"component '{node.name}' ({type(node.instance).__name__}) failed on items "
-                        f"{', '.join(names)}{more}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                node_stats.wall_s = time.perf_counter() - call_started
-                node_stats.items = len(ready)
-                for i, out in zip(ready, outputs):
-                    node_results[i] = out
-            results[node.name] = node_results
-        final = []
-        for i in range(n):
-            item: dict[str, dict[str, Any]] = {}
-            for node in self._nodes:
-                out = results[node.name][i]
-                if out is None:
-                    continue
-                leaves = {s: out[s] for s in node.leaf_outputs if s in out}
-                if leaves:
-                    item[node.name] = leaves
-            final.append(item)
+            node_stats = stats[node.name] = NodeStats(
+                node.name, type(node.instance).__name__, batched=node.run_batch is not None
+            )
+            ready, columns = self._gather(node, n, given, results)
+            count = n if ready is None else len(ready)
+            ran[node.name] = None if ready is None else set(ready)
+            if count == 0:
+                results[node.name] = {}
+                continue
+            call_started = time.perf_counter()
+            try:
+                outputs = self._call(node, columns, count, node_stats)
+            except PipelineRunError:
+                raise
+            except Exception as exc:
+                positions = list(range(n)) if ready is None else ready
+                names = [str(item_ids[i]) if item_ids else str(i) for i in positions[:3]]
+                more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
+                raise PipelineRunError(
+                    f"component '{node.name}' ({type(node.instance).__name__}) failed on items "
+                    f"{', '.join(names)}{more}: {type(exc).__name__}: {exc}"
+                ) from exc
+            node_stats.wall_s = time.perf_counter() - call_started
+            node_stats.items = count
+            if ready is not None:  # spread the ready items' outputs back over the whole batch
+                for name, column in outputs.items():
+                    full = [_MISSING] * n
+                    for i, value in zip(ready, column):
+                        full[i] = value
+                    outputs[name] = full
+            results[node.name] = outputs
+        final = [self._item_outputs(results, i, leaves_only=True) for i in range(n)]
         traces = None
         if trace:
-            traces = [
-                {node.name: results[node.name][i] for node in self._nodes if results[node.name][i] is not None}
-                for i in range(n)
-            ]
+            traces = [self._item_outputs(results, i, leaves_only=False, ran=ran) for i in range(n)]
         return RunResult(final, stats, self.fingerprints, time.perf_counter() - started, traces)
+
+    def _item_outputs(
+        self,
+        results: dict[str, dict[str, list]],
+        i: int,
+        leaves_only: bool,
+        ran: dict[str, set[int] | None] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Item ``i``'s outputs per node: the unconsumed ones (as ``Pipeline.run``) or, for traces, all of
+        them for every node that ran for the item."""
+        item: dict[str, dict[str, Any]] = {}
+        for node in self._nodes:
+            columns = results[node.name]
+            names = node.leaf_outputs if leaves_only else columns
+            values = {name: columns[name][i] for name in names if name in columns and columns[name][i] is not _MISSING}
+            if values or (ran is not None and (ran[node.name] is None or i in ran[node.name])):
+                item[node.name] = values
+        return item
+
+
+def _join_variadic(socket: Any, values: list[Any]) -> Any:
+    """A variadic socket's value from its sources' values for one item, as Haystack joins them."""
+    present = [v for v in values if v is not _MISSING]
+    if not present:
+        return _MISSING
+    if socket.is_greedy:
+        return [present[0]]
+    if socket.wrap_input_in_list:
+        return present
+    return list(itertools.chain.from_iterable(present))

@@ -5,8 +5,8 @@ registry name does (on a machine that can reach the hub, or that has the files).
 """
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,7 @@ def draw_image(pipeline: Pipeline, path: str | Path, title: str | None = None) -
             graph.nodes[node]["layer"] = layer
     # multipartite_layout keeps insertion order within a layer: order inputs and outputs by their component
     ordered = nx.DiGraph()
-    ordered.add_nodes_from(
-        sorted(graph.nodes(data=True), key=lambda nd: (nd[1]["layer"], str(nd[0]).split(":")[-1]))
-    )
+    ordered.add_nodes_from(sorted(graph.nodes(data=True), key=lambda nd: (nd[1]["layer"], str(nd[0]).split(":")[-1])))
     ordered.add_edges_from(graph.edges(data=True))
     graph = ordered
     positions = nx.multipartite_layout(graph, subset_key="layer", align="vertical")

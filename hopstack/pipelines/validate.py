@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
 from haystack import component as haystack_component
 from haystack.core.component.types import InputSocket, OutputSocket
 from haystack.core.serialization import component_from_dict
 from haystack.core.type_utils import _safe_get_origin, _type_name, _types_are_compatible
 
+import yaml
 from hopstack.errors import HopstackInputError
 
 ALLOWED_MODULES = ("hopstack", "haystack")
@@ -152,7 +152,9 @@ def module_allowed(module_name: str) -> bool:
 def resolve_component_class(component_type: str) -> type:
     """Import and return the component class named ``component_type``; raises ValueError with a reason."""
     if not isinstance(component_type, str) or "." not in component_type:
-        raise ValueError(f"type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', got {component_type!r}")
+        raise ValueError(
+            f"type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', got {component_type!r}"
+        )
     module_name, class_name = component_type.rsplit(".", 1)
     if not module_allowed(module_name):
         raise PermissionError(
@@ -173,7 +175,9 @@ def _init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
     params.pop("self", None)
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     named = {
-        n: p for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        n: p
+        for n, p in params.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     }
     return named, takes_kwargs
 
@@ -194,7 +198,9 @@ class _Validator:
         self.source = source
         self.problems: list[Problem] = []
 
-    def add(self, node: yaml.Node | None, message: str, component: str | None = None, socket: str | None = None) -> None:
+    def add(
+        self, node: yaml.Node | None, message: str, component: str | None = None, socket: str | None = None
+    ) -> None:
         mark = node.start_mark if node is not None else None
         line = mark.line + 1 if mark else 1
         column = mark.column + 1 if mark else 1
@@ -320,7 +326,9 @@ class _Validator:
         for param_name, param in named.items():
             if param.default is inspect.Parameter.empty and param_name not in init_parameters:
                 bad = True
-                self.add(params_node or node, f"missing required init parameter '{param_name}' for {cls.__name__}", name)
+                self.add(
+                    params_node or node, f"missing required init parameter '{param_name}' for {cls.__name__}", name
+                )
         if bad:
             return None
         try:
@@ -379,7 +387,11 @@ class _Validator:
             if sender is None or receiver is None:
                 continue
             if sender[0] == receiver[0]:
-                self.add(item_node, "a component cannot be connected to itself (use an iterate component for loops)", sender[0])
+                self.add(
+                    item_node,
+                    "a component cannot be connected to itself (use an iterate component for loops)",
+                    sender[0],
+                )
                 continue
             out_socket = sockets[sender[0]][1][sender[1]]
             in_socket = sockets[receiver[0]][0][receiver[1]]
