@@ -143,8 +143,9 @@ class BatchRunner:
         """Flat inputs for one question: the text on every question socket (``metadata.hopstack.inputs``),
         plus those ``extra`` values whose keys name other pipeline inputs (``top_k``, say)."""
         if not self.question_sockets:
+            declared = list(pipeline_inputs(self.pipeline.metadata))
             raise HopstackInputError(
-                f"no pipeline input takes the question: declared inputs {list(pipeline_inputs(self.pipeline.metadata))}, "
+                f"no pipeline input takes the question: declared inputs {declared}, "
                 f"unconnected sockets {self.input_names}"
             )
         data = {socket: question for socket in self.question_sockets}

@@ -36,9 +36,8 @@ def to_mermaid(pipeline: Pipeline) -> str:
         lines.append(f'  {_node_id(sender)} -- "{label}" --> {_node_id(receiver)}')
     for component, sockets in sorted(pipeline.outputs().items()):
         for socket, info in sorted(sockets.items()):
-            lines.append(
-                f'  {_node_id(component)} --> out_{_node_id(component)}_{socket}(["{socket}: {_type_name(info["type"])}"])'
-            )
+            node = _node_id(component)
+            lines.append(f'  {node} --> out_{node}_{socket}(["{socket}: {_type_name(info["type"])}"])')
     return "\n".join(lines) + "\n"
 
 

@@ -153,7 +153,8 @@ def resolve_component_class(component_type: str) -> type:
     """Import and return the component class named ``component_type``; raises ValueError with a reason."""
     if not isinstance(component_type, str) or "." not in component_type:
         raise ValueError(
-            f"type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', got {component_type!r}"
+            "type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', "
+            f"got {component_type!r}"
         )
     module_name, class_name = component_type.rsplit(".", 1)
     if not module_allowed(module_name):
