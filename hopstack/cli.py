@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -158,6 +158,95 @@ def draw(
     else:
         raise HopstackInputError(f"--out must end in .mmd, .svg or .png, not {out_path.name!r}")
     err.print(f"wrote {out_path}")
+
+
+@app.command()
+def index(
+    source: Annotated[Path | None, typer.Argument(help="corpus file or folder")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="index folder to write")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="index a dataset's corpus (name or folder)")] = None,
+    info: Annotated[Path | None, typer.Option("--info", help="print an index folder's manifest")] = None,
+    corpus_format: Annotated[
+        str | None, typer.Option("--format", help="multihop-rag, beir, hotpotqa, jsonl or folder (default: detect)")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=8, help="tokens per chunk")] = 256,
+    overlap_tokens: Annotated[int, typer.Option("--overlap-tokens", min=0, help="tokens shared by chunks")] = 25,
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="words, minilm, or a tokenizer id/path")] = "minilm",
+    title_prefix: Annotated[bool, typer.Option("--title-prefix/--no-title-prefix")] = True,
+    embedder: Annotated[str, typer.Option("--embedder", help="registry name, hub id or path")] = "minilm",
+    dense: Annotated[bool, typer.Option("--dense/--no-dense", help="embed and build a FAISS index")] = True,
+    faiss_kind: Annotated[str, typer.Option("--faiss", help="flat, hnsw or ivf")] = "flat",
+    k1: Annotated[float, typer.Option("--k1")] = 1.5,
+    b: Annotated[float, typer.Option("--b")] = 0.75,
+    method: Annotated[str, typer.Option("--method", help="bm25s variant")] = "lucene",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="embedding batch size")] = 64,
+) -> None:
+    """Build an index folder (chunks in SQLite, bm25s, FAISS) from a corpus, or print one's manifest."""
+    from hopstack.datasets.registry import dataset_corpus
+    from hopstack.index.chunking import SentenceChunker
+    from hopstack.index.dense import DenseSettings
+    from hopstack.index.sparse import BM25Settings
+    from hopstack.index.store import build_index, open_index
+
+    if info is not None:
+        print(json.dumps(open_index(info).manifest, indent=2))
+        return
+    if (source is None) == (dataset is None):
+        raise HopstackInputError("give exactly one of SOURCE or --dataset")
+    if out is None:
+        raise HopstackInputError("--out DIR is required")
+    try:
+        chunker = SentenceChunker(max_tokens, overlap_tokens, tokenizer)
+        dense_settings = DenseSettings(model=embedder, faiss=faiss_kind) if dense else None
+        bm25 = BM25Settings(k1=k1, b=b, method=method)
+    except ValueError as exc:
+        raise HopstackInputError(str(exc)) from exc
+    source = source if source is not None else dataset_corpus(dataset)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        manifest = build_index(
+            source, out, corpus_format, chunker, title_prefix, bm25, dense_settings, device, batch_size, report
+        )
+    counts = manifest["counts"]
+    out_console = f"indexed {counts['documents']} documents as {counts['chunks']} chunks into {out}"
+    err.print(f"{out_console} in {manifest['build_seconds']:.1f} s")
+
+
+@app.command(name="eval")
+def evaluate_command(
+    file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
+    dataset: Annotated[str, typer.Option("--dataset", help="dataset name or folder (multihop-rag)")],
+    index_dir: Annotated[str, typer.Option("--index", help="index folder (or corpus file) for the retrievers")],
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
+    split: Annotated[str, typer.Option("--split", help="all, dev (every 5th question) or test (the rest)")] = "all",
+    batch_size: BatchOption = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
+) -> None:
+    """Evaluate a pipeline on a benchmark with the benchmark's own metrics."""
+    from hopstack.pipelines.evaluation import evaluate
+
+    result = evaluate(file, dataset, index_dir, limit, split, batch_size)
+    table = Table(
+        title=f"{result['pipeline']} on {result['dataset']} ({result['split']}, {result['n_questions']} questions)"
+    )
+    for name in result["metrics"]:
+        table.add_column(name, justify="right")
+    table.add_column("ms/question", justify="right")
+    table.add_row(*[f"{v:.4f}" for v in result["metrics"].values()], f"{result['timings']['ms_per_question']:.1f}")
+    out.print(table)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        out.print(f"wrote {json_out}")
 
 
 @app.command()

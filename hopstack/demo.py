@@ -13,6 +13,7 @@ from typing import Any
 from hopstack.datasets.questions import Question
 from hopstack.errors import HopstackInputError
 from hopstack.graphs.runner import BatchRunner, RunResult
+from hopstack.pipelines.evaluation import final_documents
 from hopstack.pipelines.loading import load_pipeline
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
@@ -25,16 +26,9 @@ def default_pipeline_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "yaml"
 
 
-def final_documents(outputs: dict[str, dict[str, Any]]) -> list:
-    """The documents a pipeline returns for one question: its (first) unconsumed ``documents`` output."""
-    for sockets in outputs.values():
-        if "documents" in sockets:
-            return sockets["documents"]
-    return []
-
-
 def gold_metrics(ranked_ids: list[str], gold: list[str]) -> dict[str, float]:
-    """Document-level gold recall for one question (repeated ids count at their first rank)."""
+    """Document-level gold recall for one question; ``ranked_ids`` are source-document ids (a chunk counts
+    as its document, and repeats count at their first rank)."""
     seen: list[str] = []
     for doc_id in ranked_ids:
         if doc_id not in seen:
@@ -76,7 +70,8 @@ def evaluate_pipeline(path: Path, corpus: Path, questions: list[Question], batch
     for q, outputs in zip(questions, result.outputs):
         if not q.gold_ids:
             continue
-        for key, value in gold_metrics([d.id for d in final_documents(outputs)], q.gold_ids).items():
+        ranked = [d.meta.get("doc_id", d.id) for d in final_documents(outputs)]
+        for key, value in gold_metrics(ranked, q.gold_ids).items():
             totals[key] = totals.get(key, 0.0) + value
     metrics = {k: v / len(scored) for k, v in totals.items()} if scored else {}
     description = ((pipeline.metadata or {}).get("hopstack") or {}).get("description", "")

@@ -8,7 +8,8 @@ from haystack import component
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.errors import HopstackInputError
-from hopstack.index.corpus import read_jsonl_corpus, resolve_index_path
+from hopstack.index.corpus import corpus_documents, resolve_index_path
+from hopstack.index.formats import read_corpus
 from hopstack.testing import assert_run_batch_matches_run
 
 
@@ -70,18 +71,19 @@ def test_corpus_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "corpus.jsonl"
     bad.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n', encoding="utf-8")
     with pytest.raises(HopstackInputError, match=r"corpus.jsonl:2: not valid JSON"):
-        read_jsonl_corpus(bad)
+        read_corpus(bad)
     bad.write_text('{"id": "a", "text": "x"}\n\n{"id": "a", "text": "y"}\n', encoding="utf-8")
-    with pytest.raises(HopstackInputError, match=r"corpus.jsonl:3: duplicate id 'a' \(first on line 1\)"):
-        read_jsonl_corpus(bad)
+    with pytest.raises(HopstackInputError, match=r"corpus.jsonl: duplicate document id 'a'"):
+        read_corpus(bad)
     bad.write_text('{"id": "a", "body": "x"}\n', encoding="utf-8")
-    with pytest.raises(HopstackInputError, match=r":1: a corpus line needs an object with 'id' and 'text'"):
-        read_jsonl_corpus(bad)
+    with pytest.raises(HopstackInputError, match=r"corpus.jsonl:1: a corpus line needs 'id' and 'text'"):
+        read_corpus(bad)
 
 
 def test_corpus_keeps_extra_fields_as_meta(sample_corpus):
-    docs = read_jsonl_corpus(sample_corpus)
-    assert len(docs) == 40 and docs[0].id == "d01" and "title" in docs[0].meta
+    docs = corpus_documents(sample_corpus)
+    assert len(docs) == 40 and docs[0].id == "d01"
+    assert docs[0].meta["title"] == "Brannock Looms" and docs[0].meta["doc_id"] == "d01"
 
 
 @component
@@ -114,7 +116,8 @@ def test_batched_bm25_scores_equal_bm25s_get_scores(sample_corpus, sample_questi
     retriever = BM25Retriever(index=str(sample_corpus), method=method)
     queries = [q.question for q in sample_questions] + ["Varrow Varrow the", "zzzqx"]
     batched = retriever.score_queries(queries)
-    token_ids = retriever._tokenizer.tokenize(queries, update_vocab=False, show_progress=False, return_as="ids")
-    reference = np.vstack([retriever._bm25.get_scores(ids) if ids else np.zeros(batched.shape[1]) for ids in token_ids])
+    model = retriever._model
+    token_ids = model.tokenizer.tokenize(queries, update_vocab=False, show_progress=False, return_as="ids")
+    reference = np.vstack([model.bm25.get_scores(ids) if ids else np.zeros(batched.shape[1]) for ids in token_ids])
     assert batched.shape == (len(queries), 40)
     np.testing.assert_allclose(batched, reference, rtol=1e-5, atol=1e-5)

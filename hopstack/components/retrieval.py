@@ -1,11 +1,12 @@
 """First-stage retrievers: BM25 (bm25s) and dense (sentence-transformers + FAISS).
 
-Both index a JSONL corpus in memory at ``warm_up`` and search a whole batch of queries in one call.
-Results are Haystack ``Document``s carrying the corpus id, content, meta and the retrieval score,
-ordered by descending score (ties by corpus order).
+``index`` names an index folder built by ``hopstack index`` (chunks, a stored bm25s model, a FAISS
+index) or a corpus file or folder in any format ``hopstack index`` reads, indexed in memory at
+``warm_up`` with one document per source document. Each retriever searches a whole batch of queries in
+one call and returns Haystack ``Document``s carrying the chunk id, content, meta (``doc_id``,
+``title``, ...) and the retrieval score, best first.
 """
 
-import itertools
 import threading
 from typing import Any
 
@@ -13,11 +14,14 @@ import numpy as np
 from haystack import Document, component
 
 from hopstack.components.base import BatchComponent, batch_size_of
-from hopstack.index.corpus import document_text, read_jsonl_corpus, resolve_index_path
+from hopstack.errors import HopstackInputError
+from hopstack.index.corpus import corpus_documents, resolve_index_path
+from hopstack.index.dense import DenseSettings, build_faiss, configure_search, to_device
+from hopstack.index.sparse import BM25_METHODS, BM25Settings, build_sparse, score_queries
+from hopstack.index.store import indexed_text, is_index, open_index
 from hopstack.models.devices import resolve_device
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
-
-_BM25_METHODS = ("robertson", "lucene", "atire", "bm25l", "bm25+")
+from hopstack.models.registry import resolve_model
 
 
 def _with_score(document: Document, score: float) -> Document:
@@ -64,8 +68,9 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
 class BM25Retriever(BatchComponent):
     """Sparse BM25 retrieval with bm25s; documents that share no term with the query are not returned.
 
-    :param index: a JSONL corpus (``{"id", "title", "text", ...}`` per line); ``None`` reads
-        ``$HOPSTACK_INDEX``.
+    :param index: an index folder or a corpus file; ``None`` reads ``$HOPSTACK_INDEX``. An index folder's
+        stored BM25 model is used when it was built with the same ``k1``, ``b``, ``method``, ``stemmer``,
+        ``stopwords`` and ``title_prefix``; otherwise its chunks are re-indexed in memory with these.
     :param top_k: documents returned per query unless the ``top_k`` input overrides it.
     :param k1: BM25 term-frequency saturation.
     :param b: BM25 length normalisation.
@@ -86,8 +91,8 @@ class BM25Retriever(BatchComponent):
         stopwords: str | None = "en",
         title_prefix: bool = True,
     ):
-        if method not in _BM25_METHODS:
-            raise ValueError(f"method must be one of {', '.join(_BM25_METHODS)}; got {method!r}")
+        if method not in BM25_METHODS:
+            raise ValueError(f"method must be one of {', '.join(BM25_METHODS)}; got {method!r}")
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.index = index
@@ -99,69 +104,31 @@ class BM25Retriever(BatchComponent):
         self.stopwords = stopwords
         self.title_prefix = title_prefix
         self._documents: list[Document] | None = None
-        self._bm25 = None
-        self._tokenizer = None
-        self._term_scores = None
-        self._column_of_token = None
+        self._model = None
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Read the corpus and build the BM25 index (once)."""
+        """Load (or build) the BM25 model and the documents (once)."""
         with self._lock:
-            if self._bm25 is not None:
+            if self._model is not None:
                 return
-            import bm25s
-
-            documents = read_jsonl_corpus(resolve_index_path(self.index))
-            stemmer = None
-            if self.stemmer:
-                import Stemmer
-
-                stemmer = Stemmer.Stemmer(self.stemmer)
-            tokenizer = bm25s.tokenization.Tokenizer(stopwords=self.stopwords or [], stemmer=stemmer)
-            corpus_ids = tokenizer.tokenize(
-                [document_text(d, self.title_prefix) for d in documents], show_progress=False, return_as="ids"
-            )
-            bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-            bm25.index(corpus_ids, show_progress=False)
-            import scipy.sparse as sp
-
-            index = bm25.scores
-            self._term_scores = sp.csr_matrix(
-                (index["data"], index["indices"], index["indptr"]), shape=(len(index["indptr"]) - 1, index["num_docs"])
-            )
-            column_of_token = np.full(len(tokenizer.get_vocab_dict()) + 1, -1, dtype=np.int64)
-            for token_id, column in bm25.vocab_dict.items():
-                if token_id < len(column_of_token):
-                    column_of_token[token_id] = column
-            self._column_of_token = column_of_token
-            self._documents, self._tokenizer, self._bm25 = documents, tokenizer, bm25
+            settings = BM25Settings(self.k1, self.b, self.method, self.stemmer, self.stopwords)
+            path = resolve_index_path(self.index)
+            if is_index(path):
+                folder = open_index(path)
+                documents = folder.documents()
+                if folder.bm25_settings == settings and folder.title_prefix == self.title_prefix:
+                    self._documents, self._model = documents, folder.sparse()
+                    return
+            else:
+                documents = corpus_documents(path)
+            texts = [indexed_text(d.meta.get("title", ""), d.content, self.title_prefix) for d in documents]
+            self._documents, self._model = documents, build_sparse(texts, settings)
 
     def score_queries(self, queries: list[str]) -> np.ndarray:
-        """BM25 scores of every corpus document for every query, shape (queries, documents).
-
-        The batch is scored with one sparse product (query term counts x bm25s's precomputed
-        term-document scores); the result is dense, so callers pass blocks of queries sized to the
-        corpus. It sums the same terms as bm25s's ``get_scores`` (repeated query terms count again;
-        non-occurrence scores of the bm25l/bm25+ variants are added).
-        """
+        """BM25 scores of every document for every query, shape (queries, documents)."""
         self.warm_up()
-        import scipy.sparse as sp
-
-        token_ids = self._tokenizer.tokenize(list(queries), update_vocab=False, show_progress=False, return_as="ids")
-        lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
-        tokens = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
-        columns = self._column_of_token[tokens]
-        rows = np.repeat(np.arange(len(token_ids)), lengths)
-        known = columns >= 0
-        counts = sp.csr_matrix(
-            (np.ones(int(known.sum()), dtype=np.float32), (rows[known], columns[known])),
-            shape=(len(token_ids), self._term_scores.shape[0]),
-        )
-        scores = (counts @ self._term_scores).toarray()
-        if self._bm25.nonoccurrence_array is not None:
-            scores += (counts @ self._bm25.nonoccurrence_array)[:, None]
-        return scores
+        return score_queries(self._model, queries)
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, top_k: int | None = None) -> dict[str, Any]:
@@ -194,14 +161,17 @@ class BM25Retriever(BatchComponent):
 class DenseRetriever(BatchComponent):
     """Dense retrieval: a sentence-transformers embedder and a FAISS inner-product index.
 
-    :param index: a JSONL corpus; ``None`` reads ``$HOPSTACK_INDEX``.
+    :param index: an index folder (whose embedder must be ``model``) or a corpus file embedded in memory
+        into a flat index; ``None`` reads ``$HOPSTACK_INDEX``.
     :param model: a registry name (``minilm``), a Hugging Face id or a local path.
     :param top_k: documents returned per query unless the ``top_k`` input overrides it.
     :param device: ``auto | cpu | cuda | cuda:N``; ``auto`` uses the GPU when torch sees one, and the
         FAISS index moves to the GPU when faiss has GPU support.
     :param batch_size: embedding batch size.
     :param normalize: L2-normalise embeddings, so inner product is cosine similarity.
-    :param title_prefix: embed ``"title. text"`` instead of the text alone.
+    :param title_prefix: embed ``"title. text"`` (corpora embedded in memory; an index keeps its own).
+    :param ef_search: HNSW search breadth (HNSW indexes only).
+    :param nprobe: IVF cells visited per query (IVF indexes only).
     """
 
     def __init__(
@@ -213,6 +183,8 @@ class DenseRetriever(BatchComponent):
         batch_size: int = 64,
         normalize: bool = True,
         title_prefix: bool = True,
+        ef_search: int = 128,
+        nprobe: int = 16,
     ):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -223,28 +195,45 @@ class DenseRetriever(BatchComponent):
         self.batch_size = batch_size
         self.normalize = normalize
         self.title_prefix = title_prefix
+        self.ef_search = ef_search
+        self.nprobe = nprobe
         self._documents: list[Document] | None = None
         self._encoder = None
         self._faiss_index = None
         self._lock = threading.Lock()
 
+    def _check_embedder(self, path, settings: DenseSettings | None) -> None:
+        if settings is None:
+            raise HopstackInputError(f"{path}: the index was built without an embedder (--no-dense)")
+        same_model = settings.model == self.model or resolve_model(settings.model) == resolve_model(self.model)
+        if not same_model or settings.normalize != self.normalize:
+            raise HopstackInputError(
+                f"{path}: the index was embedded with model {settings.model!r} (normalize={settings.normalize}); "
+                f"this retriever asks for {self.model!r} (normalize={self.normalize}). Rebuild the index with "
+                f"`hopstack index --embedder {self.model}` or set the retriever's model to {settings.model!r}"
+            )
+
     def warm_up(self) -> None:
-        """Load the embedder, embed the corpus and build the FAISS index (once)."""
+        """Load the embedder and the FAISS index, or embed an in-memory corpus (once)."""
         with self._lock:
             if self._faiss_index is not None:
                 return
-            import faiss
-
-            documents = read_jsonl_corpus(resolve_index_path(self.index))
-            encoder = load_sentence_transformer(self.model, self.device)
-            vectors = embed_texts(
-                encoder, [document_text(d, self.title_prefix) for d in documents], self.batch_size, self.normalize
-            )
-            faiss_index = faiss.IndexFlatIP(vectors.shape[1])
-            faiss_index.add(vectors)
-            if resolve_device(self.device).startswith("cuda") and hasattr(faiss, "StandardGpuResources"):
-                faiss_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, faiss_index)
-            self._documents, self._encoder, self._faiss_index = documents, encoder, faiss_index
+            path = resolve_index_path(self.index)
+            encoder = None
+            if is_index(path):
+                folder = open_index(path)
+                self._check_embedder(path, folder.dense_settings)
+                documents, faiss_index = folder.documents(), folder.faiss()
+            else:
+                documents = corpus_documents(path)
+                encoder = load_sentence_transformer(self.model, self.device)
+                texts = [indexed_text(d.meta.get("title", ""), d.content, self.title_prefix) for d in documents]
+                vectors = embed_texts(encoder, texts, self.batch_size, self.normalize)
+                faiss_index = build_faiss(vectors, DenseSettings(model=self.model, normalize=self.normalize))
+            configure_search(faiss_index, self.ef_search, self.nprobe)
+            self._encoder = encoder or load_sentence_transformer(self.model, self.device)
+            self._documents = documents
+            self._faiss_index = to_device(faiss_index, resolve_device(self.device))
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, top_k: int | None = None) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""Corpus formats that ``hopstack index`` reads, each into a list of source documents.
+
+Supported, detected from the path and the first record:
+
+- MultiHop-RAG ``corpus.json``: a JSON list of articles ``{title, body, url, source, published_at, ...}``;
+  the id is the article's url (its evidence lists name articles by url and title).
+- BEIR ``corpus.jsonl``: lines ``{"_id", "title", "text", "metadata"?}``.
+- HotpotQA format (HotpotQA, 2WikiMultihopQA): a JSON list of questions with ``context`` =
+  ``[[title, [sentences]], ...]``; the corpus is the pooled paragraphs, one document per title.
+- plain JSONL: lines ``{"id", "title"?, "text", ...meta}``.
+- a folder of ``.txt`` / ``.md`` files: one document each, id = the relative path, title = the first
+  Markdown heading or the file name.
+
+Every error names the file and, where there is one, the line or record; non-UTF-8 input, empty
+corpora and duplicate ids are refused.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hopstack.errors import HopstackInputError
+
+
+@dataclass
+class SourceDocument:
+    """A corpus document before chunking."""
+
+    id: str
+    title: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HopstackInputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise HopstackInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HopstackInputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(record, dict):
+            raise HopstackInputError(f"{path}:{number}: each line must be a JSON object")
+        yield number, record
+
+
+def _json_document(path: Path) -> Any:
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise HopstackInputError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
+
+
+def _first_jsonl_record(path: Path) -> dict | None:
+    for _, record in _json_lines(path):
+        return record
+    return None
+
+
+def detect_format(path: Path) -> str:
+    """The corpus format of ``path``: multihop-rag, beir, hotpotqa, jsonl or folder."""
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise HopstackInputError(f"{path}: no such file or folder")
+    if path.suffix == ".jsonl":
+        first = _first_jsonl_record(path)
+        return "beir" if first is not None and "_id" in first else "jsonl"
+    if path.suffix == ".json":
+        data = _json_document(path)
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            if "body" in data[0]:
+                return "multihop-rag"
+            if "context" in data[0]:
+                return "hotpotqa"
+        raise HopstackInputError(
+            f"{path}: a .json corpus must be MultiHop-RAG's corpus.json (a list of articles with 'body') or a "
+            "HotpotQA-format file (a list of questions with 'context')"
+        )
+    raise HopstackInputError(f"{path}: unknown corpus format; use .jsonl, .json or a folder of .txt/.md files")
+
+
+def _multihop_rag(path: Path) -> Iterator[SourceDocument]:
+    for number, article in enumerate(_json_document(path), start=1):
+        if not isinstance(article, dict) or not isinstance(article.get("body"), str):
+            raise HopstackInputError(f"{path}: record {number} has no 'body' text")
+        meta = {k: v for k, v in article.items() if k not in ("body", "title") and v is not None}
+        yield SourceDocument(str(article.get("url") or number), str(article.get("title") or ""), article["body"], meta)
+
+
+def _beir(path: Path) -> Iterator[SourceDocument]:
+    for number, record in _json_lines(path):
+        if "_id" not in record or not isinstance(record.get("text"), str):
+            raise HopstackInputError(f"{path}:{number}: a BEIR corpus line needs '_id' and 'text'")
+        meta = dict(record.get("metadata") or {})
+        yield SourceDocument(str(record["_id"]), str(record.get("title") or ""), record["text"], meta)
+
+
+def _hotpotqa(path: Path) -> Iterator[SourceDocument]:
+    seen: set[str] = set()
+    for number, question in enumerate(_json_document(path), start=1):
+        context = question.get("context") if isinstance(question, dict) else None
+        if not isinstance(context, list):
+            raise HopstackInputError(f"{path}: question {number} has no 'context' list")
+        for paragraph in context:
+            if not (isinstance(paragraph, list) and len(paragraph) == 2 and isinstance(paragraph[1], list)):
+                raise HopstackInputError(f"{path}: question {number} has a context entry other than [title, sentences]")
+            title, sentences = str(paragraph[0]), paragraph[1]
+            if title in seen:
+                continue  # the same paragraph pooled from several questions
+            seen.add(title)
+            yield SourceDocument(title, title, "".join(str(s) for s in sentences), {"sentences": len(sentences)})
+
+
+def _jsonl(path: Path) -> Iterator[SourceDocument]:
+    for number, record in _json_lines(path):
+        if "id" not in record or not isinstance(record.get("text"), str):
+            raise HopstackInputError(f"{path}:{number}: a corpus line needs 'id' and 'text'")
+        record = dict(record)
+        doc_id, text, title = str(record.pop("id")), record.pop("text"), str(record.pop("title", "") or "")
+        yield SourceDocument(doc_id, title, text, record)
+
+
+def _folder(path: Path) -> Iterator[SourceDocument]:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+    for file in files:
+        text = _read_text(file)
+        heading = next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")), "")
+        relative = file.relative_to(path).as_posix()
+        yield SourceDocument(relative, heading or file.stem, text, {"path": relative})
+
+
+_READERS = {"multihop-rag": _multihop_rag, "beir": _beir, "hotpotqa": _hotpotqa, "jsonl": _jsonl, "folder": _folder}
+FORMATS = tuple(_READERS)
+
+
+def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[SourceDocument]:
+    """Read every document of a corpus (format detected unless given); refuses empty corpora and
+    duplicate ids, naming the file."""
+    path = Path(path)
+    corpus_format = corpus_format or detect_format(path)
+    if corpus_format not in _READERS:
+        raise HopstackInputError(f"unknown corpus format {corpus_format!r}; known: {', '.join(FORMATS)}")
+    documents: list[SourceDocument] = []
+    seen: set[str] = set()
+    for document in _READERS[corpus_format](path):
+        if document.id in seen:
+            raise HopstackInputError(f"{path}: duplicate document id {document.id!r}")
+        seen.add(document.id)
+        documents.append(document)
+    if not documents:
+        raise HopstackInputError(f"{path}: the corpus is empty")
+    return documents
+
+
+def corpus_files(path: Path) -> list[Path]:
+    """The files a corpus consists of (for its content hash)."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+    return [path]

@@ -1,0 +1,117 @@
+"""The BM25 part of an index: a bm25s model with its tokenizer, built, saved and loaded."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BM25_METHODS = ("robertson", "lucene", "atire", "bm25l", "bm25+")
+
+
+@dataclass(frozen=True)
+class BM25Settings:
+    """Everything that changes BM25 scores; an index is reused only when these match."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    method: str = "lucene"
+    stemmer: str | None = "english"
+    stopwords: str | None = "en"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SparseModel:
+    """A bm25s model, its tokenizer and, for batch scoring, its term-document score matrix."""
+
+    tokenizer: Any
+    bm25: Any
+    term_scores: Any
+    column_of_token: np.ndarray
+
+
+def _tokenizer(settings: BM25Settings):
+    import bm25s
+
+    stemmer = None
+    if settings.stemmer:
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer(settings.stemmer)
+    return bm25s.tokenization.Tokenizer(stopwords=settings.stopwords or [], stemmer=stemmer)
+
+
+def _model(tokenizer, bm25) -> SparseModel:
+    import scipy.sparse as sp
+
+    index = bm25.scores
+    term_scores = sp.csr_matrix(
+        (index["data"], index["indices"], index["indptr"]), shape=(len(index["indptr"]) - 1, index["num_docs"])
+    )
+    column_of_token = np.full(len(tokenizer.get_vocab_dict()) + 1, -1, dtype=np.int64)
+    for token_id, column in bm25.vocab_dict.items():
+        if int(token_id) < len(column_of_token):
+            column_of_token[int(token_id)] = int(column)
+    return SparseModel(tokenizer, bm25, term_scores, column_of_token)
+
+
+def build_sparse(texts: list[str], settings: BM25Settings) -> SparseModel:
+    """Tokenize ``texts`` and index them with bm25s."""
+    import bm25s
+
+    if settings.method not in BM25_METHODS:
+        raise ValueError(f"method must be one of {', '.join(BM25_METHODS)}; got {settings.method!r}")
+    tokenizer = _tokenizer(settings)
+    ids = tokenizer.tokenize(texts, show_progress=False, return_as="ids")
+    bm25 = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
+    bm25.index(ids, show_progress=False)
+    return _model(tokenizer, bm25)
+
+
+def save_sparse(model: SparseModel, folder: Path) -> None:
+    """Write the bm25s model and its tokenizer vocabulary into ``folder``."""
+    model.bm25.save(str(folder), show_progress=False)
+    model.tokenizer.save_vocab(str(folder))
+    model.tokenizer.save_stopwords(str(folder))
+
+
+def load_sparse(folder: Path, settings: BM25Settings) -> SparseModel:
+    """Load what :func:`save_sparse` wrote."""
+    import bm25s
+
+    tokenizer = _tokenizer(settings)
+    tokenizer.load_vocab(str(folder))
+    tokenizer.load_stopwords(str(folder))
+    bm25 = bm25s.BM25.load(str(folder), show_progress=False)
+    return _model(tokenizer, bm25)
+
+
+def score_queries(model: SparseModel, queries: list[str]) -> np.ndarray:
+    """BM25 scores of every document for every query, shape (queries, documents).
+
+    The batch is scored with one sparse product (query term counts x bm25s's precomputed term-document
+    scores); the result is dense, so callers pass blocks of queries sized to the corpus. It sums the
+    same terms as bm25s's ``get_scores`` (repeated query terms count again; non-occurrence scores of
+    the bm25l/bm25+ variants are added).
+    """
+    import itertools
+
+    import scipy.sparse as sp
+
+    token_ids = model.tokenizer.tokenize(list(queries), update_vocab=False, show_progress=False, return_as="ids")
+    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
+    tokens = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
+    columns = model.column_of_token[tokens]
+    rows = np.repeat(np.arange(len(token_ids)), lengths)
+    known = columns >= 0
+    counts = sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], columns[known])),
+        shape=(len(token_ids), model.term_scores.shape[0]),
+    )
+    scores = (counts @ model.term_scores).toarray()
+    if model.bm25.nonoccurrence_array is not None:
+        scores += (counts @ model.bm25.nonoccurrence_array)[:, None]
+    return scores

@@ -1,0 +1,256 @@
+"""The index folder (DESIGN decision 6), built once by ``hopstack index`` and read by the retrievers.
+
+```
+DIR/manifest.json          format version, corpus hash, chunker, embedder, counts, every file's size and sha256
+DIR/documents.sqlite       the chunks: id, source document id, title, text, position, offsets, metadata
+DIR/bm25/                  the bm25s model and its tokenizer vocabulary
+DIR/dense/                 faiss.index and embeddings.npy (absent when built without an embedder)
+```
+
+Writes are atomic: everything goes into a hidden sibling folder that is renamed into place only when
+complete, so a crash leaves the previous index (or none) and a stray ``.DIR.building-*`` folder, never
+a half-written index. Reading checks the manifest's version and every file's size and hash, and
+refuses a damaged or mismatched index with a message that names the file.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from haystack import Document
+
+from hopstack.errors import HopstackInputError
+from hopstack.index.chunking import Chunk, SentenceChunker
+from hopstack.index.dense import DenseSettings, build_faiss, load_faiss, save_faiss
+from hopstack.index.formats import corpus_files, detect_format, read_corpus
+from hopstack.index.sparse import BM25Settings, SparseModel, build_sparse, load_sparse, save_sparse
+
+FORMAT_VERSION = 1
+DEFAULT_DENSE = DenseSettings()
+MANIFEST = "manifest.json"
+Progress = Callable[[str, int, int], None]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def indexed_text(title: str, text: str, title_prefix: bool) -> str:
+    """The text BM25 and the embedder see: the chunk, prefixed by its title when asked."""
+    return f"{title}. {text}" if title_prefix and title else text
+
+
+def _write_documents(path: Path, chunks: list[Chunk]) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute(
+            "CREATE TABLE chunks (row INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, doc_id TEXT NOT NULL, "
+            "title TEXT, text TEXT NOT NULL, position INTEGER, start INTEGER, end INTEGER, meta TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (row, c.id, c.doc_id, c.title, c.text, c.position, c.start, c.end, json.dumps(c.meta, default=str))
+                for row, c in enumerate(chunks)
+            ),
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
+def build_index(
+    source: str | Path,
+    out: str | Path,
+    corpus_format: str | None = None,
+    chunker: SentenceChunker | None = None,
+    title_prefix: bool = True,
+    bm25: BM25Settings | None = None,
+    dense: DenseSettings | None = DEFAULT_DENSE,
+    device: str = "auto",
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Read, chunk and index a corpus into the folder ``out``; returns the manifest.
+
+    ``dense=None`` builds a BM25-only index. ``progress(stage, done, total)`` is called as work advances.
+    """
+    from hopstack.models.embedders import embed_texts, load_sentence_transformer
+
+    source, out = Path(source), Path(out)
+    chunker = chunker or SentenceChunker()
+    bm25 = bm25 or BM25Settings()
+    report = progress or (lambda stage, done, total: None)
+    if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise HopstackInputError(f"{out}: exists and is not a hopstack index; refusing to replace it")
+    started = time.time()
+    corpus_format = corpus_format or detect_format(source)
+    documents = read_corpus(source, corpus_format)
+    chunks: list[Chunk] = []
+    for i, document in enumerate(documents, start=1):
+        chunks.extend(chunker.split(document))
+        report("chunking", i, len(documents))
+    if not chunks:
+        raise HopstackInputError(f"{source}: the corpus has no text to index")
+    texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
+
+    building = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        _write_documents(building / "documents.sqlite", chunks)
+        report("bm25", 0, 1)
+        save_sparse(build_sparse(texts, bm25), building / "bm25")
+        report("bm25", 1, 1)
+        dim = None
+        if dense is not None:
+            encoder = load_sentence_transformer(dense.model, device)
+            parts = []
+            for start in range(0, len(texts), batch_size * 8):
+                parts.append(embed_texts(encoder, texts[start : start + batch_size * 8], batch_size, dense.normalize))
+                report("embedding", min(start + batch_size * 8, len(texts)), len(texts))
+            vectors = np.vstack(parts)
+            dim = int(vectors.shape[1])
+            save_faiss(build_faiss(vectors, dense), vectors, building / "dense")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.time() - started, 2),
+            "source": {
+                "path": str(source.resolve()),
+                "format": corpus_format,
+                "sha256": _corpus_hash(source),
+            },
+            "chunker": chunker.settings(),
+            "title_prefix": title_prefix,
+            "counts": {"documents": len(documents), "chunks": len(chunks)},
+            "bm25": bm25.to_dict(),
+            "dense": None if dense is None else {**dense.to_dict(), "dim": dim},
+            "files": {
+                str(p.relative_to(building).as_posix()): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                for p in sorted(building.rglob("*"))
+                if p.is_file()
+            },
+        }
+        (building / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        _swap_into_place(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _corpus_hash(source: Path) -> str:
+    digest = hashlib.sha256()
+    for path in corpus_files(source):
+        digest.update(path.relative_to(source).as_posix().encode() if source.is_dir() else b"")
+        digest.update(_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def _swap_into_place(building: Path, out: Path) -> None:
+    """Rename the finished folder to ``out``; an old index there is moved aside first, then removed."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(building, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class IndexFolder:
+    """A checked index folder; its parts load on demand."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def bm25_settings(self) -> BM25Settings:
+        return BM25Settings(**self.manifest["bm25"])
+
+    @property
+    def dense_settings(self) -> DenseSettings | None:
+        dense = self.manifest.get("dense")
+        if dense is None:
+            return None
+        return DenseSettings(**{k: v for k, v in dense.items() if k != "dim"})
+
+    @property
+    def title_prefix(self) -> bool:
+        return bool(self.manifest.get("title_prefix", True))
+
+    def documents(self) -> list[Document]:
+        """Every chunk as a Haystack Document (id, text, and meta with doc_id, title, position)."""
+        try:
+            db = sqlite3.connect(f"file:{self.path / 'documents.sqlite'}?mode=ro", uri=True)
+            rows = db.execute("SELECT id, doc_id, title, text, position, meta FROM chunks ORDER BY row").fetchall()
+            db.close()
+        except sqlite3.Error as exc:
+            raise HopstackInputError(f"{self.path / 'documents.sqlite'}: unreadable ({exc})") from exc
+        return [
+            Document(
+                id=chunk_id,
+                content=text,
+                meta={**json.loads(meta or "{}"), "doc_id": doc_id, "title": title, "position": position},
+            )
+            for chunk_id, doc_id, title, text, position, meta in rows
+        ]
+
+    def sparse(self) -> SparseModel:
+        """The stored bm25s model (built with :attr:`bm25_settings`)."""
+        return load_sparse(self.path / "bm25", self.bm25_settings)
+
+    def faiss(self):
+        """The stored FAISS index."""
+        if self.manifest.get("dense") is None:
+            raise HopstackInputError(f"{self.path}: built without an embedder (hopstack index --no-dense)")
+        return load_faiss(self.path / "dense")
+
+
+def is_index(path: str | Path) -> bool:
+    """Whether ``path`` is a folder with a manifest (checked or not)."""
+    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+
+
+def open_index(path: str | Path, verify: bool = True) -> IndexFolder:
+    """Open an index folder, refusing a missing, mismatched or damaged one with a clear message.
+
+    ``verify`` checks every file's size and sha256 against the manifest.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise HopstackInputError(f"{path}: not a hopstack index (no {MANIFEST}); build one with `hopstack index`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HopstackInputError(f"{manifest_path}: damaged manifest ({exc})") from exc
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise HopstackInputError(
+            f"{path}: index format version {version!r}, this hopstack reads version {FORMAT_VERSION}; rebuild it"
+        )
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise HopstackInputError(f"{file}: missing from the index; rebuild it")
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise HopstackInputError(
+                f"{file}: {size} bytes, the manifest says {expected['bytes']} (truncated or replaced); rebuild"
+            )
+        if verify and _sha256(file) != expected["sha256"]:
+            raise HopstackInputError(f"{file}: content does not match the manifest's sha256 (corrupted); rebuild")
+    return IndexFolder(path, manifest)

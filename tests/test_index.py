@@ -1,0 +1,242 @@
+"""Corpus formats, chunking, the index folder (atomic, checked) and retrieval over it."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+from hopstack.components.retrieval import BM25Retriever, DenseRetriever
+from hopstack.errors import HopstackInputError
+from hopstack.index.chunking import SentenceChunker, _load_tokenizer
+from hopstack.index.formats import SourceDocument, detect_format, read_corpus
+from hopstack.index.store import build_index, open_index
+
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+
+
+# -- formats ---------------------------------------------------------------------------------------
+@needs_data
+@pytest.mark.parametrize(
+    ("relative", "expected_format", "count"),
+    [
+        ("multihop_rag/corpus.json", "multihop-rag", 609),
+        ("scifact/corpus.jsonl", "beir", 5183),
+        ("2wikimultihopqa/2wiki_dev_subset.json", "hotpotqa", 4306),
+    ],
+)
+def test_real_corpora_are_detected_and_read(relative, expected_format, count):
+    path = SHARED_DATA / relative
+    assert detect_format(path) == expected_format
+    documents = read_corpus(path)
+    assert len(documents) == count
+    assert all(d.text for d in documents[:50]) and len({d.id for d in documents}) == count
+
+
+def test_jsonl_and_folder_formats(tmp_path, sample_corpus):
+    assert detect_format(sample_corpus) == "jsonl" and len(read_corpus(sample_corpus)) == 40
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# Alpha notes\nAlpha text.\n", encoding="utf-8")
+    (folder / "sub" / "b.txt").write_text("Beta text.", encoding="utf-8")
+    (folder / "ignored.bin").write_bytes(b"\x00")
+    documents = read_corpus(folder)
+    assert [(d.id, d.title) for d in documents] == [("a.md", "Alpha notes"), ("sub/b.txt", "b")]
+
+
+def test_bad_corpora_are_refused_with_the_file_named(tmp_path):
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes('{"id": "a", "text": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(HopstackInputError, match=r"latin1.jsonl: not UTF-8"):
+        read_corpus(latin)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(HopstackInputError, match=r"empty.jsonl: the corpus is empty"):
+        read_corpus(empty)
+    beir = tmp_path / "corpus.jsonl"
+    beir.write_text('{"_id": "1", "text": "x"}\n{"_id": "1", "text": "y"}\n', encoding="utf-8")
+    with pytest.raises(HopstackInputError, match=r"corpus.jsonl: duplicate document id '1'"):
+        read_corpus(beir)
+    csv = tmp_path / "corpus.csv"
+    csv.write_text("id,text\n1,x\n", encoding="utf-8")
+    with pytest.raises(HopstackInputError, match="unknown corpus format"):
+        read_corpus(csv)
+
+
+# -- chunking --------------------------------------------------------------------------------------
+def test_chunks_are_sentence_aligned_slices_within_budget_and_overlap():
+    sentences = [f"Sentence number {i} talks about topic {i % 7} and nothing else at all." for i in range(60)]
+    document = SourceDocument("doc", "Title", " ".join(sentences))
+    chunker = SentenceChunker(max_tokens=64, overlap_tokens=16)
+    chunks = chunker.split(document)
+    tokenizer = _load_tokenizer("minilm")
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert document.text[chunk.start : chunk.end] == chunk.text
+        assert chunk.text.startswith("Sentence") and chunk.text.endswith(".")
+        assert len(tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 64
+        assert chunk.id == f"doc#{chunk.position}" and chunk.doc_id == "doc"
+    for before, after in zip(chunks, chunks[1:]):
+        assert after.start < before.end, "consecutive chunks share their boundary sentences"
+    assert chunks[-1].end == len(document.text)
+
+
+def test_an_over_long_sentence_is_cut_at_token_boundaries():
+    text = " ".join(["word"] * 100) + "."
+    chunks = SentenceChunker(max_tokens=30, overlap_tokens=0, tokenizer="words").split(SourceDocument("x", "", text))
+    assert [len(c.text.split()) for c in chunks] == [30, 30, 30, 10]
+    assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")
+
+
+# -- index folder ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sparse_index(tmp_path_factory, sample_corpus):
+    out = tmp_path_factory.mktemp("indexes") / "sample"
+    build_index(sample_corpus, out, dense=None)
+    return out
+
+
+def test_manifest_records_settings_counts_and_file_hashes(sparse_index):
+    folder = open_index(sparse_index)
+    manifest = folder.manifest
+    assert manifest["format_version"] == 1 and manifest["counts"] == {"documents": 40, "chunks": 40}
+    assert manifest["chunker"] == {"max_tokens": 256, "overlap_tokens": 25, "tokenizer": "minilm"}
+    assert manifest["dense"] is None and "documents.sqlite" in manifest["files"]
+    assert len(manifest["source"]["sha256"]) == 64
+    assert not list(sparse_index.parent.glob(".sample.*")), "no building folder left behind"
+
+
+def test_bm25_over_the_stored_index_equals_bm25_built_in_memory(sparse_index, sample_corpus, sample_questions):
+    queries = [q.question for q in sample_questions]
+    stored = BM25Retriever(index=str(sparse_index), top_k=5).run_batch(query=queries)["documents"]
+    memory = BM25Retriever(index=str(sample_corpus), top_k=5).run_batch(query=queries)["documents"]
+    assert [[d.meta["doc_id"] for d in docs] for docs in stored] == [[d.id for d in docs] for docs in memory]
+    assert np.allclose([d.score for docs in stored for d in docs], [d.score for docs in memory for d in docs])
+    # other parameters than the index's: its chunks are re-indexed in memory
+    other = BM25Retriever(index=str(sparse_index), k1=0.9, b=0.4).run(query=queries[0])["documents"]
+    assert other and other[0].id.endswith("#0")
+
+
+def _copy_index(source, target):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_damaged_indexes_are_refused_naming_the_file(sparse_index, tmp_path):
+    truncated = _copy_index(sparse_index, tmp_path / "truncated")
+    data = truncated / "bm25" / "data.csc.index.npy"
+    data.write_bytes(data.read_bytes()[:-10])
+    with pytest.raises(HopstackInputError, match=r"data.csc.index.npy: \d+ bytes, the manifest says"):
+        open_index(truncated)
+    corrupted = _copy_index(sparse_index, tmp_path / "corrupted")
+    sqlite = corrupted / "documents.sqlite"
+    raw = bytearray(sqlite.read_bytes())
+    raw[-100] ^= 0xFF
+    sqlite.write_bytes(bytes(raw))
+    with pytest.raises(HopstackInputError, match=r"documents.sqlite: content does not match"):
+        open_index(corrupted)
+    missing = _copy_index(sparse_index, tmp_path / "missing")
+    (missing / "bm25" / "vocab.index.json").unlink()
+    with pytest.raises(HopstackInputError, match=r"vocab.index.json: missing from the index"):
+        open_index(missing)
+    future = _copy_index(sparse_index, tmp_path / "future")
+    manifest = json.loads((future / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (future / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HopstackInputError, match="index format version 99"):
+        open_index(future)
+    with pytest.raises(HopstackInputError, match="not a hopstack index"):
+        open_index(tmp_path)
+
+
+def test_a_crash_while_indexing_leaves_the_old_index_and_no_half_written_one(
+    sparse_index, tmp_path, sample_corpus, monkeypatch
+):
+    out = _copy_index(sparse_index, tmp_path / "index")
+    before = (out / "manifest.json").read_text()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while saving BM25")
+
+    monkeypatch.setattr("hopstack.index.store.save_sparse", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(sample_corpus, out, dense=None)
+    assert (out / "manifest.json").read_text() == before
+    open_index(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    with pytest.raises(KeyboardInterrupt):
+        build_index(sample_corpus, tmp_path / "fresh", dense=None)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_folder_that_is_not_an_index_is_not_replaced(tmp_path, sample_corpus):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.txt").write_text("do not delete", encoding="utf-8")
+    with pytest.raises(HopstackInputError, match="is not a hopstack index; refusing to replace it"):
+        build_index(sample_corpus, tmp_path / "precious", dense=None)
+    assert (tmp_path / "precious" / "thesis.txt").exists()
+
+
+@pytest.mark.slow
+def test_dense_index_serves_the_retriever_and_refuses_another_embedder(tmp_path, sample_corpus, sample_questions):
+    from hopstack.index.dense import DenseSettings
+
+    out = tmp_path / "dense"
+    build_index(sample_corpus, out, dense=DenseSettings(faiss="hnsw"), device="cpu")
+    assert open_index(out).manifest["dense"]["dim"] == 384
+    retriever = DenseRetriever(index=str(out), top_k=3, device="cpu")
+    docs = retriever.run(query=sample_questions[2].question)["documents"]
+    assert docs[0].meta["doc_id"] in sample_questions[2].gold_ids
+    other = DenseRetriever(index=str(out), model="sentence-transformers/all-mpnet-base-v2", device="cpu")
+    with pytest.raises(HopstackInputError, match="embedded with model 'minilm'.*asks for 'sentence-transformers"):
+        other.warm_up()
+    build_index(sample_corpus, tmp_path / "sparse", dense=None)
+    with pytest.raises(HopstackInputError, match="built without an embedder"):
+        DenseRetriever(index=str(tmp_path / "sparse"), device="cpu").warm_up()
+
+
+def test_rank_bm25_okapi_ranks_like_bm25s_robertson(sample_corpus, sample_questions):
+    """Same tokenisation, terms with positive idf: BM25Okapi = (k1 + 1) x bm25s robertson, same ranking.
+
+    They differ only where a query term occurs in more than half of the documents: BM25Okapi then
+    replaces the negative idf by 0.25 x the mean idf, bm25s robertson clamps it to 0.
+    """
+    from rank_bm25 import BM25Okapi
+
+    retriever = BM25Retriever(index=str(sample_corpus), method="robertson", k1=1.5, b=0.75)
+    retriever.warm_up()
+    model = retriever._model
+    corpus_tokens = model.tokenizer.decode(
+        model.tokenizer.tokenize(
+            [f"{d.meta['title']}. {d.content}" for d in retriever._documents], update_vocab=False, show_progress=False
+        )
+    )
+    okapi = BM25Okapi(corpus_tokens, k1=1.5, b=0.75)
+    compared = 0
+    for question in sample_questions:
+        tokens = model.tokenizer.decode(
+            model.tokenizer.tokenize([question.question], update_vocab=False, show_progress=False)
+        )[0]
+        if any(sum(t in doc for doc in corpus_tokens) * 2 >= len(corpus_tokens) for t in tokens):
+            continue
+        reference = okapi.get_scores(tokens)
+        ours = retriever.score_queries([question.question])[0]
+        np.testing.assert_allclose(reference, 2.5 * ours, rtol=1e-4, atol=1e-4)
+        assert list(np.argsort(-reference, kind="stable")[:5]) == list(np.argsort(-ours, kind="stable")[:5])
+        compared += 1
+    assert compared >= 20
+
+
+def test_index_command_builds_and_prints_info(cli, tmp_path, sample_corpus):
+    out = tmp_path / "idx"
+    code, _, err = cli("index", sample_corpus, "--out", out, "--no-dense", "--tokenizer", "words")
+    assert code == 0, err
+    assert "indexed 40 documents as 40 chunks" in err
+    code, printed, _ = cli("index", "--info", out)
+    assert code == 0 and json.loads(printed)["chunker"]["tokenizer"] == "words"
+    code, _, err = cli("index", "--info", tmp_path)
+    assert code == 2 and "not a hopstack index" in err
+    assert os.listdir(tmp_path) == ["idx"]
