@@ -22,10 +22,26 @@ from hopstack.pipelines.evaluation import split_items
 from hopstack.pipelines.metrics import mean_metrics, multihop_rag_query_metrics
 
 
+def per_query(lists, queries) -> list[dict[str, float]]:
+    return [multihop_rag_query_metrics([d.content for d in docs], q.facts) for docs, q in zip(lists, queries)]
+
+
 def score(lists, queries) -> dict[str, float]:
-    return mean_metrics(
-        [multihop_rag_query_metrics([d.content for d in docs], q.facts) for docs, q in zip(lists, queries)]
-    )
+    return mean_metrics(per_query(lists, queries))
+
+
+def paired_comparison(a: list[dict[str, float]], b: list[dict[str, float]], metric: str = "MRR@10") -> dict:
+    """Per-query wins, losses and a paired t-test of ``a`` against ``b`` (scipy)."""
+    from scipy.stats import ttest_rel
+
+    x, y = [m[metric] for m in a], [m[metric] for m in b]
+    return {
+        "metric": metric,
+        "wins": sum(u > v for u, v in zip(x, y)),
+        "losses": sum(u < v for u, v in zip(x, y)),
+        "ties": sum(u == v for u, v in zip(x, y)),
+        "paired_t_p_value": float(ttest_rel(x, y).pvalue),
+    }
 
 
 def main() -> None:
@@ -70,6 +86,10 @@ def main() -> None:
             "rrf_equal_weights_depth20": score(fuse("rrf", 0.5, 20, test), test_queries),
             "chosen_fusion": score(fuse(best["method"], best["bm25_weight"], best["depth"], test), test_queries),
         },
+        "chosen_vs_bm25_on_test": paired_comparison(
+            per_query(fuse(best["method"], best["bm25_weight"], best["depth"], test), test_queries),
+            per_query([sparse[i][:10] for i in test], test_queries),
+        ),
         "grid_on_dev": results,
     }
     print(
@@ -81,6 +101,11 @@ def main() -> None:
     )
     for name, m in report["test"].items():
         print(f"{name:<32} {m['MRR@10']:>7.4f} {m['MAP@10']:>7.4f} {m['Hits@10']:>8.4f} {m['Hits@4']:>7.4f}")
+    comparison = report["chosen_vs_bm25_on_test"]
+    print(
+        f"chosen vs bm25 on test, per-query MRR@10: {comparison['wins']} wins, {comparison['losses']} losses, "
+        f"{comparison['ties']} ties; paired t-test p = {comparison['paired_t_p_value']:.3g}"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
