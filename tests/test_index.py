@@ -240,3 +240,20 @@ def test_index_command_builds_and_prints_info(cli, tmp_path, sample_corpus):
     code, _, err = cli("index", "--info", tmp_path)
     assert code == 2 and "not a hopstack index" in err
     assert os.listdir(tmp_path) == ["idx"]
+
+
+def test_ivf_and_hnsw_indexes_search_like_flat():
+    from hopstack.index.dense import DenseSettings, build_faiss, configure_search
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:20] + 0.01
+    _, exact = build_faiss(vectors, DenseSettings(faiss="flat")).search(queries, 5)
+    for kind in ("hnsw", "ivf"):
+        index = build_faiss(vectors, DenseSettings(faiss=kind))
+        configure_search(index, ef_search=256, nprobe=64)
+        _, found = index.search(queries, 5)
+        assert (found[:, 0] == exact[:, 0]).all(), kind
+    with pytest.raises(ValueError, match="faiss index kind must be one of"):
+        build_faiss(vectors, DenseSettings(faiss="pq"))

@@ -4,12 +4,12 @@ Only ``question`` is required; ``id`` defaults to the line number. Other keys ar
 and, when they name a pipeline input (``top_k``, say), are passed to the pipeline.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hopstack.errors import HopstackInputError
+from hopstack.index.formats import read_json_lines
 
 
 @dataclass
@@ -30,29 +30,20 @@ def read_questions(path: str | Path) -> list[Question]:
         raise HopstackInputError(f"questions file {str(path)!r} does not exist")
     questions: list[Question] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HopstackInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(record, dict):
-                raise HopstackInputError(f"{where}: each line must be a JSON object")
-            text = record.pop("question", None)
-            if not isinstance(text, str) or not text.strip():
-                raise HopstackInputError(f"{where}: 'question' must be a non-empty string")
-            qid = str(record.pop("id", line_number))
-            if qid in seen:
-                raise HopstackInputError(f"{where}: duplicate id {qid!r} (first on line {seen[qid]})")
-            seen[qid] = line_number
-            answers = record.pop("answers", [])
-            gold_ids = record.pop("gold_ids", [])
-            if not isinstance(answers, list) or not isinstance(gold_ids, list):
-                raise HopstackInputError(f"{where}: 'answers' and 'gold_ids' must be lists")
-            questions.append(Question(qid, text, [str(a) for a in answers], [str(g) for g in gold_ids], record))
+    for line_number, record in read_json_lines(path):
+        where = f"{path}:{line_number}"
+        text = record.pop("question", None)
+        if not isinstance(text, str) or not text.strip():
+            raise HopstackInputError(f"{where}: 'question' must be a non-empty string")
+        qid = str(record.pop("id", line_number))
+        if qid in seen:
+            raise HopstackInputError(f"{where}: duplicate id {qid!r} (first on line {seen[qid]})")
+        seen[qid] = line_number
+        answers = record.pop("answers", [])
+        gold_ids = record.pop("gold_ids", [])
+        if not isinstance(answers, list) or not isinstance(gold_ids, list):
+            raise HopstackInputError(f"{where}: 'answers' and 'gold_ids' must be lists")
+        questions.append(Question(qid, text, [str(a) for a in answers], [str(g) for g in gold_ids], record))
     if not questions:
         raise HopstackInputError(f"{path}: no questions")
     return questions

@@ -15,6 +15,8 @@ DATA_ENV_VAR = "HOPSTACK_DATA"
 # name -> (folder under the data root, corpus file inside it)
 DATASETS: dict[str, tuple[str, str]] = {
     "multihop-rag": ("multihop_rag", "corpus.json"),
+    "2wikimultihopqa": ("2wikimultihopqa", "2wiki_dev_subset.json"),
+    "scifact": ("scifact", "corpus.jsonl"),
 }
 
 

@@ -43,7 +43,8 @@ def _read_text(path: Path) -> str:
         raise HopstackInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file; errors name the file and line."""
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -64,7 +65,7 @@ def _json_document(path: Path) -> Any:
 
 
 def _first_jsonl_record(path: Path) -> dict | None:
-    for _, record in _json_lines(path):
+    for _, record in read_json_lines(path):
         return record
     return None
 
@@ -101,7 +102,7 @@ def _multihop_rag(path: Path) -> Iterator[SourceDocument]:
 
 
 def _beir(path: Path) -> Iterator[SourceDocument]:
-    for number, record in _json_lines(path):
+    for number, record in read_json_lines(path):
         if "_id" not in record or not isinstance(record.get("text"), str):
             raise HopstackInputError(f"{path}:{number}: a BEIR corpus line needs '_id' and 'text'")
         meta = dict(record.get("metadata") or {})
@@ -125,7 +126,7 @@ def _hotpotqa(path: Path) -> Iterator[SourceDocument]:
 
 
 def _jsonl(path: Path) -> Iterator[SourceDocument]:
-    for number, record in _json_lines(path):
+    for number, record in read_json_lines(path):
         if "id" not in record or not isinstance(record.get("text"), str):
             raise HopstackInputError(f"{path}:{number}: a corpus line needs 'id' and 'text'")
         record = dict(record)

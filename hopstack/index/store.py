@@ -96,8 +96,18 @@ def build_index(
     if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
         raise HopstackInputError(f"{out}: exists and is not a hopstack index; refusing to replace it")
     started = time.time()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 3)
+        clock = now
+
     corpus_format = corpus_format or detect_format(source)
     documents = read_corpus(source, corpus_format)
+    lap("reading")
     chunks: list[Chunk] = []
     for i, document in enumerate(documents, start=1):
         chunks.extend(chunker.split(document))
@@ -105,29 +115,36 @@ def build_index(
     if not chunks:
         raise HopstackInputError(f"{source}: the corpus has no text to index")
     texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
+    lap("chunking")
 
     building = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     try:
         _write_documents(building / "documents.sqlite", chunks)
+        lap("documents")
         report("bm25", 0, 1)
         save_sparse(build_sparse(texts, bm25), building / "bm25")
         report("bm25", 1, 1)
+        lap("bm25")
         dim = None
         if dense is not None:
             encoder = load_sentence_transformer(dense.model, device)
+            lap("embedder_load")
             parts = []
             for start in range(0, len(texts), batch_size * 8):
                 parts.append(embed_texts(encoder, texts[start : start + batch_size * 8], batch_size, dense.normalize))
                 report("embedding", min(start + batch_size * 8, len(texts)), len(texts))
             vectors = np.vstack(parts)
             dim = int(vectors.shape[1])
+            lap("embedding")
             save_faiss(build_faiss(vectors, dense), vectors, building / "dense")
+            lap("faiss")
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "build_seconds": round(time.time() - started, 2),
+            "stage_seconds": seconds,
             "source": {
                 "path": str(source.resolve()),
                 "format": corpus_format,
