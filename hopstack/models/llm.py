@@ -1,0 +1,177 @@
+"""One LLM interface for every LLM-based stage (DESIGN decision 7).
+
+``generate(prompts, max_tokens, temperature, stop, seed)`` returns one completion per prompt;
+``score(prompts, candidates)`` returns, per prompt, the log-probability of each candidate continuation
+(``yes``/``no``, digits ``0``-``10``, single-token identifiers, or longer strings). A prompt is either a
+string, used as it is, or a list of chat messages ``{"role", "content"}``, rendered with the model's own
+chat template and ending with the assistant's turn.
+
+This module has the llama.cpp backend (in process; the CPU default). Models are loaded once per
+process and shared by every component that names the same model and context size; calls to one model
+are serialised by a lock, since a llama.cpp context is not safe to use from two threads at once.
+
+Prompts longer than the context window are cut, never a crash: the prompt keeps its last
+``n_ctx - max_tokens`` tokens (``n_ctx - 1`` when scoring), since the question and the answer cue come
+last; :attr:`LlamaCppLLM.truncated` counts how often that happened.
+"""
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from hopstack.models.registry import resolve_model
+
+Prompt = str | list[dict[str, str]]
+
+
+class LLM(Protocol):
+    """What every LLM backend offers."""
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[str]: ...
+
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]: ...
+
+
+_MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _load_llama(path: str, n_ctx: int, n_threads: int):
+    with _MODELS_LOCK:
+        key = (path, n_ctx)
+        if key not in _MODELS:
+            from llama_cpp import Llama
+
+            _MODELS[key] = (Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False), threading.Lock())
+        return _MODELS[key]
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LlamaCppLLM:
+    """llama.cpp in process.
+
+    :param model: a registry name (``qwen2.5-0.5b``, ``smollm2-135m``) or a path to a GGUF file.
+    :param n_ctx: the context window in tokens.
+    :param n_threads: CPU threads (None: all cores; llama.cpp's own default uses half of them).
+    """
+
+    def __init__(self, model: str = "qwen2.5-0.5b", n_ctx: int = 4096, n_threads: int | None = None):
+        self.model = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.truncated = 0
+        self._llama = None
+        self._lock: threading.Lock | None = None
+
+    def warm_up(self) -> None:
+        """Load the model (shared with every other user of the same model and context size)."""
+        if self._llama is None:
+            threads = self.n_threads or os.cpu_count() or 1
+            self._llama, self._lock = _load_llama(resolve_model(self.model), self.n_ctx, threads)
+
+    def render(self, prompt: Prompt) -> str:
+        """The text the model sees: a string as it is, chat messages through the model's chat template."""
+        if isinstance(prompt, str):
+            return prompt
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.warm_up()
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"model {self.model!r} has no chat template; pass plain-text prompts")
+        vocab = self._llama
+
+        def token_text(token_id: int) -> str:
+            return vocab.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
+
+        formatter = Jinja2ChatFormatter(
+            template, eos_token=token_text(vocab.token_eos()), bos_token=token_text(vocab.token_bos())
+        )
+        return formatter(messages=prompt).prompt
+
+    def _tokens(self, prompt: Prompt, budget: int) -> list[int]:
+        tokens = self._llama.tokenize(self.render(prompt).encode("utf-8"), add_bos=True, special=True)
+        if len(tokens) > budget:
+            self.truncated += 1
+            tokens = tokens[-budget:]
+        return tokens
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        """One completion per prompt, in turn (llama.cpp runs one sequence at a time)."""
+        self.warm_up()
+        outputs = []
+        for prompt in prompts:
+            with self._lock:
+                tokens = self._tokens(prompt, max(1, self.n_ctx - max_tokens))
+                result = self._llama.create_completion(
+                    prompt=tokens, max_tokens=max_tokens, temperature=temperature, stop=list(stop or []), seed=seed
+                )
+            outputs.append(result["choices"][0]["text"])
+        return outputs
+
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each candidate continuing each prompt.
+
+        Candidates are tokenised on their own (no BOS), so give them as they would follow the prompt
+        (``"Yes"`` after a chat prompt, ``" yes"`` after ``"Answer:"``). Single-token candidates cost one
+        forward pass per prompt; longer ones re-run the prompt and add one pass per continuation token.
+        """
+        self.warm_up()
+        pieces = [self._llama.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in candidates]
+        if any(not p for p in pieces):
+            raise ValueError("every candidate must have at least one token")
+        results = []
+        for prompt in prompts:
+            with self._lock:
+                tokens = self._tokens(prompt, self.n_ctx - 1 - max(len(p) for p in pieces))
+                results.append(self._score_one(tokens, pieces))
+        return results
+
+    def _last_log_probs(self) -> np.ndarray:
+        """Log-probabilities of the next token after everything evaluated so far.
+
+        Read from llama.cpp's own logits buffer (``llama_get_logits``): without ``logits_all``, which
+        would keep a row per context position, llama-cpp-python does not copy them into ``scores``.
+        """
+        import llama_cpp
+
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._llama.ctx), shape=(self._llama.n_vocab(),))
+        return _log_softmax(logits.astype(np.float64))
+
+    def _score_one(self, tokens: list[int], pieces: list[list[int]]) -> list[float]:
+        llama = self._llama
+        llama.reset()
+        llama.eval(tokens)
+        first = self._last_log_probs()
+        scores = []
+        for piece in pieces:
+            total = float(first[piece[0]])
+            if len(piece) > 1:
+                llama.reset()
+                llama.eval(tokens)
+                for previous, token in zip(piece, piece[1:]):
+                    llama.eval([previous])
+                    total += float(self._last_log_probs()[token])
+            scores.append(total)
+        return scores

@@ -1,0 +1,61 @@
+"""The on-disk call cache: a repeated call makes no model call; off means off."""
+
+import threading
+
+from hopstack.models.cache import CachedLLM, CallCache, call_key
+
+
+class CountingLLM:
+    """A stand-in backend that records every prompt it is sent."""
+
+    model = "counting"
+    n_ctx = 64
+
+    def __init__(self):
+        self.seen = []
+
+    def generate(self, prompts, max_tokens=128, temperature=0.0, stop=None, seed=0):
+        self.seen.extend(prompts)
+        return [f"{p}|{max_tokens}" for p in prompts]
+
+    def score(self, prompts, candidates):
+        self.seen.extend(prompts)
+        return [[-float(len(p) + len(c)) for c in candidates] for p in prompts]
+
+
+def test_repeated_calls_are_served_from_disk(tmp_path):
+    backend = CountingLLM()
+    llm = CachedLLM(backend, CallCache(tmp_path / "calls.sqlite", enabled=True))
+    assert llm.generate(["a", "b"], max_tokens=5) == ["a|5", "b|5"]
+    assert llm.generate(["b", "c"], max_tokens=5) == ["b|5", "c|5"]
+    assert backend.seen == ["a", "b", "c"] and (llm.calls, llm.hits) == (3, 1)
+    assert llm.generate(["a"], max_tokens=6) == ["a|6"]  # other parameters, other key
+    chat = [{"role": "user", "content": "hi"}]
+    assert llm.score([chat, "x"], ["yes", "no"]) == llm.score([chat, "x"], ["yes", "no"])
+    # a new process (a new cache object on the same file) makes no calls either
+    again = CachedLLM(CountingLLM(), CallCache(tmp_path / "calls.sqlite", enabled=True))
+    assert again.generate(["a", "b", "c"], max_tokens=5) == ["a|5", "b|5", "c|5"] and again.calls == 0
+
+
+def test_the_switch_turns_the_cache_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOPSTACK_CACHE", "off")
+    backend = CountingLLM()
+    llm = CachedLLM(backend, CallCache(tmp_path / "calls.sqlite"))
+    llm.generate(["a"])
+    llm.generate(["a"])
+    assert backend.seen == ["a", "a"] and not (tmp_path / "calls.sqlite").exists()
+
+
+def test_keys_depend_on_identity_and_input_and_threads_share_the_file(tmp_path):
+    assert call_key({"m": 1}, "x") == call_key({"m": 1}, "x") != call_key({"m": 2}, "x") != call_key({"m": 1}, "y")
+    cache = CallCache(tmp_path / "calls.sqlite", enabled=True)
+
+    def work(n):
+        cache.put_many({f"k{n}-{i}": i for i in range(50)})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache.get_many([f"k{n}-{i}" for n in range(4) for i in range(50)])) == 200

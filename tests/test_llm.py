@@ -1,0 +1,66 @@
+"""The llama.cpp LLM backend on the tiny SmolLM2 model: generation, scoring, truncation, sharing."""
+
+import math
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of the local extra")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from hopstack.models.llm import LlamaCppLLM
+
+    llm = LlamaCppLLM("smollm2-135m", n_ctx=512, n_threads=2)
+    llm.warm_up()
+    return llm
+
+
+@pytest.mark.slow
+def test_generate_is_deterministic_at_temperature_zero(tiny):
+    messages = [{"role": "user", "content": "Name a colour."}]
+    first = tiny.generate([messages, "The capital of France is"], max_tokens=8)
+    second = tiny.generate([messages, "The capital of France is"], max_tokens=8)
+    assert first == second and all(isinstance(text, str) and text for text in first)
+    assert "Name a colour." in tiny.render(messages) and tiny.render("plain") == "plain"
+
+
+@pytest.mark.slow
+def test_score_gives_log_probabilities_and_single_equals_multi_token_path(tiny):
+    prompt = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    [[yes, no, sentence]] = tiny.score([prompt], ["yes", "no", "yes it is"])
+    assert all(math.isfinite(v) and v <= 0 for v in (yes, no, sentence))
+    assert sentence < yes  # more tokens, more (negative) log-probability
+    probabilities = [math.exp(v) for v in tiny.score([prompt], [str(d) for d in range(10)])[0]]
+    assert 0 < sum(probabilities) <= 1.0 + 1e-6
+
+
+@pytest.mark.slow
+def test_over_long_prompts_are_cut_not_crashed(tiny):
+    before = tiny.truncated
+    long_prompt = "word " * 2000
+    [text] = tiny.generate([long_prompt], max_tokens=4)
+    [[score]] = tiny.score([long_prompt], ["yes"])
+    assert isinstance(text, str) and math.isfinite(score)
+    assert tiny.truncated == before + 2
+
+
+@pytest.mark.slow
+def test_models_are_shared_between_users():
+    from hopstack.models.llm import LlamaCppLLM
+
+    a, b = LlamaCppLLM("smollm2-135m", n_ctx=512), LlamaCppLLM("smollm2-135m", n_ctx=512)
+    a.warm_up()
+    b.warm_up()
+    assert a._llama is b._llama
+
+
+@pytest.mark.slow
+def test_score_agrees_with_greedy_generation(tiny):
+    """The greedy next token must be the most probable candidate, and clearly more than uniform."""
+    for prompt in ([{"role": "user", "content": "Say hello."}], "One, two, three, four,"):
+        [first] = tiny.generate([prompt], max_tokens=1)
+        others = [c for c in ("zebra", " purple", "Quantum") if c != first]
+        [scores] = tiny.score([prompt], [first, *others])
+        assert scores[0] == max(scores), (prompt, first, scores)
+        assert math.exp(scores[0]) > 0.05
