@@ -6,9 +6,10 @@
 string, used as it is, or a list of chat messages ``{"role", "content"}``, rendered with the model's own
 chat template and ending with the assistant's turn.
 
-This module has the llama.cpp backend (in process; the CPU default). Models are loaded once per
-process and shared by every component that names the same model and context size; calls to one model
-are serialised by a lock, since a llama.cpp context is not safe to use from two threads at once.
+Backends: llama.cpp in process (:class:`LlamaCppLLM`, the CPU default) and transformers
+(:class:`TransformersLLM`, the GPU path, batched). Models are loaded once per process and shared by
+every component that names the same model; calls to one model are serialised by a lock (a llama.cpp
+context, and a torch model's memory, are not for two threads at once).
 
 Prompts longer than the context window are cut, never a crash: the prompt keeps its last
 ``n_ctx - max_tokens`` tokens (``n_ctx - 1`` when scoring), since the question and the answer cue come
@@ -175,3 +176,150 @@ class LlamaCppLLM:
                     total += float(self._last_log_probs()[token])
             scores.append(total)
         return scores
+
+
+_HF_MODELS: dict[tuple[str, str], tuple[Any, Any, threading.Lock]] = {}
+
+
+def _load_transformers(path: str, device: str, dtype: str):
+    with _MODELS_LOCK:
+        key = (path, device)
+        if key not in _HF_MODELS:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+            _HF_MODELS[key] = (tokenizer, model, threading.Lock())
+        return _HF_MODELS[key]
+
+
+class TransformersLLM:
+    """Hugging Face transformers, batched: the GPU path.
+
+    :param model: a Hugging Face id or a local folder with a causal LM and its tokenizer.
+    :param device: ``auto | cpu | cuda | cuda:N``.
+    :param dtype: ``auto`` or a torch dtype name (``float16``, ``bfloat16``, ``float32``).
+    :param batch_size: prompts per forward pass.
+    :param n_ctx: the context window used for truncation.
+    """
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 8, n_ctx: int = 4096):
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.n_ctx = n_ctx
+        self.truncated = 0
+        self._tokenizer = None
+        self._model = None
+        self._lock: threading.Lock | None = None
+
+    def warm_up(self) -> None:
+        """Load the tokenizer and model onto the device (shared per process)."""
+        if self._model is None:
+            from hopstack.models.devices import resolve_device
+
+            self._tokenizer, self._model, self._lock = _load_transformers(
+                resolve_model(self.model), resolve_device(self.device), self.dtype
+            )
+
+    def render(self, prompt: Prompt) -> str:
+        """A string as it is; chat messages through the tokenizer's chat template."""
+        if isinstance(prompt, str):
+            return prompt
+        self.warm_up()
+        if not self._tokenizer.chat_template:
+            raise ValueError(f"model {self.model!r} has no chat template; pass plain-text prompts")
+        return self._tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def _ids(self, prompt: Prompt, budget: int) -> list[int]:
+        ids = self._tokenizer(self.render(prompt), add_special_tokens=True)["input_ids"]
+        if len(ids) > budget:
+            self.truncated += 1
+            ids = ids[-budget:]
+        return ids
+
+    def _left_padded(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self._tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self._model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self._model.device)
+        return ids, mask
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        """Completions in batches of ``batch_size`` (left-padded); text is cut at the first stop string."""
+        import torch
+
+        self.warm_up()
+        outputs: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            rows = [self._ids(p, max(1, self.n_ctx - max_tokens)) for p in prompts[start : start + self.batch_size]]
+            ids, mask = self._left_padded(rows)
+            with self._lock, torch.inference_mode():
+                torch.manual_seed(seed)
+                generated = self._model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_tokens,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                )
+            for row in generated[:, ids.shape[1] :]:
+                text = self._tokenizer.decode(row, skip_special_tokens=True)
+                for marker in stop or []:
+                    text = text.split(marker, 1)[0]
+                outputs.append(text)
+        return outputs
+
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each candidate after each prompt, prompts batched; candidates are
+        tokenised on their own (no special tokens)."""
+        self.warm_up()
+        pieces = [self._tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
+        if any(not p for p in pieces):
+            raise ValueError("every candidate must have at least one token")
+        longest = max(len(p) for p in pieces)
+        results: list[list[float]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            rows = [self._ids(p, self.n_ctx - longest) for p in prompts[start : start + self.batch_size]]
+            if longest == 1:  # one forward pass: the last position's distribution scores every candidate
+                log_probs = self._log_probs(rows)[:, -1, :]
+                results.extend([[float(log_probs[r, p[0]]) for p in pieces] for r in range(len(rows))])
+                continue
+            scores = [[0.0] * len(pieces) for _ in rows]
+            for c, piece in enumerate(pieces):
+                log_probs = self._log_probs([row + piece for row in rows])
+                width = log_probs.shape[1]
+                for r in range(len(rows)):
+                    for j, token in enumerate(piece):
+                        position = width - len(piece) - 1 + j  # the logits that predict piece[j]
+                        scores[r][c] += float(log_probs[r, position, token])
+            results.extend(scores)
+        return results
+
+    def _log_probs(self, rows: list[list[int]]):
+        """Next-token log-probabilities at every position of left-padded rows (positions count from each
+        row's first real token, so a row scores the same alone or in a batch)."""
+        import torch
+
+        ids, mask = self._left_padded(rows)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self._lock, torch.inference_mode():
+            logits = self._model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+        return torch.log_softmax(logits, dim=-1)
