@@ -323,3 +323,114 @@ class TransformersLLM:
         with self._lock, torch.inference_mode():
             logits = self._model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
         return torch.log_softmax(logits, dim=-1)
+
+
+class LLMServerError(RuntimeError):
+    """An OpenAI-compatible server could not be reached or kept failing after the retries."""
+
+
+class OpenAICompatibleLLM:
+    """Any OpenAI-compatible server (vLLM, llama.cpp server, Ollama), through the ``openai`` client.
+
+    Requests for a batch are sent concurrently (``concurrency`` at a time); the client retries failed
+    or timed-out requests ``max_retries`` times with exponential backoff, then a clear error names the
+    server. ``score`` asks for one generated token with its ``top_logprobs`` and reads each candidate's
+    first token there: a candidate outside the returned top ``logprobs`` gets the lowest returned value
+    (an upper bound), and multi-token candidates are scored by their first token only; servers do not
+    return prompt log-probabilities uniformly, so that is what this backend can offer.
+
+    :param base_url: e.g. ``http://127.0.0.1:8000/v1``.
+    :param model: the model name the server knows.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "default",
+        api_key: str = "not-needed",
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        concurrency: int = 8,
+        logprobs: int = 20,
+    ):
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        self.logprobs = logprobs
+        self.n_ctx = None  # the server owns its context window and truncation
+        self._client = None
+
+    def warm_up(self) -> None:
+        """Create the client (no request is sent)."""
+        if self._client is None:
+            from openai import OpenAI
+
+            self._client = OpenAI(
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries
+            )
+
+    def _map(self, function, items: Sequence[Any]) -> list:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import openai
+
+        self.warm_up()
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+                return list(pool.map(function, items))
+        except (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError) as exc:
+            raise LLMServerError(
+                f"LLM server {self.base_url} failed after {self.max_retries} retries: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _complete(self, prompt: Prompt, **params: Any):
+        if isinstance(prompt, str):
+            return self._client.completions.create(model=self.model, prompt=prompt, **params).choices[0]
+        return self._client.chat.completions.create(model=self.model, messages=prompt, **params).choices[0]
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        """One completion per prompt, requested concurrently."""
+
+        def one(prompt: Prompt) -> str:
+            choice = self._complete(
+                prompt, max_tokens=max_tokens, temperature=temperature, stop=list(stop or []) or None, seed=seed
+            )
+            return choice.text if isinstance(prompt, str) else (choice.message.content or "")
+
+        return self._map(one, prompts)
+
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
+        """Candidates' log-probabilities from the top log-probabilities of one generated token."""
+
+        def one(prompt: Prompt) -> list[float]:
+            if isinstance(prompt, str):
+                choice = self._complete(prompt, max_tokens=1, temperature=0.0, logprobs=self.logprobs)
+                top = dict(choice.logprobs.top_logprobs[0])
+            else:
+                choice = self._complete(
+                    prompt, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.logprobs
+                )
+                top = {entry.token: entry.logprob for entry in choice.logprobs.content[0].top_logprobs}
+            floor = min(top.values())
+            return [_candidate_log_prob(c, top, floor) for c in candidates]
+
+        return self._map(one, prompts)
+
+
+def _candidate_log_prob(candidate: str, top: dict[str, float], floor: float) -> float:
+    """A candidate's log-probability among a server's top tokens: the candidate itself, else its longest
+    returned prefix (its likely first token), else ``floor``."""
+    if candidate in top:
+        return top[candidate]
+    prefixes = [token for token in top if token and candidate.startswith(token)]
+    return top[max(prefixes, key=len)] if prefixes else floor

@@ -1,0 +1,77 @@
+"""The OpenAI-compatible backend against a real llama.cpp server that the test starts on localhost."""
+
+import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from hopstack.models.llm import LlamaCppLLM, LLMServerError, OpenAICompatibleLLM
+
+pytest.importorskip("llama_cpp.server", reason="the server extra of llama-cpp-python is part of hopstack[local]")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from hopstack.models.registry import resolve_model
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", resolve_model("smollm2-135m"), "--host", "127.0.0.1",
+        "--port", str(port), "--n_ctx", "512", "--logits_all", "True", "--model_alias", "smollm2",
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("server") / "server.log"  # a file: llama.cpp's start-up log would fill a pipe
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{base}/models", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("llama_cpp.server did not start within 120 s")
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_generate_and_score_through_the_server(server):
+    llm = OpenAICompatibleLLM(server, model="smollm2", concurrency=4)
+    prompts = ["The capital of France is", [{"role": "user", "content": "Say hello."}], "One, two, three,"]
+    texts = llm.generate(prompts, max_tokens=6)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert texts == llm.generate(prompts, max_tokens=6)  # temperature 0
+    [first] = llm.generate(["One, two, three,"], max_tokens=1)
+    [[top, other]] = llm.score(["One, two, three,"], [first, "zebra"])
+    assert top >= other and math.isfinite(top) and top > math.log(0.05)
+
+
+@pytest.mark.slow
+def test_server_and_in_process_backends_agree_on_the_greedy_token(server):
+    remote = OpenAICompatibleLLM(server, model="smollm2")
+    local = LlamaCppLLM("smollm2-135m", n_ctx=512)
+    prompt = "The capital of France is"
+    assert remote.generate([prompt], max_tokens=3) == local.generate([prompt], max_tokens=3)
+
+
+def test_an_unreachable_server_fails_clearly_after_retries():
+    llm = OpenAICompatibleLLM(f"http://127.0.0.1:{free_port()}/v1", timeout=1.0, max_retries=2)
+    started = time.time()
+    with pytest.raises(LLMServerError, match=r"LLM server http://127.0.0.1:\d+/v1 failed after 2 retries"):
+        llm.generate(["hello"])
+    assert time.time() - started < 30
