@@ -15,6 +15,7 @@ Each timing is the fastest of ``--repeats`` interleaved rounds. Prints tables an
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from hopstack.datasets.registry import resolve_dataset
 from hopstack.index.dense import DenseSettings, build_faiss, configure_search
 from hopstack.index.store import indexed_text, open_index
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+
+# measure the models, not the on-disk call cache
+os.environ["HOPSTACK_CACHE"] = "off"
 
 
 def fastest(ways: dict, repeats: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ Prints a table and writes JSON. Not a test: speed is never asserted in the test 
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -28,6 +29,10 @@ from hopstack.testing import assert_outputs_equal
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "multihop_rag"
+
+
+# measure the models, not the on-disk call cache
+os.environ["HOPSTACK_CACHE"] = "off"
 
 
 def write_corpus(data_dir: Path, out: Path) -> int:

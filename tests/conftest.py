@@ -1,3 +1,4 @@
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -6,6 +7,9 @@ import pytest
 
 from hopstack.datasets.questions import read_questions
 from hopstack.demo import SAMPLE_CORPUS, SAMPLE_QUESTIONS
+
+# Tests must not read or fill the user's call cache; the cache's own tests switch it on explicitly.
+os.environ["HOPSTACK_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parent.parent
 YAML_DIR = REPO / "yaml"

@@ -59,3 +59,29 @@ def test_keys_depend_on_identity_and_input_and_threads_share_the_file(tmp_path):
     for t in threads:
         t.join()
     assert len(cache.get_many([f"k{n}-{i}" for n in range(4) for i in range(50)])) == 200
+
+
+def test_dense_query_embeddings_come_from_the_cache_on_a_rerun(tmp_path, monkeypatch, sample_corpus):
+    import numpy as np
+
+    from hopstack.components.retrieval import DenseRetriever
+
+    monkeypatch.setenv("HOPSTACK_CACHE", "on")
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    retriever = DenseRetriever(index=str(sample_corpus), top_k=3, device="cpu")
+    retriever.warm_up()
+    encoded = []
+    real_encode = retriever._encoder.encode
+
+    def counting_encode(texts, **kwargs):
+        encoded.extend(texts)
+        return real_encode(texts, **kwargs)
+
+    monkeypatch.setattr(retriever._encoder, "encode", counting_encode)
+    queries = ["Who founded Brannock Looms?", "Which river runs through Hollin Ford?"]
+    first = retriever.run_batch(query=queries)["documents"]
+    second = retriever.run_batch(query=queries + ["a new question"])["documents"]
+    assert encoded == [*queries, "a new question"]  # the rerun encoded only the new query
+    assert [[d.id for d in docs] for docs in first] == [[d.id for d in docs] for docs in second[:2]]
+    np.testing.assert_allclose([d.score for d in first[0]], [d.score for d in second[0]], rtol=1e-6)
+    assert (tmp_path / "cache" / "calls.sqlite").exists()

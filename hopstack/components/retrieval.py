@@ -19,6 +19,7 @@ from hopstack.index.corpus import corpus_documents, resolve_index_path
 from hopstack.index.dense import DenseSettings, build_faiss, configure_search, to_device
 from hopstack.index.sparse import BM25_METHODS, BM25Settings, build_sparse, score_queries
 from hopstack.index.store import indexed_text, is_index, open_index
+from hopstack.models.cache import CallCache
 from hopstack.models.devices import resolve_device
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 from hopstack.models.registry import resolve_model
@@ -172,6 +173,7 @@ class DenseRetriever(BatchComponent):
     :param title_prefix: embed ``"title. text"`` (corpora embedded in memory; an index keeps its own).
     :param ef_search: HNSW search breadth (HNSW indexes only).
     :param nprobe: IVF cells visited per query (IVF indexes only).
+    :param cache: keep query embeddings in the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class DenseRetriever(BatchComponent):
         title_prefix: bool = True,
         ef_search: int = 128,
         nprobe: int = 16,
+        cache: bool = True,
     ):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -197,6 +200,8 @@ class DenseRetriever(BatchComponent):
         self.title_prefix = title_prefix
         self.ef_search = ef_search
         self.nprobe = nprobe
+        self.cache = cache
+        self._call_cache = None
         self._documents: list[Document] | None = None
         self._encoder = None
         self._faiss_index = None
@@ -232,6 +237,7 @@ class DenseRetriever(BatchComponent):
                 faiss_index = build_faiss(vectors, DenseSettings(model=self.model, normalize=self.normalize))
             configure_search(faiss_index, self.ef_search, self.nprobe)
             self._encoder = encoder or load_sentence_transformer(self.model, self.device)
+            self._call_cache = CallCache() if self.cache else None
             self._documents = documents
             self._faiss_index = to_device(faiss_index, resolve_device(self.device))
 
@@ -247,7 +253,9 @@ class DenseRetriever(BatchComponent):
         ks = _top_ks(top_k, n, self.top_k)
         if n == 0:
             return {"documents": []}
-        vectors = embed_texts(self._encoder, list(query), self.batch_size, self.normalize)
+        vectors = embed_texts(
+            self._encoder, list(query), self.batch_size, self.normalize, cache=self._call_cache, model_id=self.model
+        )
         scores, ids = self._faiss_index.search(vectors, min(max(ks), len(self._documents)))
         documents = [
             [_with_score(self._documents[i], s) for i, s in zip(row_ids[:k], row_scores[:k]) if i >= 0]

@@ -26,15 +26,25 @@ def load_sentence_transformer(model: str, device: str = "auto"):
         return _MODELS[key]
 
 
-def embed_texts(model, texts: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
-    """Encode ``texts`` as float32 rows (L2-normalised when ``normalize``), in batches of ``batch_size``."""
+def embed_texts(
+    model, texts: list[str], batch_size: int = 64, normalize: bool = True, cache=None, model_id: str = ""
+) -> np.ndarray:
+    """Encode ``texts`` as float32 rows (L2-normalised when ``normalize``), in batches of ``batch_size``.
+
+    With a :class:`~hopstack.models.cache.CallCache`, texts already embedded by ``model_id`` with the same
+    normalisation come from the cache and only the others are encoded.
+    """
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-    vectors = model.encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=normalize,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode(batch: list[str]) -> np.ndarray:
+        vectors = model.encode(
+            batch, batch_size=batch_size, normalize_embeddings=normalize, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    if cache is None or not cache.enabled:
+        return encode(list(texts))
+    identity = {"kind": "embed", "model": model_id or str(model), "normalize": normalize}
+    rows = cache.cached_map(identity, list(texts), lambda missing: encode(missing).tolist())
+    return np.asarray(rows, dtype=np.float32)
