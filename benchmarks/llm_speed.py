@@ -1,5 +1,7 @@
-"""LLM backend speed on this machine: generation tokens per second, yes/no scoring throughput, and the
-speed-up of a rerun served by the on-disk call cache.
+"""LLM backend speed on this machine: generation tokens per second and yes/no scoring throughput for the
+in-process llama.cpp backend and the OpenAI-compatible backend against a llama_cpp.server started here,
+and the speed-up of a rerun served by the on-disk call cache. (The transformers backend is the GPU path:
+on this CPU it would load the GGUF through transformers at about 5 tokens/s, see MODELS.md.)
 
 Prompts are built from MultiHop-RAG: a relevance question (query + one retrieved-looking chunk) for
 scoring, and a short-answer question for generation.
@@ -17,7 +19,8 @@ from hopstack.datasets.multihop_rag import load_queries
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.index.formats import read_corpus
 from hopstack.models.cache import CachedLLM, CallCache
-from hopstack.models.llm import LlamaCppLLM
+from hopstack.models.llama_server import llama_server
+from hopstack.models.llm import LlamaCppLLM, OpenAICompatibleLLM
 
 
 def main() -> None:
@@ -26,6 +29,7 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--no-server", action="store_true", help="skip the OpenAI-compatible server row")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -50,14 +54,20 @@ def main() -> None:
         )
     questions = [[{"role": "user", "content": f"Answer in a few words: {q.question}"}] for q in queries]
 
-    started = time.perf_counter()
-    outputs = llm.generate(questions, max_tokens=args.max_tokens)
-    generate_s = time.perf_counter() - started
-    generated_tokens = sum(len(llm._llama.tokenize(o.encode(), add_bos=False)) for o in outputs)
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(llm._llama.tokenize(t.encode(), add_bos=False)) for t in texts)
 
-    started = time.perf_counter()
-    scores = llm.score(relevance, ["Yes", "No"])
-    score_s = time.perf_counter() - started
+    report = {
+        "model": args.model,
+        "load_s": load_s,
+        "backends": {"llama.cpp": measure(llm, questions, relevance, args.max_tokens, count_tokens)},
+    }
+    if not args.no_server:
+        with llama_server(args.model, n_ctx=args.n_ctx, alias="bench") as base:
+            server = OpenAICompatibleLLM(base, model="bench", concurrency=4)
+            report["backends"]["openai-server (llama_cpp.server)"] = measure(
+                server, questions, relevance, args.max_tokens, count_tokens
+            )
 
     with tempfile.TemporaryDirectory() as tmp:
         cached = CachedLLM(llm, CallCache(Path(tmp) / "calls.sqlite", enabled=True))
@@ -69,41 +79,46 @@ def main() -> None:
         cached.score(relevance, ["Yes", "No"])
         rerun_s = time.perf_counter() - started
         rerun_calls = cached.calls - calls_after_first
-
-    report = {
-        "backend": "llama.cpp",
-        "model": args.model,
-        "load_s": load_s,
-        "generate": {
-            "prompts": len(questions),
-            "tokens": generated_tokens,
-            "tokens_per_s": generated_tokens / generate_s,
-            "s_per_prompt": generate_s / len(questions),
-        },
-        "score_yes_no": {"prompts": len(relevance), "prompts_per_s": len(relevance) / score_s},
-        "cache": {
-            "first_s": first_s,
-            "rerun_s": rerun_s,
-            "speedup": first_s / rerun_s,
-            "model_calls_on_rerun": rerun_calls,
-        },
-        "yes_preferred": sum(s[0] > s[1] for s in scores),
+    report["cache"] = {
+        "first_s": first_s,
+        "rerun_s": rerun_s,
+        "speedup": first_s / rerun_s,
+        "model_calls_on_rerun": rerun_calls,
     }
-    print(f"{args.model} (llama.cpp): load {load_s:.1f} s")
+
+    print(f"{args.model}: load {load_s:.1f} s ({len(questions)} prompts each)")
+    for name, row in report["backends"].items():
+        print(
+            f"  {name:<36} generate {row['generate_tokens_per_s']:5.1f} tokens/s, "
+            f"yes/no scoring {row['score_prompts_per_s']:.2f} prompts/s, "
+            f"'Yes' preferred on {row['yes_preferred']}/{len(relevance)} gold-evidence passages"
+        )
     print(
-        f"  generate: {report['generate']['tokens_per_s']:.1f} tokens/s "
-        f"({report['generate']['s_per_prompt']:.2f} s/prompt)"
+        f"  cached rerun of the scoring: {first_s:.2f} s -> {rerun_s * 1000:.1f} ms "
+        f"({report['cache']['speedup']:.0f}x), {rerun_calls} model calls"
     )
-    print(f"  yes/no scoring: {report['score_yes_no']['prompts_per_s']:.2f} prompts/s")
-    print(
-        f"  cached rerun: {first_s:.2f} s -> {rerun_s * 1000:.1f} ms ({report['cache']['speedup']:.0f}x), "
-        f"{rerun_calls} model calls"
-    )
-    print(f"  'yes' preferred on {report['yes_preferred']}/{len(relevance)} gold-evidence passages")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
         print(f"wrote {args.json}")
+
+
+def measure(llm, questions, relevance, max_tokens, count_tokens) -> dict:
+    """Generation tokens/s and yes/no scoring prompts/s of one backend."""
+    started = time.perf_counter()
+    outputs = llm.generate(questions, max_tokens=max_tokens)
+    generate_s = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = llm.score(relevance, ["Yes", "No"])
+    score_s = time.perf_counter() - started
+    tokens = count_tokens(outputs)
+    return {
+        "generate_tokens": tokens,
+        "generate_tokens_per_s": tokens / generate_s,
+        "generate_s_per_prompt": generate_s / len(questions),
+        "score_prompts_per_s": len(relevance) / score_s,
+        "yes_preferred": sum(s[0] > s[1] for s in scores),
+    }
 
 
 if __name__ == "__main__":

@@ -1,52 +1,20 @@
 """The OpenAI-compatible backend against a real llama.cpp server that the test starts on localhost."""
 
 import math
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
+from hopstack.models.llama_server import free_port, llama_server
 from hopstack.models.llm import LlamaCppLLM, LLMServerError, OpenAICompatibleLLM
 
 pytest.importorskip("llama_cpp.server", reason="the server extra of llama-cpp-python is part of hopstack[local]")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from hopstack.models.registry import resolve_model
-
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", resolve_model("smollm2-135m"), "--host", "127.0.0.1",
-        "--port", str(port), "--n_ctx", "512", "--logits_all", "True", "--model_alias", "smollm2",
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("server") / "server.log"  # a file: llama.cpp's start-up log would fill a pipe
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"{base}/models", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("llama_cpp.server did not start within 120 s")
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+def server():
+    with llama_server("smollm2-135m", n_ctx=512, alias="smollm2") as base:
+        yield base
 
 
 @pytest.mark.slow
