@@ -64,3 +64,14 @@ def test_score_agrees_with_greedy_generation(tiny):
         [scores] = tiny.score([prompt], [first, *others])
         assert scores[0] == max(scores), (prompt, first, scores)
         assert math.exp(scores[0]) > 0.05
+
+
+@pytest.mark.slow
+def test_one_shared_model_is_safe_to_call_from_several_threads(tiny):
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = ["One, two, three,", "The sky is", "Hello, my name is", "Water boils at"]
+    expected = [tiny.generate([p], max_tokens=4)[0] for p in prompts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: tiny.generate([p], max_tokens=4)[0], prompts * 2))
+    assert results == expected * 2

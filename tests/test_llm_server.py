@@ -43,3 +43,38 @@ def test_an_unreachable_server_fails_clearly_after_retries():
     with pytest.raises(LLMServerError, match=r"LLM server http://127.0.0.1:\d+/v1 failed after 2 retries"):
         llm.generate(["hello"])
     assert time.time() - started < 30
+
+
+def test_a_server_that_never_answers_times_out_and_fails_clearly():
+    """A server that accepts connections but never replies: each try times out, then a clear error."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held = []
+    stop = threading.Event()
+
+    def accept_and_hold():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept_and_hold, daemon=True)
+    thread.start()
+    try:
+        llm = OpenAICompatibleLLM(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", timeout=0.5, max_retries=1)
+        started = time.time()
+        with pytest.raises(LLMServerError, match="failed after 1 retries: APITimeoutError"):
+            llm.score(["hello"], ["yes"])
+        assert len(held) >= 2 and time.time() - started < 20  # the first try and one retry
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+        for connection in held:
+            connection.close()
