@@ -1,7 +1,7 @@
 """LLM backend speed on this machine: generation tokens per second and yes/no scoring throughput for the
 in-process llama.cpp backend and the OpenAI-compatible backend against a llama_cpp.server started here,
-and the speed-up of a rerun served by the on-disk call cache. (The transformers backend is the GPU path:
-on this CPU it would load the GGUF through transformers at about 5 tokens/s, see MODELS.md.)
+the transformers backend (the GPU path; here it de-quantises the GGUF and runs on the CPU), and the
+speed-up of a rerun served by the on-disk call cache.
 
 Prompts are built from MultiHop-RAG: a relevance question (query + one retrieved-looking chunk) for
 scoring, and a short-answer question for generation.
@@ -20,7 +20,7 @@ from hopstack.datasets.registry import resolve_dataset
 from hopstack.index.formats import read_corpus
 from hopstack.models.cache import CachedLLM, CallCache
 from hopstack.models.llama_server import llama_server
-from hopstack.models.llm import LlamaCppLLM, OpenAICompatibleLLM
+from hopstack.models.llm import LlamaCppLLM, OpenAICompatibleLLM, TransformersLLM
 
 
 def main() -> None:
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--no-server", action="store_true", help="skip the OpenAI-compatible server row")
+    parser.add_argument("--no-transformers", action="store_true", help="skip the transformers row")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -62,6 +63,14 @@ def main() -> None:
         "load_s": load_s,
         "backends": {"llama.cpp": measure(llm, questions, relevance, args.max_tokens, count_tokens)},
     }
+    if not args.no_transformers:
+        hf = TransformersLLM(args.model, device="auto", batch_size=4, n_ctx=args.n_ctx)
+        started = time.perf_counter()
+        hf.warm_up()
+        report["transformers_load_s"] = time.perf_counter() - started
+        report["backends"]["transformers (GGUF de-quantised)"] = measure(
+            hf, questions, relevance, args.max_tokens, count_tokens
+        )
     if not args.no_server:
         with llama_server(args.model, n_ctx=args.n_ctx, alias="bench") as base:
             server = OpenAICompatibleLLM(base, model="bench", concurrency=4)

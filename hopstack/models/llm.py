@@ -19,6 +19,7 @@ last; :attr:`LlamaCppLLM.truncated` counts how often that happened.
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -188,11 +189,15 @@ def _load_transformers(path: str, device: str, dtype: str):
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            # a GGUF file (a registry LLM) loads through transformers' GGUF support, de-quantised
+            source, extra = (
+                (str(Path(path).parent), {"gguf_file": Path(path).name}) if path.endswith(".gguf") else (path, {})
+            )
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
             torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra).to(device).eval()
             _HF_MODELS[key] = (tokenizer, model, threading.Lock())
         return _HF_MODELS[key]
 
@@ -200,7 +205,8 @@ def _load_transformers(path: str, device: str, dtype: str):
 class TransformersLLM:
     """Hugging Face transformers, batched: the GPU path.
 
-    :param model: a Hugging Face id or a local folder with a causal LM and its tokenizer.
+    :param model: a Hugging Face id, a local folder with a causal LM and its tokenizer, or a GGUF file or
+        registry LLM (loaded through transformers' GGUF support, de-quantised: slow on a CPU).
     :param device: ``auto | cpu | cuda | cuda:N``.
     :param dtype: ``auto`` or a torch dtype name (``float16``, ``bfloat16``, ``float32``).
     :param batch_size: prompts per forward pass.
