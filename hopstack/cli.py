@@ -217,8 +217,10 @@ def index(
             source, out, corpus_format, chunker, title_prefix, bm25, dense_settings, device, batch_size, report
         )
     counts = manifest["counts"]
-    out_console = f"indexed {counts['documents']} documents as {counts['chunks']} chunks into {out}"
-    err.print(f"{out_console} in {manifest['build_seconds']:.1f} s")
+    err.print(
+        f"indexed {counts['documents']} documents as {counts['chunks']} chunks into {out} "
+        f"in {manifest['build_seconds']:.1f} s"
+    )
 
 
 @app.command(name="eval")
