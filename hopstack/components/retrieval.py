@@ -15,7 +15,7 @@ from haystack import Document, component
 
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.errors import HopstackInputError
-from hopstack.index.corpus import corpus_documents, resolve_index_path
+from hopstack.index.corpus import corpus_documents, index_identity, resolve_index_path
 from hopstack.index.dense import DenseSettings, build_faiss, configure_search, to_device
 from hopstack.index.sparse import BM25_METHODS, BM25Settings, build_sparse, score_queries
 from hopstack.index.store import indexed_text, is_index, open_index
@@ -65,8 +65,18 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
+class _IndexReader(BatchComponent):
+    """A batched component that reads the index named by its ``index`` init parameter."""
+
+    index: str | None
+
+    def content_identity(self) -> str:
+        """The index this component reads (see :func:`index_identity`); part of its node fingerprint."""
+        return index_identity(self.index)
+
+
 @component
-class BM25Retriever(BatchComponent):
+class BM25Retriever(_IndexReader):
     """Sparse BM25 retrieval with bm25s; documents that share no term with the query are not returned.
 
     :param index: an index folder or a corpus file; ``None`` reads ``$HOPSTACK_INDEX``. An index folder's
@@ -159,7 +169,7 @@ class BM25Retriever(BatchComponent):
 
 
 @component
-class DenseRetriever(BatchComponent):
+class DenseRetriever(_IndexReader):
     """Dense retrieval: a sentence-transformers embedder and a FAISS inner-product index.
 
     :param index: an index folder (whose embedder must be ``model``) or a corpus file embedded in memory

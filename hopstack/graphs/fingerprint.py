@@ -1,8 +1,10 @@
 """Node fingerprints (DESIGN decision 4).
 
 A node's fingerprint is a hash of its component type, its init parameters (as Haystack serialises
-them) and, per input socket, where the value comes from: the fingerprint and socket of the sender, or
-the pipeline input of that name. Two nodes in different pipelines with the same fingerprint compute
+them), what it reads besides them (a component may define ``content_identity() -> str``, e.g. the
+manifest of the index a retriever reads, so that rebuilding the index changes the fingerprint) and, per
+input socket, where the value comes from: the fingerprint and socket of the sender, or the pipeline
+input of that name. Two nodes in different pipelines with the same fingerprint compute
 the same function of the same questions, so a comparison runs them once and a cache keyed by
 ``(fingerprint, input digest)`` can serve their outputs again.
 """
@@ -37,9 +39,11 @@ def pipeline_fingerprints(pipeline: Pipeline) -> dict[str, str]:
         for socket_name in graph.nodes[name]["input_sockets"]:
             if socket_name not in sources:
                 sources[socket_name] = [["pipeline-input", socket_name]]
+        content_identity = getattr(instance, "content_identity", None)
         payload = {
             "type": serialised.get("type"),
             "init_parameters": serialised.get("init_parameters", {}),
+            "reads": content_identity() if callable(content_identity) else None,
             "inputs": {socket: sorted(values) for socket, values in sorted(sources.items())},
         }
         fingerprints[name] = _digest(_canonical(payload))

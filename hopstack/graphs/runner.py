@@ -8,13 +8,19 @@ or maps ``run`` over the items when the component has no ``run_batch``. An item 
 never arrived (a branch that did not fire) skips the node, as under ``Pipeline.run``.
 
 Per item it returns what ``Pipeline.run`` returns for that item (the outputs that no other component
-consumes), optionally a trace of every node's outputs, and per node the wall time, call count and
-batch sizes. Node fingerprints are exposed for caching.
+consumes, plus every output of the nodes named in ``include_outputs_from``), optionally a trace of
+every node's outputs, and per node the wall time, call count and batch sizes.
+
+With a :class:`~hopstack.graphs.node_cache.NodeCache`, a node's outputs for an item are looked up by
+the node's fingerprint and the item's inputs before anything runs, from the outputs backwards: a node
+runs only for the items whose outputs some wanted node still lacks, and it is warmed up (models
+loaded, index opened) only when it runs at all. A fully cached rerun loads the final outputs and
+computes nothing.
 """
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +28,9 @@ import networkx as nx
 from haystack import Pipeline
 from haystack.core.type_utils import _convert_value
 
-from hopstack.errors import HopstackInputError, PipelineRunError
-from hopstack.graphs.fingerprint import pipeline_fingerprints
+from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
+from hopstack.graphs.fingerprint import input_digest, pipeline_fingerprints
+from hopstack.graphs.node_cache import SKIPPED, NodeCache, entry_key
 from hopstack.pipelines.validate import pipeline_inputs
 
 DEFAULT_BATCH_SIZE = 256
@@ -42,15 +49,25 @@ class NodeStats:
     wall_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
     batched: bool = False
+    cached: int = 0
+    cached_compute_s: float = 0.0
+    warm_up_s: float = 0.0
+    cache_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe summary."""
+        """A JSON-safe summary: ``items`` computed and ``cached`` items served from the node cache; seconds
+        spent computing (``wall_s``), what the cached items took when they were computed
+        (``cached_compute_s``), warming up and reading/writing the cache."""
         return {
             "type": self.type,
             "batched": self.batched,
             "calls": self.calls,
             "items": self.items,
+            "cached": self.cached,
             "wall_s": self.wall_s,
+            "cached_compute_s": self.cached_compute_s,
+            "warm_up_s": self.warm_up_s,
+            "cache_s": self.cache_s,
             "max_batch": max(self.batch_sizes, default=0),
         }
 
@@ -94,9 +111,10 @@ class BatchRunner:
     :param pipeline: a loaded ``haystack.Pipeline`` (see :func:`hopstack.pipelines.loading.load_pipeline`).
     :param batch_size: the most items one ``run_batch`` call receives; larger batches are cut into
         chunks. Defaults to ``metadata.hopstack.batch_size`` or 256.
+    :param node_cache: serve and store node outputs per item (off when ``None`` or disabled).
     """
 
-    def __init__(self, pipeline: Pipeline, batch_size: int | None = None):
+    def __init__(self, pipeline: Pipeline, batch_size: int | None = None, node_cache: NodeCache | None = None):
         settings = (pipeline.metadata or {}).get("hopstack") or {}
         self.pipeline = pipeline
         self.batch_size = int(batch_size or settings.get("batch_size") or DEFAULT_BATCH_SIZE)
@@ -110,7 +128,8 @@ class BatchRunner:
                 self._receivers.setdefault(socket_name, []).append(name)
         self.input_names = sorted(self._receivers)
         self.question_sockets = [s for s in pipeline_inputs(pipeline.metadata) if s in self.input_names]
-        self._warm = False
+        self.node_cache = node_cache if node_cache is not None and node_cache.enabled else None
+        self._warm: set[str] = set()
 
     def _plan(self, name: str) -> _Node:
         graph = self.pipeline.graph
@@ -133,10 +152,28 @@ class BatchRunner:
         )
 
     def warm_up(self) -> None:
-        """Warm up every component (load models, build indexes) once."""
-        if not self._warm:
-            self.pipeline.warm_up()
-            self._warm = True
+        """Warm up every component (load models, build indexes) once; :meth:`run` otherwise warms up each
+        node the first time it has something to compute."""
+        for node in self._nodes:
+            self._warm_up_node(node)
+
+    def _warm_up_node(self, node: _Node) -> float:
+        """Warm up one node once; returns the seconds it took. A failure names the node: bad input (a
+        missing index, say) as :class:`ComponentInputError`, anything else as :class:`PipelineRunError`."""
+        if node.name in self._warm:
+            return 0.0
+        started = time.perf_counter()
+        warm_up = getattr(node.instance, "warm_up", None)
+        where = f"component '{node.name}' ({type(node.instance).__name__})"
+        try:
+            if callable(warm_up):
+                warm_up()
+        except HopstackInputError as exc:
+            raise ComponentInputError(f"{where}: {exc}", node=node.name) from exc
+        except Exception as exc:
+            raise PipelineRunError(f"{where} failed to warm up: {type(exc).__name__}: {exc}", node=node.name) from exc
+        self._warm.add(node.name)
+        return time.perf_counter() - started
 
     # -- inputs ------------------------------------------------------------------------------
     def question_input(self, question: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -186,35 +223,44 @@ class BatchRunner:
 
     # -- execution ---------------------------------------------------------------------------
     def _gather(
-        self, node: _Node, n: int, given: dict[tuple[str, str], list], results: dict[str, dict[str, list]]
+        self,
+        node: _Node,
+        n: int,
+        given: dict[tuple[str, str], list],
+        results: dict[str, dict[str, list]],
+        positions: list[int] | None = None,
     ) -> tuple[list[int] | None, dict[str, list]]:
-        """Every item's arguments for ``node`` as columns, and which items are ready.
+        """The arguments for ``node`` of every item (or of the items at ``positions``) as columns, and
+        which of those items are ready.
 
-        Returns ``(None, columns)`` when all items are ready, else ``(ready item indices, columns of the
+        Returns ``(None, columns)`` when all of them are ready, else ``(ready item indices, columns of the
         ready items)``. An item is not ready when a mandatory input has no value for it. In the common
-        case (one source per socket, every item ready) upstream columns are passed on without copying.
+        case (all items, one source per socket, every item ready) upstream columns are passed on without
+        copying.
         """
-        missing = [False] * n
+        count = n if positions is None else len(positions)
+        missing = [False] * count
         columns: dict[str, list] = {}
         for socket_name, socket in node.sockets.items():
             sources = []
             if (node.name, socket_name) in given:
-                sources.append(given[(node.name, socket_name)])
+                sources.append(_take(given[(node.name, socket_name)], positions))
             for link in node.incoming.get(socket_name, ()):
                 column = results[link.sender].get(link.sender_socket)
                 if column is None:
                     continue
+                column = _take(column, positions)
                 if link.conversion:
                     column = [v if v is _MISSING else _convert_value(v, link.conversion) for v in column]
                 sources.append(column)
             if socket.is_variadic:
-                column = [_join_variadic(socket, [source[i] for source in sources]) for i in range(n)]
+                column = [_join_variadic(socket, [source[i] for source in sources]) for i in range(count)]
             elif len(sources) == 1:
                 column = sources[0]
             elif sources:
-                column = [next((s[i] for s in sources if s[i] is not _MISSING), _MISSING) for i in range(n)]
+                column = [next((s[i] for s in sources if s[i] is not _MISSING), _MISSING) for i in range(count)]
             else:
-                column = [_MISSING] * n
+                column = [_MISSING] * count
             if any(v is _MISSING for v in column):
                 if socket.is_mandatory:
                     missing = [m or v is _MISSING for m, v in zip(missing, column)]
@@ -223,8 +269,9 @@ class BatchRunner:
             columns[socket_name] = column
         if not any(missing):
             return None, columns
-        ready = [i for i in range(n) if not missing[i]]
-        return ready, {name: [column[i] for i in ready] for name, column in columns.items()}
+        ready = [j for j in range(count) if not missing[j]]
+        columns = {name: [column[j] for j in ready] for name, column in columns.items()}
+        return (ready if positions is None else [positions[j] for j in ready]), columns
 
     def _call(self, node: _Node, columns: dict[str, list], count: int, stats: NodeStats) -> dict[str, list]:
         """Call the component on ``count`` items; returns one column per output socket."""
@@ -248,7 +295,8 @@ class BatchRunner:
                 shape = {k: len(v) if isinstance(v, list) else type(v).__name__ for k, v in dict(result or {}).items()}
                 raise PipelineRunError(
                     f"component '{node.name}' ({type(node.instance).__name__}): run_batch must return a dict of "
-                    f"lists of {size} items, got {shape}"
+                    f"lists of {size} items, got {shape}",
+                    node=node.name,
                 )
             for name, column in outputs.items():
                 column.extend(result.get(name, [_MISSING] * size))
@@ -259,55 +307,117 @@ class BatchRunner:
         inputs: Sequence[dict[str, Any]],
         trace: bool = False,
         item_ids: Sequence[str] | None = None,
+        include_outputs_from: Collection[str] = (),
     ) -> RunResult:
         """Run the pipeline over ``inputs`` (one dict per item, flat or nested as in ``Pipeline.run``).
 
-        ``item_ids`` names the items in error messages (defaults to their positions).
+        ``item_ids`` names the items in error messages (defaults to their positions);
+        ``include_outputs_from`` names nodes whose every output is returned, consumed or not.
         """
         started = time.perf_counter()
-        self.warm_up()
         n = len(inputs)
         given = self._input_columns(inputs)
+        wanted = {node.name for node in self._nodes if trace or node.leaf_outputs or node.name in include_outputs_from}
+        stats = {
+            node.name: NodeStats(node.name, type(node.instance).__name__, batched=node.run_batch is not None)
+            for node in self._nodes
+        }
+        hits, todo, keys = self._cached_outputs(inputs, wanted, stats)
         results: dict[str, dict[str, list]] = {}
-        ran: dict[str, set[int] | None] = {}  # the items each node ran for; None: all of them
-        stats: dict[str, NodeStats] = {}
+        ran: dict[str, set[int] | None] = {}  # the items each node ran for (or came from the cache); None: all
         for node in self._nodes:
-            node_stats = stats[node.name] = NodeStats(
-                node.name, type(node.instance).__name__, batched=node.run_batch is not None
-            )
-            ready, columns = self._gather(node, n, given, results)
-            count = n if ready is None else len(ready)
-            ran[node.name] = None if ready is None else set(ready)
-            if count == 0:
-                results[node.name] = {}
-                continue
-            call_started = time.perf_counter()
-            try:
-                outputs = self._call(node, columns, count, node_stats)
-            except PipelineRunError:
-                raise
-            except Exception as exc:
-                positions = list(range(n)) if ready is None else ready
-                names = [str(item_ids[i]) if item_ids else str(i) for i in positions[:3]]
-                more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
-                raise PipelineRunError(
-                    f"component '{node.name}' ({type(node.instance).__name__}) failed on items "
-                    f"{', '.join(names)}{more}: {type(exc).__name__}: {exc}"
-                ) from exc
-            node_stats.wall_s = time.perf_counter() - call_started
-            node_stats.items = count
-            if ready is not None:  # spread the ready items' outputs back over the whole batch
-                for name, column in outputs.items():
-                    full = [_MISSING] * n
-                    for i, value in zip(ready, column):
-                        full[i] = value
-                    outputs[name] = full
-            results[node.name] = outputs
-        final = [self._item_outputs(results, i, leaves_only=True) for i in range(n)]
+            node_stats = stats[node.name]
+            positions = todo.get(node.name)  # None: every item
+            ready, outputs = None, {}
+            if positions is None or positions:
+                ready, outputs = self._compute(node, n, given, results, positions, node_stats, item_ids)
+                if ready is None and positions is not None:
+                    ready = positions
+            if positions is None and ready is None:  # computed for every item
+                ran[node.name] = None
+                results[node.name] = outputs
+            else:
+                node_hits = hits.get(node.name, {})
+                ran[node.name] = set(ready or ()) | {i for i, value in node_hits.items() if value is not SKIPPED}
+                results[node.name] = _spread(node, n, ready or [], outputs, node_hits)
+            if self.node_cache is not None and positions:
+                started_put = time.perf_counter()
+                item_s = node_stats.wall_s / max(node_stats.items, 1)
+                self.node_cache.put_many(_entries(node, positions, ready or [], outputs, keys[node.name], item_s))
+                node_stats.cache_s += time.perf_counter() - started_put
+        extra = set(include_outputs_from)
+        final = [self._item_outputs(results, i, leaves_only=True, extra=extra) for i in range(n)]
         traces = None
         if trace:
             traces = [self._item_outputs(results, i, leaves_only=False, ran=ran) for i in range(n)]
         return RunResult(final, stats, self.fingerprints, time.perf_counter() - started, traces)
+
+    def _cached_outputs(
+        self, inputs: Sequence[dict[str, Any]], wanted: set[str], stats: dict[str, NodeStats]
+    ) -> tuple[dict[str, dict[int, Any]], dict[str, list[int]], dict[str, dict[int, str]]]:
+        """What the node cache already holds, and what is left to compute.
+
+        Walks the nodes from the outputs backwards: a wanted node needs every item; a node needs the items
+        that a node it feeds needs and did not find in the cache. Returns ``(hits, todo, keys)``: per node,
+        the cached outputs by item, the items to compute (all of them when there is no cache: ``todo`` is
+        empty), and the cache key of every needed item.
+        """
+        if self.node_cache is None:
+            return {}, {}, {}
+        n = len(inputs)
+        digests = [input_digest(data) for data in inputs]
+        needed = {node.name: set(range(n)) if node.name in wanted else set() for node in self._nodes}
+        hits: dict[str, dict[int, Any]] = {}
+        todo: dict[str, list[int]] = {}
+        keys: dict[str, dict[int, str]] = {}
+        for node in reversed(self._nodes):
+            started = time.perf_counter()
+            items = sorted(needed[node.name])
+            node_keys = keys[node.name] = {i: entry_key(self.fingerprints[node.name], digests[i]) for i in items}
+            found = self.node_cache.get_many(node_keys.values())
+            hits[node.name] = {i: found[key][0] for i, key in node_keys.items() if key in found}
+            misses = todo[node.name] = [i for i in items if node_keys[i] not in found]
+            for upstream in self.pipeline.graph.predecessors(node.name):
+                needed[upstream].update(misses)
+            stats[node.name].cached = len(hits[node.name])
+            stats[node.name].cached_compute_s = sum(found[node_keys[i]][1] for i in hits[node.name])
+            stats[node.name].cache_s += time.perf_counter() - started
+        return hits, todo, keys
+
+    def _compute(
+        self,
+        node: _Node,
+        n: int,
+        given: dict[tuple[str, str], list],
+        results: dict[str, dict[str, list]],
+        positions: list[int] | None,
+        stats: NodeStats,
+        item_ids: Sequence[str] | None,
+    ) -> tuple[list[int] | None, dict[str, list]]:
+        """Run ``node`` for the ready items among ``positions`` (all items when None); returns the ready
+        items (None: all of ``positions``) and one output column over them per socket."""
+        ready, columns = self._gather(node, n, given, results, positions)
+        count = (n if positions is None else len(positions)) if ready is None else len(ready)
+        if count == 0:
+            return ready, {}
+        stats.warm_up_s += self._warm_up_node(node)
+        call_started = time.perf_counter()
+        try:
+            outputs = self._call(node, columns, count, stats)
+        except PipelineRunError:
+            raise
+        except Exception as exc:
+            failing = ready if ready is not None else (positions if positions is not None else list(range(n)))
+            names = [str(item_ids[i]) if item_ids else str(i) for i in failing[:3]]
+            more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+            raise PipelineRunError(
+                f"component '{node.name}' ({type(node.instance).__name__}) failed on items "
+                f"{', '.join(names)}{more}: {type(exc).__name__}: {exc}",
+                node=node.name,
+            ) from exc
+        stats.wall_s += time.perf_counter() - call_started
+        stats.items += count
+        return ready, outputs
 
     def _item_outputs(
         self,
@@ -315,17 +425,50 @@ class BatchRunner:
         i: int,
         leaves_only: bool,
         ran: dict[str, set[int] | None] | None = None,
+        extra: set[str] = frozenset(),
     ) -> dict[str, dict[str, Any]]:
-        """Item ``i``'s outputs per node: the unconsumed ones (as ``Pipeline.run``) or, for traces, all of
-        them for every node that ran for the item."""
+        """Item ``i``'s outputs per node: the unconsumed ones (as ``Pipeline.run``) and all of those of the
+        ``extra`` nodes or, for traces, all of them for every node that ran for the item."""
         item: dict[str, dict[str, Any]] = {}
         for node in self._nodes:
             columns = results[node.name]
-            names = node.leaf_outputs if leaves_only else columns
+            names = node.leaf_outputs if leaves_only and node.name not in extra else columns
             values = {name: columns[name][i] for name in names if name in columns and columns[name][i] is not _MISSING}
             if values or (ran is not None and (ran[node.name] is None or i in ran[node.name])):
                 item[node.name] = values
         return item
+
+
+def _take(column: list, positions: list[int] | None) -> list:
+    """The values of ``column`` at ``positions`` (the column itself when None)."""
+    return column if positions is None else [column[i] for i in positions]
+
+
+def _spread(node: _Node, n: int, ready: list[int], outputs: dict[str, list], hits: dict[int, Any]) -> dict[str, list]:
+    """Full output columns of a node: computed values at ``ready``, cached ones at their items, and
+    _MISSING elsewhere."""
+    columns = {name: [_MISSING] * n for name in node.output_names}
+    for name, column in outputs.items():
+        full = columns[name]
+        for i, value in zip(ready, column):
+            full[i] = value
+    for i, values in hits.items():
+        if values is not SKIPPED:
+            for name, value in values.items():
+                columns[name][i] = value
+    return columns
+
+
+def _entries(
+    node: _Node, positions: list[int], ready: list[int], outputs: dict[str, list], keys: dict[int, str], item_s: float
+) -> dict[str, tuple[Any, float]]:
+    """Cache entries for the items a node was asked to compute: ``(outputs, seconds per item)`` where it
+    ran, ``(SKIPPED, 0)`` where a mandatory input never arrived."""
+    entries: dict[str, tuple[Any, float]] = {keys[i]: (SKIPPED, 0.0) for i in positions}
+    for j, i in enumerate(ready):
+        values = {name: column[j] for name, column in outputs.items() if column[j] is not _MISSING}
+        entries[keys[i]] = (values, item_s)
+    return entries
 
 
 def _join_variadic(socket: Any, values: list[Any]) -> Any:

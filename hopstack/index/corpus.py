@@ -1,12 +1,14 @@
 """What a retriever's ``index`` parameter points at: an index folder, or a corpus file read in memory."""
 
+import hashlib
 import os
 from pathlib import Path
 
 from haystack import Document
 
 from hopstack.errors import HopstackInputError
-from hopstack.index.formats import read_corpus
+from hopstack.index.formats import corpus_files, read_corpus
+from hopstack.index.store import MANIFEST, is_index
 
 INDEX_ENV_VAR = "HOPSTACK_INDEX"
 
@@ -30,3 +32,18 @@ def corpus_documents(path: Path) -> list[Document]:
     return [
         Document(id=d.id, content=d.text, meta={**d.meta, "doc_id": d.id, "title": d.title}) for d in read_corpus(path)
     ]
+
+
+def index_identity(index: str | None) -> str:
+    """What a retriever reads, as a short digest that changes when the index or corpus does: the
+    manifest of an index folder (which records every file's sha256), or a corpus's file paths, sizes
+    and modification times. Part of node fingerprints, so cached outputs of an old index are not reused."""
+    path = resolve_index_path(index).resolve()
+    digest = hashlib.sha256(str(path).encode())
+    if is_index(path):
+        digest.update((path / MANIFEST).read_bytes())
+    else:
+        for file in corpus_files(path):
+            stat = file.stat()
+            digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()

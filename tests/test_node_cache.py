@@ -1,0 +1,173 @@
+"""The on-disk node cache and the union of pipeline variants (DESIGN decision 4)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from haystack import Document, Pipeline, component
+
+from hopstack.graphs.node_cache import NodeCache
+from hopstack.graphs.runner import BatchRunner
+from hopstack.graphs.union import build_union
+from hopstack.pipelines.loading import load_pipeline_data
+from hopstack.pipelines.variants import expand_variants, read_grid
+from tests.conftest import YAML_DIR
+
+
+def _docs(outputs: dict) -> list[tuple]:
+    """Everything a caller sees of the documents in one item's outputs."""
+    return [
+        (node, d.id, d.content, d.score, d.meta)
+        for node, sockets in sorted(outputs.items())
+        for d in sockets.get("documents", [])
+    ]
+
+
+def _bm25_data(corpus: Path, top_k: int = 5) -> dict:
+    data = load_pipeline_data(YAML_DIR / "bm25.yaml", {"index": str(corpus)})
+    data["components"]["bm25"]["init_parameters"]["top_k"] = top_k
+    return data
+
+
+def _run(data: dict, questions, cache: NodeCache | None):
+    runner = BatchRunner(Pipeline.from_dict(data, allowed_modules=["hopstack"]), node_cache=cache)
+    return runner.run([runner.question_input(q.question) for q in questions])
+
+
+def test_cached_rerun_computes_nothing_and_returns_the_same_outputs(tmp_path, sample_corpus, sample_questions):
+    data = _bm25_data(sample_corpus)
+    first = _run(data, sample_questions, NodeCache(tmp_path / "nodes.sqlite", enabled=True))
+    assert first.stats["bm25"].items == len(sample_questions) and first.stats["bm25"].cached == 0
+    second = _run(data, sample_questions, NodeCache(tmp_path / "nodes.sqlite", enabled=True))
+    assert second.stats["bm25"].items == 0 and second.stats["bm25"].calls == 0
+    assert second.stats["bm25"].cached == len(sample_questions)
+    assert second.stats["bm25"].cached_compute_s == pytest.approx(first.stats["bm25"].wall_s, rel=1e-6)
+    assert [_docs(o) for o in second.outputs] == [_docs(o) for o in first.outputs]
+
+
+def test_only_new_questions_and_changed_nodes_are_computed(tmp_path, sample_corpus, sample_questions):
+    cache_path = tmp_path / "nodes.sqlite"
+    data = _bm25_data(sample_corpus)
+    _run(data, sample_questions[:10], NodeCache(cache_path, enabled=True))
+    more = _run(data, sample_questions, NodeCache(cache_path, enabled=True))
+    assert (more.stats["bm25"].items, more.stats["bm25"].cached) == (len(sample_questions) - 10, 10)
+    uncached = _run(data, sample_questions, None)
+    assert [_docs(o) for o in more.outputs] == [_docs(o) for o in uncached.outputs]
+    changed = _run(_bm25_data(sample_corpus, top_k=3), sample_questions, NodeCache(cache_path, enabled=True))
+    assert changed.stats["bm25"].cached == 0
+    assert all(len(o["bm25"]["documents"]) == 3 for o in changed.outputs)
+
+
+def test_a_changed_corpus_changes_the_fingerprint(tmp_path, sample_corpus, sample_questions):
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(sample_corpus, corpus)
+    cache_path = tmp_path / "nodes.sqlite"
+    _run(_bm25_data(corpus), sample_questions, NodeCache(cache_path, enabled=True))
+    with corpus.open("a", encoding="utf-8") as f:
+        f.write('{"id": "extra", "title": "Extra", "text": "An extra document about looms."}\n')
+    rerun = _run(_bm25_data(corpus), sample_questions, NodeCache(cache_path, enabled=True))
+    assert rerun.stats["bm25"].cached == 0
+
+
+@component
+class _EvenOnly:
+    """Emits ``documents`` only for even numbers: a branch that does not always fire."""
+
+    @component.output_types(documents=list[Document])
+    def run(self, number: int):
+        return {"documents": [Document(content=str(number))]} if number % 2 == 0 else {}
+
+
+@component
+class _Count:
+    calls = 0
+
+    @component.output_types(count=int)
+    def run(self, documents: list[Document]):
+        _Count.calls += 1
+        return {"count": len(documents)}
+
+
+def test_items_a_branch_skipped_are_cached_as_skipped(tmp_path):
+    pipeline = Pipeline()
+    pipeline.add_component("even", _EvenOnly())
+    pipeline.add_component("count", _Count())
+    pipeline.connect("even.documents", "count.documents")
+    inputs = [{"even": {"number": i}} for i in range(6)]
+    first = BatchRunner(pipeline, node_cache=NodeCache(tmp_path / "n.sqlite", enabled=True)).run(inputs)
+    calls = _Count.calls
+    second = BatchRunner(pipeline, node_cache=NodeCache(tmp_path / "n.sqlite", enabled=True)).run(inputs)
+    assert _Count.calls == calls and second.stats["even"].items == 0
+    assert second.outputs == first.outputs == [{"count": {"count": 1}} if i % 2 == 0 else {} for i in range(6)]
+
+
+def test_documents_are_stored_once_however_many_entries_hold_them(tmp_path, sample_corpus, sample_questions):
+    cache = NodeCache(tmp_path / "nodes.sqlite", enabled=True)
+    _run(_bm25_data(sample_corpus, top_k=40), sample_questions, cache)
+    db = cache._connection()
+    (documents,) = db.execute("SELECT COUNT(*) FROM documents").fetchone()
+    assert documents == 40  # the whole sample corpus, although 24 entries hold 40 documents each
+
+
+def test_a_disabled_cache_stores_nothing(tmp_path, sample_corpus, sample_questions):
+    cache = NodeCache(tmp_path / "nodes.sqlite", enabled=False)
+    result = _run(_bm25_data(sample_corpus), sample_questions, cache)
+    assert cache.stores == 0 and not (tmp_path / "nodes.sqlite").exists()
+    assert result.stats["bm25"].items == len(sample_questions)
+
+
+def test_union_runs_shared_nodes_once_and_gives_each_variant_its_own_outputs(
+    write_yaml, tmp_path, sample_corpus, sample_questions
+):
+    grid = write_yaml(
+        """
+        parameters:
+          fuse.method: [rrf, zscore, minmax]
+        """,
+        name="grid.yaml",
+    )
+    variants = expand_variants(
+        [YAML_DIR / "hybrid.yaml", YAML_DIR / "bm25.yaml"], read_grid(grid), {"index": str(sample_corpus)}
+    )
+    assert [v.name for v in variants] == [
+        "hybrid[fuse.method=rrf]",
+        "hybrid[fuse.method=zscore]",
+        "hybrid[fuse.method=minmax]",
+        "bm25",
+    ]
+    union, failed = build_union({v.name: v.data for v in variants})
+    assert not failed
+    # the three hybrids share bm25 and dense; bm25.yaml's retriever has another top_k
+    assert sorted(union.pipeline.graph.nodes) == ["bm25", "bm25#2", "dense", "fuse", "fuse#2", "fuse#3"]
+    assert union.sharing["dense"] == [v.name for v in variants[:3]]
+    runner = BatchRunner(union.pipeline)
+    result = runner.run(
+        [runner.question_input(q.question) for q in sample_questions], include_outputs_from=union.output_nodes
+    )
+    assert result.stats["dense"].calls == 1 and result.stats["dense"].items == len(sample_questions)
+    for variant in variants:
+        alone = _run(variant.data, sample_questions, None)
+        from_union = [union.variant_outputs(variant.name, item) for item in result.outputs]
+        assert [_docs(o) for o in from_union] == [_docs(o) for o in alone.outputs], variant.name
+
+
+def test_grid_errors_name_the_file_and_key(write_yaml, sample_corpus):
+    from hopstack.errors import HopstackInputError
+
+    bad_key = write_yaml("parameters:\n  fuse: [1, 2]\n", name="g1.yaml")
+    with pytest.raises(HopstackInputError, match=r"g1\.yaml: parameters\.fuse: write keys as component\.parameter"):
+        read_grid(bad_key)
+    empty = write_yaml("parameters:\n  fuse.top_k: []\n", name="g2.yaml")
+    with pytest.raises(HopstackInputError, match=r"g2\.yaml: parameters\.fuse\.top_k: give a non-empty list"):
+        read_grid(empty)
+    unused = write_yaml("parameters:\n  rerank.top_k: [1, 2]\n", name="g3.yaml")
+    with pytest.raises(HopstackInputError, match=r"g3\.yaml: no pipeline has the component of rerank\.top_k"):
+        expand_variants([YAML_DIR / "bm25.yaml"], read_grid(unused), {"index": str(sample_corpus)})
+
+
+def test_a_grid_point_that_does_not_validate_keeps_its_error_and_the_others_load(write_yaml, sample_corpus):
+    grid = write_yaml("parameters:\n  fuse.method: [rrf, nonsense]\n", name="grid.yaml")
+    variants = expand_variants([YAML_DIR / "hybrid.yaml"], read_grid(grid), {"index": str(sample_corpus)})
+    good, bad = variants
+    assert good.data is not None and good.error is None
+    assert bad.data is None and "component 'fuse'" in bad.error and "nonsense" in bad.error
