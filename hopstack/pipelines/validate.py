@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import yaml
 from haystack import component as haystack_component
 from haystack.core.component.types import InputSocket, OutputSocket
 from haystack.core.serialization import component_from_dict
 from haystack.core.type_utils import _safe_get_origin, _type_name, _types_are_compatible
 
-import yaml
 from hopstack.errors import HopstackInputError
 
 ALLOWED_MODULES = ("hopstack", "haystack")

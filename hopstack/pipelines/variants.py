@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from hopstack.errors import HopstackInputError
 from hopstack.pipelines.loading import load_pipeline_data
 from hopstack.pipelines.validate import PipelineValidationError, validate_text
