@@ -9,7 +9,7 @@ import pytest
 from conftest import SHARED_DATA
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.errors import HopstackInputError
-from hopstack.index.chunking import SentenceChunker, _load_tokenizer
+from hopstack.index.chunking import SentenceChunker, load_tokenizer
 from hopstack.index.formats import SourceDocument, detect_format, read_corpus
 from hopstack.index.store import build_index, open_index
 
@@ -70,7 +70,7 @@ def test_chunks_are_sentence_aligned_slices_within_budget_and_overlap():
     document = SourceDocument("doc", "Title", " ".join(sentences))
     chunker = SentenceChunker(max_tokens=64, overlap_tokens=16)
     chunks = chunker.split(document)
-    tokenizer = _load_tokenizer("minilm")
+    tokenizer = load_tokenizer("minilm")
     assert len(chunks) > 5
     for chunk in chunks:
         assert document.text[chunk.start : chunk.end] == chunk.text

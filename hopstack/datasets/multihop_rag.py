@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hopstack.datasets.base import BenchmarkQuestion, distinct
 from hopstack.errors import HopstackInputError
 
 QUERIES_FILE = "MultiHopRAG.json"
@@ -55,3 +56,19 @@ def load_queries(folder: str | Path, include_null: bool = False) -> list[MultiHo
             )
         )
     return queries
+
+
+def load_questions(source: Path, corpus: Path) -> list[BenchmarkQuestion]:
+    """The non-null queries of ``source`` (a ``MultiHopRAG.json``) as benchmark questions; the gold ids are
+    the evidence articles' urls, which ``hopstack index`` uses as document ids."""
+    return [
+        BenchmarkQuestion(
+            id=q.id,
+            question=q.question,
+            answers=[q.answer],
+            gold_ids=distinct(q.evidence_urls),
+            facts=q.facts,
+            question_type=q.question_type,
+        )
+        for q in load_queries(source.parent)
+    ]

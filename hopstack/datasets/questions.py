@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hopstack.errors import HopstackInputError
-from hopstack.index.formats import read_json_lines
+from hopstack.index.formats import read_corpus, read_json_lines
 
 
 @dataclass
@@ -23,11 +23,15 @@ class Question:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_questions(path: str | Path) -> list[Question]:
-    """Read a questions JSONL file; every problem names the file and line, and nothing is half-read."""
+def read_questions(path: str | Path, corpus: Path | None = None) -> list[Question]:
+    """Read a questions JSONL file; every problem names the file and line, and nothing is half-read.
+
+    With ``corpus`` (a JSONL corpus), every gold id must be one of its document ids.
+    """
     path = Path(path)
     if not path.is_file():
         raise HopstackInputError(f"questions file {str(path)!r} does not exist")
+    corpus_ids = None if corpus is None else {document.id for document in read_corpus(corpus, "jsonl")}
     questions: list[Question] = []
     seen: dict[str, int] = {}
     for line_number, record in read_json_lines(path):
@@ -43,7 +47,11 @@ def read_questions(path: str | Path) -> list[Question]:
         gold_ids = record.pop("gold_ids", [])
         if not isinstance(answers, list) or not isinstance(gold_ids, list):
             raise HopstackInputError(f"{where}: 'answers' and 'gold_ids' must be lists")
-        questions.append(Question(qid, text, [str(a) for a in answers], [str(g) for g in gold_ids], record))
+        gold_ids = [str(g) for g in gold_ids]
+        unknown = [g for g in gold_ids if corpus_ids is not None and g not in corpus_ids]
+        if unknown:
+            raise HopstackInputError(f"{where}: gold id {unknown[0]!r} is not in {corpus}")
+        questions.append(Question(qid, text, [str(a) for a in answers], gold_ids, record))
     if not questions:
         raise HopstackInputError(f"{path}: no questions")
     return questions

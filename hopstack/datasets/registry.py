@@ -12,11 +12,11 @@ from hopstack.errors import HopstackInputError
 
 DATA_ENV_VAR = "HOPSTACK_DATA"
 
-# name -> (folder under the data root, corpus file inside it)
-DATASETS: dict[str, tuple[str, str]] = {
-    "multihop-rag": ("multihop_rag", "corpus.json"),
-    "2wikimultihopqa": ("2wikimultihopqa", "2wiki_dev_subset.json"),
-    "scifact": ("scifact", "corpus.jsonl"),
+# name -> its folder under the data root
+DATASETS: dict[str, str] = {
+    "multihop-rag": "multihop_rag",
+    "2wikimultihopqa": "2wikimultihopqa",
+    "scifact": "scifact",
 }
 
 
@@ -28,24 +28,19 @@ def data_root() -> Path:
 
 
 def resolve_dataset(name_or_path: str) -> tuple[str, Path]:
-    """``(dataset name, its folder)`` for a known name or a folder that holds a known dataset's files."""
+    """``(name, path)``: a known name and its local folder, or an existing path named after its folder or
+    file (its stem); anything else is refused, listing the known names."""
     if name_or_path in DATASETS:
-        folder = data_root() / DATASETS[name_or_path][0]
+        folder = data_root() / DATASETS[name_or_path]
         if not folder.is_dir():
             raise HopstackInputError(
                 f"dataset {name_or_path!r} not found at {folder}; set ${DATA_ENV_VAR} or pass the dataset's folder"
             )
         return name_or_path, folder
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        for name, (_, corpus) in DATASETS.items():
-            if (path / corpus).is_file():
-                return name, path
-    known = ", ".join(DATASETS)
-    raise HopstackInputError(f"unknown dataset {name_or_path!r}: give one of {known} or a folder holding one")
-
-
-def dataset_corpus(name_or_path: str) -> Path:
-    """The corpus file of a dataset, for ``hopstack index --dataset``."""
-    name, folder = resolve_dataset(name_or_path)
-    return folder / DATASETS[name][1]
+    if not path.exists():
+        known = ", ".join(DATASETS)
+        raise HopstackInputError(
+            f"unknown dataset {name_or_path!r}: give one of {known}, or a dataset folder or file that exists"
+        )
+    return (path.name if path.is_dir() else path.stem), path

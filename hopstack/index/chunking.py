@@ -35,7 +35,8 @@ class Chunk:
     meta: dict[str, Any]
 
 
-def _load_tokenizer(name: str):
+def load_tokenizer(name: str):
+    """The fast tokenizer of a registry model or path, loaded once per process."""
     from hopstack.models.registry import resolve_model
 
     with _LOCK:
@@ -73,7 +74,7 @@ class SentenceChunker:
             import re
 
             return [m.span() for m in re.finditer(r"\S+", text)]
-        encoding = _load_tokenizer(self.tokenizer)(
+        encoding = load_tokenizer(self.tokenizer)(
             text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
         return [tuple(span) for span in encoding["offset_mapping"]]

@@ -73,7 +73,14 @@ def build_sparse(texts: list[str], settings: BM25Settings) -> SparseModel:
 
 def save_sparse(model: SparseModel, folder: Path) -> None:
     """Write the bm25s model and its tokenizer vocabulary into ``folder``."""
-    model.bm25.save(str(folder), show_progress=False)
+    # bm25s writes the vocabulary with orjson when it is installed (ranx brings it), and orjson refuses
+    # the integer keys of a tokenizer-built vocabulary; string keys make the same JSON file json writes.
+    vocab = model.bm25.vocab_dict
+    model.bm25.vocab_dict = {str(key): value for key, value in vocab.items()}
+    try:
+        model.bm25.save(str(folder), show_progress=False)
+    finally:
+        model.bm25.vocab_dict = vocab
     model.tokenizer.save_vocab(str(folder))
     model.tokenizer.save_stopwords(str(folder))
 

@@ -148,7 +148,7 @@ def build_index(
             "source": {
                 "path": str(source.resolve()),
                 "format": corpus_format,
-                "sha256": _corpus_hash(source),
+                "sha256": corpus_hash(source),
             },
             "chunker": chunker.settings(),
             "title_prefix": title_prefix,
@@ -169,7 +169,8 @@ def build_index(
     return manifest
 
 
-def _corpus_hash(source: Path) -> str:
+def corpus_hash(source: Path) -> str:
+    """The sha256 of a corpus file, or of a folder's files and their relative paths (as manifests record it)."""
     digest = hashlib.sha256()
     for path in corpus_files(source):
         digest.update(path.relative_to(source).as_posix().encode() if source.is_dir() else b"")

@@ -4,34 +4,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from haystack import Document
-
-from hopstack.datasets.multihop_rag import load_queries
-from hopstack.datasets.registry import resolve_dataset
-from hopstack.errors import HopstackInputError
+from hopstack.datasets.base import SPLITS, split_items
+from hopstack.datasets.benchmark import load_dataset
 from hopstack.graphs.runner import BatchRunner
+from hopstack.index.store import corpus_hash, is_index, open_index
 from hopstack.pipelines.loading import load_pipeline
-from hopstack.pipelines.metrics import mean_metrics, multihop_rag_query_metrics
+from hopstack.pipelines.metrics import final_documents, score_run
 
-SPLITS = ("all", "dev", "test")
-
-
-def final_documents(outputs: dict[str, dict[str, Any]]) -> list[Document]:
-    """The documents a pipeline returns for one question: its (first) unconsumed ``documents`` output."""
-    for sockets in outputs.values():
-        if "documents" in sockets:
-            return sockets["documents"]
-    return []
+__all__ = ["SPLITS", "corpus_mismatch", "evaluate", "final_documents", "split_items"]
 
 
-def split_items(items: list, split: str) -> list:
-    """A fixed split for tuning without peeking: ``dev`` is every fifth item (positions 0, 5, 10, ...),
-    ``test`` the other four fifths, ``all`` everything."""
-    if split not in SPLITS:
-        raise HopstackInputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "all":
-        return items
-    return [item for i, item in enumerate(items) if (i % 5 == 0) == (split == "dev")]
+def corpus_mismatch(index: str | Path, corpus: Path) -> str | None:
+    """A warning when ``index`` was not built from ``corpus``: an index folder is judged by its manifest's
+    corpus sha256, a corpus file or folder by its own; None when they match or ``index`` does not exist."""
+    index = Path(index)
+    if not index.exists():
+        return None
+    indexed = open_index(index, verify=False).manifest["source"]["sha256"] if is_index(index) else corpus_hash(index)
+    expected = corpus_hash(corpus)
+    if indexed == expected:
+        return None
+    return (
+        f"the index {index} was built from another corpus (sha256 {indexed[:12]}...) than the dataset's "
+        f"{corpus} (sha256 {expected[:12]}...): its document ids may not match the gold ids"
+    )
 
 
 def evaluate(
@@ -42,33 +38,38 @@ def evaluate(
     split: str = "all",
     batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Run a pipeline over a dataset's questions and score it with the dataset's protocol.
+    """Run a pipeline over a dataset's questions and score it with the dataset's metrics (:func:`score_run`).
+    As in ``hopstack run --questions``, a question's ``extra`` values that name pipeline inputs are passed on.
 
-    Returns ``{"pipeline", "dataset", "split", "n_questions", "metrics", "timings"}``.
+    Returns ``{"pipeline", "dataset", "split", "n_questions", "metrics", "timings", "warnings"}``; timings
+    hold the warm-up and run seconds, ms per question, and per node its stats and ``ms_per_question``.
     """
-    name, folder = resolve_dataset(dataset)
-    if name != "multihop-rag":
-        raise HopstackInputError(f"evaluation of {name!r} is not available yet")
-    queries = split_items(load_queries(folder), split)[:limit]
+    data = load_dataset(dataset, split, limit)
+    questions = data.questions
     runner = BatchRunner(load_pipeline(pipeline_file, {"index": str(index)}), batch_size=batch_size)
     started = time.perf_counter()
     runner.warm_up()
     warm_up_s = time.perf_counter() - started
-    result = runner.run([runner.question_input(q.question) for q in queries], item_ids=[q.id for q in queries])
-    per_query = [
-        multihop_rag_query_metrics([d.content or "" for d in final_documents(outputs)], q.facts)
-        for q, outputs in zip(queries, result.outputs)
-    ]
+    result = runner.run(
+        [runner.question_input(q.question, q.extra) for q in questions], item_ids=[q.id for q in questions]
+    )
+    scored = score_run(data, result.outputs)
+    mismatch = corpus_mismatch(index, data.corpus)
+    per_question = 1000 / max(len(questions), 1)
     return {
         "pipeline": Path(pipeline_file).stem,
-        "dataset": name,
+        "dataset": data.name,
         "split": split,
-        "n_questions": len(queries),
-        "metrics": mean_metrics(per_query),
+        "n_questions": len(questions),
+        "metrics": scored.means,
         "timings": {
             "warm_up_s": warm_up_s,
             "run_s": result.wall_s,
-            "ms_per_question": 1000 * result.wall_s / max(len(queries), 1),
-            "nodes": {name: stats.to_dict() for name, stats in result.stats.items()},
+            "ms_per_question": result.wall_s * per_question,
+            "nodes": {
+                name: {**stats.to_dict(), "ms_per_question": stats.wall_s * per_question}
+                for name, stats in result.stats.items()
+            },
         },
+        "warnings": ([mismatch] if mismatch else []) + scored.warnings,
     }

@@ -1,0 +1,107 @@
+"""One entry point for every benchmark: :func:`load_dataset` and :func:`dataset_corpus`.
+
+A dataset is given by name (``multihop-rag``, ``2wikimultihopqa``, ``scifact``; see
+:mod:`hopstack.datasets.registry`) or by path, and its format is recognised from its files:
+
+- ``multihop-rag``: a folder with ``MultiHopRAG.json`` and ``corpus.json``;
+- ``hotpotqa``: a HotpotQA-format ``.json`` file (questions with ``context``), or a folder holding one;
+- ``beir``: a folder with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv``, or a qrels ``.tsv``
+  file inside such a folder (``.../qrels/train.tsv``) to evaluate on other judgements;
+- ``generic``: a folder with ``questions.jsonl`` and ``corpus.jsonl``.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hopstack.datasets import beir, generic, hotpotqa, multihop_rag
+from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, split_items
+from hopstack.datasets.registry import resolve_dataset
+from hopstack.errors import HopstackInputError
+from hopstack.index.formats import detect_format
+
+__all__ = ["BenchmarkDataset", "BenchmarkQuestion", "dataset_corpus", "load_dataset", "locate_dataset"]
+
+# format -> load_questions(source, corpus)
+_LOADERS = {
+    "multihop-rag": multihop_rag.load_questions,
+    "hotpotqa": hotpotqa.load_questions,
+    "beir": beir.load_questions,
+    "generic": generic.load_questions,
+}
+
+
+@dataclass(frozen=True)
+class DatasetLocation:
+    """Where a dataset's questions and corpus are, and their format."""
+
+    name: str
+    format: str
+    source: Path
+    corpus: Path
+
+
+def _is_hotpotqa(path: Path) -> bool:
+    try:
+        return detect_format(path) == "hotpotqa"
+    except HopstackInputError:
+        return False
+
+
+def _locate_folder(name: str, folder: Path) -> DatasetLocation:
+    queries, corpus = folder / multihop_rag.QUERIES_FILE, folder / multihop_rag.CORPUS_FILE
+    if queries.is_file() and corpus.is_file():
+        return DatasetLocation(name, "multihop-rag", queries, corpus)
+    if (folder / beir.QUERIES_FILE).is_file() and (folder / beir.CORPUS_FILE).is_file():
+        qrels = folder / beir.DEFAULT_QRELS
+        if not qrels.is_file():
+            raise HopstackInputError(f"{folder}: a BEIR folder without {beir.DEFAULT_QRELS}; pass a qrels file instead")
+        return DatasetLocation(name, "beir", qrels, folder / beir.CORPUS_FILE)
+    if (folder / generic.QUESTIONS_FILE).is_file() and (folder / generic.CORPUS_FILE).is_file():
+        return DatasetLocation(name, "generic", folder / generic.QUESTIONS_FILE, folder / generic.CORPUS_FILE)
+    candidates = [path for path in sorted(folder.glob("*.json")) if _is_hotpotqa(path)]
+    if len(candidates) == 1:
+        return DatasetLocation(name, "hotpotqa", candidates[0], candidates[0])
+    if len(candidates) > 1:
+        names = ", ".join(path.name for path in candidates)
+        raise HopstackInputError(f"{folder}: several HotpotQA-format files ({names}); pass one of them")
+    raise HopstackInputError(
+        f"{folder}: no dataset recognised; expected {multihop_rag.QUERIES_FILE} + {multihop_rag.CORPUS_FILE} "
+        f"(MultiHop-RAG), a HotpotQA-format .json, {beir.CORPUS_FILE} + {beir.QUERIES_FILE} + qrels/ (BEIR), "
+        f"or {generic.QUESTIONS_FILE} + {generic.CORPUS_FILE}"
+    )
+
+
+def locate_dataset(name_or_path: str) -> DatasetLocation:
+    """Resolve a dataset name, folder or file to its format, questions file and corpus file."""
+    name, path = resolve_dataset(name_or_path)
+    if path.is_dir():
+        return _locate_folder(name, path)
+    if path.suffix == ".tsv":
+        corpus = beir.root_of(path) / beir.CORPUS_FILE
+        if not corpus.is_file():
+            raise HopstackInputError(f"{path}: a qrels file must sit in the qrels/ folder of a BEIR dataset ({corpus})")
+        return DatasetLocation(f"{beir.root_of(path).name}/{path.stem}", "beir", path, corpus)
+    if path.suffix == ".json" and detect_format(path) == "hotpotqa":  # a broken file raises its own error
+        return DatasetLocation(name, "hotpotqa", path, path)
+    raise HopstackInputError(
+        f"{path}: not a dataset file; give a HotpotQA-format .json, a BEIR qrels .tsv, or a dataset folder"
+    )
+
+
+def load_dataset(name_or_path: str, split: str = "all", limit: int | None = None) -> BenchmarkDataset:
+    """A benchmark's questions (``split`` all, dev or test; then the first ``limit``), its corpus file and
+    the file the questions came from."""
+    location = locate_dataset(name_or_path)
+    questions = _LOADERS[location.format](location.source, location.corpus)
+    return BenchmarkDataset(
+        name=location.name,
+        format=location.format,
+        questions=split_items(questions, split)[:limit],
+        corpus=location.corpus,
+        source=location.source,
+    )
+
+
+def dataset_corpus(name_or_path: str) -> Path:
+    """The corpus file of a dataset, for ``hopstack index --dataset``."""
+    return locate_dataset(name_or_path).corpus

@@ -1,0 +1,65 @@
+"""The HotpotQA format (HotpotQA, 2WikiMultihopQA): a JSON list of questions.
+
+Each record has ``question``, ``answer``, ``supporting_facts`` = ``[[title, sentence index], ...]`` and
+``context`` = ``[[title, [sentences]], ...]``; ``_id`` and ``type`` are kept when present. The corpus is
+the same file: ``hopstack index`` pools the context paragraphs, one document per title with the title as
+its id, so a question's gold ids are its distinct supporting-fact titles in order.
+"""
+
+import json
+from pathlib import Path
+
+from hopstack.datasets.base import BenchmarkQuestion, distinct
+from hopstack.errors import HopstackInputError
+
+REQUIRED = ("question", "answer", "supporting_facts", "context")
+MAPPED = (*REQUIRED, "_id", "type")
+
+
+def _records(path: Path) -> list:
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HopstackInputError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(records, list):
+        raise HopstackInputError(f"{path}: a HotpotQA-format file must be a JSON list of questions")
+    return records
+
+
+def _question(path: Path, index: int, record: object) -> BenchmarkQuestion:
+    where = f"{path}: record {index}"
+    if not isinstance(record, dict):
+        raise HopstackInputError(f"{where}: not a JSON object")
+    if "_id" in record:
+        where += f" (_id {record['_id']})"
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise HopstackInputError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+    context, facts = record["context"], record["supporting_facts"]
+    if not isinstance(context, list) or not all(isinstance(p, list) and len(p) == 2 for p in context):
+        raise HopstackInputError(f"{where}: 'context' must be a list of [title, sentences]")
+    if not isinstance(facts, list) or not all(isinstance(f, list) and len(f) == 2 for f in facts):
+        raise HopstackInputError(f"{where}: 'supporting_facts' must be a list of [title, sentence index]")
+    titles = {str(title) for title, _ in context}
+    gold_ids = distinct([str(title) for title, _ in facts])
+    for title in gold_ids:
+        if title not in titles:
+            raise HopstackInputError(f"{where}: supporting-fact title {title!r} is not in the question's context")
+    return BenchmarkQuestion(
+        id=str(record.get("_id", index)),
+        question=str(record["question"]),
+        answers=[str(record["answer"])],
+        gold_ids=gold_ids,
+        facts=[],
+        question_type=str(record.get("type", "")),
+        extra={key: value for key, value in record.items() if key not in MAPPED},
+    )
+
+
+def load_questions(source: Path, corpus: Path) -> list[BenchmarkQuestion]:
+    """The questions of a HotpotQA-format file (``corpus`` is the same file); a malformed record, or a
+    supporting fact whose title is not in its question's context, is refused naming the record."""
+    questions = [_question(source, index, record) for index, record in enumerate(_records(source))]
+    if not questions:
+        raise HopstackInputError(f"{source}: no questions")
+    return questions

@@ -1,0 +1,179 @@
+"""Benchmark loaders: every format on the real data, the shipped sample, splits, and bad input."""
+
+import json
+import re
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+from hopstack.datasets.benchmark import dataset_corpus, load_dataset, locate_dataset
+from hopstack.datasets.registry import resolve_dataset
+from hopstack.errors import HopstackInputError
+from hopstack.index.formats import read_corpus
+
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+SAMPLE = REPO / "hopstack" / "data" / "sample"
+
+
+# -- the real data ---------------------------------------------------------------------------------
+@needs_data
+def test_multihop_rag_questions_have_facts_answers_and_evidence_urls_as_gold_ids():
+    data = load_dataset("multihop-rag")
+    assert (data.name, data.format, len(data.questions)) == ("multihop-rag", "multihop-rag", 2255)
+    assert data.corpus == SHARED_DATA / "multihop_rag" / "corpus.json"
+    urls = {document.id for document in read_corpus(data.corpus)}
+    first = data.questions[0]
+    assert first.id == "q0000" and first.answers == ["Sam Bankman-Fried"] and first.question_type == "inference_query"
+    assert all(q.facts and q.gold_ids and set(q.gold_ids) <= urls for q in data.questions)
+    assert all(len(set(q.gold_ids)) == len(q.gold_ids) for q in data.questions)  # one id per article
+
+
+@needs_data
+@pytest.mark.parametrize("given", ["2wikimultihopqa", "2wikimultihopqa/", "2wikimultihopqa/2wiki_dev_subset.json"])
+def test_2wiki_by_name_folder_or_file(given):
+    name_or_path = given if given == "2wikimultihopqa" else str(SHARED_DATA / given)
+    data = load_dataset(name_or_path)
+    assert data.format == "hotpotqa" and len(data.questions) == 657
+    assert data.corpus == data.source == SHARED_DATA / "2wikimultihopqa" / "2wiki_dev_subset.json"
+    assert data.name == ("2wiki_dev_subset" if given.endswith(".json") else "2wikimultihopqa")
+    first = data.questions[0]
+    assert first.answers == ["2 February 1345"] and first.question_type == "compositional"
+    assert first.gold_ids == ["Hermann II, Landgrave of Hesse", "Louis the Junker"]
+    titles = {document.id for document in read_corpus(data.corpus)}  # one document per title, id = title
+    assert all(set(q.gold_ids) <= titles for q in data.questions)
+    assert {q.question_type for q in data.questions} == {
+        "compositional",
+        "bridge_comparison",
+        "comparison",
+        "inference",
+    }
+
+
+@needs_data
+def test_scifact_uses_the_test_qrels_unless_a_qrels_file_is_given():
+    data = load_dataset("scifact")
+    assert (data.format, len(data.questions), data.source.name) == ("beir", 300, "test.tsv")
+    assert data.questions[0].id == "1" and data.questions[0].gold_ids == ["31715818"]
+    assert all(q.answers == [] and q.gold_ids for q in data.questions)
+    train = load_dataset(str(SHARED_DATA / "scifact" / "qrels" / "train.tsv"))
+    assert (train.name, len(train.questions), train.corpus) == ("scifact/train", 809, data.corpus)
+
+
+@needs_data
+def test_every_form_names_its_corpus():
+    assert dataset_corpus("multihop-rag").name == "corpus.json"
+    assert dataset_corpus("2wikimultihopqa").name == "2wiki_dev_subset.json"
+    assert (
+        dataset_corpus(str(SHARED_DATA / "scifact" / "qrels" / "train.tsv")) == SHARED_DATA / "scifact" / "corpus.jsonl"
+    )
+    assert dataset_corpus(str(SAMPLE)) == SAMPLE / "corpus.jsonl"
+    assert resolve_dataset("multihop-rag")[1] == SHARED_DATA / "multihop_rag"
+
+
+def test_the_sample_is_a_generic_dataset_and_splits_then_limits():
+    data = load_dataset(str(SAMPLE))
+    assert (data.name, data.format, len(data.questions)) == ("sample", "generic", 24)
+    first = data.questions[0]
+    assert (first.id, first.gold_ids, first.answers, first.question_type) == (
+        "q01",
+        ["d01", "d02"],
+        ["Hollin Ford"],
+        "bridge",
+    )
+    assert "type" not in first.extra
+    ids = [q.id for q in data.questions]
+    assert [q.id for q in load_dataset(str(SAMPLE), "dev").questions] == ids[::5]
+    assert [q.id for q in load_dataset(str(SAMPLE), "test", limit=3).questions] == [ids[1], ids[2], ids[3]]
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def _error(name_or_path) -> str:
+    with pytest.raises(HopstackInputError) as caught:
+        load_dataset(str(name_or_path))
+    return str(caught.value)
+
+
+def test_unknown_names_list_the_known_ones_and_unrecognised_folders_say_what_is_expected(tmp_path, monkeypatch):
+    message = _error("nq")
+    assert "unknown dataset 'nq'" in message and "multihop-rag, 2wikimultihopqa, scifact" in message
+    assert "no dataset recognised" in _error(tmp_path) and "questions.jsonl + corpus.jsonl" in _error(tmp_path)
+    monkeypatch.setenv("HOPSTACK_DATA", str(tmp_path))
+    assert "not found at" in _error("scifact")
+
+
+def _hotpot(tmp_path, records):
+    path = tmp_path / "hotpot.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+HOTPOT_RECORD = {
+    "_id": "abc",
+    "question": "Q?",
+    "answer": "A",
+    "type": "bridge",
+    "supporting_facts": [["T1", 0], ["T2", 0], ["T1", 1]],
+    "context": [["T1", ["s0", "s1"]], ["T2", ["s0"]]],
+}
+
+
+def test_hotpotqa_records_are_checked_by_index_and_id(tmp_path):
+    good = load_dataset(str(_hotpot(tmp_path, [HOTPOT_RECORD])))
+    assert good.questions[0].gold_ids == ["T1", "T2"] and good.questions[0].question_type == "bridge"
+    missing = {k: v for k, v in HOTPOT_RECORD.items() if k != "answer"}
+    path = _hotpot(tmp_path, [HOTPOT_RECORD, missing])
+    assert _error(path) == f"{path}: record 1 (_id abc): missing 'answer'"
+    stray = {**HOTPOT_RECORD, "_id": "xyz", "supporting_facts": [["T3", 0]]}
+    path = _hotpot(tmp_path, [HOTPOT_RECORD, HOTPOT_RECORD, stray])
+    assert _error(path) == f"{path}: record 2 (_id xyz): supporting-fact title 'T3' is not in the question's context"
+
+
+def _beir(tmp_path, qrels: str):
+    (tmp_path / "qrels").mkdir(exist_ok=True)
+    (tmp_path / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": "One", "text": "one"}\n{"_id": "d2", "title": "Two", "text": "two"}\n', encoding="utf-8"
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        '{"_id": "q1", "text": "first?"}\n{"_id": "q2", "text": "second?"}\n{"_id": "q3", "text": "third?"}\n',
+        encoding="utf-8",
+    )
+    path = tmp_path / "qrels" / "test.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\n" + qrels, encoding="utf-8")
+    return path
+
+
+def test_beir_qrels_select_the_questions_and_unknown_ids_name_the_line(tmp_path):
+    _beir(tmp_path, "q2\td2\t1\nq1\td1\t1\nq1\td2\t0\nq3\td1\t0\n")
+    data = load_dataset(str(tmp_path))
+    assert [(q.id, q.gold_ids) for q in data.questions] == [("q1", ["d1"]), ("q2", ["d2"])]  # q3: nothing relevant
+    path = _beir(tmp_path, "q1\td1\t1\nq2\td9\t1\n")
+    assert _error(tmp_path) == f"{path}:3: corpus id 'd9' is not in corpus.jsonl"
+    path = _beir(tmp_path, "q1\td1\t1\nq7\td2\t1\n")
+    assert _error(tmp_path) == f"{path}:3: query id 'q7' is not in queries.jsonl"
+    path = _beir(tmp_path, "q1\td1\n")
+    assert _error(path).startswith(f"{path}:2: expected 'query-id<TAB>corpus-id<TAB>score'")
+    loose = tmp_path / "loose.tsv"
+    loose.write_text("q1\td1\t1\n", encoding="utf-8")
+    assert "must sit in the qrels/ folder of a BEIR dataset" in _error(loose)
+
+
+def test_generic_questions_are_checked_against_the_corpus_by_line(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text('{"id": "d1", "title": "One", "text": "one"}\n', encoding="utf-8")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        '{"id": "a", "question": "ok?", "gold_ids": ["d1"]}\n'
+        '{"id": "b", "question": "no?", "gold_ids": ["d1", "d5"]}\n',
+        encoding="utf-8",
+    )
+    assert _error(tmp_path) == f"{questions}:2: gold id 'd5' is not in {tmp_path / 'corpus.jsonl'}"
+    questions.write_text('{"id": "a", "gold_ids": ["d1"]}\n', encoding="utf-8")
+    assert _error(tmp_path) == f"{questions}:1: 'question' must be a non-empty string"
+
+
+def test_multihop_rag_records_without_a_query_are_named(tmp_path):
+    (tmp_path / "corpus.json").write_text('[{"title": "t", "body": "b", "url": "u"}]', encoding="utf-8")
+    (tmp_path / "MultiHopRAG.json").write_text(
+        '[{"query": "q", "answer": "a", "evidence_list": []}, {"answer": "a"}]', encoding="utf-8"
+    )
+    assert re.fullmatch(r".*MultiHopRAG.json: record 1 lacks 'query' or 'evidence_list'", _error(tmp_path))
+    assert locate_dataset(str(tmp_path)).format == "multihop-rag"
