@@ -164,7 +164,9 @@ def draw(
 def index(
     source: Annotated[Path | None, typer.Argument(help="corpus file or folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="index folder to write")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="index a dataset's corpus (name or folder)")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="index a dataset's corpus (name, folder, or questions/qrels file)")
+    ] = None,
     info: Annotated[Path | None, typer.Option("--info", help="print an index folder's manifest")] = None,
     corpus_format: Annotated[
         str | None, typer.Option("--format", help="multihop-rag, beir, hotpotqa, jsonl or folder (default: detect)")
@@ -183,7 +185,7 @@ def index(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="embedding batch size")] = 64,
 ) -> None:
     """Build an index folder (chunks in SQLite, bm25s, FAISS) from a corpus, or print one's manifest."""
-    from hopstack.datasets.registry import dataset_corpus
+    from hopstack.datasets.benchmark import dataset_corpus
     from hopstack.index.chunking import SentenceChunker
     from hopstack.index.dense import DenseSettings
     from hopstack.index.sparse import BM25Settings
@@ -226,7 +228,13 @@ def index(
 @app.command(name="eval")
 def evaluate_command(
     file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
-    dataset: Annotated[str, typer.Option("--dataset", help="dataset name or folder (multihop-rag)")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            help="multihop-rag, 2wikimultihopqa, scifact, or a dataset folder, HotpotQA .json or BEIR qrels .tsv",
+        ),
+    ],
     index_dir: Annotated[str, typer.Option("--index", help="index folder (or corpus file) for the retrievers")],
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
     split: Annotated[str, typer.Option("--split", help="all, dev (every 5th question) or test (the rest)")] = "all",
@@ -237,14 +245,19 @@ def evaluate_command(
     from hopstack.pipelines.evaluation import evaluate
 
     result = evaluate(file, dataset, index_dir, limit, split, batch_size)
-    table = Table(
-        title=f"{result['pipeline']} on {result['dataset']} ({result['split']}, {result['n_questions']} questions)"
-    )
-    for name in result["metrics"]:
-        table.add_column(name, justify="right")
-    table.add_column("ms/question", justify="right")
-    table.add_row(*[f"{v:.4f}" for v in result["metrics"].values()], f"{result['timings']['ms_per_question']:.1f}")
+    title = f"{result['pipeline']} on {result['dataset']} ({result['split']}, {result['n_questions']} questions)"
+    table = Table(title=title, min_width=len(title))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.1f}" if name == "context_tokens" else f"{value:.4f}")
+    table.add_section()
+    table.add_row("ms/question", f"{result['timings']['ms_per_question']:.1f}")
+    for name, node in result["timings"]["nodes"].items():
+        table.add_row(f"  {name}", f"{node['ms_per_question']:.1f}")
     out.print(table)
+    for warning in result["warnings"]:
+        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -289,71 +302,144 @@ def models_pull(names: Annotated[list[str], typer.Argument(help="registry names"
         out.print(f"{name}: {path}")
 
 
+def _comparison_progress():
+    """A progress bar on stderr and the ``status`` / ``progress`` callbacks that drive it."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    )
+    task = bar.add_task("loading", total=None)
+
+    def status(message: str) -> None:
+        bar.update(task, description=message, completed=0, total=None)
+
+    def progress(node: str, done: int, total: int) -> None:
+        bar.update(task, description=f"node {node}", completed=done, total=total)
+
+    return bar, status, progress
+
+
+def _print_comparison(result: dict[str, Any], files: dict[str, Path], json_out: Path | None) -> None:
+    """The comparison table, failures and warnings, and where the report is; exits 1 if a variant failed."""
+    from hopstack.pipelines.report import markdown_table
+
+    out.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
+    union = result["union"]
+    out.print(
+        f"{union['variant_nodes']} variant nodes ran as {union['distinct_nodes']} distinct nodes: "
+        f"{union['computed_nodes']} computed, {union['cached_nodes']} served by the node cache "
+        f"({union['wall_s']:.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for variant in result["variants"]:
+        for warning in variant["warnings"]:
+            err.print(f"[yellow]{variant['name']}: {warning}[/yellow]", markup=True, highlight=False)
+    for warning in result["warnings"]:
+        err.print(f"[yellow]{warning}[/yellow]")
+    failed = [v for v in result["variants"] if v["status"] != "ok"]
+    for variant in failed:
+        err.print(f"[red]variant {variant['name']} failed:[/red] {variant['error']}", highlight=False)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
+    out.print(f"report: {files['html']}  (Markdown: {files['markdown']})", soft_wrap=True, highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+CacheOption = Annotated[
+    Path | None, typer.Option("--cache", help="node cache file (default: $HOPSTACK_HOME/cache/nodes.sqlite)")
+]
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="compute every node; read and write no cache")]
+
+
+@app.command(name="compare")
+def compare_command(
+    files: Annotated[list[Path] | None, typer.Argument(help="pipeline YAML files (variants)")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="dataset name, folder or file")] = ...,
+    index_dir: Annotated[
+        str | None, typer.Option("--index", help="index folder (or corpus file) for every retriever")
+    ] = None,
+    grid: Annotated[
+        Path | None, typer.Option("--grid", help="YAML file of component.parameter: [values] to sweep")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="variant the others are tested against (default: the first)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
+    split: Annotated[str, typer.Option("--split", help="all, dev (every 5th question) or test (the rest)")] = "all",
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="the quality metric of the plot (default: F1, else MRR@10)")
+    ] = None,
+    test: Annotated[str, typer.Option("--test", help="paired test: fisher (randomization) or student")] = "fisher",
+    max_p: Annotated[float, typer.Option("--max-p", min=0.0, max=1.0, help="significance level")] = 0.05,
+    batch_size: BatchOption = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--out", help="report folder (default: runs/compare/<dataset>-<time>)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
+    cache: CacheOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Compare pipeline variants on a benchmark: one union graph (shared nodes run once), node cache,
+    paired significance tests against a baseline, Markdown table, JSON, plots and an HTML report."""
+    from hopstack.graphs.node_cache import NodeCache
+    from hopstack.pipelines.compare import compare
+    from hopstack.pipelines.report import write_report
+    from hopstack.pipelines.variants import read_grid
+
+    bar, status, progress = _comparison_progress()
+    with bar:
+        result = compare(
+            list(files or []),
+            dataset,
+            index_dir,
+            grid=read_grid(grid) if grid else None,
+            baseline=baseline,
+            limit=limit,
+            split=split,
+            batch_size=batch_size,
+            # an explicit --cache file is used even where $HOPSTACK_CACHE is off; --no-cache wins over both
+            node_cache=NodeCache(cache, enabled=False if no_cache else (True if cache else None)),
+            test=test,
+            max_p=max_p,
+            metric=metric,
+            status=status,
+            progress=progress,
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    written = write_report(result, report_dir or Path("runs") / "compare" / f"{result['dataset']}-{stamp}")
+    _print_comparison(result, written, json_out)
+
+
 @app.command()
 def demo(
-    corpus: Annotated[Path | None, typer.Option("--corpus", help="JSONL corpus (default: the shipped sample)")] = None,
-    questions: Annotated[
-        Path | None, typer.Option("--questions", help="questions JSONL with gold_ids (default: the shipped sample)")
+    multihop_rag: Annotated[
+        Path | None,
+        typer.Option(
+            "--multihop-rag", help="a local MultiHop-RAG folder (else $HOPSTACK_MULTIHOP_RAG, else the shipped sample)"
+        ),
     ] = None,
     pipeline: Annotated[
         list[Path] | None, typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: yaml/*.yaml)")
     ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
+    report_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default: runs/demo)")] = None,
     batch_size: BatchOption = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the table as JSON")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
-    """Run the sample pipelines over the sample corpus and questions and compare them."""
-    from hopstack.datasets.questions import read_questions
-    from hopstack.demo import SAMPLE_CORPUS, SAMPLE_QUESTIONS, evaluate_pipeline, pipeline_files
-    from hopstack.pipelines.validate import validate_file
+    """Compare the yaml/ pipelines on the shipped sample, or on MultiHop-RAG when a local copy is given
+    (indexed once), and write the comparison report."""
+    from hopstack.demo import run_demo
 
-    corpus = corpus or SAMPLE_CORPUS
-    items = read_questions(questions or SAMPLE_QUESTIONS)
-    files = pipeline_files(pipeline)
-    out.print(f"hopstack demo: {len(files)} pipeline(s), {len(items)} questions, corpus {corpus}")
-    rows = []
-    for path in files:
-        _, problems = validate_file(path)
-        if problems:
-            raise HopstackInputError("\n".join(str(p) for p in problems))
-        started = time.perf_counter()
-        with err.status(f"running {path.name}"):
-            rows.append(evaluate_pipeline(path, corpus, items, batch_size))
-        rows[-1].total_s = time.perf_counter() - started
-    metric_names = list(rows[0].metrics) if rows else []
-    table = Table(title="pipelines over the sample questions (gold documents found)")
-    table.add_column("pipeline")
-    for name in metric_names:
-        table.add_column(name, justify="right")
-    table.add_column("q/s", justify="right")
-    for row in rows:
-        table.add_row(
-            row.pipeline,
-            *[f"{row.metrics[m]:.3f}" for m in metric_names],
-            f"{row.questions / row.wall_s:,.0f}",
+    bar, status, progress = _comparison_progress()
+    with bar:
+        result, written = run_demo(
+            multihop_rag, pipeline, limit, report_dir, batch_size=batch_size, status=status, progress=progress
         )
-    out.print(table)
-    first = items[0]
-    out.print(f"first question: {first.question}  (gold: {', '.join(first.gold_ids)})")
-    for row in rows:
-        out.print(f"  {row.pipeline:>10}: {' | '.join(row.example)}")
-    nodes = Table(title="time per node (batched run, warm)")
-    for column in ("pipeline", "node", "component", "batched", "calls", "items", "seconds"):
-        nodes.add_column(column, justify="right" if column in ("calls", "items", "seconds") else "left")
-    for row in rows:
-        for name, stats in row.nodes.items():
-            nodes.add_row(
-                row.pipeline,
-                name,
-                stats["type"],
-                "yes" if stats["batched"] else "no",
-                str(stats["calls"]),
-                str(stats["items"]),
-                f"{stats['wall_s']:.3f}",
-            )
-    out.print(nodes)
-    if json_out:
-        json_out.write_text(json.dumps([row.__dict__ for row in rows], indent=2), encoding="utf-8")
-        out.print(f"wrote {json_out}")
+    out.print(f"hopstack demo: {result['dataset']}, {result['n_questions']} questions")
+    _print_comparison(result, written, json_out)
 
 
 def main() -> None:

@@ -1,90 +1,34 @@
-"""``hopstack demo``: run the yaml/ pipelines over a corpus and its questions and compare them.
+"""``hopstack demo``: compare the yaml/ pipelines on a benchmark and write the comparison report.
 
-By default it uses the sample corpus and questions that ship with the package (a small fictional
-world written for this project, with two-hop questions and gold document ids). Variant comparison
-with significance tests and reports comes with the evaluation issue; the demo prints a table of
-gold-document recall and speed per pipeline, and the time each node took.
+Without options it uses the sample that ships with the package (a small fictional world written for
+this project: 40 documents, 24 one- and two-hop questions with gold document ids and answers), indexed
+in memory. Given a local copy of MultiHop-RAG (``--multihop-rag DIR`` or ``$HOPSTACK_MULTIHOP_RAG``) it
+indexes that corpus once (under ``$HOPSTACK_HOME/indexes/multihop-rag``, rebuilt only when the corpus
+changes) and compares the pipelines on its questions (all 2,255, or the first ``--limit``).
 """
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hopstack.datasets.questions import Question
 from hopstack.errors import HopstackInputError
-from hopstack.graphs.runner import BatchRunner, RunResult
-from hopstack.pipelines.evaluation import final_documents
-from hopstack.pipelines.loading import load_pipeline
+from hopstack.graphs.node_cache import NodeCache
+from hopstack.graphs.runner import Progress
+from hopstack.pipelines.compare import compare
+from hopstack.pipelines.evaluation import corpus_mismatch
+from hopstack.pipelines.report import write_report
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 SAMPLE_CORPUS = SAMPLE_DIR / "corpus.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "questions.jsonl"
+MULTIHOP_RAG_ENV_VAR = "HOPSTACK_MULTIHOP_RAG"
+Status = Callable[[str], None]
 
 
 def default_pipeline_dir() -> Path:
     """The repository's yaml/ folder (beside the package in a source checkout or editable install)."""
     return Path(__file__).resolve().parent.parent / "yaml"
-
-
-def gold_metrics(ranked_ids: list[str], gold: list[str]) -> dict[str, float]:
-    """Document-level gold recall for one question; ``ranked_ids`` are source-document ids (a chunk counts
-    as its document, and repeats count at their first rank)."""
-    seen: list[str] = []
-    for doc_id in ranked_ids:
-        if doc_id not in seen:
-            seen.append(doc_id)
-    gold_set = set(gold)
-    first = next((rank for rank, d in enumerate(seen[:10], start=1) if d in gold_set), None)
-    return {
-        "AnyGold@1": float(bool(gold_set & set(seen[:1]))),
-        "AllGold@2": float(gold_set <= set(seen[:2])),
-        "AllGold@5": float(gold_set <= set(seen[:5])),
-        "MRR@10": 1.0 / first if first else 0.0,
-    }
-
-
-@dataclass
-class DemoRow:
-    """One pipeline's result in the demo table."""
-
-    pipeline: str
-    description: str
-    metrics: dict[str, float]
-    questions: int
-    wall_s: float
-    total_s: float = 0.0
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    example: list[str] = field(default_factory=list)
-
-
-def evaluate_pipeline(path: Path, corpus: Path, questions: list[Question], batch_size: int | None = None) -> DemoRow:
-    """Run one pipeline file over ``questions`` and score its documents against the gold ids."""
-    pipeline = load_pipeline(path, {"index": str(corpus)})
-    runner = BatchRunner(pipeline, batch_size=batch_size)
-    runner.warm_up()
-    result: RunResult = runner.run(
-        [runner.question_input(q.question, q.extra) for q in questions], item_ids=[q.id for q in questions]
-    )
-    scored = [q for q in questions if q.gold_ids]
-    totals: dict[str, float] = {}
-    for q, outputs in zip(questions, result.outputs):
-        if not q.gold_ids:
-            continue
-        ranked = [d.meta.get("doc_id", d.id) for d in final_documents(outputs)]
-        for key, value in gold_metrics(ranked, q.gold_ids).items():
-            totals[key] = totals.get(key, 0.0) + value
-    metrics = {k: v / len(scored) for k, v in totals.items()} if scored else {}
-    description = ((pipeline.metadata or {}).get("hopstack") or {}).get("description", "")
-    example = [d.meta.get("title", d.id) for d in final_documents(result.outputs[0])[:3]]
-    return DemoRow(
-        pipeline=path.stem,
-        description=description,
-        metrics=metrics,
-        questions=len(questions),
-        wall_s=result.wall_s,
-        nodes={name: s.to_dict() for name, s in result.stats.items()},
-        example=example,
-    )
 
 
 def pipeline_files(pipelines: list[Path] | None) -> list[Path]:
@@ -96,3 +40,54 @@ def pipeline_files(pipelines: list[Path] | None) -> list[Path]:
     if not files:
         raise HopstackInputError(f"no pipeline files found in {folder}; pass pipeline files with --pipeline")
     return files
+
+
+def multihop_rag_index(folder: Path, index_dir: Path, status: Status) -> Path:
+    """An index of MultiHop-RAG's corpus at ``index_dir``: the one there when it was built from this
+    corpus, else a new one (several minutes on a CPU: most of it embedding 6,443 chunks)."""
+    from hopstack.index.store import build_index, is_index
+
+    corpus = folder / "corpus.json"
+    if not corpus.is_file():
+        raise HopstackInputError(f"{folder}: no corpus.json; point --multihop-rag at MultiHop-RAG's folder")
+    if is_index(index_dir) and corpus_mismatch(index_dir, corpus) is None:
+        return index_dir
+    status(f"indexing {corpus} into {index_dir} (once; several minutes on a CPU)")
+    build_index(corpus, index_dir)
+    return index_dir
+
+
+def run_demo(
+    multihop_rag: Path | None = None,
+    pipelines: list[Path] | None = None,
+    limit: int | None = None,
+    out_dir: Path | None = None,
+    index_dir: Path | None = None,
+    batch_size: int | None = None,
+    status: Status | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Compare the pipelines on MultiHop-RAG (when a local copy is given, as an argument or in
+    ``$HOPSTACK_MULTIHOP_RAG``) or on the shipped sample; returns the result and the report's files."""
+    from hopstack.models.registry import models_home
+
+    status = status or (lambda message: None)
+    if multihop_rag is None and os.environ.get(MULTIHOP_RAG_ENV_VAR):
+        multihop_rag = Path(os.environ[MULTIHOP_RAG_ENV_VAR])
+    home = models_home().parent
+    if multihop_rag is not None:
+        index = multihop_rag_index(Path(multihop_rag), index_dir or home / "indexes" / "multihop-rag", status)
+        dataset = str(multihop_rag)
+    else:
+        index, dataset = SAMPLE_CORPUS, str(SAMPLE_DIR)
+    result = compare(
+        pipeline_files(pipelines),
+        dataset,
+        index,
+        limit=limit,
+        batch_size=batch_size,
+        node_cache=NodeCache(),
+        status=status,
+        progress=progress,
+    )
+    return result, write_report(result, out_dir or Path("runs") / "demo")

@@ -171,3 +171,16 @@ def test_a_grid_point_that_does_not_validate_keeps_its_error_and_the_others_load
     good, bad = variants
     assert good.data is not None and good.error is None
     assert bad.data is None and "component 'fuse'" in bad.error and "nonsense" in bad.error
+
+
+def test_stats_only_reads_costs_without_computing_or_loading(tmp_path, sample_corpus, sample_questions):
+    data = _bm25_data(sample_corpus)
+    first = _run(data, sample_questions, NodeCache(tmp_path / "nodes.sqlite", enabled=True))
+    cache = NodeCache(tmp_path / "nodes.sqlite", enabled=True)
+    runner = BatchRunner(Pipeline.from_dict(data, allowed_modules=["hopstack"]), node_cache=cache)
+    result = runner.run([runner.question_input(q.question) for q in sample_questions], stats_only=True)
+    assert result.outputs == [{}] * len(sample_questions) and cache.hits == 0
+    assert result.stats["bm25"].items == 0
+    assert result.stats["bm25"].cached_compute_s == pytest.approx(first.stats["bm25"].wall_s, rel=1e-6)
+    with pytest.raises(ValueError, match="needs a node cache"):
+        BatchRunner(Pipeline.from_dict(data, allowed_modules=["hopstack"])).run([], stats_only=True)

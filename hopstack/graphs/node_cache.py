@@ -6,8 +6,10 @@ the digest of the item's pipeline inputs and the hopstack version. Outputs are p
 ``Document`` in them is stored once in a table of its own (without its score, which stays with the
 entry), so the hundred retrieved chunks of thousands of questions do not repeat the chunk texts.
 
-Entries live in one SQLite file (``$HOPSTACK_HOME/cache/nodes.sqlite`` by default). Pickle is only
-ever read from this local file, which hopstack itself writes; never point it at a file from elsewhere.
+Each entry also keeps the seconds its item took to compute, readable without the outputs, so that a
+cached rerun still reports what every node costs. Entries live in one SQLite file
+(``$HOPSTACK_HOME/cache/nodes.sqlite`` by default). Pickle is only ever read from this local file,
+which hopstack itself writes; never point it at a file from elsewhere.
 """
 
 import hashlib
@@ -15,7 +17,7 @@ import io
 import pickle
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,7 @@ from hopstack.models.cache import cache_enabled_by_default
 from hopstack.models.registry import models_home
 
 SKIPPED = None
-"""Stored for an item the node did not run for (a branch that did not fire), so reruns skip it too.
-
-Entries are ``(outputs or SKIPPED, seconds the item took to compute)``: a cached rerun still reports
-what each node costs."""
+"""Stored for an item the node did not run for (a branch that did not fire), so reruns skip it too."""
 
 
 def default_node_cache_path() -> Path:
@@ -121,7 +120,9 @@ class NodeCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, seconds REAL NOT NULL, value BLOB NOT NULL)"
+            )
             self._db.execute("CREATE TABLE IF NOT EXISTS documents (digest TEXT PRIMARY KEY, value BLOB NOT NULL)")
         return self._db
 
@@ -134,36 +135,49 @@ class NodeCache:
             document = self._documents[digest] = pickle.loads(row[0])
         return document
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The stored entries of those ``keys`` that are present."""
+    def _select(self, columns: str, keys: list[str]) -> Iterator[tuple]:
+        db = self._connection()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            yield from db.execute(f"SELECT key, {columns} FROM entries WHERE key IN ({marks})", chunk)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Any, float]]:
+        """``(value, seconds)`` of those ``keys`` that are present."""
         keys = list(keys)
         if not self.enabled or not keys:
             return {}
-        found: dict[str, Any] = {}
         with self._lock:
-            db = self._connection()
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for key, blob in db.execute(f"SELECT key, value FROM outputs WHERE key IN ({marks})", chunk):
-                    found[key] = _DocumentUnpickler(io.BytesIO(blob), self._load_document).load()
+            found = {
+                key: (_DocumentUnpickler(io.BytesIO(blob), self._load_document).load(), seconds)
+                for key, seconds, blob in self._select("seconds, value", keys)
+            }
         self.hits += len(found)
         return found
 
-    def put_many(self, entries: dict[str, Any]) -> None:
-        """Store entries (``({socket: value} or SKIPPED, seconds)``) under their keys."""
+    def seconds_many(self, keys: Iterable[str]) -> dict[str, float]:
+        """The stored compute seconds of those ``keys`` that are present, without reading their values."""
+        keys = list(keys)
+        if not self.enabled or not keys:
+            return {}
+        with self._lock:
+            return dict(self._select("seconds", keys))
+
+    def put_many(self, entries: dict[str, tuple[Any, float]]) -> None:
+        """Store ``(value, seconds it took to compute)`` under each key; values are node outputs
+        (``{socket: value}`` or :data:`SKIPPED`) or anything else that pickles."""
         if not self.enabled or not entries:
             return
         documents: dict[str, bytes] = {}
         rows = []
-        for key, value in entries.items():
+        for key, (value, seconds) in entries.items():
             buffer = io.BytesIO()
             _DocumentPickler(buffer, documents, self._digests).dump(value)
-            rows.append((key, buffer.getvalue()))
+            rows.append((key, float(seconds), buffer.getvalue()))
         with self._lock:
             db = self._connection()
             db.executemany("INSERT OR IGNORE INTO documents VALUES (?, ?)", list(documents.items()))
-            db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
             db.commit()
         self.stores += len(rows)
 

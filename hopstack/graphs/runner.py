@@ -34,6 +34,7 @@ from hopstack.graphs.node_cache import SKIPPED, NodeCache, entry_key
 from hopstack.pipelines.validate import pipeline_inputs
 
 DEFAULT_BATCH_SIZE = 256
+Progress = Callable[[str, int, int], None]
 
 _MISSING = object()
 
@@ -130,6 +131,7 @@ class BatchRunner:
         self.question_sockets = [s for s in pipeline_inputs(pipeline.metadata) if s in self.input_names]
         self.node_cache = node_cache if node_cache is not None and node_cache.enabled else None
         self._warm: set[str] = set()
+        self._progress: Progress = _no_progress
 
     def _plan(self, name: str) -> _Node:
         graph = self.pipeline.graph
@@ -282,6 +284,7 @@ class BatchRunner:
                 result = node.instance.run(**{name: columns[name][j] for name in names})
                 for name, column in outputs.items():
                     column.append(result.get(name, _MISSING))
+                self._progress(node.name, j + 1, count)
             stats.calls += count
             stats.batch_sizes.extend([1] * count)
             return outputs
@@ -300,6 +303,7 @@ class BatchRunner:
                 )
             for name, column in outputs.items():
                 column.extend(result.get(name, [_MISSING] * size))
+            self._progress(node.name, start + size, count)
         return outputs
 
     def run(
@@ -308,16 +312,26 @@ class BatchRunner:
         trace: bool = False,
         item_ids: Sequence[str] | None = None,
         include_outputs_from: Collection[str] = (),
+        progress: Progress | None = None,
+        stats_only: bool = False,
     ) -> RunResult:
         """Run the pipeline over ``inputs`` (one dict per item, flat or nested as in ``Pipeline.run``).
 
         ``item_ids`` names the items in error messages (defaults to their positions);
-        ``include_outputs_from`` names nodes whose every output is returned, consumed or not.
+        ``include_outputs_from`` names nodes whose every output is returned, consumed or not;
+        ``progress(node, done, total)`` is called as a node works through its items. ``stats_only``
+        (with a node cache) computes and loads nothing: the result has empty outputs and, per node, what
+        its cached items cost when they were computed.
         """
+        if stats_only and self.node_cache is None:
+            raise ValueError("stats_only needs a node cache")
         started = time.perf_counter()
+        self._progress = progress or _no_progress
         n = len(inputs)
         given = self._input_columns(inputs)
         wanted = {node.name for node in self._nodes if trace or node.leaf_outputs or node.name in include_outputs_from}
+        if stats_only:
+            wanted = set()
         stats = {
             node.name: NodeStats(node.name, type(node.instance).__name__, batched=node.run_batch is not None)
             for node in self._nodes
@@ -379,8 +393,12 @@ class BatchRunner:
             misses = todo[node.name] = [i for i in items if node_keys[i] not in found]
             for upstream in self.pipeline.graph.predecessors(node.name):
                 needed[upstream].update(misses)
+            # items nobody needs from this node still report what they cost when they were computed
+            unneeded = [entry_key(self.fingerprints[node.name], digests[i]) for i in range(n) if i not in node_keys]
             stats[node.name].cached = len(hits[node.name])
-            stats[node.name].cached_compute_s = sum(found[node_keys[i]][1] for i in hits[node.name])
+            stats[node.name].cached_compute_s = sum(found[node_keys[i]][1] for i in hits[node.name]) + sum(
+                self.node_cache.seconds_many(unneeded).values()
+            )
             stats[node.name].cache_s += time.perf_counter() - started
         return hits, todo, keys
 
@@ -437,6 +455,10 @@ class BatchRunner:
             if values or (ran is not None and (ran[node.name] is None or i in ran[node.name])):
                 item[node.name] = values
         return item
+
+
+def _no_progress(node: str, done: int, total: int) -> None:
+    """The progress callback of a run nobody watches."""
 
 
 def _take(column: list, positions: list[int] | None) -> list:

@@ -1,0 +1,488 @@
+"""Reports of a pipeline-variant comparison (``hopstack compare``): Markdown tables, PNG plots and one
+self-contained HTML file.
+
+Everything is rendered from the JSON-safe result of :func:`hopstack.pipelines.compare.compare`::
+
+    {"dataset", "split", "n_questions", "index" (or None), "created", "hopstack_version",
+     "baseline": variant name, "primary_metric": the plot's quality axis and the first metric column,
+     "significance": {"test": "fisher" | "student", "max_p", "n_permutations" (or None)},
+     "union": {"variant_nodes", "distinct_nodes", "computed_nodes", "cached_nodes", "wall_s", "warm_up_s"},
+     "warnings": [str] (optional),
+     "variants": [{"name", "pipeline", "params", "status": "ok" | "failed", "error" (or None),
+                   "metrics": {name: mean}, "ms_per_question" (or None),
+                   "compared_to_baseline": {metric: {"delta", "p_value", "significant"}},
+                   "nodes": {name: {"type", "fingerprint", "wall_s", "ms_per_question", "cached", "shared_with"}},
+                   "warnings": [str]}]}
+
+The report is first built as a list of blocks (headings, paragraphs, tables, lists, preformatted text, images)
+whose cells are plain text; the Markdown and HTML renderers only differ in how they write those blocks, so both
+files show the same content.
+"""
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOWER_IS_BETTER = {"context_tokens"}
+"""Metrics for which a negative delta against the baseline is an improvement."""
+
+_TEST_NAMES = {
+    "fisher": "Fisher's randomization test",
+    "student": "paired Student's t-test",
+    "tukey": "Tukey's HSD test",
+}
+_BETTER, _WORSE = "▲", "▼"
+_MISSING = "—"
+
+
+@dataclass
+class _Table:
+    header: list[str]
+    rows: list[list[str]]
+    numeric: set[int] = field(default_factory=set)
+    """Indexes of right-aligned columns."""
+
+
+# A block is (kind, payload): ("h1" | "h2" | "h3" | "p" | "pre", str), ("list", list[str]), ("table", _Table),
+# or ("image", (key of the PNG in write_report's files, alternative text)).
+_Block = tuple[str, Any]
+
+
+def _ok(result: dict) -> list[dict]:
+    return [v for v in result["variants"] if v["status"] == "ok"]
+
+
+def _metric_names(result: dict) -> list[str]:
+    """Metric names over the ok variants in first-seen order, the primary metric first."""
+    names = dict.fromkeys(m for v in _ok(result) for m in v["metrics"])
+    return sorted(names, key=lambda m: m != result["primary_metric"])
+
+
+def _variant_label(variant: dict, result: dict) -> str:
+    return variant["name"] + (" (baseline)" if variant["name"] == result["baseline"] else "")
+
+
+def _mark(metric: str, comparison: dict | None) -> str:
+    """▲ for a significant improvement over the baseline, ▼ for a significant regression, else nothing."""
+    if not comparison or not comparison.get("significant") or not comparison.get("delta"):
+        return ""
+    return _BETTER if (comparison["delta"] > 0) != (metric in LOWER_IS_BETTER) else _WORSE
+
+
+def _number(metric: str, value: float) -> str:
+    return f"{value:.1f}" if metric == "context_tokens" else f"{value:.4f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return _MISSING
+    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def _metric_cell(variant: dict, metric: str) -> str:
+    if metric not in variant["metrics"]:
+        return _MISSING
+    mark = _mark(metric, variant["compared_to_baseline"].get(metric))
+    return f"{_number(metric, variant['metrics'][metric])} {mark}".rstrip()
+
+
+def _variant_table(result: dict) -> _Table:
+    metrics = _metric_names(result)
+    rows = []
+    for v in result["variants"]:
+        if v["status"] == "ok":
+            cells = [_metric_cell(v, m) for m in metrics] + [_ms(v["ms_per_question"])]
+        else:
+            cells = [""] * (len(metrics) + 1)
+        rows.append([_variant_label(v, result), *cells, v["status"]])
+    return _Table(["variant", *metrics, "ms/question", "status"], rows, set(range(1, len(metrics) + 2)))
+
+
+def _test_name(significance: dict) -> str:
+    return _TEST_NAMES.get(significance["test"], significance["test"])
+
+
+def _legend(result: dict) -> str:
+    sig = result["significance"]
+    permutations = f", {sig['n_permutations']} permutations" if sig.get("n_permutations") else ""
+    return (
+        f"{_BETTER} / {_WORSE}: significantly better / worse than the baseline {result['baseline']} "
+        f"({_test_name(sig)}{permutations}, p ≤ {sig['max_p']}); {result['n_questions']} questions."
+    )
+
+
+def _significance_blocks(result: dict) -> list[_Block]:
+    rows = [
+        [
+            v["name"],
+            metric,
+            f"{c['delta']:+.4f}" if c.get("delta") is not None else _MISSING,
+            f"{c['p_value']:.4f}" if c.get("p_value") is not None else _MISSING,
+            _mark(metric, c),
+        ]
+        for v in _ok(result)
+        for metric, c in v["compared_to_baseline"].items()
+    ]
+    if not rows:
+        return [("p", f"No variant could be compared with the baseline {result['baseline']}.")]
+    return [("table", _Table(["variant", "metric", "delta", "p-value", "significant"], rows, {2, 3}))]
+
+
+def _node_table(result: dict) -> _Table:
+    rows = [
+        [
+            v["name"],
+            node,
+            info["type"],
+            f"{info['wall_s']:.3f}",
+            _ms(info["ms_per_question"]),
+            "yes" if info["cached"] else "",
+            ", ".join(info["shared_with"]),
+            info["fingerprint"][:12],
+        ]
+        for v in _ok(result)
+        for node, info in v["nodes"].items()
+    ]
+    header = ["variant", "node", "type", "wall s", "ms/question", "cached", "shared with", "fingerprint"]
+    return _Table(header, rows, {3, 4})
+
+
+def _union_table(union: dict) -> _Table:
+    rows = [
+        ["node runs in the variants", str(union["variant_nodes"])],
+        ["distinct nodes", str(union["distinct_nodes"])],
+        ["runs saved by sharing", str(union["variant_nodes"] - union["distinct_nodes"])],
+        ["nodes computed", str(union["computed_nodes"])],
+        ["runs saved by the cache", str(union["cached_nodes"])],
+        ["wall time", f"{union['wall_s']:.1f} s"],
+        ["warm-up", f"{union['warm_up_s']:.1f} s"],
+    ]
+    return _Table(["quantity", "value"], rows, {1})
+
+
+def _run_table(result: dict) -> _Table:
+    sig = result["significance"]
+    rows = [
+        ["dataset", result["dataset"]],
+        ["split", result["split"]],
+        ["questions", result["n_questions"]],
+        ["index", result["index"]],
+        ["baseline", result["baseline"]],
+        ["primary metric", result["primary_metric"]],
+        ["significance", f"{_test_name(sig)}, p ≤ {sig['max_p']}"],
+        ["created", result["created"]],
+        ["hopstack", result["hopstack_version"]],
+    ]
+    return _Table(["setting", "value"], [[name, _MISSING if value is None else str(value)] for name, value in rows])
+
+
+_MD_SPECIAL = re.compile(r"([\\`*<|])")
+
+
+def _md_text(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _md_table(table: _Table) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(_md_text(c) for c in cells) + " |"
+
+    rule = ["---:" if i in table.numeric else "---" for i in range(len(table.header))]
+    return [line(table.header), "| " + " | ".join(rule) + " |", *map(line, table.rows)]
+
+
+def _to_markdown(blocks: list[_Block], files: dict[str, Path] | None = None) -> str:
+    """Markdown for the blocks; images link to the PNG files beside the report."""
+    out: list[str] = []
+    for kind, payload in blocks:
+        if kind in ("h1", "h2", "h3"):
+            lines = ["#" * int(kind[1]) + " " + _md_text(payload)]
+        elif kind == "p":
+            lines = [_md_text(payload)]
+        elif kind == "list":
+            lines = ["- " + _md_text(item) for item in payload]
+        elif kind == "pre":
+            fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", payload)), default=0))
+            lines = [fence, payload.rstrip("\n"), fence]
+        elif kind == "table":
+            lines = _md_table(payload)
+        else:
+            key, alt = payload
+            lines = [f"![{_md_text(alt)}]({files[key].name})"]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _html_table(table: _Table) -> str:
+    def row(tag: str, cells: list[str]) -> str:
+        classes = [' class="num"' if i in table.numeric else "" for i in range(len(cells))]
+        return "<tr>" + "".join(f"<{tag}{cls}>{html.escape(c)}</{tag}>" for cls, c in zip(classes, cells)) + "</tr>"
+
+    body = "".join(row("td", r) for r in table.rows)
+    return f"<table><thead>{row('th', table.header)}</thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
+       padding: 0 1rem; color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.92rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
+thead th { background: #f0f0f0; }
+tbody tr:nth-child(even) { background: #fafafa; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; border: 1px solid #ddd; padding: 0.6rem; overflow-x: auto; white-space: pre-wrap; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0 1rem; }
+"""
+
+
+def _to_html(blocks: list[_Block], files: dict[str, Path], title: str) -> str:
+    """One self-contained HTML page for the blocks: inline CSS, images as base64 data URIs."""
+    body = []
+    for kind, payload in blocks:
+        if kind in ("h1", "h2", "h3", "p"):
+            body.append(f"<{kind}>{html.escape(payload)}</{kind}>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in payload) + "</ul>")
+        elif kind == "pre":
+            body.append(f"<pre>{html.escape(payload)}</pre>")
+        elif kind == "table":
+            body.append(_html_table(payload))
+        else:
+            key, alt = payload
+            data = base64.b64encode(files[key].read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def markdown_table(result: dict) -> str:
+    """A GitHub-flavoured Markdown table with one row per variant (metrics, ms/question, status) and a legend line
+    under it; ▲ / ▼ mark significant improvements / regressions against the baseline."""
+    return _to_markdown([("table", _variant_table(result)), ("p", _legend(result))])
+
+
+def significance_table(result: dict) -> str:
+    """A Markdown table of the delta and p-value of every (variant, metric) against the baseline."""
+    return _to_markdown(_significance_blocks(result))
+
+
+def _quality_points(result: dict) -> list[dict]:
+    """The ok variants that have both the primary metric and a cost."""
+    return [v for v in _ok(result) if result["primary_metric"] in v["metrics"] and v["ms_per_question"] is not None]
+
+
+def _timed_variants(result: dict) -> list[dict]:
+    return [v for v in _ok(result) if v["nodes"]]
+
+
+_NEAR = [(8, 0), (-8, 0), (6, 10), (-6, 10), (6, -10), (-6, -10), (0, 15), (0, -15)]
+_OFFSETS = _NEAR + [
+    *[(25, 18), (25, -18), (-25, 18), (-25, -18), (0, 30), (0, -30), (40, 0), (-40, 0)],
+    *[(45, 40), (45, -40), (-45, 40), (-45, -40), (0, 55), (0, -55), (70, 0), (-70, 0)],
+]
+"""Where a point's label may go, in points from it, tried in order; beyond _NEAR a line leads to the point."""
+_LEADER = dict(arrowstyle="-", color="#888", lw=0.6, shrinkB=5)
+
+
+def _try_label(axes, xy: tuple[float, float], text: str, taken: list, renderer, **style) -> bool:
+    """Annotate ``xy`` at the first offset where the label stays inside the axes and overlaps nothing in ``taken``
+    (display boxes, extended with the label's); False, and nothing drawn, when none fits."""
+    frame = axes.get_window_extent(renderer)
+    for dx, dy in _OFFSETS:
+        place = dict(xytext=(dx, dy), textcoords="offset points", va="center", **style)
+        place["ha"] = "center" if dx == 0 else "left" if dx > 0 else "right"
+        note = axes.annotate(text, xy, **place)  # measured without the leader line, which ends at the point
+        box = note.get_window_extent(renderer).padded(2)
+        note.remove()
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        if inside and not any(box.overlaps(other) for other in taken):
+            axes.annotate(text, xy, arrowprops=None if (dx, dy) in _NEAR else _LEADER, **place)
+            taken.append(box)
+            return True
+    return False
+
+
+def _place_labels(axes, labels: list[tuple[float, float, str]], taken: list, renderer, **style) -> list[str]:
+    """Label each point near it without overlaps. A label that does not fit is replaced by a number, drawn only
+    where it fits too; the returned key lines ("1: name (y at x ms)") say which point is which."""
+    key: list[str] = []
+    for x, y, text in labels:
+        if not _try_label(axes, (x, y), text, taken, renderer, **style):
+            key.append(f"{len(key) + 1}: {text} ({y:.4f} at {x:.3g} ms)")
+            _try_label(axes, (x, y), str(len(key)), taken, renderer, **style)
+    return key
+
+
+def _about(result: dict) -> str:
+    return f"{result['dataset']} ({result['split']}, {result['n_questions']} questions)"
+
+
+def plot_quality_latency(result: dict, path: str | Path) -> Path:
+    """Scatter the primary metric (y) against ms/question (x, log scale when it spans more than 10x) into a PNG,
+    one labelled point per ok variant; the baseline is a star, the colours tell significance on the primary
+    metric. Labels that would overlap are replaced by numbers, with a key beside the plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
+    # the baseline first: its label gets the best place
+    points = sorted(_quality_points(result), key=lambda v: v["name"] != result["baseline"])
+    if not points:
+        raise ValueError("no variant has both the primary metric and a cost to plot")
+    primary, path = result["primary_metric"], Path(path)
+    # no layout engine: the axes must not move once the labels are placed; bbox_inches="tight" adds the margins
+    figure = Figure(figsize=(8, 5.5), dpi=120)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    xs = [v["ms_per_question"] for v in points]
+    log = min(xs) > 0 and max(xs) > 10 * min(xs)
+    styles = {
+        "baseline": dict(marker="*", s=260, color="#1f4e9c", alpha=0.75, zorder=2),  # under the points it hides
+        _BETTER: dict(marker="o", s=70, color="#2a9d3f", zorder=3),
+        _WORSE: dict(marker="o", s=70, color="#d1495b", zorder=3),
+        "": dict(marker="o", s=70, color="#8a8a8a", zorder=3),
+    }
+    names = {
+        "baseline": f"baseline ({result['baseline']})",
+        _BETTER: "significantly better",
+        _WORSE: "significantly worse",
+        "": "no significant difference",
+    }
+    sizes = []
+    for v in points:
+        is_baseline = v["name"] == result["baseline"]
+        group = "baseline" if is_baseline else _mark(primary, v["compared_to_baseline"].get(primary))
+        axes.scatter(v["ms_per_question"], v["metrics"][primary], label=names.pop(group, None), **styles[group])
+        sizes.append(styles[group]["s"])
+    if log:
+        axes.set_xscale("log")
+    axes.margins(x=0.15, y=0.15)
+    axes.set_xlabel("ms per question" + (" (log scale)" if log else ""))
+    axes.set_ylabel(primary)
+    axes.set_title(f"{primary} against cost: {_about(result)}")
+    axes.grid(True, which="major", alpha=0.3)
+    legend = axes.legend(loc="best", fontsize=8, framealpha=0.9)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [(v["ms_per_question"], v["metrics"][primary], _variant_label(v, result)) for v in points]
+    taken = [legend.get_window_extent(renderer)]
+    for (x, y, _), size in zip(labels, sizes):
+        radius = size**0.5 / 2 * figure.dpi / 72  # a scatter size is the marker's area in points²
+        centre = axes.transData.transform((x, y))
+        taken.append(Bbox.from_bounds(*(centre - radius), 2 * radius, 2 * radius))
+    key = _place_labels(axes, labels, taken, renderer, fontsize=8)
+    if key:
+        axes.text(1.02, 1, "\n".join(key), transform=axes.transAxes, va="top", fontsize=8)
+    figure.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+def plot_node_times(result: dict, path: str | Path) -> Path:
+    """Horizontal stacked bars of the nodes' wall time, one bar per ok variant, into a PNG: one colour per node name,
+    nodes shared with other variants hatched, cached nodes labelled " (cached)" in the legend."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    variants = _timed_variants(result)
+    if not variants:
+        raise ValueError("no variant has node timings to plot")
+    path = Path(path)
+    node_names = list(dict.fromkeys(node for v in variants for node in v["nodes"]))
+    palette = [f"C{i}" for i in range(10)]
+    colours = {node: palette[i % len(palette)] for i, node in enumerate(node_names)}
+    # no layout engine: bbox_inches="tight" widens the figure for long variant names instead of narrowing the bars
+    figure = Figure(figsize=(8, 1.6 + 0.45 * len(variants)), dpi=120)
+    axes = figure.add_subplot()
+    legend: dict[str, Patch] = {}
+    totals = []
+    for row, v in enumerate(variants):
+        left = 0.0
+        for node, info in v["nodes"].items():
+            label = node + (" (cached)" if info["cached"] else "")
+            hatch = "///" if info["shared_with"] else None
+            axes.barh(row, info["wall_s"], left=left, color=colours[node], hatch=hatch, edgecolor="white", height=0.6)
+            legend.setdefault(label, Patch(facecolor=colours[node], label=label))
+            left += info["wall_s"]
+        cached = sum(info["cached"] for info in v["nodes"].values())
+        totals.append((left, f" {left:.2f} s" + (f" ({cached} cached)" if cached else "")))
+    for row, (total, text) in enumerate(totals):
+        axes.text(total, row, text, va="center", fontsize=8)
+    if any(info["shared_with"] for v in variants for info in v["nodes"].values()):
+        legend["shared"] = Patch(facecolor="white", edgecolor="#555", hatch="///", label="shared with other variants")
+    axes.set_yticks(range(len(variants)), [_variant_label(v, result) for v in variants], fontsize=9)
+    axes.invert_yaxis()
+    axes.set_xlim(0, max(total for total, _ in totals) * 1.25 or 1)
+    axes.set_xlabel("node wall time (s); a shared node is counted in full in every variant that uses it")
+    axes.set_title(f"Time per node: {_about(result)}")
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(handles=list(legend.values()), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="node")
+    figure.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+_PLOTS = [
+    ("quality_latency", "primary metric against ms per question", plot_quality_latency, _quality_points),
+    ("node_times", "wall time per node and variant", plot_node_times, _timed_variants),
+]
+"""The plots of a report: key, alternative text, the function that draws it, the variants it shows."""
+
+
+def _report_blocks(result: dict, files: dict[str, Path], skipped: list[str]) -> list[_Block]:
+    failed = [v for v in result["variants"] if v["status"] != "ok"]
+    n = len(result["variants"])
+    blocks: list[_Block] = [
+        ("h1", f"Comparison of {n} pipeline variant{'s' * (n != 1)} on {result['dataset']}"),
+        ("h2", "Run"),
+        ("table", _run_table(result)),
+        ("h2", "Results"),
+        ("table", _variant_table(result)),
+        ("p", _legend(result)),
+        ("h2", "Against the baseline"),
+        *_significance_blocks(result),
+        ("h2", "Plots"),
+    ]
+    blocks += [("image", (key, alt)) for key, alt, *_ in _PLOTS if key in files]
+    blocks += [("p", text) for text in skipped]
+    if _timed_variants(result):
+        blocks += [("h2", "Node timings"), ("table", _node_table(result))]
+    if result.get("union"):
+        blocks += [("h2", "Shared and cached nodes"), ("table", _union_table(result["union"]))]
+    if failed:
+        blocks.append(("h2", "Failed variants"))
+        for v in failed:
+            blocks += [("h3", f"{v['name']} ({v['pipeline']})"), ("pre", v["error"] or "no error message")]
+    warnings = result.get("warnings", []) + [f"{v['name']}: {w}" for v in result["variants"] for w in v["warnings"]]
+    if warnings:
+        blocks += [("h2", "Warnings"), ("list", warnings)]
+    return blocks
+
+
+def write_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.json``, ``report.md``, the two PNG plots and a self-contained ``report.html`` into
+    ``out_dir`` (created if needed). Returns the paths by key: json, markdown, html, quality_latency and
+    node_times; a plot with nothing to show (every variant failed) is skipped, left out of the dict and mentioned
+    in the reports."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "results.json"}
+    files["json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    skipped = []
+    for key, alt, plot, shown in _PLOTS:
+        if shown(result):
+            files[key] = plot(result, out_dir / f"{key}.png")
+        else:
+            skipped.append(f"No plot of {alt}: no variant that finished has the data for it.")
+    blocks = _report_blocks(result, files, skipped)
+    files["markdown"] = out_dir / "report.md"
+    files["markdown"].write_text(_to_markdown(blocks, files), encoding="utf-8")
+    files["html"] = out_dir / "report.html"
+    files["html"].write_text(_to_html(blocks, files, blocks[0][1]), encoding="utf-8")
+    return files
