@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from results_file import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("rrf", "zscore", "minmax", "dbsf")
@@ -138,10 +139,7 @@ def main() -> None:
         f"compare cold / costliest separate = {report['cold_vs_costliest_separate']:.2f}x (target <= 1.5x); "
         f"cached rerun {report['cached_speedup']:.0f}x faster than cold (target >= 20x)"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+    write_results(args.json, report)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ scoring, and a short-answer question for generation.
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import write_results
 
 from hopstack.datasets.multihop_rag import load_queries
 from hopstack.datasets.registry import resolve_dataset
@@ -106,10 +107,7 @@ def main() -> None:
         f"  cached rerun of the scoring: {first_s:.2f} s -> {rerun_s * 1000:.1f} ms "
         f"({report['cache']['speedup']:.0f}x), {rerun_calls} model calls"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+    write_results(args.json, report)
 
 
 def measure(llm, questions, relevance, max_tokens, count_tokens) -> dict:

@@ -14,13 +14,13 @@ Each timing is the fastest of ``--repeats`` interleaved rounds. Prints tables an
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from results_file import write_results
 
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.datasets.multihop_rag import load_queries
@@ -179,11 +179,7 @@ def main() -> None:
     for name, value in embedding["texts_per_s"].items():
         print(f"  {name:<30} {value:>8.1f}")
     print(f"\nindex build: {build['build_seconds']} s; stages {build['stage_seconds']}; bytes {build['bytes']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {"bm25": bm25, "dense": dense, "embedding": embedding, "build": build}
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+    write_results(args.json, {"bm25": bm25, "dense": dense, "embedding": embedding, "build": build})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from haystack import Pipeline
+from results_file import write_results
 
 from hopstack.graphs import BatchRunner
 from hopstack.pipelines.loading import load_pipeline_data
@@ -182,10 +183,7 @@ def main() -> None:
         },
         "results": rows,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+    write_results(args.json, report)
 
 
 if __name__ == "__main__":

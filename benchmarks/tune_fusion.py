@@ -10,10 +10,11 @@ split (the other four fifths), which played no part in the choice.
 
 import argparse
 import itertools
-import json
 import os
 import sys
 from pathlib import Path
+
+from results_file import write_results
 
 from hopstack.components.fusion import FUSION_METHODS, DocumentFusion
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
@@ -110,10 +111,7 @@ def main() -> None:
         f"chosen vs bm25 on test, per-query MRR@10: {comparison['wins']} wins, {comparison['losses']} losses, "
         f"{comparison['ties']} ties; paired t-test p = {comparison['paired_t_p_value']:.3g}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+    write_results(args.json, report)
 
 
 if __name__ == "__main__":
