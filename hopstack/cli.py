@@ -309,8 +309,10 @@ def _comparison_progress():
     )
     task = bar.add_task("loading", total=None)
 
-    def status(message: str) -> None:
-        bar.update(task, description=message, completed=0, total=None)
+    def status(message: str) -> None:  # a new task: rich cannot take a task's total away again
+        nonlocal task
+        bar.remove_task(task)
+        task = bar.add_task(message, total=None)
 
     def progress(node: str, done: int, total: int) -> None:
         bar.update(task, description=f"node {node}", completed=done, total=total)

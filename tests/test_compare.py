@@ -9,7 +9,7 @@ from hopstack.datasets.benchmark import load_dataset
 from hopstack.demo import SAMPLE_CORPUS, SAMPLE_DIR
 from hopstack.pipelines.compare import significance
 from hopstack.pipelines.metrics import ScoredRun
-from tests.conftest import YAML_DIR
+from tests.conftest import SHARED_DATA, YAML_DIR
 
 GRID = """
 parameters:
@@ -140,3 +140,25 @@ def test_randomization_test_agrees_with_scipys_permutation_test():
             rng=np.random.default_rng(1),
         ).pvalue
         assert abs(ours - scipys) < 0.03, (shift, ours, scipys)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+def test_compare_on_real_multihop_rag_questions(cli, write_yaml, tmp_path):
+    """A BM25 grid over MultiHop-RAG's articles (indexed in memory, one document per article) on the first
+    200 questions: the official metrics, every variant scored, a significant difference found."""
+    grid = write_yaml("parameters:\n  bm25.k1: [0.1, 1.2]\n  bm25.b: [0.0, 0.75]\n", name="grid.yaml")
+    corpus = SHARED_DATA / "multihop_rag" / "corpus.json"
+    args = ["--dataset", "multihop-rag", "--index", corpus, "--limit", 200, "--grid", grid, "--no-cache"]
+    args += ["--out", tmp_path / "r", "--json", tmp_path / "r.json"]
+    code, _, err = cli("compare", YAML_DIR / "bm25.yaml", *args)
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["n_questions"] == 200 and len(result["variants"]) == 4
+    assert result["union"]["distinct_nodes"] == 4  # no two grid points share a node
+    for variant in result["variants"]:
+        assert {"Hits@10", "Hits@4", "MAP@10", "MRR@10", "DocMRR@10", "AllGold@2", "nDCG@10"} <= set(variant["metrics"])
+        assert 0.3 < variant["metrics"]["Hits@10"] <= 1.0, variant
+    # k1 = 0.1 nearly ignores term frequency: the default k1 = 1.2, b = 0.75 ranks articles better
+    best = next(v for v in result["variants"] if v["name"] == "bm25[bm25.k1=1.2,bm25.b=0.75]")
+    assert best["compared_to_baseline"]["DocMRR@10"]["delta"] > 0
+    assert any(c["significant"] for v in result["variants"] for c in v["compared_to_baseline"].values())
