@@ -315,7 +315,7 @@ def _comparison_progress():
         task = bar.add_task(message, total=None)
 
     def progress(node: str, done: int, total: int) -> None:
-        bar.update(task, description=f"node {node}", completed=done, total=total)
+        bar.update(task, description=node, completed=done, total=total)
 
     return bar, status, progress
 

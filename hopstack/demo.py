@@ -42,9 +42,10 @@ def pipeline_files(pipelines: list[Path] | None) -> list[Path]:
     return files
 
 
-def multihop_rag_index(folder: Path, index_dir: Path, status: Status) -> Path:
+def multihop_rag_index(folder: Path, index_dir: Path, status: Status, progress: Progress | None = None) -> Path:
     """An index of MultiHop-RAG's corpus at ``index_dir``: the one there when it was built from this
-    corpus, else a new one (several minutes on a CPU: most of it embedding 6,443 chunks)."""
+    corpus, else a new one (several minutes on a CPU: most of it embedding 6,443 chunks);
+    ``progress(stage, done, total)`` hears how the build advances."""
     from hopstack.index.store import build_index, is_index
 
     corpus = folder / "corpus.json"
@@ -53,7 +54,7 @@ def multihop_rag_index(folder: Path, index_dir: Path, status: Status) -> Path:
     if is_index(index_dir) and corpus_mismatch(index_dir, corpus) is None:
         return index_dir
     status(f"indexing {corpus} into {index_dir} (once; several minutes on a CPU)")
-    build_index(corpus, index_dir)
+    build_index(corpus, index_dir, progress=progress)
     return index_dir
 
 
@@ -76,7 +77,7 @@ def run_demo(
         multihop_rag = Path(os.environ[MULTIHOP_RAG_ENV_VAR])
     home = models_home().parent
     if multihop_rag is not None:
-        index = multihop_rag_index(Path(multihop_rag), index_dir or home / "indexes" / "multihop-rag", status)
+        index = multihop_rag_index(Path(multihop_rag), index_dir or home / "indexes" / "multihop-rag", status, progress)
         dataset = str(multihop_rag)
     else:
         index, dataset = SAMPLE_CORPUS, str(SAMPLE_DIR)

@@ -8,6 +8,7 @@ one call and returns Haystack ``Document``s carrying the chunk id, content, meta
 """
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -151,12 +152,19 @@ class BM25Retriever(_IndexReader):
         self.warm_up()
         n = batch_size_of({"query": query} if top_k is None else {"query": query, "top_k": top_k})
         ks = _top_ks(top_k, n, self.top_k)
-        block = max(1, (1 << 24) // len(self._documents))  # keeps a block's dense scores under ~64 MB
+        return {"documents": self._ranked(lambda start, stop: self.score_queries(list(query[start:stop])), ks)}
+
+    def _ranked(self, score_rows: Callable[[int, int], np.ndarray], ks: list[int]) -> list[list[Document]]:
+        """The ``ks[i]`` best documents (score > 0) of each of ``len(ks)`` queries, best first, where
+        ``score_rows(start, stop)`` scores queries ``start:stop`` against every document; blocks of rows
+        keep the dense scores of a block under ~64 MB."""
+        block = max(1, (1 << 24) // len(self._documents))
         documents: list[list[Document]] = []
-        for start in range(0, n, block):
-            scores = self.score_queries(list(query[start : start + block]))
-            ranked = top_k_indices(scores, max(ks[start : start + block]))
-            for row, columns, k in zip(scores, ranked, ks[start : start + block]):
+        for start in range(0, len(ks), block):
+            stop = min(start + block, len(ks))
+            scores = score_rows(start, stop)
+            ranked = top_k_indices(scores, max(ks[start:stop]))
+            for row, columns, k in zip(scores, ranked, ks[start:stop]):
                 columns = columns[:k]
                 documents.append(
                     [
@@ -165,7 +173,7 @@ class BM25Retriever(_IndexReader):
                         if v > 0
                     ]
                 )
-        return {"documents": documents}
+        return documents
 
 
 @component
@@ -263,12 +271,19 @@ class DenseRetriever(_IndexReader):
         ks = _top_ks(top_k, n, self.top_k)
         if n == 0:
             return {"documents": []}
-        vectors = embed_texts(
-            self._encoder, list(query), self.batch_size, self.normalize, cache=self._call_cache, model_id=self.model
+        return {"documents": self._search(self.embed_queries(query), ks)}
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        """The queries' embeddings, one float32 row each (through the call cache when ``cache``)."""
+        self.warm_up()
+        return embed_texts(
+            self._encoder, list(queries), self.batch_size, self.normalize, cache=self._call_cache, model_id=self.model
         )
+
+    def _search(self, vectors: np.ndarray, ks: list[int]) -> list[list[Document]]:
+        """The ``ks[i]`` nearest documents of each query vector, in one FAISS search."""
         scores, ids = self._faiss_index.search(vectors, min(max(ks), len(self._documents)))
-        documents = [
+        return [
             [_with_score(self._documents[i], s) for i, s in zip(row_ids[:k], row_scores[:k]) if i >= 0]
             for row_ids, row_scores, k in zip(ids, scores, ks)
         ]
-        return {"documents": documents}

@@ -2,9 +2,12 @@
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 BM25_METHODS = ("robertson", "lucene", "atire", "bm25l", "bm25+")
 
@@ -96,6 +99,53 @@ def load_sparse(folder: Path, settings: BM25Settings) -> SparseModel:
     return _model(tokenizer, bm25)
 
 
+def term_counts(model: SparseModel, texts: list[str]) -> "sp.csr_matrix":
+    """Term counts of ``texts`` over the index's terms, shape (texts, terms), tokenised as the index was
+    (same stemming and stopwords).
+
+    Terms the index does not know are left out; a repeated term counts again. For queries these are the
+    weights of plain BM25 (:func:`score_term_weights`); for the indexed texts themselves (bm25s keeps only
+    term-document scores, so they are tokenised again) the row sums are the document lengths BM25 used.
+    """
+    import itertools
+
+    import scipy.sparse as sp
+
+    token_ids = model.tokenizer.tokenize(list(texts), update_vocab=False, show_progress=False, return_as="ids")
+    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
+    tokens = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
+    columns = model.column_of_token[tokens]
+    rows = np.repeat(np.arange(len(token_ids)), lengths)
+    known = columns >= 0
+    return sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], columns[known])),
+        shape=(len(token_ids), model.term_scores.shape[0]),
+    )
+
+
+def term_names(model: SparseModel) -> list[str]:
+    """The term (a stem when the index stems) of each column of the index's term matrices."""
+    names = [""] * model.term_scores.shape[0]
+    for name, token_id in model.tokenizer.get_vocab_dict().items():
+        column = model.column_of_token[int(token_id)] if int(token_id) < len(model.column_of_token) else -1
+        if column >= 0:
+            names[column] = name
+    return names
+
+
+def score_term_weights(model: SparseModel, weights: "sp.csr_matrix") -> np.ndarray:
+    """BM25 scores of every document for weighted queries, shape (queries, documents).
+
+    ``weights`` (queries x terms) multiplies each query term's BM25 contribution, as a Lucene boost
+    does; the queries' term counts (:func:`term_counts`) give plain BM25. One sparse product for the
+    batch; the result is dense, so callers pass blocks of queries sized to the corpus.
+    """
+    scores = (weights @ model.term_scores).toarray()
+    if model.bm25.nonoccurrence_array is not None:
+        scores += (weights @ model.bm25.nonoccurrence_array)[:, None]
+    return scores
+
+
 def score_queries(model: SparseModel, queries: list[str]) -> np.ndarray:
     """BM25 scores of every document for every query, shape (queries, documents).
 
@@ -104,21 +154,4 @@ def score_queries(model: SparseModel, queries: list[str]) -> np.ndarray:
     same terms as bm25s's ``get_scores`` (repeated query terms count again; non-occurrence scores of
     the bm25l/bm25+ variants are added).
     """
-    import itertools
-
-    import scipy.sparse as sp
-
-    token_ids = model.tokenizer.tokenize(list(queries), update_vocab=False, show_progress=False, return_as="ids")
-    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
-    tokens = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
-    columns = model.column_of_token[tokens]
-    rows = np.repeat(np.arange(len(token_ids)), lengths)
-    known = columns >= 0
-    counts = sp.csr_matrix(
-        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], columns[known])),
-        shape=(len(token_ids), model.term_scores.shape[0]),
-    )
-    scores = (counts @ model.term_scores).toarray()
-    if model.bm25.nonoccurrence_array is not None:
-        scores += (counts @ model.bm25.nonoccurrence_array)[:, None]
-    return scores
+    return score_term_weights(model, term_counts(model, queries))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hopstack.models.registry import resolve_model
+from hopstack.models.registry import REGISTRY, resolve_model
 
 Prompt = str | list[dict[str, str]]
 
@@ -440,3 +440,26 @@ def _candidate_log_prob(candidate: str, top: dict[str, float], floor: float) -> 
         return top[candidate]
     prefixes = [token for token in top if token and candidate.startswith(token)]
     return top[max(prefixes, key=len)] if prefixes else floor
+
+
+BACKENDS = {"llama.cpp": LlamaCppLLM, "transformers": TransformersLLM, "openai": OpenAICompatibleLLM}
+
+
+def make_llm(spec: str | dict[str, Any]) -> LLM:
+    """An LLM from a component's JSON-safe ``llm`` init parameter: a registry name, GGUF path or Hugging
+    Face id (llama.cpp for registry names and ``.gguf`` files, transformers otherwise), or a dict
+    ``{"backend": "llama.cpp" | "transformers" | "openai", ...that backend's init parameters}``, e.g.
+    ``{"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen"}``."""
+    if isinstance(spec, str):
+        backend = "llama.cpp" if spec in REGISTRY or spec.lower().endswith(".gguf") else "transformers"
+        spec = {"backend": backend, "model": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(f"llm must be a model name or a {{'backend': ...}} mapping, got {spec!r}")
+    settings = dict(spec)
+    backend = settings.pop("backend", "llama.cpp")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown LLM backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    try:
+        return BACKENDS[backend](**settings)
+    except TypeError as exc:
+        raise ValueError(f"LLM backend {backend!r}: {exc}") from exc
