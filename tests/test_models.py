@@ -71,3 +71,17 @@ def test_models_cli_lists_and_refuses_unknown_names(cli):
     assert code == 0 and "qwen2.5-0.5b" in out and "smollm2-135m" in out and "minilm" in out
     code, _, err = cli("models", "pull", "qwen-0.5b")
     assert code == 2 and "did you mean 'qwen2.5-0.5b'" in err
+
+
+def test_make_llm_picks_the_backend_from_the_spec():
+    from hopstack.models.llm import LlamaCppLLM, OpenAICompatibleLLM, TransformersLLM, make_llm
+
+    assert isinstance(make_llm("qwen2.5-0.5b"), LlamaCppLLM)
+    assert isinstance(make_llm("/models/some-model.Q4_K_M.gguf"), LlamaCppLLM)
+    assert isinstance(make_llm("Qwen/Qwen2.5-0.5B-Instruct"), TransformersLLM)
+    server = make_llm({"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen"})
+    assert isinstance(server, OpenAICompatibleLLM) and server.model == "qwen"
+    with pytest.raises(ValueError, match="unknown LLM backend 'vllm'"):
+        make_llm({"backend": "vllm"})
+    with pytest.raises(ValueError, match="LLM backend 'llama.cpp': .*unexpected keyword argument 'temperature'"):
+        make_llm({"backend": "llama.cpp", "model": "qwen2.5-0.5b", "temperature": 0.8})
