@@ -35,3 +35,30 @@ def batch_size_of(inputs: dict[str, list[Any]]) -> int:
     if len(distinct) > 1:
         raise ValueError(f"run_batch inputs have different lengths: {lengths}")
     return distinct.pop() if distinct else 0
+
+
+class NestedComponents:
+    """Mixin for components whose init parameters hold nested components as ``{"type", "init_parameters"}``
+    (a retriever inside a multi-query retriever, the stages inside a hop loop).
+
+    The component builds them itself with :func:`build_component`, under hopstack's allowlist; its
+    ``from_dict`` keeps the specs as plain dicts instead of letting Haystack deserialize them, which
+    would consult only Haystack's process-wide allowlist and refuse hopstack's own modules.
+    """
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build the component from its serialised form, nested specs left as they are."""
+        return cls(**(data.get("init_parameters") or {}))
+
+
+def build_component(spec: Any, where: str) -> Any:
+    """A nested component from ``{"type", "init_parameters"}``; ``where`` names it in errors."""
+    from hopstack.pipelines.validate import resolve_component_class
+
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"{where} must be a mapping with 'type' and optional 'init_parameters', got {spec!r}")
+    unknown = set(spec) - {"type", "init_parameters"}
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+    return resolve_component_class(spec["type"])(**(spec.get("init_parameters") or {}))
