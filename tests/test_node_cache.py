@@ -160,6 +160,9 @@ def test_grid_errors_name_the_file_and_key(write_yaml, sample_corpus):
     empty = write_yaml("parameters:\n  fuse.top_k: []\n", name="g2.yaml")
     with pytest.raises(HopstackInputError, match=r"g2\.yaml: parameters\.fuse\.top_k: give a non-empty list"):
         read_grid(empty)
+    nothing = write_yaml("pipelines: []\n", name="g0.yaml")
+    with pytest.raises(HopstackInputError, match=r"g0\.yaml: a grid file needs 'pipelines'"):
+        read_grid(nothing)
     unused = write_yaml("parameters:\n  rerank.top_k: [1, 2]\n", name="g3.yaml")
     with pytest.raises(HopstackInputError, match=r"g3\.yaml: no pipeline has the component of rerank\.top_k"):
         expand_variants([YAML_DIR / "bm25.yaml"], read_grid(unused), {"index": str(sample_corpus)})
@@ -184,3 +187,10 @@ def test_stats_only_reads_costs_without_computing_or_loading(tmp_path, sample_co
     assert result.stats["bm25"].cached_compute_s == pytest.approx(first.stats["bm25"].wall_s, rel=1e-6)
     with pytest.raises(ValueError, match="needs a node cache"):
         BatchRunner(Pipeline.from_dict(data, allowed_modules=["hopstack"])).run([], stats_only=True)
+
+
+def test_a_grid_file_may_just_list_pipelines(tmp_path, sample_corpus):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"pipelines: [{YAML_DIR / 'bm25.yaml'}, {YAML_DIR / 'dense.yaml'}]\n", encoding="utf-8")
+    variants = expand_variants([], read_grid(grid), {"index": str(sample_corpus)})
+    assert [v.name for v in variants] == ["bm25", "dense"] and all(v.data for v in variants)

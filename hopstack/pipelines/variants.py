@@ -1,7 +1,8 @@
 """Pipeline variants for ``hopstack compare``: pipeline files, optionally swept over a parameter grid.
 
-A grid file lists init-parameter values per ``component.parameter``; every pipeline that has the
-component is expanded into the full Cartesian product of the values (no greedy pruning)::
+A grid file lists pipeline files to compare and/or init-parameter values per ``component.parameter``;
+every pipeline that has the component is expanded into the full Cartesian product of the values (no
+greedy pruning)::
 
     # grid.yaml
     pipelines: [../yaml/hybrid.yaml]      # optional; relative to this file; added to those on the command line
@@ -59,13 +60,18 @@ def read_grid(path: str | Path) -> Grid:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise HopstackInputError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict) or not data["parameters"]:
-        raise HopstackInputError(f"{path}: a grid file needs a 'parameters' mapping of component.parameter: [values]")
+    if not isinstance(data, dict) or not (data.get("parameters") or data.get("pipelines")):
+        raise HopstackInputError(
+            f"{path}: a grid file needs 'pipelines' (a list of files) and/or 'parameters' "
+            "(a mapping of component.parameter: [values])"
+        )
     unknown = sorted(set(data) - set(GRID_KEYS))
     if unknown:
         raise HopstackInputError(f"{path}: unknown key(s) {', '.join(unknown)}; a grid file has {', '.join(GRID_KEYS)}")
+    if not isinstance(data.get("parameters") or {}, dict):
+        raise HopstackInputError(f"{path}: 'parameters' must be a mapping of component.parameter: [values]")
     parameters: dict[str, list[Any]] = {}
-    for key, values in data["parameters"].items():
+    for key, values in (data.get("parameters") or {}).items():
         component, dot, parameter = str(key).partition(".")
         if not dot or not component or not parameter:
             raise HopstackInputError(f"{path}: parameters.{key}: write keys as component.parameter (e.g. fuse.top_k)")
