@@ -424,15 +424,16 @@ def demo(
         ),
     ] = None,
     pipeline: Annotated[
-        list[Path] | None, typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: yaml/*.yaml)")
+        list[Path] | None,
+        typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: the pipelines of demos/demo.yaml)"),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
     report_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default: runs/demo)")] = None,
     batch_size: BatchOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
-    """Compare the yaml/ pipelines on the shipped sample, or on MultiHop-RAG when a local copy is given
-    (indexed once), and write the comparison report."""
+    """Compare the pipelines of demos/demo.yaml on the shipped sample, or on MultiHop-RAG when a local
+    copy is given (indexed once), and write the comparison report."""
     from hopstack.demo import run_demo
 
     bar, status, progress = _comparison_progress()

@@ -1,4 +1,5 @@
-"""``hopstack demo``: compare the yaml/ pipelines on a benchmark and write the comparison report.
+"""``hopstack demo``: compare the pipelines of demos/demo.yaml (or those given) on a benchmark and write
+the comparison report.
 
 Without options it uses the sample that ships with the package (a small fictional world written for
 this project: 40 documents, 24 one- and two-hop questions with gold document ids and answers), indexed
@@ -18,6 +19,7 @@ from hopstack.graphs.runner import Progress
 from hopstack.pipelines.compare import compare
 from hopstack.pipelines.evaluation import corpus_mismatch
 from hopstack.pipelines.report import write_report
+from hopstack.pipelines.variants import Grid, read_grid
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 SAMPLE_CORPUS = SAMPLE_DIR / "corpus.jsonl"
@@ -26,20 +28,19 @@ MULTIHOP_RAG_ENV_VAR = "HOPSTACK_MULTIHOP_RAG"
 Status = Callable[[str], None]
 
 
-def default_pipeline_dir() -> Path:
-    """The repository's yaml/ folder (beside the package in a source checkout or editable install)."""
-    return Path(__file__).resolve().parent.parent / "yaml"
+def default_demo_grid() -> Path:
+    """The repository's demos/demo.yaml (beside the package in a source checkout or editable install)."""
+    return Path(__file__).resolve().parent.parent / "demos" / "demo.yaml"
 
 
-def pipeline_files(pipelines: list[Path] | None) -> list[Path]:
-    """The pipeline files to compare: those given, or every file in the repository's yaml/ folder."""
+def demo_variants(pipelines: list[Path] | None) -> tuple[list[Path], Grid | None]:
+    """The pipeline files and grid to compare: the files given, or the pipelines of demos/demo.yaml."""
     if pipelines:
-        return pipelines
-    folder = default_pipeline_dir()
-    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
-    if not files:
-        raise HopstackInputError(f"no pipeline files found in {folder}; pass pipeline files with --pipeline")
-    return files
+        return pipelines, None
+    grid_file = default_demo_grid()
+    if not grid_file.is_file():
+        raise HopstackInputError(f"{grid_file} not found (an installed wheel has no demos/); pass --pipeline files")
+    return [], read_grid(grid_file)
 
 
 def multihop_rag_index(folder: Path, index_dir: Path, status: Status, progress: Progress | None = None) -> Path:
@@ -81,10 +82,12 @@ def run_demo(
         dataset = str(multihop_rag)
     else:
         index, dataset = SAMPLE_CORPUS, str(SAMPLE_DIR)
+    files, grid = demo_variants(pipelines)
     result = compare(
-        pipeline_files(pipelines),
+        files,
         dataset,
         index,
+        grid=grid,
         limit=limit,
         batch_size=batch_size,
         node_cache=NodeCache(),

@@ -70,6 +70,7 @@ class _IndexReader(BatchComponent):
     """A batched component that reads the index named by its ``index`` init parameter."""
 
     index: str | None
+    extra_outputs: tuple[str, ...] = ()  # output sockets besides documents, one entry per query
 
     def content_identity(self) -> str:
         """The index this component reads (see :func:`index_identity`); part of its node fingerprint."""
@@ -152,7 +153,20 @@ class BM25Retriever(_IndexReader):
         self.warm_up()
         n = batch_size_of({"query": query} if top_k is None else {"query": query, "top_k": top_k})
         ks = _top_ks(top_k, n, self.top_k)
-        return {"documents": self._ranked(lambda start, stop: self.score_queries(list(query[start:stop])), ks)}
+        extra: dict[str, list[Any]] = {name: [] for name in self.extra_outputs}
+
+        def block_scores(start: int, stop: int) -> np.ndarray:
+            scores, block_extra = self._block_scores(list(query[start:stop]))
+            for name, values in block_extra.items():
+                extra[name].extend(values)
+            return scores
+
+        return {"documents": self._ranked(block_scores, ks), **extra}
+
+    def _block_scores(self, queries: list[str]) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        """Scores of every document for a block of queries and, per query, the ``extra_outputs`` (a
+        subclass such as RM3 changes the query here)."""
+        return self.score_queries(queries), {}
 
     def _ranked(self, score_rows: Callable[[int, int], np.ndarray], ks: list[int]) -> list[list[Document]]:
         """The ``ks[i]`` best documents (score > 0) of each of ``len(ks)`` queries, best first, where
@@ -270,8 +284,14 @@ class DenseRetriever(_IndexReader):
         n = batch_size_of({"query": query} if top_k is None else {"query": query, "top_k": top_k})
         ks = _top_ks(top_k, n, self.top_k)
         if n == 0:
-            return {"documents": []}
-        return {"documents": self._search(self.embed_queries(query), ks)}
+            return {"documents": [], **{name: [] for name in self.extra_outputs}}
+        vectors, extra = self._query_vectors(self.embed_queries(query))
+        return {"documents": self._search(vectors, ks), **extra}
+
+    def _query_vectors(self, vectors: np.ndarray) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        """The vectors searched for these query embeddings and, per query, the ``extra_outputs`` (a
+        subclass such as vector PRF changes the vectors here)."""
+        return vectors, {}
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         """The queries' embeddings, one float32 row each (through the call cache when ``cache``)."""

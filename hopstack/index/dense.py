@@ -78,6 +78,11 @@ def save_faiss(index, vectors: np.ndarray, folder: Path) -> None:
     np.save(folder / "embeddings.npy", vectors, allow_pickle=False)
 
 
+def load_embeddings(folder: Path) -> np.ndarray:
+    """The embeddings :func:`save_faiss` wrote, one row per document, memory-mapped (read-only)."""
+    return np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+
+
 def load_faiss(folder: Path):
     """Read the FAISS index that :func:`save_faiss` wrote."""
     import faiss
