@@ -3,6 +3,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hopstack.datasets.questions import read_questions
@@ -55,3 +56,42 @@ def cli(capsys, monkeypatch):
         return code, captured.out, captured.err
 
     return invoke
+
+
+class TableScorer:
+    """A scorer with known scores per (query, passage); records the size of every call."""
+
+    table = {
+        ("q a", "a"): 5.0,
+        ("q a", "b"): 1.0,
+        ("q a", "c"): 3.0,
+        ("q a", "d"): 0.0,
+        ("q b", "a"): 0.0,
+        ("q b", "b"): 4.0,
+        ("q b", "c"): 3.5,
+        ("q b", "d"): 2.0,
+        ("q", "a"): 1.0,
+        ("q", "b"): 2.0,
+        ("q", "c"): 3.0,
+        ("q", "d"): 4.0,
+    }
+    calls: list[int] = []
+
+    def warm_up(self) -> None:
+        pass
+
+    def score(self, pairs):
+        type(self).calls.append(len(pairs))
+        return np.array([self.table[pair] for pair in pairs], dtype=np.float32)
+
+
+@pytest.fixture
+def table_scorer(monkeypatch):
+    """Documents a, b, c, d with the scorer type "table" registered: TableScorer's scores."""
+    from haystack import Document
+
+    from hopstack.models.scorers import SCORERS
+
+    monkeypatch.setitem(SCORERS, "table", TableScorer)
+    TableScorer.calls = []
+    return [Document(id=name, content=name, score=1.0) for name in "abcd"]

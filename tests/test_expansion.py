@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import YAML_DIR
+from conftest import YAML_DIR, TableScorer
 from hopstack.components.expansion import (
     BM25RM3Retriever,
     DensePRFRetriever,
@@ -15,7 +15,7 @@ from hopstack.components.expansion import (
 )
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.index.store import build_index
-from hopstack.models.scorers import SCORERS, BiEncoderScorer, LLMScorer, make_scorer
+from hopstack.models.scorers import SCORERS, make_scorer
 from hopstack.pipelines.variants import expand_variants, read_grid
 from hopstack.testing import assert_outputs_equal, assert_run_batch_matches_run
 
@@ -200,42 +200,6 @@ def test_vector_prf_run_batch_matches_run(sample_corpus, sample_questions):
 
 
 # -- text PRF --------------------------------------------------------------------------------------
-class _TableScorer:
-    """A scorer with known scores per (query, passage); records the size of every call."""
-
-    table = {
-        ("q a", "a"): 5.0,
-        ("q a", "b"): 1.0,
-        ("q a", "c"): 3.0,
-        ("q a", "d"): 0.0,
-        ("q b", "a"): 0.0,
-        ("q b", "b"): 4.0,
-        ("q b", "c"): 3.5,
-        ("q b", "d"): 2.0,
-        ("q", "a"): 1.0,
-        ("q", "b"): 2.0,
-        ("q", "c"): 3.0,
-        ("q", "d"): 4.0,
-    }
-    calls: list[int] = []
-
-    def warm_up(self) -> None:
-        pass
-
-    def score(self, pairs):
-        type(self).calls.append(len(pairs))
-        return np.array([self.table[pair] for pair in pairs], dtype=np.float32)
-
-
-@pytest.fixture
-def table_scorer(monkeypatch):
-    from haystack import Document
-
-    monkeypatch.setitem(SCORERS, "table", _TableScorer)
-    _TableScorer.calls = []
-    return [Document(id=name, content=name, score=1.0) for name in "abcd"]
-
-
 @pytest.mark.parametrize(
     ("aggregation", "order", "scores"),
     [
@@ -252,7 +216,7 @@ def test_text_prf_aggregates_the_feedback_queries_votes(table_scorer, aggregatio
     assert np.allclose([d.score for d in out["documents"][0]], scores)
     assert out["documents"][1] == []
     assert out["feedback"] == [{"feedback_docs": 2, "unchanged": False}, {"feedback_docs": 0, "unchanged": True}]
-    assert _TableScorer.calls == [8], "every pair of the batch in one scorer call"
+    assert TableScorer.calls == [8], "every pair of the batch in one scorer call"
 
 
 def test_text_prf_without_feedback_scores_with_the_query_alone(table_scorer):
@@ -289,28 +253,6 @@ def test_text_prf_cuts_each_feedback_query_to_its_first_words(monkeypatch, table
     voters = {voter for voter, _ in _RecordingScorer.pairs}
     assert voters == {" ".join(f"w{i}" for i in range(256))}, "q + passage, first 256 words"
     assert [passage for _, passage in _RecordingScorer.pairs] == list("abcd")
-
-
-def test_bi_encoder_scorer_is_the_cosine_of_minilm_embeddings():
-    scorer = BiEncoderScorer(device="cpu", cache=False)
-    pairs = [("Who founded the mill?", "The mill was founded by Ada."), ("Who founded the mill?", "Bananas.")]
-    scores = scorer.score(pairs)
-    vectors = scorer._encoder.encode([pairs[0][0], pairs[0][1], pairs[1][1]], normalize_embeddings=True)
-    assert np.allclose(scores, [vectors[0] @ vectors[1], vectors[0] @ vectors[2]], atol=1e-5)
-    assert scores[0] > scores[1] and scorer.score([]).shape == (0,)
-
-
-def test_llm_scorer_on_smollm2_scores_all_pairs_in_one_call():
-    scorer = LLMScorer(llm={"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 512}, cache=False)
-    pairs = [
-        ("What is the capital of France?", "Paris is the capital and largest city of France."),
-        ("What is the capital of France?", "The banana is an elongated, edible fruit."),
-    ]
-    scores = scorer.score(pairs)
-    assert scores.shape == (2,) and np.all(np.isfinite(scores))
-    assert scorer._llm.calls == 2 and scorer._llm.hits == 0
-    with pytest.raises(ValueError, match="placeholders"):
-        LLMScorer(prompt="Is it relevant?")
 
 
 # -- pipelines -------------------------------------------------------------------------------------

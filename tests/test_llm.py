@@ -36,6 +36,22 @@ def test_score_gives_log_probabilities_and_single_equals_multi_token_path(tiny):
 
 
 @pytest.mark.slow
+def test_multi_token_candidates_score_as_fresh_evaluations_of_each_prefix(tiny):
+    prompt = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+    [[_, after_another]] = tiny.score([prompt], ["no way", "yes it is"])
+    [[alone]] = tiny.score([prompt], ["yes it is"])
+    assert after_another == pytest.approx(alone, abs=1e-4)  # rewinding to the prompt leaves no trace
+    tokens = tiny._tokens(prompt, 400)
+    piece = tiny._llama.tokenize(b"yes it is", add_bos=False, special=False)
+    chain = 0.0
+    for i, token in enumerate(piece):  # the chain rule, each prefix evaluated from scratch
+        tiny._llama.reset()
+        tiny._llama.eval(tokens + piece[:i])
+        chain += float(tiny._last_log_probs()[token])
+    assert alone == pytest.approx(chain, abs=1e-3)
+
+
+@pytest.mark.slow
 def test_over_long_prompts_are_cut_not_crashed(tiny):
     before = tiny.truncated
     long_prompt = "word " * 2000

@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from haystack import Document, component
 
 from hopstack.components.base import BatchComponent, batch_size_of
-from hopstack.components.retrieval import BM25Retriever, DenseRetriever, _top_ks, _with_score, top_k_indices
+from hopstack.components.rerankers import passage_text, reorder, score_all
+from hopstack.components.retrieval import BM25Retriever, DenseRetriever, _top_ks, top_k_indices
 from hopstack.index.corpus import resolve_index_path
 from hopstack.index.dense import load_embeddings
 from hopstack.index.sparse import score_term_weights, term_counts, term_names
@@ -371,9 +372,6 @@ class TextPRFReranker(BatchComponent):
         """Load the scorer's model."""
         self._scorer.warm_up()
 
-    def _passage(self, document: Document) -> str:
-        return indexed_text(document.meta.get("title", ""), document.content or "", self.title_prefix)
-
     @component.output_types(documents=list[Document], feedback=dict[str, Any])
     def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
         """Rerank one query's first-stage documents with text PRF."""
@@ -387,25 +385,21 @@ class TextPRFReranker(BatchComponent):
         ks = _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), self.top_k)
         voters_of, pairs = [], []
         for q, candidates in zip(query, documents):
-            passages = [self._passage(d) for d in candidates]
+            passages = [passage_text(d, self.title_prefix) for d in candidates]
             voters = [first_words(f"{q} {p}", self.max_query_words) for p in passages[: self.fb_docs]]
             voters = voters or [first_words(q, self.max_query_words)]
             voters_of.append(voters)
             pairs.extend((voter, passage) for voter in voters for passage in passages)
-        scores = self._scorer.score(pairs)
-        if len(scores) != len(pairs):
-            raise RuntimeError(f"{type(self).__name__}: its scorer gave {len(scores)} scores for {len(pairs)} pairs")
+        scores = score_all(self._scorer, pairs, type(self).__name__)
         reranked, feedback, offset = [], [], 0
         for voters, candidates, k in zip(voters_of, documents, ks):
             size = len(voters) * len(candidates)
-            votes = np.asarray(scores[offset : offset + size], dtype=np.float64).reshape(len(voters), len(candidates))
+            votes = scores[offset : offset + size].reshape(len(voters), len(candidates))
             offset += size
             fed_back = min(self.fb_docs, len(candidates))
             feedback.append(_feedback(fed_back, fed_back == 0))
             if not candidates:
                 reranked.append([])
                 continue
-            aggregate = aggregate_votes(votes, self.aggregation)
-            order = np.argsort(-aggregate, kind="stable")[:k]
-            reranked.append([_with_score(candidates[i], aggregate[i]) for i in order.tolist()])
+            reranked.append(reorder(candidates, aggregate_votes(votes, self.aggregation), k))
         return {"documents": reranked, "feedback": feedback}

@@ -137,7 +137,7 @@ class LlamaCppLLM:
 
         Candidates are tokenised on their own (no BOS), so give them as they would follow the prompt
         (``"Yes"`` after a chat prompt, ``" yes"`` after ``"Answer:"``). Single-token candidates cost one
-        forward pass per prompt; longer ones re-run the prompt and add one pass per continuation token.
+        forward pass per prompt; longer ones add one pass per continuation token (the prompt is evaluated once).
         """
         self.warm_up()
         pieces = [self._llama.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in candidates]
@@ -170,8 +170,7 @@ class LlamaCppLLM:
         for piece in pieces:
             total = float(first[piece[0]])
             if len(piece) > 1:
-                llama.reset()
-                llama.eval(tokens)
+                llama.n_tokens = len(tokens)  # rewind to the prompt: eval drops the KV cells after it
                 for previous, token in zip(piece, piece[1:]):
                     llama.eval([previous])
                     total += float(self._last_log_probs()[token])

@@ -10,6 +10,8 @@ pair of a batch in one call. Specs (:func:`make_scorer`):
   embeddings (:class:`BiEncoderScorer`), a cheap approximation of a cross-encoder that works offline.
 - ``{"type": "llm", "llm": LLM_SPEC, ...}``: pointwise LLM relevance, log P(Yes) - log P(No) of a
   relevance prompt (:class:`LLMScorer`); ``LLM_SPEC`` is what :func:`hopstack.models.llm.make_llm` takes.
+- ``{"type": "llm-graded", "llm": LLM_SPEC, "scale": 10, ...}``: fine-grained pointwise relevance, the
+  expected grade over the probabilities of the grade tokens 0..scale (:class:`LLMGradedScorer`).
 """
 
 from collections.abc import Sequence
@@ -28,6 +30,12 @@ RELEVANCE_PROMPT = (
     "Query: {query}\n\nPassage: {passage}\n\n"
     "Is the passage relevant to the query, that is, does it contain information that helps answer it? "
     "Answer Yes or No."
+)
+
+GRADED_PROMPT = (
+    "Query: {query}\n\nPassage: {passage}\n\n"
+    "How relevant is the passage to the query, from 0 (unrelated) to {scale} (it contains the answer)? "
+    "Answer with the number only."
 )
 
 
@@ -116,15 +124,70 @@ class LLMScorer:
 
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
         """log P(Yes) - log P(No) for each pair."""
-        self.warm_up()
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        prompts = [
-            [{"role": "user", "content": self.prompt.format(query=q, passage=first_words(p, self.max_passage_words))}]
-            for q, p in pairs
-        ]
-        log_probs = np.asarray(self._llm.score(prompts, ["Yes", "No"]), dtype=np.float64)
+        log_probs = self._log_probs(pairs, ["Yes", "No"])
         return (log_probs[:, 0] - log_probs[:, 1]).astype(np.float32)
+
+    def _log_probs(self, pairs: Sequence[Pair], candidates: list[str]) -> np.ndarray:
+        """The LLM's log-probability of each candidate answer to each pair's prompt, (pairs x candidates)."""
+        self.warm_up()
+        prompts = [[{"role": "user", "content": self._prompt_text(q, p)}] for q, p in pairs]
+        return np.asarray(self._llm.score(prompts, candidates), dtype=np.float64).reshape(len(pairs), len(candidates))
+
+    def _prompt_text(self, query: str, passage: str) -> str:
+        return self.prompt.format(query=query, passage=first_words(passage, self.max_passage_words))
+
+
+class LLMGradedScorer(LLMScorer):
+    """Fine-grained pointwise LLM relevance (ERank style): the expected grade sum_g g P(g), g = 0..scale.
+
+    P(g) is read from the LLM's log-probabilities of the grades as answers (no sampling). A grade whose
+    text begins another grade's ("1" begins "10") would count that one's mass too, so the longer grade's
+    probability is subtracted from the shorter's; the grades' probabilities are then renormalised to
+    sum 1, so the score is on the 0..scale scale whatever mass the LLM puts elsewhere.
+
+    :param scale: the highest grade (10 for ERank's 0-10; 5 for REBEL's secondary criteria).
+    :param prompt: the user message, with ``{query}``, ``{passage}`` and optionally ``{scale}``.
+
+    The other parameters are :class:`LLMScorer`'s.
+    """
+
+    def __init__(
+        self,
+        llm: str | dict[str, Any] = "qwen2.5-0.5b",
+        prompt: str = GRADED_PROMPT,
+        scale: int = 10,
+        max_passage_words: int = 300,
+        cache: bool = True,
+    ):
+        if not 1 <= scale <= 100:
+            raise ValueError(f"scale must be between 1 and 100, got {scale}")
+        super().__init__(llm, prompt, max_passage_words, cache)
+        self.scale = scale
+
+    def score(self, pairs: Sequence[Pair]) -> np.ndarray:
+        """The expected grade of each pair."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        grades = [str(g) for g in range(self.scale + 1)]
+        return expected_grades(np.exp(self._log_probs(pairs, grades)), grades).astype(np.float32)
+
+    def _prompt_text(self, query: str, passage: str) -> str:
+        return self.prompt.format(query=query, passage=first_words(passage, self.max_passage_words), scale=self.scale)
+
+
+def expected_grades(probabilities: np.ndarray, grades: list[str]) -> np.ndarray:
+    """Per row of (pairs x grades) answer probabilities, the expected grade (see :class:`LLMGradedScorer`)."""
+    exclusive = probabilities.copy()
+    for longer, text in enumerate(grades):
+        for shorter, prefix in enumerate(grades):
+            if shorter != longer and text.startswith(prefix):
+                exclusive[:, shorter] -= probabilities[:, longer]
+    exclusive = np.clip(exclusive, 0.0, None)
+    totals = exclusive.sum(axis=1, keepdims=True)
+    exclusive = np.divide(exclusive, totals, out=np.full_like(exclusive, 1 / len(grades)), where=totals > 0)
+    return exclusive @ np.array([float(g) for g in grades])
 
 
 def first_words(text: str, n: int) -> str:
@@ -132,7 +195,12 @@ def first_words(text: str, n: int) -> str:
     return " ".join(text.split()[:n])
 
 
-SCORERS = {"cross-encoder": CrossEncoderScorer, "bi-encoder": BiEncoderScorer, "llm": LLMScorer}
+SCORERS = {
+    "cross-encoder": CrossEncoderScorer,
+    "bi-encoder": BiEncoderScorer,
+    "llm": LLMScorer,
+    "llm-graded": LLMGradedScorer,
+}
 ENCODER_SCORERS = ("cross-encoder", "bi-encoder")
 
 
@@ -154,5 +222,5 @@ def make_scorer(spec: dict[str, Any], device: str = "auto") -> Scorer:
         settings["device"] = device
     try:
         return SCORERS[kind](**settings)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"scorer {kind!r}: {exc}") from exc

@@ -14,15 +14,21 @@ from hopstack.pipelines.validate import (
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set each override (e.g. ``index``) on every component whose ``__init__`` takes that parameter."""
+    """Set each override (e.g. ``index``) on every component whose ``__init__`` takes that parameter, and
+    in every mapping-valued init parameter that has that key (a scorer spec's ``llm``)."""
     for spec in data.get("components", {}).values():
         accepted = init_parameter_names(resolve_component_class(spec["type"]))
+        if spec.get("init_parameters") is None:
+            spec["init_parameters"] = {}
+        params = spec["init_parameters"]
         for key, value in overrides.items():
-            if key in accepted and value is not None:
-                spec.setdefault("init_parameters", {})
-                if spec["init_parameters"] is None:
-                    spec["init_parameters"] = {}
-                spec["init_parameters"][key] = value
+            if value is None:
+                continue
+            if key in accepted:
+                params[key] = value
+            for name, nested in params.items():
+                if isinstance(nested, dict) and key in nested:
+                    params[name] = {**nested, key: value}
     return data
 
 
