@@ -1,11 +1,14 @@
 """Rerankers and the scorers behind them: ordering, ties, batching, the graded scorer's expectation, and
 the real MiniLM and SmolLM2 models."""
 
+import re
+
 import numpy as np
 import pytest
+from haystack import Document
 
 from conftest import YAML_DIR, TableScorer
-from hopstack.components.rerankers import PointwiseReranker
+from hopstack.components.rerankers import ListwiseReranker, PointwiseReranker, window_starts
 from hopstack.models.scorers import BiEncoderScorer, LLMGradedScorer, LLMScorer, expected_grades, make_scorer
 from hopstack.pipelines.loading import load_pipeline_data
 from hopstack.testing import assert_run_batch_matches_run
@@ -97,3 +100,102 @@ def test_a_pipeline_wide_llm_override_reaches_scorer_specs():
     data = load_pipeline_data(YAML_DIR / "decompose-rerank.yaml", {"llm": TINY_LLM})
     assert data["components"]["decompose"]["init_parameters"]["llm"] == TINY_LLM
     assert data["components"]["rerank"]["init_parameters"]["scorer"]["llm"] == TINY_LLM
+
+
+# -- listwise --------------------------------------------------------------------------------------
+class _RelevanceLLM:
+    """A fake LLM for listwise prompts: each "[X" gets the relevance of the passage listed as [X]
+    (passages are document ids); records the number of prompts of every call."""
+
+    def __init__(self, relevance: dict[str, float]):
+        self.relevance = relevance
+        self.calls: list[int] = []
+        self.prompts: list = []
+
+    def score(self, prompts, candidates):
+        self.calls.append(len(prompts))
+        self.prompts.extend(prompts)
+        rows = []
+        for prompt in prompts:
+            listed = re.findall(r"^\[([A-Z])\] (.*)$", prompt[-1]["content"], re.MULTILINE)
+            by_letter = {f"[{letter}": self.relevance[text.split()[-1]] for letter, text in listed}
+            rows.append([by_letter.get(c, -100.0) for c in candidates])
+        return rows
+
+
+def _listwise(relevance, **params):
+    reranker = ListwiseReranker(llm=TINY_LLM, **params)
+    reranker._llm = _RelevanceLLM(relevance)
+    return reranker
+
+
+def _docs(ids, scores=None):
+    return [Document(id=i, content=i, score=s) for i, s in zip(ids, scores or [1.0] * len(ids))]
+
+
+@pytest.mark.parametrize(
+    ("n", "window", "step", "starts"),
+    [
+        (20, 10, 5, [10, 5, 0]),
+        (21, 10, 5, [11, 6, 1, 0]),
+        (10, 10, 5, [0]),
+        (3, 10, 5, [0]),
+        (1, 10, 5, []),
+        (0, 4, 2, []),
+    ],
+)
+def test_sliding_windows_go_from_the_bottom_to_the_top(n, window, step, starts):
+    assert window_starts(n, window, step) == starts
+
+
+def test_listwise_windows_bubble_the_best_candidates_to_the_top():
+    relevance = {d: float(r) for r, d in enumerate("abcdef")}  # f most relevant, a least: reversed order
+    out = _listwise(relevance, window=4, step=2, top_k=6).run(query="q", documents=_docs("abcdef"))
+    ids = [d.id for d in out["documents"]]
+    assert sorted(ids) == list("abcdef"), "a permutation: nothing dropped or repeated"
+    assert ids[:2] == ["f", "e"], "windows [2:6] then [0:4]: the best two reach the top"
+    assert [d.score for d in out["documents"]] == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+
+
+def test_listwise_scores_each_window_position_of_the_batch_in_one_call():
+    relevance = {d: float(r) for r, d in enumerate("abcdefgh")}
+    reranker = _listwise(relevance, window=4, step=2, top_k=3)
+    out = reranker.run_batch(query=["q1", "q2", "q3"], documents=[_docs("abcdef"), _docs("gh"), _docs("a")])
+    assert reranker._llm.calls == [2, 1], "first the bottom windows of both lists, then the long list's top one"
+    # windows [2:6] then [0:4] of a..f: f e b a d c (only the top `step` are sure to be the best)
+    assert [[d.id for d in docs] for docs in out["documents"]] == [["f", "e", "b"], ["h", "g"], ["a"]]
+
+
+def test_listwise_run_batch_matches_run():
+    reranker = _listwise({d: float(ord(d) % 5) for d in "abcdefg"}, window=3, step=1)
+    inputs = [
+        {"query": "q", "documents": _docs(ids), "top_k": k} for ids, k in (("abcdefg", None), ("cab", 2), ("", 1))
+    ]
+    assert_run_batch_matches_run(reranker, inputs)
+
+
+@pytest.mark.parametrize(
+    ("insert_scores", "expected"),
+    [("raw", "[A] (retrieval score: 12.0) a"), ("minmax", "[A] (retrieval score: 100.0) a")],
+)
+def test_insertrank_writes_first_stage_scores_into_the_prompt(insert_scores, expected):
+    reranker = _listwise({"a": 1.0, "b": 0.0}, insert_scores=insert_scores)
+    reranker.run(query="q", documents=_docs("ab", [12.0, 2.0]))
+    listed = reranker._llm.prompts[0][-1]["content"]
+    assert expected in listed and ("[B] (retrieval score: 0.0) b" in listed) == (insert_scores == "minmax")
+
+
+def test_bad_listwise_parameters_are_refused():
+    with pytest.raises(ValueError, match="window must be between 2 and 26"):
+        ListwiseReranker(window=27)
+    with pytest.raises(ValueError, match="insert_scores"):
+        ListwiseReranker(insert_scores="log")
+
+
+@pytest.mark.slow
+def test_listwise_on_smollm2_returns_a_permutation(sample_corpus):
+    documents = [Document(id=str(i), content=f"Passage number {i} about looms and weaving.") for i in range(7)]
+    reranker = ListwiseReranker(llm=TINY_LLM, window=4, step=2, top_k=7, cache=False)
+    out = reranker.run(query="Who founded Brannock Looms?", documents=documents)
+    assert sorted(d.id for d in out["documents"]) == [str(i) for i in range(7)]
+    assert reranker._llm.calls == 3, "three windows: [3:7], [1:5], [0:4]"

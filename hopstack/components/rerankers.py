@@ -4,6 +4,8 @@
   (:mod:`hopstack.models.scorers`): a cross-encoder, an LLM's P("Yes") that the passage is relevant
   (ProRank / Qwen3-Reranker style), or an LLM's expected 0-10 grade over the grade tokens'
   probabilities (ERank style).
+- :class:`ListwiseReranker`: FIRST-style single-token listwise reranking over sliding windows, with
+  InsertRank's first-stage scores in the prompt as an option.
 
 A reranker takes ``query`` (the original question) and ``documents`` (the first stage's candidates)
 and returns ``documents``: the candidates re-scored by the reranker, best first, ties in first-stage
@@ -19,7 +21,9 @@ from haystack import Document, component
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.retrieval import _top_ks, _with_score
 from hopstack.index.store import indexed_text
-from hopstack.models.scorers import make_scorer
+from hopstack.models.cache import CachedLLM, CallCache
+from hopstack.models.llm import make_llm
+from hopstack.models.scorers import first_words, make_scorer
 
 
 def passage_text(document: Document, title_prefix: bool = True) -> str:
@@ -87,3 +91,145 @@ class PointwiseReranker(BatchComponent):
             reranked.append(reorder(candidates, scores[offset : offset + len(candidates)], k))
             offset += len(candidates)
         return {"documents": reranked}
+
+
+LISTWISE_SYSTEM = (
+    "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query."
+)
+LISTWISE_PROMPT = (
+    "I will provide you with {n} passages, each indicated by an alphabetical identifier []. "
+    "Rank the passages based on their relevance to the search query: {query}.\n\n"
+    "{passages}\n\n"
+    "Search Query: {query}.\n"
+    "Rank the {n} passages above based on their relevance to the search query. All the passages should be "
+    "included and listed using identifiers, in descending order of relevance. The output format should be "
+    "[] > [], e.g., [A] > [B]. Only respond with the ranking results, do not say any word or explain."
+)
+INSERTED_SCORES = ("raw", "minmax")
+
+
+@component
+class ListwiseReranker(BatchComponent):
+    """Single-token listwise reranking (FIRST, Reddy et al. 2024; METHODS 6.1), optionally with the
+    first-stage scores written into the prompt (InsertRank, METHODS 6.3).
+
+    The candidates of a window are listed in a RankGPT-style prompt with the identifiers [A], [B], ...;
+    the LLM's answer would start "[X"; the log-probability of each "[X" after the prompt is read in one
+    forward pass (no generation) and the window is sorted by it. Every identifier gets a log-probability,
+    so the result is always a permutation of the window: nothing can be dropped, repeated or unparsable.
+    Windows of ``window`` candidates slide from the bottom of the list to the top in steps of ``step``
+    (RankGPT's sliding window), so a strong candidate can climb from the last window to the first. The
+    windows at one position are scored for every question of a batch in one LLM call. Returned documents
+    carry ``n - rank`` as their score (n candidates, rank from 0).
+
+    FIRST itself is a 7B model fine-tuned for this; a zero-shot small model is a FIRST-style
+    approximation. FIRST's defaults are a window of 20, step 10, passages of 300 words; on a CPU use
+    smaller windows and passages.
+
+    :param llm: an LLM spec (:func:`hopstack.models.llm.make_llm`).
+    :param window: candidates per prompt (at most 26).
+    :param step: how far the window moves up each time (``window // 2`` when not given).
+    :param max_passage_words: words kept of each passage.
+    :param insert_scores: ``None``; ``"raw"`` writes each candidate's first-stage score after its identifier
+        (InsertRank); ``"minmax"`` writes it min-max scaled to 0-100 over the question's candidates.
+    :param top_k: documents returned unless the ``top_k`` input overrides it.
+    :param title_prefix: passages are ``"title. text"`` when a document has a title.
+    :param cache: use the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
+    """
+
+    def __init__(
+        self,
+        llm: str | dict[str, Any] = "qwen2.5-0.5b",
+        window: int = 10,
+        step: int | None = None,
+        max_passage_words: int = 100,
+        insert_scores: str | None = None,
+        top_k: int = 10,
+        title_prefix: bool = True,
+        cache: bool = True,
+    ):
+        if not 2 <= window <= 26:
+            raise ValueError(f"window must be between 2 and 26 (one letter per candidate), got {window}")
+        if step is not None and not 1 <= step <= window:
+            raise ValueError(f"step must be between 1 and the window ({window}), got {step}")
+        if insert_scores not in (None, *INSERTED_SCORES):
+            raise ValueError(f"insert_scores must be null, raw or minmax; got {insert_scores!r}")
+        if top_k < 1 or max_passage_words < 1:
+            raise ValueError(f"top_k and max_passage_words must be at least 1, got {top_k} and {max_passage_words}")
+        self.llm = llm
+        self.window = window
+        self.step = step
+        self.max_passage_words = max_passage_words
+        self.insert_scores = insert_scores
+        self.top_k = top_k
+        self.title_prefix = title_prefix
+        self.cache = cache
+        self._backend = make_llm(llm)  # light: checks the spec, loads nothing
+        self._llm: CachedLLM | None = None
+
+    def warm_up(self) -> None:
+        """Load the LLM (once per process) and put the call cache in front of it."""
+        if self._llm is None:
+            self._backend.warm_up()
+            self._llm = CachedLLM(self._backend, CallCache(enabled=None if self.cache else False))
+
+    @component.output_types(documents=list[Document])
+    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
+        """Rerank one question's candidates."""
+        return self.run_single(query=query, documents=documents, top_k=top_k)
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
+    ) -> dict[str, list[Any]]:
+        """Rerank a batch: the windows at each position of every question's list in one LLM call."""
+        self.warm_up()
+        inputs = {"query": query, "documents": documents}
+        ks = _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), self.top_k)
+        labels = [self._label(candidates) for candidates in documents]
+        orders = [list(range(len(candidates))) for candidates in documents]
+        windows = [
+            window_starts(len(candidates), self.window, self.step or max(1, self.window // 2))
+            for candidates in documents
+        ]
+        for position in range(max((len(w) for w in windows), default=0)):
+            jobs = [(i, w[position]) for i, w in enumerate(windows) if position < len(w)]
+            prompts, sizes = [], []
+            for i, start in jobs:
+                members = orders[i][start : start + self.window]
+                prompts.append(self._prompt(query[i], [labels[i][m] for m in members]))
+                sizes.append(len(members))
+            letters = [f"[{chr(ord('A') + j)}" for j in range(max(sizes))]
+            log_probs = self._llm.score(prompts, letters)
+            for (i, start), size, row in zip(jobs, sizes, log_probs):
+                members = orders[i][start : start + size]
+                ranked = np.argsort(-np.asarray(row[:size], dtype=np.float64), kind="stable")
+                orders[i][start : start + size] = [members[j] for j in ranked.tolist()]
+        reranked = []
+        for candidates, order, k in zip(documents, orders, ks):
+            reranked.append([_with_score(candidates[j], float(len(order) - rank)) for rank, j in enumerate(order[:k])])
+        return {"documents": reranked}
+
+    def _label(self, candidates: list[Document]) -> list[str]:
+        """Each candidate's passage as the prompt lists it (after its identifier)."""
+        texts = [first_words(passage_text(d, self.title_prefix), self.max_passage_words) for d in candidates]
+        if self.insert_scores is None:
+            return texts
+        scores = np.array([d.score if d.score is not None else 0.0 for d in candidates], dtype=np.float64)
+        if self.insert_scores == "minmax" and len(scores):
+            spread = scores.max() - scores.min()
+            scores = 100 * (scores - scores.min()) / spread if spread > 0 else np.full_like(scores, 100.0)
+        return [f"(retrieval score: {s:.1f}) {t}" for s, t in zip(scores.tolist(), texts)]
+
+    def _prompt(self, query: str, passages: list[str]) -> list[dict[str, str]]:
+        listed = "\n".join(f"[{chr(ord('A') + j)}] {p}" for j, p in enumerate(passages))
+        user = LISTWISE_PROMPT.format(n=len(passages), query=query, passages=listed)
+        return [{"role": "system", "content": LISTWISE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def window_starts(n: int, window: int, step: int) -> list[int]:
+    """Start positions of the sliding windows over ``n`` candidates, bottom of the list first, the last
+    one at 0; one window (at 0) when the list fits."""
+    if n <= window:
+        return [0] if n > 1 else []
+    starts = list(range(n - window, 0, -step))
+    return [*starts, 0]
