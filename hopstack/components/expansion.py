@@ -19,9 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, batch_size_of
-from hopstack.components.rerankers import passage_text, reorder, score_all
-from hopstack.components.retrieval import BM25Retriever, DenseRetriever, _top_ks, top_k_indices
+from hopstack.components.base import BatchComponent
+from hopstack.components.rerankers import candidate_top_ks, passage_text, reorder, score_all
+from hopstack.components.retrieval import BM25Retriever, DenseRetriever, top_k_indices
 from hopstack.index.corpus import resolve_index_path
 from hopstack.index.dense import load_embeddings
 from hopstack.index.sparse import score_term_weights, term_counts, term_names
@@ -381,8 +381,7 @@ class TextPRFReranker(BatchComponent):
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
         """Rerank a batch: every (feedback query, document) pair of the batch is scored in one call."""
-        inputs = {"query": query, "documents": documents}
-        ks = _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), self.top_k)
+        ks = candidate_top_ks(query, documents, top_k, self.top_k)
         voters_of, pairs = [], []
         for q, candidates in zip(query, documents):
             passages = [passage_text(d, self.title_prefix) for d in candidates]

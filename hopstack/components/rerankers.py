@@ -38,6 +38,14 @@ def reorder(candidates: Sequence[Document], scores: Sequence[float], k: int) -> 
     return [_with_score(candidates[i], float(values[i])) for i in order.tolist()]
 
 
+def candidate_top_ks(
+    query: list[str], documents: list[list[Document]], top_k: list[int | None] | None, default: int
+) -> list[int]:
+    """Each question's ``top_k`` in a reranker's batch (``default`` where not given); checks the lengths."""
+    inputs = {"query": query, "documents": documents}
+    return _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), default)
+
+
 def score_all(scorer: Any, pairs: list[tuple[str, str]], owner: str) -> np.ndarray:
     """The scorer's scores of ``pairs`` (one call), checked to be one finite-or-not float per pair."""
     scores = np.asarray(scorer.score(pairs), dtype=np.float64)
@@ -82,8 +90,7 @@ class PointwiseReranker(BatchComponent):
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
         """Rerank a batch: all (question, candidate) pairs of the batch in one scorer call."""
-        inputs = {"query": query, "documents": documents}
-        ks = _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), self.top_k)
+        ks = candidate_top_ks(query, documents, top_k, self.top_k)
         pairs = [(q, passage_text(d, self.title_prefix)) for q, candidates in zip(query, documents) for d in candidates]
         scores = score_all(self._scorer, pairs, type(self).__name__)
         reranked, offset = [], 0
@@ -183,8 +190,7 @@ class ListwiseReranker(BatchComponent):
     ) -> dict[str, list[Any]]:
         """Rerank a batch: the windows at each position of every question's list in one LLM call."""
         self.warm_up()
-        inputs = {"query": query, "documents": documents}
-        ks = _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), self.top_k)
+        ks = candidate_top_ks(query, documents, top_k, self.top_k)
         labels = [self._label(candidates) for candidates in documents]
         orders = [list(range(len(candidates))) for candidates in documents]
         windows = [
