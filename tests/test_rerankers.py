@@ -8,7 +8,13 @@ import pytest
 from haystack import Document
 
 from conftest import YAML_DIR, TableScorer
-from hopstack.components.rerankers import ListwiseReranker, PointwiseReranker, window_starts
+from hopstack.components.rerankers import (
+    E2RANK_TASK,
+    EmbeddingListwiseReranker,
+    ListwiseReranker,
+    PointwiseReranker,
+    window_starts,
+)
 from hopstack.models.scorers import BiEncoderScorer, LLMGradedScorer, LLMScorer, expected_grades, make_scorer
 from hopstack.pipelines.loading import load_pipeline_data
 from hopstack.testing import assert_run_batch_matches_run
@@ -199,3 +205,30 @@ def test_listwise_on_smollm2_returns_a_permutation(sample_corpus):
     out = reranker.run(query="Who founded Brannock Looms?", documents=documents)
     assert sorted(d.id for d in out["documents"]) == [str(i) for i in range(7)]
     assert reranker._llm.calls == 3, "three windows: [3:7], [1:5], [0:4]"
+
+
+# -- embedding listwise (E2Rank style) -------------------------------------------------------------
+def test_e2rank_pseudo_query_lists_the_top_candidates_around_the_query():
+    reranker = EmbeddingListwiseReranker(pseudo_query_docs=2, max_passage_words=2)
+    last = reranker.pseudo_query("q?", ["one two three", "four"])
+    assert last == f"{E2RANK_TASK}\nDocuments:\n[1] one two\n[2] fourSearch Query:q?"
+    reranker.query_position = "first"
+    assert reranker.pseudo_query("q?", ["a"]).startswith("Search Query:q?\n")
+
+
+def test_e2rank_scores_candidates_by_cosine_to_the_pseudo_query_embedding():
+    reranker = EmbeddingListwiseReranker(pseudo_query_docs=1, query_position="first", top_k=3, device="cpu")
+    documents = [
+        Document(id="mill", content="The Brannock mill was founded by Ada Brannock in 1820."),
+        Document(id="fruit", content="Bananas are an elongated, edible fruit."),
+        Document(id="loom", content="Ada Brannock built looms for the mill."),
+    ]
+    out = reranker.run(query="Who founded the Brannock mill?", documents=documents)
+    pseudo = reranker.pseudo_query("Who founded the Brannock mill?", [documents[0].content])
+    encoder = reranker._scorer._encoder
+    vectors = encoder.encode([pseudo] + [d.content for d in documents], normalize_embeddings=True)
+    expected = vectors[1:] @ vectors[0]
+    assert [d.id for d in out["documents"]] == [documents[i].id for i in np.argsort(-expected)]
+    assert np.allclose(
+        sorted((d.score for d in out["documents"]), reverse=True), sorted(expected, reverse=True), atol=1e-5
+    )

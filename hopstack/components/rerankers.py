@@ -6,6 +6,8 @@
   probabilities (ERank style).
 - :class:`ListwiseReranker`: FIRST-style single-token listwise reranking over sliding windows, with
   InsertRank's first-stage scores in the prompt as an option.
+- :class:`EmbeddingListwiseReranker`: E2Rank style, candidates by cosine to the embedding of a
+  listwise pseudo-query (the question and its top candidates).
 
 A reranker takes ``query`` (the original question) and ``documents`` (the first stage's candidates)
 and returns ``documents``: the candidates re-scored by the reranker, best first, ties in first-stage
@@ -36,6 +38,15 @@ def reorder(candidates: Sequence[Document], scores: Sequence[float], k: int) -> 
     values = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-values, kind="stable")[:k]
     return [_with_score(candidates[i], float(values[i])) for i in order.tolist()]
+
+
+def reorder_each(documents: list[list[Document]], scores: np.ndarray, ks: list[int]) -> list[list[Document]]:
+    """Each question's candidates reordered by its slice of ``scores`` (the batch's candidates in order)."""
+    reranked, offset = [], 0
+    for candidates, k in zip(documents, ks):
+        reranked.append(reorder(candidates, scores[offset : offset + len(candidates)], k))
+        offset += len(candidates)
+    return reranked
 
 
 def candidate_top_ks(
@@ -93,11 +104,7 @@ class PointwiseReranker(BatchComponent):
         ks = candidate_top_ks(query, documents, top_k, self.top_k)
         pairs = [(q, passage_text(d, self.title_prefix)) for q, candidates in zip(query, documents) for d in candidates]
         scores = score_all(self._scorer, pairs, type(self).__name__)
-        reranked, offset = [], 0
-        for candidates, k in zip(documents, ks):
-            reranked.append(reorder(candidates, scores[offset : offset + len(candidates)], k))
-            offset += len(candidates)
-        return {"documents": reranked}
+        return {"documents": reorder_each(documents, scores, ks)}
 
 
 LISTWISE_SYSTEM = (
@@ -239,3 +246,83 @@ def window_starts(n: int, window: int, step: int) -> list[int]:
         return [0] if n > 1 else []
     starts = list(range(n - window, 0, -step))
     return [*starts, 0]
+
+
+E2RANK_TASK = "Given a web search query and some relevant documents, rerank the documents that answer the query:"
+QUERY_POSITIONS = ("last", "first")
+
+
+@component
+class EmbeddingListwiseReranker(BatchComponent):
+    """E2Rank-style reranking (Liu et al. 2025; METHODS 6.5): an embedding model as a listwise reranker.
+
+    The question and its top ``pseudo_query_docs`` candidates make one listwise pseudo-query,
+    ``"{task}\\nDocuments:\\n[1] d1\\n[2] d2 ...Search Query:{query}"``; every candidate is scored by the
+    cosine between its embedding and the pseudo-query's (PRF in embedding space). E2Rank trains its
+    0.6B-8B embedders for this; with an off-the-shelf embedder (MiniLM) it is an E2Rank-style
+    approximation. MiniLM reads 256 word pieces, so put the query first (``query_position: first``) and
+    feed back few, short passages, or the query is cut off the end.
+
+    :param model: a sentence-transformers model (registry name, Hugging Face id or path).
+    :param pseudo_query_docs: candidates written into the pseudo-query (E2Rank: 20).
+    :param max_passage_words: words kept of each passage in the pseudo-query (E2Rank: 1024).
+    :param query_position: ``last`` (E2Rank's layout) or ``first``.
+    :param top_k: documents returned unless the ``top_k`` input overrides it.
+    :param title_prefix: passages are ``"title. text"`` when a document has a title.
+    :param device: ``auto | cpu | cuda | cuda:N``.
+    :param cache: keep embeddings in the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
+    """
+
+    def __init__(
+        self,
+        model: str = "minilm",
+        pseudo_query_docs: int = 20,
+        max_passage_words: int = 1024,
+        query_position: str = "last",
+        top_k: int = 10,
+        title_prefix: bool = True,
+        device: str = "auto",
+        cache: bool = True,
+    ):
+        if query_position not in QUERY_POSITIONS:
+            raise ValueError(f"query_position must be last or first, got {query_position!r}")
+        if pseudo_query_docs < 0 or top_k < 1 or max_passage_words < 1:
+            raise ValueError("pseudo_query_docs must be >= 0, top_k and max_passage_words >= 1")
+        self.model = model
+        self.pseudo_query_docs = pseudo_query_docs
+        self.max_passage_words = max_passage_words
+        self.query_position = query_position
+        self.top_k = top_k
+        self.title_prefix = title_prefix
+        self.device = device
+        self.cache = cache
+        self._scorer = make_scorer({"type": "bi-encoder", "model": model, "cache": cache}, device)
+
+    def warm_up(self) -> None:
+        """Load the embedder."""
+        self._scorer.warm_up()
+
+    @component.output_types(documents=list[Document])
+    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
+        """Rerank one question's candidates."""
+        return self.run_single(query=query, documents=documents, top_k=top_k)
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
+    ) -> dict[str, list[Any]]:
+        """Rerank a batch: every pseudo-query and candidate of the batch embedded in one call."""
+        ks = candidate_top_ks(query, documents, top_k, self.top_k)
+        pairs = []
+        for q, candidates in zip(query, documents):
+            passages = [passage_text(d, self.title_prefix) for d in candidates]
+            pseudo_query = self.pseudo_query(q, passages[: self.pseudo_query_docs])
+            pairs.extend((pseudo_query, p) for p in passages)
+        scores = score_all(self._scorer, pairs, type(self).__name__)
+        return {"documents": reorder_each(documents, scores, ks)}
+
+    def pseudo_query(self, query: str, passages: list[str]) -> str:
+        """The listwise pseudo-query of ``query`` and its feedback ``passages``."""
+        listed = "\n".join(f"[{i}] {first_words(p, self.max_passage_words)}" for i, p in enumerate(passages, 1))
+        if self.query_position == "first":
+            return f"Search Query:{query}\n{E2RANK_TASK}\nDocuments:\n{listed}"
+        return f"{E2RANK_TASK}\nDocuments:\n{listed}Search Query:{query}"
