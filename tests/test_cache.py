@@ -2,7 +2,9 @@
 
 import threading
 
-from hopstack.models.cache import CachedLLM, CallCache, call_key
+import pytest
+
+from hopstack.models.cache import LLM_CACHE_CHUNK, CachedLLM, CallCache, call_key
 
 
 class CountingLLM:
@@ -35,6 +37,24 @@ def test_repeated_calls_are_served_from_disk(tmp_path):
     # a new process (a new cache object on the same file) makes no calls either
     again = CachedLLM(CountingLLM(), CallCache(tmp_path / "calls.sqlite", enabled=True))
     assert again.generate(["a", "b", "c"], max_tokens=5) == ["a|5", "b|5", "c|5"] and again.calls == 0
+
+
+def test_an_interrupted_llm_batch_keeps_the_chunks_it_finished(tmp_path):
+    failing = CountingLLM()
+    succeeding = failing.generate
+
+    def generate(prompts, *args):
+        if "p20" in prompts:
+            raise RuntimeError("killed")
+        return succeeding(prompts, *args)
+
+    failing.generate = generate
+    prompts = [f"p{i}" for i in range(40)]
+    with pytest.raises(RuntimeError, match="killed"):
+        CachedLLM(failing, CallCache(tmp_path / "calls.sqlite", enabled=True)).generate(prompts)
+    backend = CountingLLM()
+    CachedLLM(backend, CallCache(tmp_path / "calls.sqlite", enabled=True)).generate(prompts)
+    assert backend.seen == prompts[LLM_CACHE_CHUNK:], "the first chunk was stored before the failure"
 
 
 def test_the_switch_turns_the_cache_off(tmp_path, monkeypatch):

@@ -71,17 +71,25 @@ class CallCache:
             db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
             db.commit()
 
-    def cached_map(self, identity: dict[str, Any], items: Sequence[Any], compute: Callable[[list], list]) -> list:
-        """``compute(items)`` through the cache: only the misses are computed, in one call."""
+    def cached_map(
+        self, identity: dict[str, Any], items: Sequence[Any], compute: Callable[[list], list], chunk: int | None = None
+    ) -> list:
+        """``compute(items)`` through the cache: only the misses are computed, in one call, or in calls of
+        ``chunk`` items each stored as soon as it is done (an interrupted run keeps what it computed)."""
         keys = [call_key(identity, item) for item in items]
         found = self.get_many(keys)
         missing = [i for i, key in enumerate(keys) if key not in found]
-        if missing:
-            computed = compute([items[i] for i in missing])
-            fresh = {keys[i]: value for i, value in zip(missing, computed)}
+        step = chunk if chunk and self.enabled else max(1, len(missing))
+        for start in range(0, len(missing), step):
+            part = missing[start : start + step]
+            computed = compute([items[i] for i in part])
+            fresh = {keys[i]: value for i, value in zip(part, computed)}
             self.put_many(fresh)
             found.update(fresh)
         return [found[key] for key in keys]
+
+
+LLM_CACHE_CHUNK = 16  # prompts per LLM call through the cache: a long batch is saved as it goes
 
 
 class CachedLLM:
@@ -131,6 +139,6 @@ class CachedLLM:
             self.calls += len(missing)
             return compute(missing)
 
-        results = self.cache.cached_map(identity, list(prompts), counted)
+        results = self.cache.cached_map(identity, list(prompts), counted, chunk=LLM_CACHE_CHUNK)
         self.hits += len(prompts) - (self.calls - before)
         return results
