@@ -24,9 +24,9 @@ def test_runner_equals_haystack_pipeline_run(path, sample_corpus, sample_questio
         or any(isinstance(value, dict) and "llm" in value for value in (spec.get("init_parameters") or {}).values())
         for spec in load_pipeline_data(path)["components"].values()
     )
-    questions = sample_questions[:3] if uses_llm else sample_questions
+    questions = sample_questions[:2] if uses_llm else sample_questions
     if uses_llm:
-        overrides["top_k"] = 5
+        overrides["top_k"] = 3
     runner = BatchRunner(load_pipeline(path, overrides), batch_size=7)
     inputs = [runner.question_input(q.question) for q in questions]
     batched = runner.run(inputs).outputs
