@@ -24,7 +24,7 @@ from haystack import Document, component
 from hopstack.components.base import BatchComponent
 from hopstack.components.rerankers import candidate_top_ks, passage_text
 from hopstack.components.retrieval import _with_score
-from hopstack.models.cache import CachedLLM, CallCache
+from hopstack.models.cache import CachedLLM, warmed_cached_llm
 from hopstack.models.llm import make_llm
 from hopstack.models.scorers import LLMGradedScorer
 
@@ -138,8 +138,7 @@ class REBELReranker(BatchComponent):
     def warm_up(self) -> None:
         """Load the LLM (once per process) and put the call cache in front of it."""
         if self._llm is None:
-            self._backend.warm_up()
-            self._llm = CachedLLM(self._backend, CallCache(enabled=None if self.cache else False))
+            self._llm = warmed_cached_llm(self._backend, self.cache)
 
     def _grader(self, prompt: str, scale: int) -> LLMGradedScorer:
         return LLMGradedScorer(self.llm, prompt, scale, self.max_passage_words, self.cache)

@@ -23,7 +23,7 @@ from haystack import Document, component
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.retrieval import _top_ks, _with_score
 from hopstack.index.store import indexed_text
-from hopstack.models.cache import CachedLLM, CallCache
+from hopstack.models.cache import CachedLLM, warmed_cached_llm
 from hopstack.models.llm import make_llm
 from hopstack.models.scorers import first_words, make_scorer
 
@@ -184,8 +184,7 @@ class ListwiseReranker(BatchComponent):
     def warm_up(self) -> None:
         """Load the LLM (once per process) and put the call cache in front of it."""
         if self._llm is None:
-            self._backend.warm_up()
-            self._llm = CachedLLM(self._backend, CallCache(enabled=None if self.cache else False))
+            self._llm = warmed_cached_llm(self._backend, self.cache)
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:

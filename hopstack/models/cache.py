@@ -142,3 +142,10 @@ class CachedLLM:
         results = self.cache.cached_map(identity, list(prompts), counted, chunk=LLM_CACHE_CHUNK)
         self.hits += len(prompts) - (self.calls - before)
         return results
+
+
+def warmed_cached_llm(backend: Any, cache: bool = True) -> CachedLLM:
+    """``backend`` loaded, behind the call cache (``cache: false`` turns it off for this user only;
+    ``HOPSTACK_CACHE=off`` turns it off for all)."""
+    backend.warm_up()
+    return CachedLLM(backend, CallCache(enabled=None if cache else False))

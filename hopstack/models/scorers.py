@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hopstack.models.cache import CachedLLM, CallCache
+from hopstack.models.cache import CachedLLM, CallCache, warmed_cached_llm
 from hopstack.models.cross_encoder import CrossEncoderScorer
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 from hopstack.models.llm import make_llm
@@ -119,8 +119,7 @@ class LLMScorer:
     def warm_up(self) -> None:
         """Load the LLM (once per process) and put the call cache in front of it."""
         if self._llm is None:
-            self._backend.warm_up()
-            self._llm = CachedLLM(self._backend, CallCache(enabled=None if self.cache else False))
+            self._llm = warmed_cached_llm(self._backend, self.cache)
 
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
         """log P(Yes) - log P(No) for each pair."""
