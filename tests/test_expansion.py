@@ -256,7 +256,7 @@ def test_text_prf_cuts_each_feedback_query_to_its_first_words(monkeypatch, table
 
 
 # -- pipelines -------------------------------------------------------------------------------------
-PRF_PIPELINES = ["bm25-rm3", "dense-prf", "hybrid-prf", "text-prf"]
+PRF_PIPELINES = ["bm25-rm3", "dense-prf", "hybrid-prf", "text-prf", "hybrid-text-prf"]
 
 
 def test_prf_pipelines_validate(cli):
