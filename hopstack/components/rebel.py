@@ -24,8 +24,7 @@ from haystack import Document, component
 from hopstack.components.base import BatchComponent
 from hopstack.components.rerankers import candidate_top_ks, passage_text
 from hopstack.components.retrieval import _with_score
-from hopstack.models.cache import CachedLLM, warmed_cached_llm
-from hopstack.models.llm import make_llm
+from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import LLMGradedScorer
 
 # REBEL's one-turn criteria (METHODS 1.2): name, what it measures, the 5 and the 0 anchors.
@@ -92,7 +91,7 @@ def parse_criteria(text: str) -> list[dict[str, Any]] | None:
 
 
 @component
-class REBELReranker(BatchComponent):
+class REBELReranker(LLMUser, BatchComponent):
     """REBEL multi-criteria reranking, small-model mode (see the module docstring): relevance and
     secondary criteria scored pointwise from grade-token probabilities, the weighted sum, threshold and
     ordering done in Python. Labelled a REBEL-style small-model approximation.
@@ -124,21 +123,13 @@ class REBELReranker(BatchComponent):
     ):
         if top_k < 1 or max_passage_words < 1:
             raise ValueError(f"top_k and max_passage_words must be at least 1, got {top_k} and {max_passage_words}")
-        self.llm = llm
+        self.use_llm(llm, cache)
         self.two_turn = two_turn
         self.relevance_threshold = relevance_threshold
         self.keep_below_threshold = keep_below_threshold
         self.top_k = top_k
         self.max_passage_words = max_passage_words
         self.title_prefix = title_prefix
-        self.cache = cache
-        self._backend = make_llm(llm)  # light: checks the spec, loads nothing
-        self._llm: CachedLLM | None = None
-
-    def warm_up(self) -> None:
-        """Load the LLM (once per process) and put the call cache in front of it."""
-        if self._llm is None:
-            self._llm = warmed_cached_llm(self._backend, self.cache)
 
     def _grader(self, prompt: str, scale: int) -> LLMGradedScorer:
         return LLMGradedScorer(self.llm, prompt, scale, self.max_passage_words, self.cache)

@@ -23,8 +23,7 @@ from haystack import Document, component
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.retrieval import _top_ks, _with_score
 from hopstack.index.store import indexed_text
-from hopstack.models.cache import CachedLLM, warmed_cached_llm
-from hopstack.models.llm import make_llm
+from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import first_words, make_scorer
 
 
@@ -65,8 +64,18 @@ def score_all(scorer: Any, pairs: list[tuple[str, str]], owner: str) -> np.ndarr
     return scores
 
 
+class Reranker(BatchComponent):
+    """The reranker contract: ``run(query, documents, top_k)`` -> ``documents``, implemented by the
+    subclass's ``run_batch``."""
+
+    @component.output_types(documents=list[Document])
+    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
+        """Rerank one question's candidates."""
+        return self.run_single(query=query, documents=documents, top_k=top_k)
+
+
 @component
-class PointwiseReranker(BatchComponent):
+class PointwiseReranker(Reranker):
     """Rerank candidates by a pointwise relevance scorer, each (question, passage) pair on its own.
 
     :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`):
@@ -92,19 +101,17 @@ class PointwiseReranker(BatchComponent):
         """Load the scorer's model."""
         self._scorer.warm_up()
 
-    @component.output_types(documents=list[Document])
-    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
-        """Rerank one question's candidates."""
-        return self.run_single(query=query, documents=documents, top_k=top_k)
-
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
         """Rerank a batch: all (question, candidate) pairs of the batch in one scorer call."""
         ks = candidate_top_ks(query, documents, top_k, self.top_k)
-        pairs = [(q, passage_text(d, self.title_prefix)) for q, candidates in zip(query, documents) for d in candidates]
-        scores = score_all(self._scorer, pairs, type(self).__name__)
+        scores = score_all(self._scorer, self._pairs(query, documents), type(self).__name__)
         return {"documents": reorder_each(documents, scores, ks)}
+
+    def _pairs(self, query: list[str], documents: list[list[Document]]) -> list[tuple[str, str]]:
+        """The (text, passage) pairs the scorer scores, one per candidate of the batch, in order."""
+        return [(q, passage_text(d, self.title_prefix)) for q, candidates in zip(query, documents) for d in candidates]
 
 
 LISTWISE_SYSTEM = (
@@ -123,7 +130,7 @@ INSERTED_SCORES = ("raw", "minmax")
 
 
 @component
-class ListwiseReranker(BatchComponent):
+class ListwiseReranker(LLMUser, Reranker):
     """Single-token listwise reranking (FIRST, Reddy et al. 2024; METHODS 6.1), optionally with the
     first-stage scores written into the prompt (InsertRank, METHODS 6.3).
 
@@ -170,26 +177,13 @@ class ListwiseReranker(BatchComponent):
             raise ValueError(f"insert_scores must be null, raw or minmax; got {insert_scores!r}")
         if top_k < 1 or max_passage_words < 1:
             raise ValueError(f"top_k and max_passage_words must be at least 1, got {top_k} and {max_passage_words}")
-        self.llm = llm
+        self.use_llm(llm, cache)
         self.window = window
         self.step = step
         self.max_passage_words = max_passage_words
         self.insert_scores = insert_scores
         self.top_k = top_k
         self.title_prefix = title_prefix
-        self.cache = cache
-        self._backend = make_llm(llm)  # light: checks the spec, loads nothing
-        self._llm: CachedLLM | None = None
-
-    def warm_up(self) -> None:
-        """Load the LLM (once per process) and put the call cache in front of it."""
-        if self._llm is None:
-            self._llm = warmed_cached_llm(self._backend, self.cache)
-
-    @component.output_types(documents=list[Document])
-    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
-        """Rerank one question's candidates."""
-        return self.run_single(query=query, documents=documents, top_k=top_k)
 
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
@@ -252,7 +246,7 @@ QUERY_POSITIONS = ("last", "first")
 
 
 @component
-class EmbeddingListwiseReranker(BatchComponent):
+class EmbeddingListwiseReranker(PointwiseReranker):
     """E2Rank-style reranking (Liu et al. 2025; METHODS 6.5): an embedding model as a listwise reranker.
 
     The question and its top ``pseudo_query_docs`` candidates make one listwise pseudo-query,
@@ -297,27 +291,14 @@ class EmbeddingListwiseReranker(BatchComponent):
         self.cache = cache
         self._scorer = make_scorer({"type": "bi-encoder", "model": model, "cache": cache}, device)
 
-    def warm_up(self) -> None:
-        """Load the embedder."""
-        self._scorer.warm_up()
-
-    @component.output_types(documents=list[Document])
-    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
-        """Rerank one question's candidates."""
-        return self.run_single(query=query, documents=documents, top_k=top_k)
-
-    def run_batch(
-        self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
-    ) -> dict[str, list[Any]]:
-        """Rerank a batch: every pseudo-query and candidate of the batch embedded in one call."""
-        ks = candidate_top_ks(query, documents, top_k, self.top_k)
+    def _pairs(self, query: list[str], documents: list[list[Document]]) -> list[tuple[str, str]]:
+        """(pseudo-query, passage) for every candidate of the batch: all embedded in one call."""
         pairs = []
         for q, candidates in zip(query, documents):
             passages = [passage_text(d, self.title_prefix) for d in candidates]
             pseudo_query = self.pseudo_query(q, passages[: self.pseudo_query_docs])
             pairs.extend((pseudo_query, p) for p in passages)
-        scores = score_all(self._scorer, pairs, type(self).__name__)
-        return {"documents": reorder_each(documents, scores, ks)}
+        return pairs
 
     def pseudo_query(self, query: str, passages: list[str]) -> str:
         """The listwise pseudo-query of ``query`` and its feedback ``passages``."""

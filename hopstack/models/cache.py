@@ -149,3 +149,22 @@ def warmed_cached_llm(backend: Any, cache: bool = True) -> CachedLLM:
     ``HOPSTACK_CACHE=off`` turns it off for all)."""
     backend.warm_up()
     return CachedLLM(backend, CallCache(enabled=None if cache else False))
+
+
+class LLMUser:
+    """Mixin for whatever calls an LLM: ``use_llm`` checks the spec (loads nothing), ``warm_up`` loads the
+    model and puts the call cache in front of it as ``self._llm``."""
+
+    def use_llm(self, llm: Any, cache: bool = True) -> None:
+        """Record the LLM spec and cache switch (init parameters) and check the spec."""
+        from hopstack.models.llm import make_llm
+
+        self.llm = llm
+        self.cache = cache
+        self._backend = make_llm(llm)
+        self._llm: CachedLLM | None = None
+
+    def warm_up(self) -> None:
+        """Load the LLM (once per process) and put the call cache in front of it."""
+        if self._llm is None:
+            self._llm = warmed_cached_llm(self._backend, self.cache)

@@ -19,10 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hopstack.models.cache import CachedLLM, CallCache, warmed_cached_llm
+from hopstack.models.cache import CallCache, LLMUser
 from hopstack.models.cross_encoder import CrossEncoderScorer
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
-from hopstack.models.llm import make_llm
 
 Pair = tuple[str, str]
 
@@ -87,7 +86,7 @@ class BiEncoderScorer:
         return np.einsum("ij,ij->i", queries, passages)
 
 
-class LLMScorer:
+class LLMScorer(LLMUser):
     """Pointwise LLM relevance: log P("Yes") - log P("No") after a relevance prompt (one chat message).
 
     All pairs go to the LLM's ``score`` in one call, through the on-disk call cache, so a repeated run
@@ -109,17 +108,9 @@ class LLMScorer:
     ):
         if "{query}" not in prompt or "{passage}" not in prompt:
             raise ValueError("the LLM scorer's prompt needs the placeholders {query} and {passage}")
-        self.llm = llm
+        self.use_llm(llm, cache)
         self.prompt = prompt
         self.max_passage_words = max_passage_words
-        self.cache = cache
-        self._backend = make_llm(llm)  # light: checks the spec, loads nothing
-        self._llm: CachedLLM | None = None
-
-    def warm_up(self) -> None:
-        """Load the LLM (once per process) and put the call cache in front of it."""
-        if self._llm is None:
-            self._llm = warmed_cached_llm(self._backend, self.cache)
 
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
         """log P(Yes) - log P(No) for each pair."""
