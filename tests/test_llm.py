@@ -52,6 +52,18 @@ def test_multi_token_candidates_score_as_fresh_evaluations_of_each_prefix(tiny):
 
 
 @pytest.mark.slow
+def test_a_prompt_sharing_a_prefix_with_the_last_one_scores_as_if_evaluated_fresh(tiny):
+    base = "Passages: the mill opened in 1820; the river floods in spring. Question: "
+    prompts = [base + "when did the mill open?", base + "does the river flood?", base, base + "when did"]
+    candidates = ["yes", " 1820", " the mill"]
+    in_turn = tiny.score(prompts, candidates)  # each after the one before: only the new tokens evaluated
+    for prompt, scores in zip(prompts, in_turn):
+        tiny._llama.reset()
+        assert scores == pytest.approx(tiny.score([prompt], candidates)[0], abs=1e-3)
+    assert tiny.score([prompts[0]], candidates) == tiny.score([prompts[0]], candidates)  # the same prompt again
+
+
+@pytest.mark.slow
 def test_over_long_prompts_are_cut_not_crashed(tiny):
     before = tiny.truncated
     long_prompt = "word " * 2000

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from haystack import Document
 
-from hopstack.components.rebel import FIXED_CRITERIA, REBELReranker, parse_criteria
+from hopstack.components.rebel import FIXED_CRITERIA, REBELReranker, parse_choices, parse_criteria
 from hopstack.testing import assert_run_batch_matches_run
 
 TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 1024}
@@ -105,3 +105,78 @@ def test_rebel_on_smollm2_scores_and_orders_real_passages():
     assert sorted(d.id for d in out["documents"]) == ["fruit", "mill"]
     assert all(0.0 <= d.score <= 22.5 for d in out["documents"]), "relevance 0-10 plus 5 x 0.5 x (0-5)"
     assert out["rebel"]["criteria_source"] == "fixed" and out["rebel"]["below_threshold"] == 0
+
+
+def test_parse_choices_reads_id_and_score_together_and_counts_the_rest():
+    answer = (
+        "Doc: 2, Relevance: 12.5\nSome chatter\nDocument [3], Relevance = 7\nDoc: 2, Relevance: 3\n"
+        "Doc: 0, Relevance: 9\nDoc: 5, Relevance: 9\nDoc: 1, Relevance: high\n\n"
+    )
+    scores, counts = parse_choices(answer, 4)
+    assert scores == {1: 12.5, 2: 7.0}
+    assert counts == {"out_of_range": 2, "repeated": 1, "unparsed_lines": 2}
+    assert parse_choices("", 3) == ({}, {"out_of_range": 0, "repeated": 0, "unparsed_lines": 0})
+
+
+class _Answers:
+    """An LLM whose answers come from a function of the prompt text; records the prompts."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.prompts = []
+
+    def generate(self, prompts, max_tokens):
+        self.prompts.extend(p[0]["content"] for p in prompts)
+        return [self.answer(p[0]["content"]) for p in prompts]
+
+
+def _faithful(answer, **params):
+    reranker = REBELReranker(llm=TINY_LLM, mode="faithful", **params)
+    reranker._llm = _Answers(answer)
+    return reranker
+
+
+def test_faithful_mode_orders_by_the_llms_final_scores_and_never_duplicates_a_candidate():
+    reranker = _faithful(lambda p: "Doc: 3, Relevance: 15.5\nDoc: 1, Relevance: 9\nDoc: 3, Relevance: 2\n")
+    out = reranker.run(query="q", documents=_docs("abcd"))
+    assert [(d.id, d.score) for d in out["documents"]] == [("c", 15.5), ("a", 9.0)]
+    trace = out["rebel"]
+    assert trace["scored"] == 2 and trace["omitted"] == 2 and trace["repeated"] == 1
+    assert trace["prompt_source"] == "fixed" and trace["llm_prompts"] == 1 and trace["fallback_batches"] == 0
+    prompt = reranker._llm.prompts[0]
+    assert "Document 4:\nd" in prompt and prompt.rstrip().endswith("Question: q\nAnswer:")
+    reranker.keep_below_threshold = True
+    assert [d.id for d in reranker.run(query="q", documents=_docs("abcd"))["documents"]] == ["c", "a", "b", "d"]
+
+
+def test_faithful_mode_falls_back_to_first_stage_order_for_a_batch_with_no_usable_line():
+    def answer(prompt):  # the batch holding "e" is answered, the first batch is not
+        return "Doc: 1, Relevance: 4" if "Document 1:\ne" in prompt else "I think document two is best."
+
+    reranker = _faithful(answer, choice_batch_size=4, top_k=10)
+    out = reranker.run(query="q", documents=_docs("abcdef"))
+    assert [d.id for d in out["documents"]] == ["e", "a", "b", "c", "d"]
+    assert out["rebel"]["fallback_batches"] == 1 and out["rebel"]["unparsed_lines"] == 1
+    assert out["rebel"]["llm_prompts"] == 2 and out["rebel"]["omitted"] == 1
+
+
+def test_faithful_two_turn_uses_the_written_prompt_only_when_it_has_both_placeholders():
+    def answer(prompt):
+        if "prompt generator" in prompt:
+            good = "Rank for {query_str} by recency.\n{context_str}\nAnswer:"
+            return good if "fresh" in prompt else "Rank the {documents} please."
+        return "Doc: 2, Relevance: 6"
+
+    reranker = _faithful(answer, two_turn=True)
+    out = reranker.run_batch(query=["fresh q", "other q"], documents=[_docs("ab"), _docs("ab")])
+    assert [t["prompt_source"] for t in out["rebel"]] == ["llm", "fallback"]
+    assert [t["llm_prompts"] for t in out["rebel"]] == [2, 2]
+    ranking_prompts = [p for p in reranker._llm.prompts if "prompt generator" not in p]
+    assert ranking_prompts[0].startswith("Rank for fresh q by recency.\nDocument 1:\na")
+    assert "Compute Final = Relevance" in ranking_prompts[1]
+    assert [[d.id for d in docs] for docs in out["documents"]] == [["b"], ["b"]]
+
+
+def test_rebel_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        REBELReranker(llm=TINY_LLM, mode="creative")

@@ -15,7 +15,7 @@ TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PIPELINES, ids=[p.stem for p in PIPELINES])
-def test_runner_equals_haystack_pipeline_run(path, sample_corpus, sample_questions):
+def test_runner_equals_haystack_pipeline_run(path, sample_corpus, sample_questions, tiny_model_dir):
     # LLM stages run the tiny SmolLM2 (greedy, so both runners see the same text) on fewer questions,
     # with short generations, short passages and fewer candidates (llama.cpp reads ~100 tokens/s here)
     overrides = {"index": str(sample_corpus), "llm": TINY_LLM, "max_tokens": 48, "max_passage_words": 40}
@@ -27,6 +27,8 @@ def test_runner_equals_haystack_pipeline_run(path, sample_corpus, sample_questio
     questions = sample_questions[:2] if uses_llm else sample_questions
     if uses_llm:
         overrides["top_k"] = 3
+    if any(spec["type"].endswith("AttentionReranker") for spec in load_pipeline_data(path)["components"].values()):
+        overrides["llm"] = tiny_model_dir  # attention weights need the transformers backend: the tiny Llama
     runner = BatchRunner(load_pipeline(path, overrides), batch_size=7)
     inputs = [runner.question_input(q.question) for q in questions]
     batched = runner.run(inputs).outputs

@@ -1,8 +1,19 @@
-"""REBEL multi-criteria reranking (LeVine & Varjavand 2025; METHODS section 1), small-model mode.
+"""REBEL multi-criteria reranking (LeVine & Varjavand 2025; METHODS section 1).
 
 REBEL ranks by relevance *and* secondary criteria of document quality, because relevance alone
-loses answer quality. The paper's LLM writes "Doc: i, Relevance: final" lines with the arithmetic done
-in its head; a 0.5B model cannot, so in this mode (METHODS 1.7) the arithmetic moves to Python:
+loses answer quality. Two modes:
+
+**faithful** (METHODS 1.1): the LLM reads a batch of up to ten documents in one prompt (one-turn: the fixed
+prompt; two-turn: a prompt the LLM first writes from the query with the meta-prompt) and answers
+"Doc: i, Relevance: final" lines, doing the arithmetic itself. Prompts are reconstructed
+(:mod:`hopstack.components.rebel_prompts`). The answer is parsed robustly (METHODS 1.6): floats, ids checked
+to be in the batch, a line's id and score parsed together. An LLM-written prompt without both placeholders
+falls back to the one-turn prompt. Fallback order: documents the answer leaves out were judged below the
+threshold by REBEL and are left out (or put last, in first-stage order, with ``keep_below_threshold``); a
+batch whose answer has no usable line at all keeps its first-stage order after the scored documents.
+Repeated ids keep their first score; every case is counted in the ``rebel`` output.
+
+**small-model** (METHODS 1.7): a 0.5B model cannot do the arithmetic, so it moves to Python:
 
 1. Criteria: one-turn uses REBEL's fixed five (depth, diversity, clarity, authoritativeness, recency);
    two-turn asks the LLM for at most three query-specific criteria as JSON
@@ -22,7 +33,8 @@ import numpy as np
 from haystack import Document, component
 
 from hopstack.components.base import BatchComponent
-from hopstack.components.rerankers import candidate_top_ks, passage_text
+from hopstack.components.rebel_prompts import META_PROMPT, ONE_TURN_PROMPT, fill, usable_prompt
+from hopstack.components.rerankers import candidate_top_ks, passage_text, prompt_passages
 from hopstack.components.retrieval import _with_score
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import LLMGradedScorer
@@ -61,6 +73,36 @@ CRITERIA_PROMPT = (
     '(what a score of 5 and of 0 mean) and "weight" (between 0 and 1). Answer with the JSON only.'
 )
 MAX_INFERRED_CRITERIA = 3
+MODES = ("small-model", "faithful")
+PARSE_COUNTS = ("out_of_range", "repeated", "unparsed_lines")
+# "Doc: 3, Relevance: 12.5" and its common variants ("Document [3]", "Relevance = 12.5")
+CHOICE_LINE = re.compile(
+    r"doc(?:ument)?\s*(?:#|no\.?)?\s*:?\s*\[?\s*(-?\d+)\s*\]?\s*[,;]\s*relevance(?:\s+score)?\s*[:=]?\s*\[?\s*"
+    r"(-?\d+(?:\.\d+)?)",
+    re.IGNORECASE,
+)
+
+
+def parse_choices(text: str, n: int) -> tuple[dict[int, float], dict[str, int]]:
+    """The "Doc: i, Relevance: s" lines of a faithful-mode answer for a batch of ``n`` documents: 0-based
+    position -> score (each line's id and score parsed together, floats kept), and the counts of
+    ``out_of_range`` ids (not 1..n), ``repeated`` ids (the first score is kept) and ``unparsed_lines``
+    (non-empty lines without such a pair)."""
+    scores: dict[int, float] = {}
+    counts = dict.fromkeys(PARSE_COUNTS, 0)
+    for line in text.splitlines():
+        match = CHOICE_LINE.search(line)
+        if not match:
+            counts["unparsed_lines"] += bool(line.strip())
+            continue
+        position = int(match.group(1)) - 1
+        if not 0 <= position < n:
+            counts["out_of_range"] += 1
+        elif position in scores:
+            counts["repeated"] += 1
+        else:
+            scores[position] = float(match.group(2))
+    return scores, counts
 
 
 def parse_criteria(text: str) -> list[dict[str, Any]] | None:
@@ -92,47 +134,66 @@ def parse_criteria(text: str) -> list[dict[str, Any]] | None:
 
 @component
 class REBELReranker(LLMUser, BatchComponent):
-    """REBEL multi-criteria reranking, small-model mode (see the module docstring): relevance and
-    secondary criteria scored pointwise from grade-token probabilities, the weighted sum, threshold and
-    ordering done in Python. Labelled a REBEL-style small-model approximation.
+    """REBEL multi-criteria reranking (see the module docstring), ``faithful`` or ``small-model`` mode.
+    Small-model runs are a REBEL-style small-model approximation; faithful runs use reconstructed prompts.
 
     :param llm: an LLM spec (:func:`hopstack.models.llm.make_llm`).
+    :param mode: ``small-model`` (pointwise grades, arithmetic in Python) or ``faithful`` (the LLM ranks
+        a batch of documents in one answer).
     :param two_turn: infer the criteria from the query (two-turn REBEL) instead of the fixed five.
-    :param relevance_threshold: documents whose relevance (0-10) is below it are left out (REBEL: 3).
-    :param keep_below_threshold: put them after the others instead of leaving them out.
+    :param relevance_threshold: small-model: documents whose relevance (0-10) is below it are left out
+        (REBEL: 3). Faithful mode leaves the threshold to the LLM (the prompt asks for it).
+    :param keep_below_threshold: put left-out documents last (first-stage order) instead of dropping them.
+    :param choice_batch_size: faithful: documents per prompt (REBEL: 10).
+    :param max_tokens: faithful: tokens of each ranking answer; the written prompt gets four times this.
     :param top_k: documents returned unless the ``top_k`` input overrides it (REBEL's experiments: 3).
     :param max_passage_words: words kept of each passage in a prompt.
     :param title_prefix: passages are ``"title. text"`` when a document has a title.
     :param cache: use the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
 
-    Outputs ``documents`` (scored by their final score) and ``rebel``, per question: the ``criteria``
-    used (name, definition, weight), ``criteria_source`` (``fixed``, ``llm`` or ``fallback`` when the
-    two-turn answer had no usable criterion), and ``below_threshold`` (how many documents fell below).
+    Outputs ``documents`` (scored by their final score; documents kept without one carry negative scores
+    in their fallback order) and ``rebel``, per question: ``mode``, ``llm_prompts``, and either the
+    ``criteria`` used with ``criteria_source`` (``fixed``, ``llm``, or ``fallback`` when the two-turn answer
+    had no usable criterion) and ``below_threshold`` (small-model), or ``prompt_source`` (``fixed``,
+    ``llm``, ``fallback``), ``scored``, ``omitted``, ``out_of_range``, ``repeated``, ``unparsed_lines`` and
+    ``fallback_batches`` (faithful).
     """
 
     def __init__(
         self,
         llm: str | dict[str, Any] = "qwen2.5-0.5b",
+        mode: str = "small-model",
         two_turn: bool = False,
         relevance_threshold: float = 3.0,
         keep_below_threshold: bool = False,
+        choice_batch_size: int = 10,
+        max_tokens: int = 256,
         top_k: int = 10,
         max_passage_words: int = 100,
         title_prefix: bool = True,
         cache: bool = True,
     ):
-        if top_k < 1 or max_passage_words < 1:
-            raise ValueError(f"top_k and max_passage_words must be at least 1, got {top_k} and {max_passage_words}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if min(top_k, max_passage_words, choice_batch_size, max_tokens) < 1:
+            raise ValueError("top_k, max_passage_words, choice_batch_size and max_tokens must be at least 1")
         self.use_llm(llm, cache)
+        self.mode = mode
         self.two_turn = two_turn
         self.relevance_threshold = relevance_threshold
         self.keep_below_threshold = keep_below_threshold
+        self.choice_batch_size = choice_batch_size
+        self.max_tokens = max_tokens
         self.top_k = top_k
         self.max_passage_words = max_passage_words
         self.title_prefix = title_prefix
+        self._graders: dict[tuple[str, int], LLMGradedScorer] = {}
 
     def _grader(self, prompt: str, scale: int) -> LLMGradedScorer:
-        return LLMGradedScorer(self.llm, prompt, scale, self.max_passage_words, self.cache)
+        """The graded scorer of ``prompt`` on 0..``scale``, made once per component."""
+        if (prompt, scale) not in self._graders:
+            self._graders[prompt, scale] = LLMGradedScorer(self.llm, prompt, scale, self.max_passage_words, self.cache)
+        return self._graders[prompt, scale]
 
     @component.output_types(documents=list[Document], rebel=dict[str, Any])
     def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
@@ -142,10 +203,16 @@ class REBELReranker(LLMUser, BatchComponent):
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
-        """Rerank a batch: the criteria of every question in one LLM call (two-turn), then the relevance
-        and each criterion of every (question, document) pair in one scoring call each."""
+        """Rerank a batch; every LLM call of a step covers every question of the batch."""
         self.warm_up()
         ks = candidate_top_ks(query, documents, top_k, self.top_k)
+        if self.mode == "faithful":
+            return self._run_faithful(query, documents, ks)
+        return self._run_small_model(query, documents, ks)
+
+    def _run_small_model(self, query: list[str], documents: list[list[Document]], ks: list[int]) -> dict[str, list]:
+        """The criteria of every question in one LLM call (two-turn), then the relevance and each
+        criterion of every (question, document) pair in one scoring call each."""
         criteria, sources = self.criteria(query)
         pairs = [(q, passage_text(d, self.title_prefix)) for q, docs in zip(query, documents) for d in docs]
         relevance = self._grader(RELEVANCE_PROMPT, 10).score(pairs).astype(np.float64)
@@ -166,7 +233,15 @@ class REBELReranker(LLMUser, BatchComponent):
             offset += len(docs)
             order, below = self._order(relevance[rows], final[rows], tie_break[rows])
             reranked.append([_with_score(docs[i], float(final[rows][i])) for i in order[:k]])
-            traces.append({"criteria": question_criteria, "criteria_source": source, "below_threshold": below})
+            traces.append(
+                {
+                    "mode": self.mode,
+                    "criteria": question_criteria,
+                    "criteria_source": source,
+                    "below_threshold": below,
+                    "llm_prompts": int(self.two_turn) + len(docs) * (1 + len(question_criteria)),
+                }
+            )
         return {"documents": reranked, "rebel": traces}
 
     def criteria(self, queries: list[str]) -> tuple[list[list[dict[str, Any]]], list[str]]:
@@ -186,6 +261,53 @@ class REBELReranker(LLMUser, BatchComponent):
         order = np.lexsort((np.arange(len(final)), -tie_break, -final, below)).tolist()
         kept = order if self.keep_below_threshold else [i for i in order if not below[i]]
         return kept, int(below.sum())
+
+    def ranking_prompts(self, queries: list[str]) -> tuple[list[str], list[str]]:
+        """Faithful mode: each question's ranking prompt and where it came from (``fixed``; ``llm`` when
+        the two-turn LLM wrote a usable one; ``fallback`` to the one-turn prompt when it did not)."""
+        if not self.two_turn:
+            return [ONE_TURN_PROMPT] * len(queries), ["fixed"] * len(queries)
+        requests = [[{"role": "user", "content": fill(META_PROMPT, user_query=q)}] for q in queries]
+        written = [usable_prompt(text) for text in self._llm.generate(requests, max_tokens=4 * self.max_tokens)]
+        return [w or ONE_TURN_PROMPT for w in written], ["llm" if w else "fallback" for w in written]
+
+    def _run_faithful(self, query: list[str], documents: list[list[Document]], ks: list[int]) -> dict[str, list]:
+        """The ranking prompts of every question (one call, two-turn), then every batch of every question
+        in one generation call; answers parsed with :func:`parse_choices`."""
+        templates, sources = self.ranking_prompts(query)
+        jobs, prompts = [], []
+        for i, (q, docs) in enumerate(zip(query, documents)):
+            for start in range(0, len(docs), self.choice_batch_size):
+                batch = docs[start : start + self.choice_batch_size]
+                passages = prompt_passages(batch, self.title_prefix, self.max_passage_words)
+                context = "\n\n".join(f"Document {j}:\n{p}" for j, p in enumerate(passages, 1))
+                jobs.append((i, start, len(batch)))
+                prompts.append([{"role": "user", "content": fill(templates[i], context_str=context, query_str=q)}])
+        answers = self._llm.generate(prompts, max_tokens=self.max_tokens) if prompts else []
+        counted = {"llm_prompts": int(self.two_turn), "fallback_batches": 0, **dict.fromkeys(PARSE_COUNTS, 0)}
+        traces = [{"mode": self.mode, "prompt_source": source, **counted} for source in sources]
+        scored: list[dict[int, float]] = [{} for _ in query]
+        unscored: list[list[int]] = [[] for _ in query]  # batches that fell back, in first-stage order
+        for (i, start, size), answer in zip(jobs, answers):
+            scores, counts = parse_choices(answer, size)
+            trace = traces[i]
+            trace["llm_prompts"] += 1
+            for name, count in counts.items():
+                trace[name] += count
+            if not scores:
+                trace["fallback_batches"] += 1
+                unscored[i].extend(range(start, start + size))
+            scored[i].update({start + j: s for j, s in scores.items()})
+        reranked = []
+        for docs, k, scores, fallback, trace in zip(documents, ks, scored, unscored, traces):
+            omitted = [j for j in range(len(docs)) if j not in scores and j not in fallback]
+            trace.update(scored=len(scores), omitted=len(omitted))
+            ranked = sorted(scores, key=lambda j: (-scores[j], j))
+            kept = [*fallback, *(omitted if self.keep_below_threshold else [])]
+            out = [_with_score(docs[j], scores[j]) for j in ranked]
+            out += [_with_score(docs[j], -1.0 - n) for n, j in enumerate(kept)]
+            reranked.append(out[:k])
+        return {"documents": reranked, "rebel": traces}
 
 
 def _literal(text: str) -> str:

@@ -32,11 +32,21 @@ def passage_text(document: Document, title_prefix: bool = True) -> str:
     return indexed_text(document.meta.get("title", ""), document.content or "", title_prefix)
 
 
+def prompt_passages(candidates: Sequence[Document], title_prefix: bool, max_words: int) -> list[str]:
+    """The candidates' passages as an LLM prompt lists them: :func:`passage_text`, first ``max_words`` words."""
+    return [first_words(passage_text(d, title_prefix), max_words) for d in candidates]
+
+
 def reorder(candidates: Sequence[Document], scores: Sequence[float], k: int) -> list[Document]:
     """The ``k`` best candidates by ``scores``, each carrying its new score; ties keep input order."""
     values = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-values, kind="stable")[:k]
     return [_with_score(candidates[i], float(values[i])) for i in order.tolist()]
+
+
+def in_order(candidates: Sequence[Document], order: Sequence[int], k: int) -> list[Document]:
+    """The first ``k`` candidates of ``order`` (positions, best first), each scored ``n - rank``."""
+    return [_with_score(candidates[j], float(len(order) - rank)) for rank, j in enumerate(order[:k])]
 
 
 def reorder_each(documents: list[list[Document]], scores: np.ndarray, ks: list[int]) -> list[list[Document]]:
@@ -210,14 +220,11 @@ class ListwiseReranker(LLMUser, Reranker):
                 members = orders[i][start : start + size]
                 ranked = np.argsort(-np.asarray(row[:size], dtype=np.float64), kind="stable")
                 orders[i][start : start + size] = [members[j] for j in ranked.tolist()]
-        reranked = []
-        for candidates, order, k in zip(documents, orders, ks):
-            reranked.append([_with_score(candidates[j], float(len(order) - rank)) for rank, j in enumerate(order[:k])])
-        return {"documents": reranked}
+        return {"documents": [in_order(candidates, order, k) for candidates, order, k in zip(documents, orders, ks)]}
 
     def _label(self, candidates: list[Document]) -> list[str]:
         """Each candidate's passage as the prompt lists it (after its identifier)."""
-        texts = [first_words(passage_text(d, self.title_prefix), self.max_passage_words) for d in candidates]
+        texts = prompt_passages(candidates, self.title_prefix, self.max_passage_words)
         if self.insert_scores is None:
             return texts
         scores = np.array([d.score if d.score is not None else 0.0 for d in candidates], dtype=np.float64)
