@@ -56,7 +56,15 @@ def test_a_prompt_sharing_a_prefix_with_the_last_one_scores_as_if_evaluated_fres
     base = "Passages: the mill opened in 1820; the river floods in spring. Question: "
     prompts = [base + "when did the mill open?", base + "does the river flood?", base, base + "when did"]
     candidates = ["yes", " 1820", " the mill"]
+    from hopstack.models.llm import USAGE
+
+    tiny._llama.reset()
+    before = USAGE.snapshot()
     in_turn = tiny.score(prompts, candidates)  # each after the one before: only the new tokens evaluated
+    used = {k: v - before[k] for k, v in USAGE.snapshot().items()}
+    lengths = [len(tiny._tokens(p, 400)) for p in prompts]
+    assert used["prompts"] == 4 and used["prompt_tokens"] == sum(lengths) and used["seconds"] > 0
+    assert lengths[0] + 3 < used["evaluated_tokens"] < sum(lengths) + 4, "shared prefixes are not evaluated again"
     for prompt, scores in zip(prompts, in_turn):
         tiny._llama.reset()
         assert scores == pytest.approx(tiny.score([prompt], candidates)[0], abs=1e-3)

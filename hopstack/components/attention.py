@@ -12,13 +12,14 @@ one after another (two short forward passes each, after one over the documents).
 
 import copy
 import inspect
+import time
 from typing import Any
 
 import numpy as np
 from haystack import Document, component
 
 from hopstack.components.rerankers import Reranker, candidate_top_ks, prompt_passages, reorder
-from hopstack.models.llm import TransformersLLM, make_llm
+from hopstack.models.llm import USAGE, TransformersLLM, make_llm
 
 ICR_INTRO = "Here are some paragraphs:"
 ICR_INSTRUCTIONS = {
@@ -142,6 +143,7 @@ class AttentionReranker(Reranker):
         model = self._backend._model
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         device = model.device
+        started = time.perf_counter()
         with self._backend._lock, torch.inference_mode():
             encoded = model(input_ids=torch.tensor([context], device=device), use_cache=True)
             cached = encoded.past_key_values
@@ -160,4 +162,6 @@ class AttentionReranker(Reranker):
                     results.append(rows.mean(0).cpu().numpy())
             finally:
                 model.set_attn_implementation(implementation)
+        tokens = len(context) + sum(len(q) + len(closing) for q in queries)
+        USAGE.add(1 + len(queries), tokens, seconds=time.perf_counter() - started)
         return results

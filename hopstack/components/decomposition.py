@@ -19,8 +19,7 @@ from typing import Any
 from haystack import Document, component
 
 from hopstack.components.base import BatchComponent, NestedComponents, build_component
-from hopstack.models.cache import CachedLLM
-from hopstack.models.llm import make_llm
+from hopstack.models.cache import LLMUser
 
 SYSTEM_PROMPT = (
     "You break a complex question into simpler, self-contained, fact-seeking sub-questions for a search engine."
@@ -77,7 +76,7 @@ def parse_sub_questions(text: str, question: str, max_sub_questions: int) -> lis
 
 
 @component
-class QuestionDecomposer(BatchComponent):
+class QuestionDecomposer(LLMUser, BatchComponent):
     """Sub-questions of a question from an LLM; ``queries`` is the original question followed by them.
 
     :param llm: the LLM (see :func:`hopstack.models.llm.make_llm`): a registry name, GGUF path, Hugging
@@ -108,22 +107,13 @@ class QuestionDecomposer(BatchComponent):
         for number, example in enumerate(FEW_SHOT if few_shot is None else few_shot):
             if not isinstance(example, dict) or not {"question", "sub_questions"} <= set(example):
                 raise ValueError(f"few_shot[{number}] must be a mapping with 'question' and 'sub_questions'")
-        self.llm = llm
+        self.use_llm(llm, cache)
         self.max_sub_questions = max_sub_questions
         self.few_shot = FEW_SHOT if few_shot is None else few_shot
         self.system_prompt = system_prompt
         self.user_template = user_template
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self.cache = cache
-        self._llm: Any = None
-
-    def warm_up(self) -> None:
-        """Load the LLM (shared per process with every other user of the same model)."""
-        if self._llm is None:
-            llm = make_llm(self.llm)
-            llm.warm_up()
-            self._llm = CachedLLM(llm) if self.cache else llm
 
     def messages(self, question: str) -> list[dict[str, str]]:
         """The chat sent for one question: system, few-shot turns, the question."""

@@ -26,7 +26,7 @@ from hopstack.index.corpus import resolve_index_path
 from hopstack.index.dense import load_embeddings
 from hopstack.index.sparse import score_term_weights, term_counts, term_names
 from hopstack.index.store import indexed_text, is_index
-from hopstack.models.scorers import first_words, make_scorer
+from hopstack.models.scorers import ScorerUser, first_words
 
 AGGREGATIONS = ("borda", "sum", "max")
 
@@ -318,7 +318,7 @@ def aggregate_votes(scores: np.ndarray, aggregation: str) -> np.ndarray:
 
 
 @component
-class TextPRFReranker(BatchComponent):
+class TextPRFReranker(ScorerUser, BatchComponent):
     """Text-based PRF for a reranking scorer, concatenate-aggregate (CA) (Li et al., TOIS 2022; METHODS 5.1).
 
     For a query q and its first-stage list L (``documents``), each of the top ``fb_docs`` passages p_i of L
@@ -359,18 +359,12 @@ class TextPRFReranker(BatchComponent):
             raise ValueError(f"fb_docs must be non-negative, got {fb_docs}")
         if top_k < 1 or max_query_words < 1:
             raise ValueError(f"top_k and max_query_words must be at least 1, got {top_k} and {max_query_words}")
-        self.scorer = scorer
+        self.use_scorer(scorer, device)
         self.fb_docs = fb_docs
         self.aggregation = aggregation
         self.top_k = top_k
         self.max_query_words = max_query_words
         self.title_prefix = title_prefix
-        self.device = device
-        self._scorer = make_scorer(scorer, device)  # light: checks the spec, loads nothing
-
-    def warm_up(self) -> None:
-        """Load the scorer's model."""
-        self._scorer.warm_up()
 
     @component.output_types(documents=list[Document], feedback=dict[str, Any])
     def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:

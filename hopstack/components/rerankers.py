@@ -24,7 +24,7 @@ from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.retrieval import _top_ks, _with_score
 from hopstack.index.store import indexed_text
 from hopstack.models.cache import LLMUser
-from hopstack.models.scorers import first_words, make_scorer
+from hopstack.models.scorers import ScorerUser, first_words, make_scorer
 
 
 def passage_text(document: Document, title_prefix: bool = True) -> str:
@@ -85,7 +85,7 @@ class Reranker(BatchComponent):
 
 
 @component
-class PointwiseReranker(Reranker):
+class PointwiseReranker(ScorerUser, Reranker):
     """Rerank candidates by a pointwise relevance scorer, each (question, passage) pair on its own.
 
     :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`):
@@ -101,15 +101,9 @@ class PointwiseReranker(Reranker):
     def __init__(self, scorer: dict[str, Any], top_k: int = 10, title_prefix: bool = True, device: str = "auto"):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        self.scorer = scorer
+        self.use_scorer(scorer, device)
         self.top_k = top_k
         self.title_prefix = title_prefix
-        self.device = device
-        self._scorer = make_scorer(scorer, device)  # light: checks the spec, loads nothing
-
-    def warm_up(self) -> None:
-        """Load the scorer's model."""
-        self._scorer.warm_up()
 
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None

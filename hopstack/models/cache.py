@@ -144,13 +144,6 @@ class CachedLLM:
         return results
 
 
-def warmed_cached_llm(backend: Any, cache: bool = True) -> CachedLLM:
-    """``backend`` loaded, behind the call cache (``cache: false`` turns it off for this user only;
-    ``HOPSTACK_CACHE=off`` turns it off for all)."""
-    backend.warm_up()
-    return CachedLLM(backend, CallCache(enabled=None if cache else False))
-
-
 class LLMUser:
     """Mixin for whatever calls an LLM: ``use_llm`` checks the spec (loads nothing), ``warm_up`` loads the
     model and puts the call cache in front of it as ``self._llm``."""
@@ -167,4 +160,6 @@ class LLMUser:
     def warm_up(self) -> None:
         """Load the LLM (once per process) and put the call cache in front of it."""
         if self._llm is None:
-            self._llm = warmed_cached_llm(self._backend, self.cache)
+            self._backend.warm_up()
+            # ``cache: false`` turns the cache off for this user only; HOPSTACK_CACHE=off for all
+            self._llm = CachedLLM(self._backend, CallCache(enabled=None if self.cache else False))

@@ -14,11 +14,16 @@ context, and a torch model's memory, are not for two threads at once).
 Prompts longer than the context window are cut, never a crash: the prompt keeps its last
 ``n_ctx - max_tokens`` tokens (``n_ctx - 1`` when scoring), since the question and the answer cue come
 last; :attr:`LlamaCppLLM.truncated` counts how often that happened.
+
+:data:`USAGE` counts what the local backends did in this process (prompts, their tokens, tokens
+generated, seconds), for cost reports (``benchmarks/reranker_cost.py``).
 """
 
 import os
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +48,44 @@ class LLM(Protocol):
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]: ...
 
+
+@dataclass
+class LLMUsage:
+    """Running totals of local LLM work: ``prompts`` sent to a model, ``prompt_tokens`` they held,
+    ``evaluated_tokens`` the model actually ran over (less where llama.cpp reused a shared prefix),
+    ``generated_tokens`` and model ``seconds`` (wall time inside the model calls)."""
+
+    prompts: int = 0
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(
+        self,
+        prompts: int = 0,
+        prompt_tokens: int = 0,
+        evaluated: int | None = None,
+        generated: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        """Add one call's work (``evaluated`` defaults to ``prompt_tokens``)."""
+        with self._lock:
+            self.prompts += prompts
+            self.prompt_tokens += prompt_tokens
+            self.evaluated_tokens += prompt_tokens if evaluated is None else evaluated
+            self.generated_tokens += generated
+            self.seconds += seconds
+
+    def snapshot(self) -> dict[str, float]:
+        """The totals so far, as a dict."""
+        with self._lock:
+            return {name: getattr(self, name) for name in USAGE_FIELDS}
+
+
+USAGE_FIELDS = ("prompts", "prompt_tokens", "evaluated_tokens", "generated_tokens", "seconds")
+USAGE = LLMUsage()
 
 _MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -125,10 +168,13 @@ class LlamaCppLLM:
         outputs = []
         for prompt in prompts:
             with self._lock:
+                started = time.perf_counter()
                 tokens = self._tokens(prompt, max(1, self.n_ctx - max_tokens))
                 result = self._llama.create_completion(
                     prompt=tokens, max_tokens=max_tokens, temperature=temperature, stop=list(stop or []), seed=seed
                 )
+                generated = result.get("usage", {}).get("completion_tokens", 0)
+                USAGE.add(1, len(tokens), generated=generated, seconds=time.perf_counter() - started)
             outputs.append(result["choices"][0]["text"])
         return outputs
 
@@ -147,8 +193,10 @@ class LlamaCppLLM:
         results = []
         for prompt in prompts:
             with self._lock:
+                started = time.perf_counter()
                 tokens = self._tokens(prompt, self.n_ctx - 1 - max(len(p) for p in pieces))
                 results.append(self._score_one(tokens, pieces))
+                USAGE.add(1, len(tokens), evaluated=self._evaluated, seconds=time.perf_counter() - started)
         return results
 
     def _last_log_probs(self) -> np.ndarray:
@@ -172,6 +220,7 @@ class LlamaCppLLM:
             (i for i, (a, b) in enumerate(zip(evaluated, tokens)) if a != b), min(len(evaluated), len(tokens))
         )
         llama.n_tokens = max(0, min(shared, len(tokens) - 2))
+        self._evaluated = len(tokens) - llama.n_tokens
         llama.eval(tokens[llama.n_tokens :])
         first = self._last_log_probs()
         scores = []
@@ -181,6 +230,7 @@ class LlamaCppLLM:
                 llama.n_tokens = len(tokens)  # rewind to the prompt: eval drops the KV cells after it
                 for previous, token in zip(piece, piece[1:]):
                     llama.eval([previous])
+                    self._evaluated += 1
                     total += float(self._last_log_probs()[token])
             scores.append(total)
         return scores
@@ -281,6 +331,7 @@ class TransformersLLM:
         for start in range(0, len(prompts), self.batch_size):
             rows = [self._ids(p, max(1, self.n_ctx - max_tokens)) for p in prompts[start : start + self.batch_size]]
             ids, mask = self._left_padded(rows)
+            started = time.perf_counter()
             with self._lock, torch.inference_mode():
                 torch.manual_seed(seed)
                 generated = self._model.generate(
@@ -293,7 +344,12 @@ class TransformersLLM:
                     top_k=None,
                     pad_token_id=self._tokenizer.pad_token_id,
                 )
-            for row in generated[:, ids.shape[1] :]:
+            new = generated[:, ids.shape[1] :]
+            USAGE.add(
+                len(rows), sum(map(len, rows)), generated=int((new != self._tokenizer.pad_token_id).sum()),
+                seconds=time.perf_counter() - started,
+            )  # fmt: skip
+            for row in new:
                 text = self._tokenizer.decode(row, skip_special_tokens=True)
                 for marker in stop or []:
                     text = text.split(marker, 1)[0]
@@ -333,8 +389,10 @@ class TransformersLLM:
 
         ids, mask = self._left_padded(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        started = time.perf_counter()
         with self._lock, torch.inference_mode():
             logits = self._model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+        USAGE.add(len(rows), sum(map(len, rows)), seconds=time.perf_counter() - started)
         return torch.log_softmax(logits, dim=-1)
 
 

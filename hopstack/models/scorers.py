@@ -185,6 +185,21 @@ def first_words(text: str, n: int) -> str:
     return " ".join(text.split()[:n])
 
 
+class ScorerUser:
+    """Mixin for components that hold a scorer: ``use_scorer`` checks the spec (loads nothing) and keeps the
+    init parameters ``scorer`` and ``device``; ``warm_up`` loads the scorer's model."""
+
+    def use_scorer(self, scorer: dict[str, Any], device: str = "auto") -> None:
+        """Record the scorer spec and device (init parameters) and build the scorer from them."""
+        self.scorer = scorer
+        self.device = device
+        self._scorer = make_scorer(scorer, device)
+
+    def warm_up(self) -> None:
+        """Load the scorer's model."""
+        self._scorer.warm_up()
+
+
 SCORERS = {
     "cross-encoder": CrossEncoderScorer,
     "bi-encoder": BiEncoderScorer,

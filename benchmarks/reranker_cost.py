@@ -1,0 +1,102 @@
+"""What each reranker costs per question: LLM prompts, tokens and seconds, on MultiHop-RAG questions.
+
+Every variant of a grid file (default demos/rerankers.yaml) runs cold (call cache and node cache off) on
+``--questions`` MultiHop-RAG questions starting at ``--offset``, after its components are warmed up
+(models and indexes loaded, not timed). With ``--call-cache`` the call cache is on: prompts it already holds
+cost nothing and are not counted, so use questions no run has seen (``--offset``); what is computed is stored
+for later ``hopstack compare`` runs on the same questions. Reported per question: the pipeline's seconds, the reranking
+stage's seconds (every node but the shared first stage: bm25, dense, fuse), and the local LLM's work from
+:data:`hopstack.models.llm.USAGE` (prompts, prompt tokens, tokens actually evaluated after llama.cpp's
+prefix reuse, generated tokens, seconds inside the model). Variants run one after another in one
+process, so nothing else should run on the machine meanwhile.
+
+    python benchmarks/reranker_cost.py --index runs/mhr-index --json benchmarks/results/reranker_cost.json
+
+Prints a table and writes JSON. Not a test: speed is never asserted in the test suite.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from results_file import write_results
+
+from hopstack.datasets.benchmark import load_dataset
+from hopstack.graphs import BatchRunner
+from hopstack.models.llm import USAGE
+from hopstack.pipelines.variants import expand_variants, read_grid
+
+REPO = Path(__file__).resolve().parent.parent
+FIRST_STAGE = {"bm25", "dense", "fuse"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True, help="a MultiHop-RAG index folder (hopstack index --dataset)")
+    parser.add_argument("--grid", type=Path, default=REPO / "demos" / "rerankers.yaml")
+    parser.add_argument("--questions", type=int, default=2)
+    parser.add_argument("--offset", type=int, default=0, help="skip this many questions first")
+    parser.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
+    parser.add_argument("--call-cache", action="store_true", help="keep the call cache on (see above)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if not args.call_cache:
+        os.environ["HOPSTACK_CACHE"] = "off"  # measure the models, not the on-disk call cache
+
+    from haystack import Pipeline
+
+    questions = load_dataset("multihop-rag", "all", args.offset + args.questions).questions[args.offset :]
+    variants = [v for v in expand_variants([], read_grid(args.grid), {"index": args.index}) if v.data]
+    rows = {}
+    for variant in variants:
+        if args.only and variant.name not in args.only:
+            continue
+        pipeline = Pipeline.from_dict(variant.data)
+        pipeline.warm_up()
+        runner = BatchRunner(pipeline)
+        before = USAGE.snapshot()
+        started = time.perf_counter()
+        result = runner.run([runner.question_input(q.question, q.extra) for q in questions])
+        wall = time.perf_counter() - started
+        used = {name: (value - before[name]) / len(questions) for name, value in USAGE.snapshot().items()}
+        rerank_s = sum(s.wall_s for name, s in result.stats.items() if name not in FIRST_STAGE)
+        rows[variant.name] = {
+            "params": variant.params,
+            "questions": len(questions),
+            "s_per_question": wall / len(questions),
+            "rerank_s_per_question": rerank_s / len(questions),
+            **{f"llm_{name}_per_question": value for name, value in used.items()},
+        }
+        row = rows[variant.name]
+        print(
+            f"{variant.name}: {row['rerank_s_per_question']:.1f} s/q rerank, {used['prompts']:.1f} prompts/q, "
+            f"{used['prompt_tokens']:.0f} prompt tokens/q ({used['evaluated_tokens']:.0f} evaluated), "
+            f"{used['generated_tokens']:.0f} generated",
+            flush=True,
+        )
+    print("\n| variant | s/question (rerank) | LLM prompts/q | prompt tokens/q | evaluated/q | generated/q |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in rows.items():
+        print(
+            f"| {name} | {row['rerank_s_per_question']:.1f} | {row['llm_prompts_per_question']:.1f} | "
+            f"{row['llm_prompt_tokens_per_question']:.0f} | {row['llm_evaluated_tokens_per_question']:.0f} | "
+            f"{row['llm_generated_tokens_per_question']:.0f} |"
+        )
+    write_results(
+        args.json,
+        {
+            "index": args.index,
+            "grid": str(args.grid),
+            "offset": args.offset,
+            "call_cache": args.call_cache,
+            "cpu_count": os.cpu_count(),
+            "python": sys.version,
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
