@@ -53,7 +53,7 @@ def main() -> None:
     for variant in variants:
         if args.only and variant.name not in args.only:
             continue
-        pipeline = Pipeline.from_dict(variant.data)
+        pipeline = Pipeline.from_dict(variant.data, allowed_modules=["hopstack"])
         pipeline.warm_up()
         runner = BatchRunner(pipeline)
         before = USAGE.snapshot()

@@ -26,6 +26,15 @@ def test_parse_criteria_reads_the_first_json_list_and_validates_it():
         assert parse_criteria(bad) is None, bad
 
 
+def test_parse_criteria_keeps_the_complete_objects_of_a_cut_off_answer_and_skips_relevance():
+    # what Qwen 0.5B wrote for MultiHop-RAG questions: numeric definitions, relevance listed, cut at 200 tokens
+    answer = (
+        '```json\n[\n  {"name": "Relevance", "definition": 5, "weight": 0.5},\n'
+        '  {"name": "Authoritativeness", "definition": 5, "weight": 0.5},\n  {"name": "Depth", "defin'
+    )
+    assert parse_criteria(answer) == [{"name": "Authoritativeness", "definition": "5", "weight": 0.5}]
+
+
 class _TableGrader:
     """Grades from tables: relevance by passage, criteria by (criterion, passage)."""
 

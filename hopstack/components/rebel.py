@@ -106,29 +106,27 @@ def parse_choices(text: str, n: int) -> tuple[dict[int, float], dict[str, int]]:
 
 
 def parse_criteria(text: str) -> list[dict[str, Any]] | None:
-    """The criteria in an LLM's two-turn answer: the first JSON list in it, each item with a non-empty
-    string ``name``, a string ``definition`` and a numeric ``weight`` clipped to [0, 1]; at most three,
-    names de-duplicated (case-folded). ``None`` when no usable criterion is found."""
-    match = re.search(r"\[.*\]", text, re.DOTALL)
-    if not match:
+    """The criteria in an LLM's two-turn answer: the JSON objects after its first ``[`` (each parsed on its
+    own, so an answer cut off mid-list keeps its complete objects), each with a non-empty string ``name``
+    other than relevance (scored anyway), a ``definition`` (a number or other scalar is kept as text) and a
+    numeric ``weight`` clipped to [0, 1] (0.5 when absent); at most three, names de-duplicated
+    (case-folded). ``None`` when no usable criterion is found."""
+    if "[" not in text:
         return None
-    try:
-        items = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-    criteria, seen = [], set()
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
+    criteria, seen = [], {"relevance"}
+    for chunk in re.findall(r"\{[^{}]*\}", text[text.index("[") :]):
+        try:
+            item = json.loads(chunk)
+        except json.JSONDecodeError:
             continue
         name, definition, weight = item.get("name"), item.get("definition", ""), item.get("weight", FIXED_WEIGHT)
         if not isinstance(name, str) or not name.strip() or name.strip().casefold() in seen:
             continue
-        if not isinstance(definition, str) or isinstance(weight, bool) or not isinstance(weight, int | float):
+        if isinstance(definition, dict | list) or isinstance(weight, bool) or not isinstance(weight, int | float):
             continue
         seen.add(name.strip().casefold())
-        criteria.append(
-            {"name": name.strip(), "definition": definition.strip(), "weight": float(min(max(weight, 0.0), 1.0))}
-        )
+        definition = "" if definition is None else str(definition).strip()
+        criteria.append({"name": name.strip(), "definition": definition, "weight": float(min(max(weight, 0.0), 1.0))})
     return criteria[:MAX_INFERRED_CRITERIA] or None
 
 
