@@ -107,11 +107,13 @@ class ScoredRun:
 
 
 def final_documents(outputs: dict[str, dict[str, Any]]) -> list[Document]:
-    """The documents a pipeline returns for one question: its (first) unconsumed ``documents`` output."""
+    """The documents a pipeline returns for one question: its (first) unconsumed ``documents`` output, else
+    (a pipeline that ends in a reader) the documents its answer was generated from."""
     for sockets in outputs.values():
         if "documents" in sockets:
             return sockets["documents"]
-    return []
+    answer = predicted_answer(outputs)
+    return answer[1] if answer is not None else []
 
 
 def _answer_text(item: Any) -> str:
