@@ -2,7 +2,8 @@
 
 Every variant of a grid file (default demos/rerankers.yaml) runs cold (call cache and node cache off) on
 ``--questions`` MultiHop-RAG questions starting at ``--offset``, after its components are warmed up
-(models and indexes loaded, not timed). With ``--call-cache`` the call cache is on: prompts it already holds
+(models and indexes loaded, not timed). The rerankers' trace outputs (prompt sources, parse failures and
+fallbacks) are totalled over the questions. With ``--call-cache`` the call cache is on: prompts it already holds
 cost nothing and are not counted, so use questions no run has seen (``--offset``); what is computed is stored
 for later ``hopstack compare`` runs on the same questions. Reported per question: the pipeline's seconds, the reranking
 stage's seconds (every node but the shared first stage: bm25, dense, fuse), and the local LLM's work from
@@ -30,6 +31,33 @@ from hopstack.pipelines.variants import expand_variants, read_grid
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_STAGE = {"bm25", "dense", "fuse"}
+
+
+def trace_totals(outputs: list[dict]) -> dict[str, float]:
+    """Totals over the questions of the rerankers' per-question trace outputs (``rebel``, ``grouprank``,
+    ``setwise``): numbers summed, text values counted as ``key=value``."""
+    totals: dict[str, float] = {}
+    for sockets in (s for item in outputs for node, s in item.items() if node not in FIRST_STAGE):
+        for value in sockets.values():
+            for key, field in value.items() if isinstance(value, dict) else ():
+                if isinstance(field, bool | int | float):
+                    totals[key] = totals.get(key, 0) + field
+                elif isinstance(field, str):
+                    totals[f"{key}={field}"] = totals.get(f"{key}={field}", 0) + 1
+    return totals
+
+
+def report(args: argparse.Namespace, rows: dict) -> dict:
+    """The JSON report of the rows measured so far."""
+    return {
+        "index": args.index,
+        "grid": str(args.grid),
+        "offset": args.offset,
+        "call_cache": args.call_cache,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version,
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -68,14 +96,21 @@ def main() -> None:
             "s_per_question": wall / len(questions),
             "rerank_s_per_question": rerank_s / len(questions),
             **{f"llm_{name}_per_question": value for name, value in used.items()},
+            "trace_totals": trace_totals(result.outputs),
         }
         row = rows[variant.name]
+        write_results(args.json, report(args, rows))  # after every variant: an interrupted run keeps its rows
         print(
             f"{variant.name}: {row['rerank_s_per_question']:.1f} s/q rerank, {used['prompts']:.1f} prompts/q, "
             f"{used['prompt_tokens']:.0f} prompt tokens/q ({used['evaluated_tokens']:.0f} evaluated), "
             f"{used['generated_tokens']:.0f} generated",
             flush=True,
         )
+    print_table(rows)
+
+
+def print_table(rows: dict) -> None:
+    """The rows as a Markdown table."""
     print("\n| variant | s/question (rerank) | LLM prompts/q | prompt tokens/q | evaluated/q | generated/q |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, row in rows.items():
@@ -84,18 +119,6 @@ def main() -> None:
             f"{row['llm_prompt_tokens_per_question']:.0f} | {row['llm_evaluated_tokens_per_question']:.0f} | "
             f"{row['llm_generated_tokens_per_question']:.0f} |"
         )
-    write_results(
-        args.json,
-        {
-            "index": args.index,
-            "grid": str(args.grid),
-            "offset": args.offset,
-            "call_cache": args.call_cache,
-            "cpu_count": os.cpu_count(),
-            "python": sys.version,
-            "rows": rows,
-        },
-    )
 
 
 if __name__ == "__main__":

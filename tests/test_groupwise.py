@@ -80,7 +80,7 @@ def test_setwise_ranks_the_top_k_and_batches_each_step_over_questions():
     out = reranker.run_batch(query=["q1", "q2", "q3"], documents=[_docs("abcdefgh"), _docs("ba"), _docs("a")])
     assert [[d.id for d in docs] for docs in out["documents"]] == [["h", "g", "f"], ["b", "a"], ["a"]]
     assert [d.score for d in out["documents"][0]] == [8.0, 7.0, 6.0]
-    prompts = [t["llm_prompts"] for t in out["setwise"]]
+    prompts = [t["llm_prompts"] for t in out["trace"]]
     assert prompts[2] == 0 and prompts[1] == 1
     assert len(reranker._llm.calls) == max(prompts) and reranker._llm.calls[0] == 2, "one call per step"
 
@@ -136,7 +136,7 @@ def test_grouprank_fuses_the_group_grade_with_the_min_max_scaled_first_stage_sco
     expected = {d: 0.6 * grade[d] / 10 + 0.4 * s / 10 for d, s in zip("abcd", [10.0, 0.0, 5.0, 6.0])}
     assert [d.id for d in out["documents"]] == sorted(expected, key=lambda d: -expected[d])
     assert [d.score for d in out["documents"]] == pytest.approx(sorted(expected.values(), reverse=True))
-    assert out["grouprank"] == {"llm_prompts": 12}, "every document once per repeat"
+    assert out["trace"] == {"llm_prompts": 12}, "every document once per repeat"
     assert reranker._llm.calls == [12], "every prompt of the batch in one call"
 
 
@@ -149,7 +149,7 @@ def test_grouprank_generate_mode_parses_json_and_counts_what_it_cannot_use():
     out = reranker.run(query="q", documents=_docs("abc"))
     assert [d.id for d in out["documents"]] == ["a", "b", "c"]
     assert [d.score for d in out["documents"]] == pytest.approx([0.7, 0.5, 0.3]), "b: the mean group score"
-    trace = out["grouprank"]
+    trace = out["trace"]
     assert trace == {"llm_prompts": 2, "out_of_range": 2, "repeated": 2, "missing": 2, "unscored": 1}
 
 

@@ -71,7 +71,7 @@ def test_final_score_is_relevance_plus_half_of_each_criterion_and_low_relevance_
     out = reranker.run(query="q", documents=_docs("abcd"))
     # b: 6 + 0.5 * (4 * 4 + 1) = 14.5; d: 6 + 0.5 * (4 * 4 + 3) = 15.5; a: 8; c below the threshold
     assert [(d.id, d.score) for d in out["documents"]] == [("d", 15.5), ("b", 14.5), ("a", 8.0)]
-    assert out["rebel"]["below_threshold"] == 1 and out["rebel"]["criteria_source"] == "fixed"
+    assert out["trace"]["below_threshold"] == 1 and out["trace"]["criteria_source"] == "fixed"
     reranker.keep_below_threshold = True
     assert [d.id for d in reranker.run(query="q", documents=_docs("abcd"))["documents"]] == ["d", "b", "a", "c"]
 
@@ -89,9 +89,9 @@ def test_two_turn_criteria_come_from_the_llm_or_fall_back_to_the_fixed_five(monk
 
     reranker._llm = _Writer()
     out = reranker.run_batch(query=["first q", "second q"], documents=[_docs("ab"), _docs("ab")])
-    assert [t["criteria_source"] for t in out["rebel"]] == ["llm", "fallback"]
+    assert [t["criteria_source"] for t in out["trace"]] == ["llm", "fallback"]
     assert [(d.id, d.score) for d in out["documents"][0]] == [("b", 10.0), ("a", 5.0)]
-    assert out["rebel"][1]["criteria"][0]["name"] == FIXED_CRITERIA[0]["name"]
+    assert out["trace"][1]["criteria"][0]["name"] == FIXED_CRITERIA[0]["name"]
     assert [(d.id, d.score) for d in out["documents"][1]] == [("b", 9.5), ("a", 7.0)]
 
 
@@ -113,7 +113,7 @@ def test_rebel_on_smollm2_scores_and_orders_real_passages():
     out = reranker.run(query="Who founded Brannock Looms?", documents=documents)
     assert sorted(d.id for d in out["documents"]) == ["fruit", "mill"]
     assert all(0.0 <= d.score <= 22.5 for d in out["documents"]), "relevance 0-10 plus 5 x 0.5 x (0-5)"
-    assert out["rebel"]["criteria_source"] == "fixed" and out["rebel"]["below_threshold"] == 0
+    assert out["trace"]["criteria_source"] == "fixed" and out["trace"]["below_threshold"] == 0
 
 
 def test_parse_choices_reads_id_and_score_together_and_counts_the_rest():
@@ -149,7 +149,7 @@ def test_faithful_mode_orders_by_the_llms_final_scores_and_never_duplicates_a_ca
     reranker = _faithful(lambda p: "Doc: 3, Relevance: 15.5\nDoc: 1, Relevance: 9\nDoc: 3, Relevance: 2\n")
     out = reranker.run(query="q", documents=_docs("abcd"))
     assert [(d.id, d.score) for d in out["documents"]] == [("c", 15.5), ("a", 9.0)]
-    trace = out["rebel"]
+    trace = out["trace"]
     assert trace["scored"] == 2 and trace["omitted"] == 2 and trace["repeated"] == 1
     assert trace["prompt_source"] == "fixed" and trace["llm_prompts"] == 1 and trace["fallback_batches"] == 0
     prompt = reranker._llm.prompts[0]
@@ -165,8 +165,8 @@ def test_faithful_mode_falls_back_to_first_stage_order_for_a_batch_with_no_usabl
     reranker = _faithful(answer, choice_batch_size=4, top_k=10)
     out = reranker.run(query="q", documents=_docs("abcdef"))
     assert [d.id for d in out["documents"]] == ["e", "a", "b", "c", "d"]
-    assert out["rebel"]["fallback_batches"] == 1 and out["rebel"]["unparsed_lines"] == 1
-    assert out["rebel"]["llm_prompts"] == 2 and out["rebel"]["omitted"] == 1
+    assert out["trace"]["fallback_batches"] == 1 and out["trace"]["unparsed_lines"] == 1
+    assert out["trace"]["llm_prompts"] == 2 and out["trace"]["omitted"] == 1
 
 
 def test_faithful_two_turn_uses_the_written_prompt_only_when_it_has_both_placeholders():
@@ -178,8 +178,8 @@ def test_faithful_two_turn_uses_the_written_prompt_only_when_it_has_both_placeho
 
     reranker = _faithful(answer, two_turn=True)
     out = reranker.run_batch(query=["fresh q", "other q"], documents=[_docs("ab"), _docs("ab")])
-    assert [t["prompt_source"] for t in out["rebel"]] == ["llm", "fallback"]
-    assert [t["llm_prompts"] for t in out["rebel"]] == [2, 2]
+    assert [t["prompt_source"] for t in out["trace"]] == ["llm", "fallback"]
+    assert [t["llm_prompts"] for t in out["trace"]] == [2, 2]
     ranking_prompts = [p for p in reranker._llm.prompts if "prompt generator" not in p]
     assert ranking_prompts[0].startswith("Rank for fresh q by recency.\nDocument 1:\na")
     assert "Compute Final = Relevance" in ranking_prompts[1]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.rerankers import Reranker, candidate_top_ks, in_order, prompt_passages, reorder
+from hopstack.components.rerankers import TracedReranker, candidate_top_ks, in_order, prompt_passages, reorder
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import expected_grades
 
@@ -60,7 +60,7 @@ def parse_group_scores(text: str, n: int) -> tuple[dict[int, float], dict[str, i
 
 
 @component
-class GroupwiseReranker(LLMUser, Reranker):
+class GroupwiseReranker(LLMUser, TracedReranker):
     """GroupRank-style groupwise reranking (METHODS 6.4), a small-model approximation of the 7B
     GroupRank model.
 
@@ -90,7 +90,7 @@ class GroupwiseReranker(LLMUser, Reranker):
     :param title_prefix: passages are ``"title. text"`` when a document has a title.
     :param cache: use the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
 
-    Outputs ``documents`` and ``grouprank`` per question: ``llm_prompts``, and in ``generate`` mode the
+    Outputs ``documents`` and ``trace`` per question: ``llm_prompts``, and in ``generate`` mode the
     parse counts ``out_of_range``, ``repeated``, ``missing`` (document-repeats without a score) and
     ``unscored`` (documents without any score).
     """
@@ -128,11 +128,6 @@ class GroupwiseReranker(LLMUser, Reranker):
         self.top_k = top_k
         self.title_prefix = title_prefix
 
-    @component.output_types(documents=list[Document], grouprank=dict[str, Any])
-    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
-        """Rerank one question's candidates."""
-        return self.run_single(query=query, documents=documents, top_k=top_k)
-
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
@@ -163,7 +158,7 @@ class GroupwiseReranker(LLMUser, Reranker):
             first_stage = _minmax(np.array([d.score if d.score is not None else 0.0 for d in docs]))
             fused = self.fusion_weight * group / 10.0 + (1.0 - self.fusion_weight) * first_stage
             reranked.append(reorder(docs, fused, k))
-        return {"documents": reranked, "grouprank": traces}
+        return {"documents": reranked, "trace": traces}
 
     def groups(self, query: str, n: int) -> list[list[int]]:
         """The groups of candidate positions, ``repeats`` shuffles of ``0..n-1`` cut into ``group_size``
@@ -248,7 +243,7 @@ def heap_top_k(n: int, k: int, num_child: int) -> Comparisons:
 
 
 @component
-class SetwiseReranker(LLMUser, Reranker):
+class SetwiseReranker(LLMUser, TracedReranker):
     """Setwise reranking (Zhuang et al., SIGIR 2024) by heap sort, a zero-shot small-model run of it.
 
     A max-heap of the candidates with ``num_child`` children per node; each comparison shows the LLM a
@@ -265,7 +260,7 @@ class SetwiseReranker(LLMUser, Reranker):
     :param title_prefix: passages are ``"title. text"`` when a document has a title.
     :param cache: use the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
 
-    Outputs ``documents`` and ``setwise`` per question: ``llm_prompts`` (the comparisons made).
+    Outputs ``documents`` and ``trace`` per question: ``llm_prompts`` (the comparisons made).
     """
 
     def __init__(
@@ -286,11 +281,6 @@ class SetwiseReranker(LLMUser, Reranker):
         self.max_passage_words = max_passage_words
         self.top_k = top_k
         self.title_prefix = title_prefix
-
-    @component.output_types(documents=list[Document], setwise=dict[str, Any])
-    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
-        """Rerank one question's candidates."""
-        return self.run_single(query=query, documents=documents, top_k=top_k)
 
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
@@ -322,7 +312,7 @@ class SetwiseReranker(LLMUser, Reranker):
                 prompts_made[i] += 1
                 advance(i, int(np.argmax(np.asarray(row[: len(members)], dtype=np.float64))))
         reranked = [in_order(docs, order, k) for docs, order, k in zip(documents, orders, ks)]
-        return {"documents": reranked, "setwise": [{"llm_prompts": n} for n in prompts_made]}
+        return {"documents": reranked, "trace": [{"llm_prompts": n} for n in prompts_made]}
 
     def _prompt(self, query: str, passages: list[str]) -> list[dict[str, str]]:
         listed = "\n\n".join(f'Passage {chr(ord("A") + j)}: "{p}"' for j, p in enumerate(passages))

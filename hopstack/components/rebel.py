@@ -11,7 +11,7 @@ to be in the batch, a line's id and score parsed together. An LLM-written prompt
 falls back to the one-turn prompt. Fallback order: documents the answer leaves out were judged below the
 threshold by REBEL and are left out (or put last, in first-stage order, with ``keep_below_threshold``); a
 batch whose answer has no usable line at all keeps its first-stage order after the scored documents.
-Repeated ids keep their first score; every case is counted in the ``rebel`` output.
+Repeated ids keep their first score; every case is counted in the ``trace`` output.
 
 **small-model** (METHODS 1.7): a 0.5B model cannot do the arithmetic, so it moves to Python:
 
@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent
 from hopstack.components.rebel_prompts import META_PROMPT, ONE_TURN_PROMPT, fill, usable_prompt
-from hopstack.components.rerankers import candidate_top_ks, passage_text, prompt_passages
+from hopstack.components.rerankers import TracedReranker, candidate_top_ks, passage_text, prompt_passages
 from hopstack.components.retrieval import _with_score
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import LLMGradedScorer
@@ -131,7 +130,7 @@ def parse_criteria(text: str) -> list[dict[str, Any]] | None:
 
 
 @component
-class REBELReranker(LLMUser, BatchComponent):
+class REBELReranker(LLMUser, TracedReranker):
     """REBEL multi-criteria reranking (see the module docstring), ``faithful`` or ``small-model`` mode.
     Small-model runs are a REBEL-style small-model approximation; faithful runs use reconstructed prompts.
 
@@ -150,7 +149,7 @@ class REBELReranker(LLMUser, BatchComponent):
     :param cache: use the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
 
     Outputs ``documents`` (scored by their final score; documents kept without one carry negative scores
-    in their fallback order) and ``rebel``, per question: ``mode``, ``llm_prompts``, and either the
+    in their fallback order) and ``trace``, per question: ``mode``, ``llm_prompts``, and either the
     ``criteria`` used with ``criteria_source`` (``fixed``, ``llm``, or ``fallback`` when the two-turn answer
     had no usable criterion) and ``below_threshold`` (small-model), or ``prompt_source`` (``fixed``,
     ``llm``, ``fallback``), ``scored``, ``omitted``, ``out_of_range``, ``repeated``, ``unparsed_lines`` and
@@ -192,11 +191,6 @@ class REBELReranker(LLMUser, BatchComponent):
         if (prompt, scale) not in self._graders:
             self._graders[prompt, scale] = LLMGradedScorer(self.llm, prompt, scale, self.max_passage_words, self.cache)
         return self._graders[prompt, scale]
-
-    @component.output_types(documents=list[Document], rebel=dict[str, Any])
-    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
-        """Rerank one question's candidates."""
-        return self.run_single(query=query, documents=documents, top_k=top_k)
 
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
@@ -240,7 +234,7 @@ class REBELReranker(LLMUser, BatchComponent):
                     "llm_prompts": int(self.two_turn) + len(docs) * (1 + len(question_criteria)),
                 }
             )
-        return {"documents": reranked, "rebel": traces}
+        return {"documents": reranked, "trace": traces}
 
     def criteria(self, queries: list[str]) -> tuple[list[list[dict[str, Any]]], list[str]]:
         """Each question's criteria and where they came from (``fixed``, ``llm`` or ``fallback``)."""
@@ -305,7 +299,7 @@ class REBELReranker(LLMUser, BatchComponent):
             out = [_with_score(docs[j], scores[j]) for j in ranked]
             out += [_with_score(docs[j], -1.0 - n) for n, j in enumerate(kept)]
             reranked.append(out[:k])
-        return {"documents": reranked, "rebel": traces}
+        return {"documents": reranked, "trace": traces}
 
 
 def _literal(text: str) -> str:

@@ -84,6 +84,16 @@ class Reranker(BatchComponent):
         return self.run_single(query=query, documents=documents, top_k=top_k)
 
 
+class TracedReranker(Reranker):
+    """A reranker that also says, per question, what it did: ``trace`` (LLM prompts made, parse failures,
+    fallbacks taken)."""
+
+    @component.output_types(documents=list[Document], trace=dict[str, Any])
+    def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
+        """Rerank one question's candidates."""
+        return self.run_single(query=query, documents=documents, top_k=top_k)
+
+
 @component
 class PointwiseReranker(ScorerUser, Reranker):
     """Rerank candidates by a pointwise relevance scorer, each (question, passage) pair on its own.
