@@ -146,7 +146,7 @@ class AttentionReranker(Reranker):
         started = time.perf_counter()
         with self._backend._lock, torch.inference_mode():
             encoded = model(input_ids=torch.tensor([context], device=device), use_cache=True)
-            cached = encoded.past_key_values
+            cached = encoded.cache if cache_arg == "cache" else encoded.past_key_values  # transformers 5 renamed it
             implementation = model.config._attn_implementation
             model.set_attn_implementation("eager")
             try:
