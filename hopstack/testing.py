@@ -4,6 +4,7 @@
 use it in the tests of every component that defines ``run_batch``.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +18,9 @@ def _close(a: Any, b: Any, rel: float, path: str) -> None:
         assert a.content == b.content, f"{path}: content differs for document {a.id!r}"
         assert a.meta == b.meta, f"{path}: meta differs for document {a.id!r}"
         _close(a.score, b.score, rel, f"{path}.score")
+    elif dataclasses.is_dataclass(a) and not isinstance(a, type) and type(a) is type(b):  # e.g. GeneratedAnswer
+        fields = [f.name for f in dataclasses.fields(a)]
+        _close({f: getattr(a, f) for f in fields}, {f: getattr(b, f) for f in fields}, rel, path)
     elif isinstance(a, float) or isinstance(b, float):
         assert a is not None and b is not None, f"{path}: {a!r} != {b!r}"
         assert math.isclose(a, b, rel_tol=rel, abs_tol=rel), f"{path}: {a!r} != {b!r}"
@@ -33,7 +37,8 @@ def _close(a: Any, b: Any, rel: float, path: str) -> None:
 
 
 def assert_outputs_equal(a: Any, b: Any, rel: float = 1e-5, path: str = "outputs") -> None:
-    """Assert two component or pipeline outputs are equal; floats (and document scores) within ``rel``."""
+    """Assert two component or pipeline outputs are equal; floats (and document scores, also inside dataclasses
+    such as ``GeneratedAnswer``) within ``rel``."""
     _close(a, b, rel, path)
 
 

@@ -96,3 +96,16 @@ def test_reader_on_smollm2_gives_a_short_answer():
         "answers"
     ]
     assert answer.data and "\n" not in answer.data and len(answer.data.split()) <= 32
+
+
+def test_answers_compare_equal_within_float_tolerance_only():
+    from haystack.dataclasses import GeneratedAnswer
+
+    from hopstack.testing import assert_outputs_equal
+
+    def answer(text, score):
+        return GeneratedAnswer(data=text, query="q", documents=[Document(id="d", content="x", score=score)], meta={})
+
+    assert_outputs_equal([answer("Oslo", 0.70661085)], [answer("Oslo", 0.70661084)])
+    with pytest.raises(AssertionError, match="data"):
+        assert_outputs_equal([answer("Oslo", 0.5)], [answer("Lima", 0.5)])
