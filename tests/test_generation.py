@@ -1,6 +1,8 @@
 """The reader: answer cleaning, supporting documents, the prompt, batching, evaluation with EM/F1/Acc,
 and a real SmolLM2 answer."""
 
+import math
+
 import pytest
 from haystack import Document
 
@@ -40,17 +42,21 @@ def test_supporting_documents_contain_the_answer_as_whole_words():
 
 
 class _Reader:
-    """A fake LLM that answers with the first word of the last document listed; records the prompts."""
+    """A fake LLM that answers with the first word of the last document listed, each token with probability
+    0.5 (log-probs [ln 0.5, ln 0.25] for "I don't know"); records the prompts."""
 
     def __init__(self):
         self.prompts = []
 
-    def generate(self, prompts, max_tokens):
+    def generate_scored(self, prompts, max_tokens):
         self.prompts.extend(prompts)
         replies = []
         for prompt in prompts:
             lines = [line for line in prompt[-1]["content"].splitlines() if line.startswith("[")]
-            replies.append(f"Answer: {lines[-1].split()[1]}." if lines else "I don't know")
+            if lines:
+                replies.append((f"Answer: {lines[-1].split()[1]}.", [math.log(0.5)] * 3))
+            else:
+                replies.append(("I don't know", [math.log(0.5), math.log(0.25)]))
         return replies
 
 
@@ -66,7 +72,7 @@ def test_reader_reads_the_first_documents_and_returns_a_generated_answer():
     [answer] = reader.run(query="Which city?", documents=documents)["answers"]
     assert answer.data == "Lima" and answer.query == "Which city?"
     assert [d.id for d in answer.documents] == ["1", "2"]
-    assert answer.meta == {"raw": "Answer: Lima.", "supporting_documents": ["2"]}
+    assert answer.meta == {"raw": "Answer: Lima.", "confidence": pytest.approx(0.5), "supporting_documents": ["2"]}
     prompt = reader._llm.prompts[0]
     assert prompt[0]["role"] == "system" and [m["role"] for m in prompt[1:5]] == ["user", "assistant"] * 2
     assert prompt[-1]["content"] == "Documents:\n[1] Oslo is here\n[2] Lima is here\n\nQuestion: Which city?\nAnswer:"
@@ -79,7 +85,8 @@ def test_reader_run_batch_matches_run_and_answers_without_documents():
     documents = [Document(id="x", content="Paris is large")]
     inputs = [{"query": "q1", "documents": documents}, {"query": "q2", "documents": []}]
     assert_run_batch_matches_run(reader, inputs)
-    assert reader.run(query="q2", documents=[])["answers"][0].data == "I don't know"
+    [unsure] = reader.run(query="q2", documents=[])["answers"]
+    assert unsure.data == "I don't know" and unsure.meta["confidence"] == pytest.approx(0.375), "mean token probability"
 
 
 def test_bad_reader_parameters_are_refused():
@@ -96,6 +103,7 @@ def test_reader_on_smollm2_gives_a_short_answer():
         "answers"
     ]
     assert answer.data and "\n" not in answer.data and len(answer.data.split()) <= 32
+    assert 0.0 < answer.meta["confidence"] <= 1.0
 
 
 def test_answers_compare_equal_within_float_tolerance_only():

@@ -111,3 +111,15 @@ def test_one_shared_model_is_safe_to_call_from_several_threads(tiny):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda p: tiny.generate([p], max_tokens=4)[0], prompts * 2))
     assert results == expected * 2
+
+
+@pytest.mark.slow
+def test_generate_scored_is_greedy_generation_with_each_tokens_log_probability(tiny):
+    prompts = [[{"role": "user", "content": "Name a colour."}], "One, two, three,", "The capital of France is"]
+    scored = tiny.generate_scored(prompts, max_tokens=6)
+    assert [text for text, _ in scored] == tiny.generate(prompts, max_tokens=6), "the same greedy text"
+    for prompt, (_, log_probs) in zip(prompts, scored):
+        assert 1 <= len(log_probs) <= 6 and all(v <= 0 and math.isfinite(v) for v in log_probs)
+        first = tiny.generate([prompt], max_tokens=1)[0]
+        [[alone]] = tiny.score([prompt], [first])
+        assert log_probs[0] == pytest.approx(alone, abs=1e-3), "the first token's log-probability, as score gives it"

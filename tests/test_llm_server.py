@@ -30,6 +30,18 @@ def test_generate_and_score_through_the_server(server):
 
 
 @pytest.mark.slow
+def test_generate_scored_through_the_server_matches_in_process_llama_cpp(server):
+    remote = OpenAICompatibleLLM(server, model="smollm2")
+    local = LlamaCppLLM("smollm2-135m", n_ctx=512)
+    prompts = ["The capital of France is", [{"role": "user", "content": "Say hello."}]]
+    for (text, log_probs), (local_text, local_log_probs) in zip(
+        remote.generate_scored(prompts, max_tokens=2), local.generate_scored(prompts, max_tokens=2)
+    ):
+        assert text == local_text and len(log_probs) == len(local_log_probs)
+        assert log_probs == pytest.approx(local_log_probs, abs=0.05)
+
+
+@pytest.mark.slow
 def test_server_and_in_process_backends_agree_on_the_greedy_token(server):
     remote = OpenAICompatibleLLM(server, model="smollm2")
     local = LlamaCppLLM("smollm2-135m", n_ctx=512)

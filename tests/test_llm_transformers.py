@@ -53,3 +53,16 @@ def test_over_long_prompts_are_cut_to_the_window(llm):
 def test_chat_messages_need_a_chat_template(llm):
     with pytest.raises(ValueError, match="has no chat template"):
         llm.render([{"role": "user", "content": "hi"}])
+
+
+def test_generate_scored_equals_greedy_generation_batched_or_alone(llm):
+    scored = llm.generate_scored(PROMPTS, max_tokens=5)
+    assert [text for text, _ in scored] == llm.generate(PROMPTS, max_tokens=5)
+    alone = [llm.generate_scored([p], max_tokens=5)[0] for p in PROMPTS]
+    for (text, log_probs), (text_alone, log_probs_alone) in zip(scored, alone):
+        assert text == text_alone and len(log_probs) <= 5
+        np.testing.assert_allclose(log_probs, log_probs_alone, atol=1e-4)
+        assert all(v <= 0 for v in log_probs)
+    [(_, [first, *_])] = llm.generate_scored([PROMPTS[0]], max_tokens=5)
+    others = llm.score([PROMPTS[0]], ["river", "town", "cat"])[0]
+    assert first >= max(others) - 1e-6, "the greedy token is the likeliest"

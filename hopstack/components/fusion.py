@@ -22,14 +22,14 @@ from haystack import Document, component
 from haystack.core.component.types import Variadic
 
 from hopstack.components.base import BatchComponent
+from hopstack.components.rerankers import min_max
 
 FUSION_METHODS = ("rrf", "minmax", "zscore", "dbsf")
 
 
 def _normalised(scores: np.ndarray, method: str) -> np.ndarray:
     if method == "minmax":
-        low, high = scores.min(), scores.max()
-        return np.ones_like(scores) if high == low else (scores - low) / (high - low)
+        return min_max(scores, flat=1.0)
     mean, std = scores.mean(), scores.std()
     if method == "zscore":
         return np.zeros_like(scores) if std == 0 else (scores - mean) / std

@@ -3,13 +3,15 @@
 :class:`AnswerGenerator` lists the first ``max_documents`` documents in a short-answer prompt, asks any LLM
 backend for a short answer (greedy), and cleans it (:func:`clean_answer`). It returns Haystack
 ``GeneratedAnswer`` objects, which hopstack's evaluation scores with EM, F1 and Acc; each carries the
-documents the reader saw and, in ``meta``, the raw LLM text and the ids of the documents that contain the
-answer (its supporting documents or clues). The prompt wording is ours.
+documents the reader saw and, in ``meta``, the raw LLM text, the reader's confidence (the mean probability of
+the tokens it generated) and the ids of the documents that contain the answer (its supporting documents or
+clues). The prompt wording is ours.
 """
 
 import re
 from typing import Any
 
+import numpy as np
 from haystack import Document, component
 from haystack.dataclasses import GeneratedAnswer
 
@@ -108,19 +110,28 @@ class AnswerGenerator(LLMUser, BatchComponent):
 
     def run_batch(self, query: list[str], documents: list[list[Document]]) -> dict[str, list[Any]]:
         """Answer a batch of questions: every prompt in one LLM call."""
+        return {"answers": [[answer] for answer in self.answer(query, documents)]}
+
+    def answer(self, query: list[str], documents: list[list[Document]]) -> list[GeneratedAnswer]:
+        """One answer per question from its first ``max_documents`` documents (one LLM call, greedy).
+
+        ``meta["confidence"]`` is the mean probability of the tokens the LLM generated."""
         self.warm_up()
         read = [docs[: self.max_documents] for docs in documents]
         prompts = [
             self.messages(q, prompt_passages(docs, self.title_prefix, self.max_passage_words))
             for q, docs in zip(query, read)
         ]
-        replies = self._llm.generate(prompts, max_tokens=self.max_tokens)
         answers = []
-        for q, docs, reply in zip(query, read, replies):
+        for q, docs, (reply, log_probs) in zip(query, read, self._llm.generate_scored(prompts, self.max_tokens)):
             text = clean_answer(reply)
-            meta = {"raw": reply, "supporting_documents": supporting_ids(text, docs)}
-            answers.append([GeneratedAnswer(data=text, query=q, documents=docs, meta=meta)])
-        return {"answers": answers}
+            meta = {
+                "raw": reply,
+                "confidence": float(np.mean(np.exp(log_probs))) if log_probs else 0.0,
+                "supporting_documents": supporting_ids(text, docs),
+            }
+            answers.append(GeneratedAnswer(data=text, query=q, documents=docs, meta=meta))
+        return answers
 
     def messages(self, question: str, passages: list[str]) -> list[dict[str, str]]:
         """The chat for one question: system, the few-shot turns, the documents and the question."""

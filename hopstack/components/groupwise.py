@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.rerankers import TracedReranker, candidate_top_ks, in_order, prompt_passages, reorder
+from hopstack.components.rerankers import (
+    TracedReranker,
+    candidate_top_ks,
+    in_order,
+    min_max,
+    prompt_passages,
+    reorder,
+)
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import expected_grades
 
@@ -155,7 +162,7 @@ class GroupwiseReranker(LLMUser, TracedReranker):
                 trace["unscored"] = int((seen == 0).sum())
                 if seen.any():
                     group[seen == 0] = group[seen > 0].mean()
-            first_stage = _minmax(np.array([d.score if d.score is not None else 0.0 for d in docs]))
+            first_stage = min_max(np.array([d.score if d.score is not None else 0.0 for d in docs]))
             fused = self.fusion_weight * group / 10.0 + (1.0 - self.fusion_weight) * first_stage
             reranked.append(reorder(docs, fused, k))
         return {"documents": reranked, "trace": traces}
@@ -199,11 +206,6 @@ class GroupwiseReranker(LLMUser, TracedReranker):
             scores, counts = parse_group_scores(answer, len(passages))
             results.append((scores, 1, counts))
         return results
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    spread = values.max() - values.min() if len(values) else 0.0
-    return (values - values.min()) / spread if spread > 0 else np.zeros_like(values)
 
 
 SETWISE_PROMPT = (

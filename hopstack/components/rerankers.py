@@ -37,6 +37,13 @@ def prompt_passages(candidates: Sequence[Document], title_prefix: bool, max_word
     return [first_words(passage_text(d, title_prefix), max_words) for d in candidates]
 
 
+def min_max(values: np.ndarray, flat: float = 0.0) -> np.ndarray:
+    """``values`` scaled to [0, 1] by their min and max; all ``flat`` when they are all equal (or empty)."""
+    values = np.asarray(values, dtype=np.float64)
+    spread = values.max() - values.min() if len(values) else 0.0
+    return (values - values.min()) / spread if spread > 0 else np.full_like(values, flat)
+
+
 def reorder(candidates: Sequence[Document], scores: Sequence[float], k: int) -> list[Document]:
     """The ``k`` best candidates by ``scores``, each carrying its new score; ties keep input order."""
     values = np.asarray(scores, dtype=np.float64)
@@ -233,8 +240,7 @@ class ListwiseReranker(LLMUser, Reranker):
             return texts
         scores = np.array([d.score if d.score is not None else 0.0 for d in candidates], dtype=np.float64)
         if self.insert_scores == "minmax" and len(scores):
-            spread = scores.max() - scores.min()
-            scores = 100 * (scores - scores.min()) / spread if spread > 0 else np.full_like(scores, 100.0)
+            scores = 100 * min_max(scores, flat=1.0)
         return [f"(retrieval score: {s:.1f}) {t}" for s, t in zip(scores.tolist(), texts)]
 
     def _prompt(self, query: str, passages: list[str]) -> list[dict[str, str]]:

@@ -132,6 +132,12 @@ class CachedLLM:
         identity = self._identity("score", candidates=list(candidates))
         return self._cached(identity, prompts, lambda p: self.llm.score(p, candidates))
 
+    def generate_scored(self, prompts: Sequence[Prompt], max_tokens: int = 32) -> list[tuple[str, list[float]]]:
+        """``generate_scored`` with cached results per prompt."""
+        identity = self._identity("generate_scored", max_tokens=max_tokens)
+        results = self._cached(identity, prompts, lambda p: self.llm.generate_scored(p, max_tokens))
+        return [(text, list(log_probs)) for text, log_probs in results]
+
     def _cached(self, identity: dict[str, Any], prompts: Sequence[Prompt], compute: Callable[[list], list]) -> list:
         before = self.calls
 

@@ -2,7 +2,9 @@
 
 ``generate(prompts, max_tokens, temperature, stop, seed)`` returns one completion per prompt;
 ``score(prompts, candidates)`` returns, per prompt, the log-probability of each candidate continuation
-(``yes``/``no``, digits ``0``-``10``, single-token identifiers, or longer strings). A prompt is either a
+(``yes``/``no``, digits ``0``-``10``, single-token identifiers, or longer strings);
+``generate_scored(prompts, max_tokens)`` returns each prompt's greedy completion with the log-probability of
+every token it chose (a reader's confidence in its answer). A prompt is either a
 string, used as it is, or a list of chat messages ``{"role", "content"}``, rendered with the model's own
 chat template and ending with the assistant's turn.
 
@@ -32,6 +34,7 @@ import numpy as np
 from hopstack.models.registry import REGISTRY, resolve_model
 
 Prompt = str | list[dict[str, str]]
+Scored = tuple[str, list[float]]  # a greedy completion and the log-probability of each of its tokens
 
 
 class LLM(Protocol):
@@ -47,6 +50,8 @@ class LLM(Protocol):
     ) -> list[str]: ...
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]: ...
+
+    def generate_scored(self, prompts: Sequence[Prompt], max_tokens: int = 32) -> list[Scored]: ...
 
 
 @dataclass
@@ -199,6 +204,38 @@ class LlamaCppLLM:
                 USAGE.add(1, len(tokens), evaluated=self._evaluated, seconds=time.perf_counter() - started)
         return results
 
+    def generate_scored(self, prompts: Sequence[Prompt], max_tokens: int = 32) -> list[Scored]:
+        """Greedy completions with each chosen token's log-probability, decoded here token by token (the
+        same argmax llama.cpp's greedy sampler takes; the prompt's prefix shared with the last one is reused).
+        A completion ends at an end-of-generation token or after ``max_tokens``."""
+        import llama_cpp
+
+        self.warm_up()
+        results = []
+        for prompt in prompts:
+            with self._lock:
+                started = time.perf_counter()
+                tokens = self._tokens(prompt, max(1, self.n_ctx - max_tokens))
+                self._evaluate_prompt(tokens)
+                chosen: list[int] = []
+                log_probs: list[float] = []
+                while len(chosen) < max_tokens:
+                    distribution = self._last_log_probs()
+                    token = int(np.argmax(distribution))
+                    if llama_cpp.llama_vocab_is_eog(self._llama._model.vocab, token):
+                        break
+                    chosen.append(token)
+                    log_probs.append(float(distribution[token]))
+                    if len(chosen) < max_tokens:
+                        self._llama.eval([token])
+                text = self._llama.detokenize(chosen).decode("utf-8", errors="ignore")
+                USAGE.add(
+                    1, len(tokens), evaluated=self._evaluated, generated=len(chosen),
+                    seconds=time.perf_counter() - started,
+                )  # fmt: skip
+            results.append((text, log_probs))
+        return results
+
     def _last_log_probs(self) -> np.ndarray:
         """Log-probabilities of the next token after everything evaluated so far.
 
@@ -210,11 +247,12 @@ class LlamaCppLLM:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._llama.ctx), shape=(self._llama.n_vocab(),))
         return _log_softmax(logits.astype(np.float64))
 
-    def _score_one(self, tokens: list[int], pieces: list[list[int]]) -> list[float]:
+    def _evaluate_prompt(self, tokens: list[int]) -> None:
+        """Evaluate a prompt, keeping the KV cells of the prefix it shares with what was evaluated last
+        (prompts that list the same documents and differ at the end cost only their ends); sets
+        ``_evaluated``. At least two tokens are evaluated anew: llama.cpp computes a one-token batch with
+        other kernels, whose logits differ by up to ~0.5 nats."""
         llama = self._llama
-        # keep the KV cells of the prompt prefix shared with what was evaluated last (prompts that list the
-        # same documents and differ at the end cost only their ends). At least two tokens are evaluated anew:
-        # llama.cpp computes a one-token batch with other kernels, whose logits differ by up to ~0.5 nats.
         evaluated = llama.input_ids[: llama.n_tokens].tolist()
         shared = next(
             (i for i, (a, b) in enumerate(zip(evaluated, tokens)) if a != b), min(len(evaluated), len(tokens))
@@ -222,6 +260,10 @@ class LlamaCppLLM:
         llama.n_tokens = max(0, min(shared, len(tokens) - 2))
         self._evaluated = len(tokens) - llama.n_tokens
         llama.eval(tokens[llama.n_tokens :])
+
+    def _score_one(self, tokens: list[int], pieces: list[list[int]]) -> list[float]:
+        llama = self._llama
+        self._evaluate_prompt(tokens)
         first = self._last_log_probs()
         scores = []
         for piece in pieces:
@@ -324,10 +366,40 @@ class TransformersLLM:
         seed: int = 0,
     ) -> list[str]:
         """Completions in batches of ``batch_size`` (left-padded); text is cut at the first stop string."""
+        outputs: list[str] = []
+        for new, _ in self._generate_batches(prompts, max_tokens, temperature, seed, scored=False):
+            for row in new:
+                text = self._tokenizer.decode(row, skip_special_tokens=True)
+                for marker in stop or []:
+                    text = text.split(marker, 1)[0]
+                outputs.append(text)
+        return outputs
+
+    def generate_scored(self, prompts: Sequence[Prompt], max_tokens: int = 32) -> list[Scored]:
+        """Greedy completions in batches, with each chosen token's log-probability (up to the first
+        end-of-sequence token)."""
+        ends = self._model_end_tokens()
+        results: list[Scored] = []
+        for new, log_probs in self._generate_batches(prompts, max_tokens, 0.0, 0, scored=True):
+            for row, row_log_probs in zip(new.tolist(), log_probs.tolist()):
+                length = next((i for i, token in enumerate(row) if token in ends), len(row))
+                text = self._tokenizer.decode(row[:length], skip_special_tokens=True)
+                results.append((text, [float(v) for v in row_log_probs[:length]]))
+        return results
+
+    def _model_end_tokens(self) -> set[int]:
+        self.warm_up()
+        ends = self._model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
+        return (ends | {self._tokenizer.pad_token_id, self._tokenizer.eos_token_id}) - {None}
+
+    def _generate_batches(
+        self, prompts: Sequence[Prompt], max_tokens: int, temperature: float, seed: int, scored: bool
+    ):
+        """Per batch of prompts, the generated token ids (rows) and, when ``scored``, their log-probabilities."""
         import torch
 
         self.warm_up()
-        outputs: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             rows = [self._ids(p, max(1, self.n_ctx - max_tokens)) for p in prompts[start : start + self.batch_size]]
             ids, mask = self._left_padded(rows)
@@ -343,18 +415,20 @@ class TransformersLLM:
                     top_p=None,
                     top_k=None,
                     pad_token_id=self._tokenizer.pad_token_id,
+                    output_scores=scored,
+                    return_dict_in_generate=True,
                 )
-            new = generated[:, ids.shape[1] :]
+                log_probs = (
+                    self._model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True)
+                    if scored
+                    else None
+                )
+            new = generated.sequences[:, ids.shape[1] :]
             USAGE.add(
                 len(rows), sum(map(len, rows)), generated=int((new != self._tokenizer.pad_token_id).sum()),
                 seconds=time.perf_counter() - started,
             )  # fmt: skip
-            for row in new:
-                text = self._tokenizer.decode(row, skip_special_tokens=True)
-                for marker in stop or []:
-                    text = text.split(marker, 1)[0]
-                outputs.append(text)
-        return outputs
+            yield new, log_probs
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
         """Log-probability of each candidate after each prompt, prompts batched; candidates are
@@ -477,6 +551,18 @@ class OpenAICompatibleLLM:
                 prompt, max_tokens=max_tokens, temperature=temperature, stop=list(stop or []) or None, seed=seed
             )
             return choice.text if isinstance(prompt, str) else (choice.message.content or "")
+
+        return self._map(one, prompts)
+
+    def generate_scored(self, prompts: Sequence[Prompt], max_tokens: int = 32) -> list[Scored]:
+        """Greedy completions with the log-probabilities the server reports for their tokens."""
+
+        def one(prompt: Prompt) -> Scored:
+            if isinstance(prompt, str):
+                choice = self._complete(prompt, max_tokens=max_tokens, temperature=0.0, logprobs=1)
+                return choice.text, [float(v) for v in choice.logprobs.token_logprobs]
+            choice = self._complete(prompt, max_tokens=max_tokens, temperature=0.0, logprobs=True, top_logprobs=1)
+            return choice.message.content or "", [float(entry.logprob) for entry in choice.logprobs.content or []]
 
         return self._map(one, prompts)
 
