@@ -12,6 +12,9 @@ pair of a batch in one call. Specs (:func:`make_scorer`):
   relevance prompt (:class:`LLMScorer`); ``LLM_SPEC`` is what :func:`hopstack.models.llm.make_llm` takes.
 - ``{"type": "llm-graded", "llm": LLM_SPEC, "scale": 10, ...}``: fine-grained pointwise relevance, the
   expected grade over the probabilities of the grade tokens 0..scale (:class:`LLMGradedScorer`).
+- ``{"type": "extractive-qa", "model": ID_OR_PATH, ...}``: P(the passage answers the question) of a
+  SQuAD 2.0-style extractive QA model (:class:`~hopstack.models.extractive_qa.ExtractiveQAScorer`),
+  CompSelect's answerability.
 """
 
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ import numpy as np
 from hopstack.models.cache import CallCache, LLMUser
 from hopstack.models.cross_encoder import CrossEncoderScorer
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.extractive_qa import ExtractiveQAScorer
 
 Pair = tuple[str, str]
 
@@ -205,8 +209,9 @@ SCORERS = {
     "bi-encoder": BiEncoderScorer,
     "llm": LLMScorer,
     "llm-graded": LLMGradedScorer,
+    "extractive-qa": ExtractiveQAScorer,
 }
-ENCODER_SCORERS = ("cross-encoder", "bi-encoder")
+ENCODER_SCORERS = ("cross-encoder", "bi-encoder", "extractive-qa")
 
 
 def make_scorer(spec: dict[str, Any], device: str = "auto") -> Scorer:
