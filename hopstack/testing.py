@@ -16,7 +16,7 @@ def _close(a: Any, b: Any, rel: float, path: str) -> None:
     if isinstance(a, Document) and isinstance(b, Document):
         assert a.id == b.id, f"{path}: document id {a.id!r} != {b.id!r}"
         assert a.content == b.content, f"{path}: content differs for document {a.id!r}"
-        assert a.meta == b.meta, f"{path}: meta differs for document {a.id!r}"
+        _close(a.meta, b.meta, rel, f"{path}.meta")  # stage scores kept in meta are floats too
         _close(a.score, b.score, rel, f"{path}.score")
     elif dataclasses.is_dataclass(a) and not isinstance(a, type) and type(a) is type(b):  # e.g. GeneratedAnswer
         fields = [f.name for f in dataclasses.fields(a)]
@@ -37,8 +37,8 @@ def _close(a: Any, b: Any, rel: float, path: str) -> None:
 
 
 def assert_outputs_equal(a: Any, b: Any, rel: float = 1e-5, path: str = "outputs") -> None:
-    """Assert two component or pipeline outputs are equal; floats (and document scores, also inside dataclasses
-    such as ``GeneratedAnswer``) within ``rel``."""
+    """Assert two component or pipeline outputs are equal; floats (document scores, floats in document meta,
+    also inside dataclasses such as ``GeneratedAnswer``) within ``rel``."""
     _close(a, b, rel, path)
 
 

@@ -229,7 +229,8 @@ def test_clues_from_real_multihop_rag_documents_reach_the_reader(monkeypatch):
     queries = [q.question for q in dataset.questions]
     clues = extractor.run_batch(query=queries, documents=[docs, docs])["documents"]
     assert all(5 <= len(c) <= 10 for c in clues)
-    assert all(any(clue.content in d.content for d in docs) for clue in clues[0])
+    squashed = ["".join(d.content.split()) for d in docs]  # blingfire turns line breaks inside a sentence into spaces
+    assert all(any("".join(clue.content.split()) in text for text in squashed) for clue in clues[0])
     ranked = reranker.run_batch(query=queries, documents=clues)["documents"]
     assert all(0.0 <= c.meta["answerability"] <= 1.0 for c in ranked[0])
     kept = truncator.run_batch(query=queries, documents=ranked)
