@@ -19,11 +19,7 @@ def test_runner_equals_haystack_pipeline_run(path, sample_corpus, sample_questio
     # LLM stages run the tiny SmolLM2 (greedy, so both runners see the same text) on fewer questions,
     # with short generations, short passages and fewer candidates (llama.cpp reads ~100 tokens/s here)
     overrides = {"index": str(sample_corpus), "llm": TINY_LLM, "max_tokens": 48, "max_passage_words": 40}
-    uses_llm = any(
-        "llm" in init_parameter_names(resolve_component_class(spec["type"]))
-        or any(isinstance(value, dict) and "llm" in value for value in (spec.get("init_parameters") or {}).values())
-        for spec in load_pipeline_data(path)["components"].values()
-    )
+    uses_llm = any(_uses_llm(spec) for spec in load_pipeline_data(path)["components"].values())
     questions = sample_questions[:2] if uses_llm else sample_questions
     if uses_llm:
         overrides["top_k"] = 3
@@ -42,6 +38,15 @@ def test_runner_equals_haystack_pipeline_run(path, sample_corpus, sample_questio
 
     assert_outputs_equal(batched, single, rel=1e-4)
     assert all(out for out in batched), "every question produced an output"
+
+
+def _uses_llm(spec: dict) -> bool:
+    """Whether a component spec, or a spec nested in its init parameters, takes an LLM."""
+    params = spec.get("init_parameters") or {}
+    return "llm" in init_parameter_names(resolve_component_class(spec["type"])) or any(
+        isinstance(value, dict) and ("llm" in value or ("." in str(value.get("type", "")) and _uses_llm(value)))
+        for value in params.values()
+    )
 
 
 def test_every_yaml_file_is_covered():

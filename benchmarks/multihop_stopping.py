@@ -1,0 +1,107 @@
+"""Iterative retrieval with natural-logic stopping against fixed hops: recall, hops, LLM calls, time.
+
+Every variant of a grid file (default demos/multihop.yaml: BM25 alone, fixed hops and natural-logic
+stopping at budgets of 2 and 3 hops) runs cold (call cache off) on the first ``--questions`` questions
+of ``--dataset``, after its components are warmed up (not timed). Reported per variant: the dataset's
+retrieval metrics (AllGold@k, AnyGold@k, MRR@10, ...; MultiHop-RAG's Hits@10 too), the hops used per
+question (from the iterative retriever's trace) and how the loops ended, the local LLM's prompts and
+seconds per question (:data:`hopstack.models.llm.USAGE`) and the pipeline's seconds per question.
+Variants run one after another in one process: nothing else should run on the machine meanwhile.
+
+    python benchmarks/multihop_stopping.py --dataset multihop-rag --index runs/mhr-index --questions 10 \\
+        --json benchmarks/results/multihop_stopping_mhr.json
+
+Prints a table and writes JSON. Not a test: speed is never asserted in the test suite.
+"""
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from results_file import write_results
+
+from hopstack.datasets.benchmark import load_dataset
+from hopstack.graphs import BatchRunner
+from hopstack.models.llm import USAGE
+from hopstack.pipelines.metrics import score_run
+from hopstack.pipelines.variants import expand_variants, read_grid
+
+REPO = Path(__file__).resolve().parent.parent
+SHOWN = ("Hits@10", "AllGold@10", "AnyGold@10", "AllGold@5", "MRR@10", "Recall@10")
+
+
+def loop_traces(outputs: list[dict]) -> list[dict]:
+    """The iterative retriever's trace of each question (none for a pipeline without one)."""
+    return [
+        t
+        for item in outputs
+        for sockets in item.values()
+        if isinstance(t := sockets.get("trace"), dict) and "hops" in t
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="dataset name or path (multihop-rag, 2wikimultihopqa, ...)")
+    parser.add_argument("--index", required=True, help="the dataset's index folder")
+    parser.add_argument("--grid", type=Path, default=REPO / "demos" / "multihop.yaml")
+    parser.add_argument("--questions", type=int, default=10)
+    parser.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    os.environ["HOPSTACK_CACHE"] = "off"  # measure the models, not the on-disk call cache
+
+    from haystack import Pipeline
+
+    dataset = load_dataset(args.dataset, "all", args.questions)
+    variants = [v for v in expand_variants([], read_grid(args.grid), {"index": args.index}) if v.data]
+    rows = {}
+    for variant in variants:
+        if args.only and variant.name not in args.only:
+            continue
+        pipeline = Pipeline.from_dict(variant.data, allowed_modules=["hopstack"])
+        pipeline.warm_up()
+        runner = BatchRunner(pipeline)
+        before = USAGE.snapshot()
+        started = time.perf_counter()
+        result = runner.run([runner.question_input(q.question, q.extra) for q in dataset.questions])
+        wall = time.perf_counter() - started
+        n = len(dataset.questions)
+        used = {name: (value - before[name]) / n for name, value in USAGE.snapshot().items()}
+        scored = score_run(dataset, result.outputs)
+        traces = loop_traces(result.outputs)
+        rows[variant.name] = {
+            "params": variant.params,
+            "questions": n,
+            "metrics": {k: v for k, v in scored.means.items() if k != "context_tokens"},
+            "hops_per_question": sum(t["hops"] for t in traces) / n if traces else 1.0,
+            "hops_histogram": dict(Counter(t["hops"] for t in traces)) if traces else {1: n},
+            "stopped": dict(Counter(t["stopped"] for t in traces)),
+            "s_per_question": wall / n,
+            **{f"llm_{name}_per_question": value for name, value in used.items()},
+        }
+        write_results(args.json, {"dataset": args.dataset, "index": args.index, "grid": str(args.grid),
+                                  "cpu_count": os.cpu_count(), "python": sys.version, "rows": rows})  # fmt: skip
+        row = rows[variant.name]
+        print(f"{variant.name}: {row['hops_per_question']:.2f} hops/q, {row['s_per_question']:.1f} s/q", flush=True)
+    print_table(rows)
+
+
+def print_table(rows: dict) -> None:
+    """The rows as a Markdown table."""
+    metrics = [m for m in SHOWN if any(m in row["metrics"] for row in rows.values())]
+    print(f"\n| variant | {' | '.join(metrics)} | hops/q | LLM prompts/q | s/q |")
+    print("| --- |" + " ---: |" * (len(metrics) + 3))
+    for name, row in rows.items():
+        values = " | ".join(f"{row['metrics'].get(m, float('nan')):.4f}" for m in metrics)
+        print(
+            f"| {name} | {values} | {row['hops_per_question']:.2f} | {row['llm_prompts_per_question']:.1f} | "
+            f"{row['s_per_question']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Do the natural-logic proofs mean something? The stopper's verdicts on SciFact claims against the gold labels.
+
+SciFact (dev) claims come with the abstracts that support or contradict them, or, for NOT ENOUGH INFO
+claims, with the abstracts they cite. For ``--per-label`` claims of each label (the first ones in file
+order), the evidence is the sentences of those abstracts (blingfire-split; the prover keeps the 5 closest
+to the claim) and :class:`hopstack.components.stopping.NaturalLogicProver` proves the claim. Reported: the
+confusion matrix of verdicts against the gold labels (SUPPORT -> SUPPORTS, CONTRADICT -> REFUTES, no
+evidence -> NOT ENOUGH INFO), accuracy, macro-F1, and the stopping decision as a classifier (stop =
+SUPPORTS or REFUTES; it should stop exactly for the claims whose evidence decides them), at each
+``--yes-thresholds`` value (the P(Yes) an operator question needs; the LLM is asked once). Call cache off.
+
+    python benchmarks/natlog_scifact.py --per-label 10 --json benchmarks/results/natlog_scifact.json
+
+Prints the tables and writes JSON. Not a test.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from results_file import write_results
+
+from hopstack.components.compression import split_sentences
+from hopstack.components.stopping import (
+    NOT_ENOUGH_INFO,
+    REFUTES,
+    SUPPORTS,
+    VERDICTS,
+    NaturalLogicProver,
+    decide_operators,
+)
+from hopstack.models.llm import USAGE
+
+REPO = Path(__file__).resolve().parent.parent
+SCIFACT = REPO.parent / "shared" / "data" / "scifact"
+GOLD = {"SUPPORT": SUPPORTS, "CONTRADICT": REFUTES}
+
+
+def load_claims(per_label: int) -> list[dict]:
+    """The first ``per_label`` dev claims of each gold verdict, with their evidence abstracts' ids."""
+    chosen: dict[str, list[dict]] = {v: [] for v in VERDICTS}
+    for line in (SCIFACT / "claims_dev.jsonl").read_text(encoding="utf-8").splitlines():
+        claim = json.loads(line)
+        if claim["evidence"]:
+            label = GOLD[next(iter(claim["evidence"].values()))[0]["label"]]
+            documents = list(claim["evidence"])
+        else:
+            label, documents = NOT_ENOUGH_INFO, [str(d) for d in claim["cited_doc_ids"]]
+        if len(chosen[label]) < per_label:
+            chosen[label].append({"id": claim["id"], "claim": claim["claim"], "gold": label, "documents": documents})
+    return [c for label in VERDICTS for c in chosen[label]]
+
+
+def macro_f1(pairs: list[tuple[str, str]]) -> float:
+    """Macro-averaged F1 over the three verdicts of (gold, predicted) pairs."""
+    scores = []
+    for label in VERDICTS:
+        tp = sum(g == p == label for g, p in pairs)
+        predicted = sum(p == label for _, p in pairs)
+        actual = sum(g == label for g, _ in pairs)
+        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
+    return sum(scores) / len(scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-label", type=int, default=10)
+    parser.add_argument("--llm", default="qwen2.5-0.5b")
+    parser.add_argument("--yes-thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6, 0.65, 0.7])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    os.environ["HOPSTACK_CACHE"] = "off"
+
+    claims = load_claims(args.per_label)
+    wanted = {d for c in claims for d in c["documents"]}
+    abstracts = {}
+    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as lines:
+        for line in lines:
+            document = json.loads(line)
+            if document["_id"] in wanted:
+                abstracts[document["_id"]] = split_sentences(document["text"])
+    prover = NaturalLogicProver(llm=args.llm, cache=False)
+    prover.warm_up()
+    before = USAGE.snapshot()
+    started = time.perf_counter()
+    proofs = prover.prove(
+        [c["claim"] for c in claims], [[s for d in c["documents"] for s in abstracts.get(d, [])] for c in claims]
+    )
+    seconds = time.perf_counter() - started
+    report = {
+        "claims": len(claims),
+        "llm": args.llm,
+        "s_per_claim": seconds / len(claims),
+        "llm_prompts_per_claim": (USAGE.snapshot()["prompts"] - before["prompts"]) / len(claims),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version,
+        "by_yes_threshold": {},
+    }
+    for threshold in args.yes_thresholds:  # the proofs keep every P(Yes): re-deciding costs no LLM call
+        decided = [decide_operators(p, threshold) for p in proofs]
+        report["by_yes_threshold"][str(threshold)] = evaluate(claims, decided)
+        print_evaluation(threshold, report["by_yes_threshold"][str(threshold)])
+    report["proofs"] = [{"id": c["id"], "gold": c["gold"], **p} for c, p in zip(claims, proofs)]
+    write_results(args.json, report)
+    print(f"{report['s_per_claim']:.1f} s and {report['llm_prompts_per_claim']:.1f} LLM prompts per claim")
+
+
+def evaluate(claims: list[dict], proofs: list[dict]) -> dict:
+    """Verdicts against the gold labels, and the stop decision (SUPPORTS or REFUTES) as a classifier."""
+    pairs = [(c["gold"], p["verdict"]) for c, p in zip(claims, proofs)]
+    stop = [(g != NOT_ENOUGH_INFO, p != NOT_ENOUGH_INFO) for g, p in pairs]
+    stopped = sum(p for _, p in stop)
+    return {
+        "accuracy": sum(g == p for g, p in pairs) / len(pairs),
+        "macro_f1": macro_f1(pairs),
+        "confusion": {g: {p: sum(pair == (g, p) for pair in pairs) for p in VERDICTS} for g in VERDICTS},
+        "stopped": stopped,
+        "stop_precision": sum(g and p for g, p in stop) / stopped if stopped else 0.0,
+        "stop_recall": sum(g and p for g, p in stop) / max(1, sum(g for g, _ in stop)),
+        "operators": {op: sum(p["operators"].count(op) for p in proofs) for op in "=<>!|#"},
+    }
+
+
+def print_evaluation(threshold: float, result: dict) -> None:
+    """One threshold's results: accuracy, macro-F1, the confusion matrix, the stop decision."""
+    print(f"\nyes_threshold {threshold}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
+    print("| gold \\ verdict | " + " | ".join(VERDICTS) + " |\n| --- |" + " ---: |" * 3)
+    for gold in VERDICTS:
+        print(f"| {gold} | " + " | ".join(str(result["confusion"][gold][p]) for p in VERDICTS) + " |")
+    print(
+        f"stop precision {result['stop_precision']:.3f}, recall {result['stop_recall']:.3f} "
+        f"({result['stopped']} stopped); operators {result['operators']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,460 @@
+"""Natural-logic stopping of iterative retrieval (AdMIRaL, ProoFVer's DFA, QA-NatVer; METHODS.md section 3).
+
+A proof is a sequence of (claim span, evidence span, operator) steps over the MacCartney-Manning operators
+``= < > ! | #``; :func:`natlog_verdict` runs the operators through ProoFVer's DFA (METHODS.md 3.1) to
+SUPPORTS, REFUTES or NOT ENOUGH INFO. Evidence is sufficient when the verdict is SUPPORTS or REFUTES.
+
+:class:`NaturalLogicProver` builds proofs training-free, as QA-NatVer does without a trained proof
+generator (METHODS.md 3.4-3.5):
+
+1. the claim is cut into at most 6 chunks (APPROXIMATION: a rule-based split at function words and
+   punctuation stands in for the flair chunker);
+2. each chunk is aligned to the most similar n-gram (at most 7 words, not only stopwords) of the 5
+   evidence sentences closest to the claim, by MiniLM cosine (APPROXIMATION of awesome-align); below
+   ``align_threshold`` the chunk gets ``#``;
+3. for an aligned pair the LLM answers QA-NatVer's yes/no question of each operator =, <, >, !, |; among
+   the operators whose P(Yes) (renormalised over Yes/No) exceeds 0.5 the likeliest wins, else ``#``.
+
+QA-NatVer then picks among candidate proofs with a DeBERTa NLI model; no NLI model is available offline,
+so the single proof above is the proof (APPROXIMATION).
+"""
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from haystack import Document, component
+
+from hopstack.components.base import BatchComponent, batch_size_of
+from hopstack.components.compression import split_sentences
+from hopstack.components.generation import AnswerGenerator
+from hopstack.components.rerankers import prompt_passages
+from hopstack.models.cache import CallCache, LLMUser
+from hopstack.models.embedders import embed_texts, load_sentence_transformer
+
+SUPPORTS, REFUTES, NOT_ENOUGH_INFO = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
+VERDICTS = (SUPPORTS, REFUTES, NOT_ENOUGH_INFO)
+OPERATORS = ("=", "<", ">", "!", "|", "#")
+# ProoFVer's DFA (METHODS.md 3.1): state -> operator -> next state; the start state is SUPPORTS
+TRANSITIONS = {
+    SUPPORTS: {"=": SUPPORTS, "<": SUPPORTS, ">": NOT_ENOUGH_INFO, "!": REFUTES, "|": REFUTES, "#": NOT_ENOUGH_INFO},
+    REFUTES: {
+        "=": REFUTES,
+        "<": NOT_ENOUGH_INFO,
+        ">": REFUTES,
+        "!": SUPPORTS,
+        "|": NOT_ENOUGH_INFO,
+        "#": NOT_ENOUGH_INFO,
+    },
+    NOT_ENOUGH_INFO: dict.fromkeys(OPERATORS, NOT_ENOUGH_INFO),
+}
+
+
+def natlog_verdict(operators: Iterable[str]) -> str:
+    """The DFA's final state after ``operators``, starting from SUPPORTS."""
+    state = SUPPORTS
+    for position, operator in enumerate(operators):
+        if operator not in TRANSITIONS[state]:
+            raise ValueError(f"unknown natural-logic operator {operator!r} at step {position}; use one of {OPERATORS}")
+        state = TRANSITIONS[state][operator]
+    return state
+
+
+# QA-NatVer's handwritten questions (METHODS.md 3.4), one per operator other than independence
+OPERATOR_QUESTIONS = {
+    "=": 'Is "{span}" a paraphrase of "{evidence}"?',
+    "<": 'Given the premise "{evidence}", does the hypothesis "{span}" always hold?',
+    ">": 'Is the phrase "{span}" a more specific statement than "{evidence}"?',
+    "!": 'Is the phrase "{span}" the negation of "{evidence}"?',
+    "|": 'Given the premise "{evidence}", can we conclude that the hypothesis "{span}" is false?',
+}
+
+
+def operator_question(operator: str, span: str, evidence: str) -> str:
+    """QA-NatVer's question for ``operator`` about a claim span and an evidence span, to answer Yes or No."""
+    return OPERATOR_QUESTIONS[operator].format(span=span, evidence=evidence) + " Answer Yes or No."
+
+
+STOPWORDS = frozenset(
+    "a an the of in on at by for with from to into onto over under about as and or but nor so than that "
+    "which who whom whose what when where why how is are was were be been being has have had do does did "
+    "not no it its this these those there their they them he she his her him we our you your i me my "
+    "s 's , . ; : ! ? ( ) \" '".split()
+)
+# a chunk starts before one of these (flair-chunker APPROXIMATION): prepositions, conjunctions, relatives
+# and auxiliaries, where English phrases usually begin
+_CHUNK_STARTS = frozenset(
+    "of in on at by for with from to into about after before during than that which who whom whose "
+    "and or but because while although is are was were has have had does did do can could will would "
+    "not never".split()
+)
+_WORD = re.compile(r"[\w'-]+|[^\w\s]")
+
+
+def chunk_claim(claim: str, max_chunks: int = 6) -> list[str]:
+    """The claim cut into phrases (before prepositions, conjunctions, relatives, auxiliaries and at
+    punctuation), a chunk of only stopwords merged into the next, at most ``max_chunks`` (the two shortest
+    neighbours merged until it fits)."""
+    chunks: list[list[str]] = [[]]
+    for token in _WORD.findall(claim):
+        if token in ",;:()" or token in ".?!":
+            chunks.append([])
+            continue
+        if token.lower() in _CHUNK_STARTS and chunks[-1] and not all(w.lower() in STOPWORDS for w in chunks[-1]):
+            chunks.append([])
+        chunks[-1].append(token)
+    merged: list[list[str]] = []
+    pending: list[str] = []
+    for chunk in chunks:
+        pending += chunk
+        if pending and not all(w.lower() in STOPWORDS for w in pending):
+            merged.append(pending)
+            pending = []
+    if pending and merged:
+        merged[-1] += pending
+    while len(merged) > max_chunks:
+        pair = min(range(len(merged) - 1), key=lambda i: len(merged[i]) + len(merged[i + 1]))
+        merged[pair : pair + 2] = [merged[pair] + merged[pair + 1]]
+    return [" ".join(chunk) for chunk in merged]
+
+
+def evidence_spans(sentence: str, max_words: int = 7) -> list[str]:
+    """The sentence's word n-grams of at most ``max_words`` words that are not only stopwords."""
+    words = [w for w in _WORD.findall(sentence) if re.match(r"[\w'-]", w)]
+    spans = []
+    for start in range(len(words)):
+        for end in range(start + 1, min(start + max_words, len(words)) + 1):
+            if any(w.lower() not in STOPWORDS for w in words[start:end]):
+                spans.append(" ".join(words[start:end]))
+    return list(dict.fromkeys(spans))
+
+
+def decide_operators(proof: dict[str, Any], yes_threshold: float = 0.5) -> dict[str, Any]:
+    """Set a proof's operators and verdict from its steps' P(Yes): per step the likeliest operator answered
+    Yes (P(Yes) > ``yes_threshold``), else ``#``; the verdict is the DFA's. Returns the proof."""
+    for step in proof["steps"]:
+        answered = {op: p for op, p in step["p_yes"].items() if p > yes_threshold}
+        step["operator"] = max(answered, key=answered.get) if answered else "#"
+    proof["operators"] = [step["operator"] for step in proof["steps"]]
+    proof["verdict"] = natlog_verdict(proof["operators"])
+    return proof
+
+
+class NaturalLogicProver(LLMUser):
+    """Natural-logic proofs of claims from evidence sentences, training-free (see the module docstring).
+
+    :param llm: the LLM answering the operator questions (an LLM spec).
+    :param embedder: the sentence embedder for choosing evidence sentences and aligning spans.
+    :param max_chunks: claim chunks (QA-NatVer: 6).
+    :param evidence_sentences: the sentences closest to the claim that spans are drawn from (AdMIRaL: 5).
+    :param max_span_words: the longest evidence span (METHODS.md 3.5: 7).
+    :param align_threshold: cosine below which a chunk is unaligned and gets ``#`` (METHODS.md 3.5: 0.5).
+    :param yes_threshold: P(Yes) an operator question needs (QA-NatVer: 0.5; a small LLM says Yes to
+        nearly everything with P(Yes) ~0.4-0.6, so calibrate it: ``benchmarks/natlog_scifact.py``).
+    :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
+    :param cache: use the on-disk call cache for LLM answers and embeddings.
+    """
+
+    def __init__(
+        self,
+        llm: str | dict[str, Any] = "qwen2.5-0.5b",
+        embedder: str = "minilm",
+        max_chunks: int = 6,
+        evidence_sentences: int = 5,
+        max_span_words: int = 7,
+        align_threshold: float = 0.5,
+        yes_threshold: float = 0.5,
+        device: str = "auto",
+        cache: bool = True,
+    ):
+        if min(max_chunks, evidence_sentences, max_span_words) < 1:
+            raise ValueError("max_chunks, evidence_sentences and max_span_words must be at least 1")
+        if not 0.0 <= yes_threshold < 1.0:
+            raise ValueError(f"yes_threshold must be in [0, 1), got {yes_threshold}")
+        self.use_llm(llm, cache)
+        self.embedder = embedder
+        self.max_chunks = max_chunks
+        self.evidence_sentences = evidence_sentences
+        self.max_span_words = max_span_words
+        self.align_threshold = align_threshold
+        self.yes_threshold = yes_threshold
+        self.device = device
+        self._encoder = None
+
+    def warm_up(self) -> None:
+        """Load the LLM and the embedder."""
+        LLMUser.warm_up(self)
+        if self._encoder is None:
+            self._encoder = load_sentence_transformer(self.embedder, self.device)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        cache = CallCache(enabled=None if self.cache else False)
+        return embed_texts(self._encoder, texts, 128, True, cache=cache, model_id=self.embedder)
+
+    def prove(self, claims: Sequence[str], evidence: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        """One proof per claim from its evidence sentences: ``{"claim", "evidence", "steps": [{"claim_span",
+        "evidence_span", "similarity", "operator", "p_yes"}], "operators", "verdict"}``. The batch's texts are
+        embedded in two calls and every operator question of the batch goes to the LLM in one call."""
+        self.warm_up()
+        chosen = self._closest_sentences(list(claims), [list(s) for s in evidence])
+        chunks = [chunk_claim(claim, self.max_chunks) for claim in claims]
+        spans = [
+            list(
+                dict.fromkeys(span for sentence in sentences for span in evidence_spans(sentence, self.max_span_words))
+            )
+            for sentences in chosen
+        ]
+        texts = list(dict.fromkeys(t for group in (*chunks, *spans) for t in group))
+        row = {text: i for i, text in enumerate(texts)}
+        vectors = self._embed(texts) if texts else np.zeros((0, 0))
+        proofs, questions = [], []
+        for claim, sentences, claim_chunks, claim_spans in zip(claims, chosen, chunks, spans):
+            steps = [self._align(chunk, claim_spans, vectors, row) for chunk in claim_chunks]
+            proofs.append({"claim": claim, "evidence": sentences, "steps": steps})
+            questions += [(step, op) for step in steps if step["evidence_span"] for op in OPERATOR_QUESTIONS]
+        prompts = [
+            [{"role": "user", "content": operator_question(op, s["claim_span"], s["evidence_span"])}]
+            for s, op in questions
+        ]
+        log_probs = np.asarray(self._llm.score(prompts, ["Yes", "No"]) if prompts else [], dtype=np.float64)
+        for (step, op), (yes, no) in zip(questions, log_probs.reshape(-1, 2)):
+            step["p_yes"][op] = float(1.0 / (1.0 + np.exp(no - yes)))
+        for proof in proofs:
+            decide_operators(proof, self.yes_threshold)
+        return proofs
+
+    def _spans(self, sentences: list[str]) -> list[str]:
+        return list(
+            dict.fromkeys(span for sentence in sentences for span in evidence_spans(sentence, self.max_span_words))
+        )
+
+    def _closest_sentences(self, claims: list[str], evidence: list[list[str]]) -> list[list[str]]:
+        """Per claim, its ``evidence_sentences`` sentences closest to it (MiniLM cosine), in their own order."""
+        long = [i for i, sentences in enumerate(evidence) if len(sentences) > self.evidence_sentences]
+        if not long:
+            return evidence
+        texts = list(dict.fromkeys(t for i in long for t in (claims[i], *evidence[i])))
+        row = {text: j for j, text in enumerate(texts)}
+        vectors = self._embed(texts)
+        chosen = list(evidence)
+        for i in long:
+            similarity = vectors[[row[s] for s in evidence[i]]] @ vectors[row[claims[i]]]
+            order = np.argsort(-similarity, kind="stable")[: self.evidence_sentences]
+            chosen[i] = [evidence[i][j] for j in sorted(order.tolist())]
+        return chosen
+
+    def _align(self, chunk: str, spans: list[str], vectors: np.ndarray, row: dict[str, int]) -> dict[str, Any]:
+        """The chunk's proof step before its operator: the most similar evidence span, if similar enough."""
+        step: dict[str, Any] = {"claim_span": chunk, "evidence_span": "", "similarity": 0.0, "p_yes": {}}
+        if not spans:
+            return step
+        similarity = vectors[[row[s] for s in spans]] @ vectors[row[chunk]]
+        best = int(np.argmax(similarity))
+        step["similarity"] = float(similarity[best])
+        if similarity[best] >= self.align_threshold:
+            step["evidence_span"] = spans[best]
+        return step
+
+
+class Stopper(BatchComponent):
+    """The stopper contract of iterative retrieval: ``run(query, documents, hop)`` -> ``stop`` (the evidence
+    so far suffices, or the policy says to stop) and ``trace`` (why), implemented by ``run_batch``."""
+
+    @component.output_types(stop=bool, trace=dict[str, Any])
+    def run(self, query: str, documents: list[Document], hop: int = 1) -> dict[str, Any]:
+        """Decide for one question after hop ``hop``."""
+        return self.run_single(query=query, documents=documents, hop=hop)
+
+
+@component
+class FixedHopsStopper(Stopper):
+    """Stop after ``hops`` hops, whatever the evidence (the fixed-hop baseline)."""
+
+    def __init__(self, hops: int = 2):
+        if hops < 1:
+            raise ValueError(f"hops must be at least 1, got {hops}")
+        self.hops = hops
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], hop: list[int] | None = None
+    ) -> dict[str, list[Any]]:
+        """Stop the questions that have had ``hops`` hops."""
+        hops = hop or [1] * batch_size_of({"query": query, "documents": documents})
+        return {"stop": [h >= self.hops for h in hops], "trace": [{"hop": h} for h in hops]}
+
+
+@component
+class ScoreThresholdStopper(Stopper):
+    """Stop once the best document's score reaches ``threshold`` (a threshold-based baseline; the scores
+    are the retriever's own, so the threshold depends on the retriever)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], hop: list[int] | None = None
+    ) -> dict[str, list[Any]]:
+        """Compare each question's best document score with the threshold."""
+        batch_size_of({"query": query, "documents": documents})
+        best = [max((d.score for d in docs if d.score is not None), default=float("-inf")) for docs in documents]
+        return {"stop": [b >= self.threshold for b in best], "trace": [{"top_score": b} for b in best]}
+
+
+TRIGGER_PROMPT = (
+    "Documents:\n{documents}\n\nQuestion: {question}\n"
+    "Think step by step using only the documents. If they are enough to answer, end with "
+    '"So the answer is: <answer>." If they are not, say which fact is missing.'
+)
+
+
+@component
+class AnswerTriggerStopper(LLMUser, Stopper):
+    """Stop when the LLM, reasoning over the evidence so far, writes a trigger string (FlashRAG's IRCoT-style
+    stop rule: "So the answer is").
+
+    :param llm: an LLM spec.
+    :param triggers: stop strings, matched case-insensitively.
+    :param prompt: the user message, with ``{documents}`` and ``{question}``.
+    :param max_documents: documents shown, in order.
+    :param max_passage_words: words kept of each document.
+    :param max_tokens: the reasoning budget.
+    :param cache: use the on-disk call cache.
+    """
+
+    def __init__(
+        self,
+        llm: str | dict[str, Any] = "qwen2.5-0.5b",
+        triggers: list[str] | None = None,
+        prompt: str = TRIGGER_PROMPT,
+        max_documents: int = 5,
+        max_passage_words: int = 100,
+        max_tokens: int = 96,
+        cache: bool = True,
+    ):
+        if "{documents}" not in prompt or "{question}" not in prompt:
+            raise ValueError("prompt needs the placeholders {documents} and {question}")
+        self.use_llm(llm, cache)
+        self.triggers = triggers or ["so the answer is"]
+        self.prompt = prompt
+        self.max_documents = max_documents
+        self.max_passage_words = max_passage_words
+        self.max_tokens = max_tokens
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], hop: list[int] | None = None
+    ) -> dict[str, list[Any]]:
+        """One LLM call for the batch; a question stops when its reply holds a trigger."""
+        batch_size_of({"query": query, "documents": documents})
+        self.warm_up()
+        prompts = []
+        for question, docs in zip(query, documents):
+            passages = prompt_passages(docs[: self.max_documents], True, self.max_passage_words)
+            listed = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or "(none)"
+            prompts.append([{"role": "user", "content": self.prompt.format(documents=listed, question=question)}])
+        replies = self._llm.generate(prompts, max_tokens=self.max_tokens)
+        triggers = [t.lower() for t in self.triggers]
+        stop = [any(t in reply.lower() for t in triggers) for reply in replies]
+        return {"stop": stop, "trace": [{"reply": reply} for reply in replies]}
+
+
+CLAIM_SYSTEM = "You rewrite a question and its answer as one short declarative sentence that states the answer."
+CLAIM_FEW_SHOT = [
+    ("Who founded the Brannock Looms mill?", "Ada Brannock", "Ada Brannock founded the Brannock Looms mill."),
+    (
+        "Do both Tech Daily and Market Watch report that Orbit's new phone has a larger battery?",
+        "Yes",
+        "Both Tech Daily and Market Watch report that Orbit's new phone has a larger battery.",
+    ),
+    ("Which river runs through Hollin Ford?", "the Saltwhistle", "The Saltwhistle River runs through Hollin Ford."),
+]
+
+
+def claim_messages(question: str, answer: str) -> list[dict[str, str]]:
+    """The chat that turns a question and its answer into a claim (few-shot turns written for hopstack)."""
+    messages = [{"role": "system", "content": CLAIM_SYSTEM}]
+    for q, a, claim in CLAIM_FEW_SHOT:
+        messages += [
+            {"role": "user", "content": f"Question: {q}\nAnswer: {a}"},
+            {"role": "assistant", "content": claim},
+        ]
+    return messages + [{"role": "user", "content": f"Question: {question}\nAnswer: {answer}"}]
+
+
+@component
+class NaturalLogicStopper(LLMUser, Stopper):
+    """Stop when the evidence proves or refutes the claim in natural logic (AdMIRaL's sufficiency check).
+
+    With ``claims: true`` the query is the claim (fact verification). Otherwise the query is a question: the
+    reader (an :class:`AnswerGenerator` from ``reader``) answers it from the documents, the LLM rewrites
+    question and answer as a declarative claim, and "sufficient" means the evidence proves or refutes that
+    answer claim. The evidence is the sentences of the first ``max_documents`` documents; the proof
+    (:class:`NaturalLogicProver`: chunks, aligned evidence spans, operators, the DFA's verdict) is the
+    trace, the explanation of the decision.
+
+    :param llm: the LLM that writes claims and answers the operator questions.
+    :param claims: the queries are claims, not questions.
+    :param reader: :class:`AnswerGenerator` init parameters (default: ``llm``, 5 documents).
+    :param max_documents: documents whose sentences are evidence.
+    :param prover: further :class:`NaturalLogicProver` parameters (``embedder``, ``max_chunks``,
+        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``).
+    :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
+    :param cache: use the on-disk call cache.
+    """
+
+    def __init__(
+        self,
+        llm: str | dict[str, Any] = "qwen2.5-0.5b",
+        claims: bool = False,
+        reader: dict[str, Any] | None = None,
+        max_documents: int = 5,
+        prover: dict[str, Any] | None = None,
+        device: str = "auto",
+        cache: bool = True,
+    ):
+        if max_documents < 1:
+            raise ValueError(f"max_documents must be at least 1, got {max_documents}")
+        self.use_llm(llm, cache)
+        self.claims = claims
+        self.reader = reader
+        self.max_documents = max_documents
+        self.prover = prover or {}
+        self.device = device
+        try:
+            self._prover = NaturalLogicProver(llm=llm, device=device, cache=cache, **self.prover)
+            settings = {"llm": llm, "max_documents": max_documents, "cache": cache, **(reader or {})}
+            self._reader = None if claims else AnswerGenerator(**settings)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"NaturalLogicStopper: {exc}") from exc
+
+    def warm_up(self) -> None:
+        """Load the LLM, the embedder and the reader."""
+        LLMUser.warm_up(self)
+        self._prover.warm_up()
+        if self._reader is not None:
+            self._reader.warm_up()
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], hop: list[int] | None = None
+    ) -> dict[str, list[Any]]:
+        """Prove every question's claim from its evidence: one reader call, one claim-writing call, one
+        operator-question call for the batch."""
+        batch_size_of({"query": query, "documents": documents})
+        self.warm_up()
+        read = [docs[: self.max_documents] for docs in documents]
+        traces: list[dict[str, Any]] = [{} for _ in query]
+        claims = list(query)
+        if self._reader is not None:
+            answers = self._reader.answer(query, read)
+            replies = self._llm.generate([claim_messages(q, a.data) for q, a in zip(query, answers)], max_tokens=64)
+            claims = [
+                next((line.strip() for line in r.splitlines() if line.strip()), q) for r, q in zip(replies, query)
+            ]
+            for trace, answer in zip(traces, answers):
+                trace["answer"] = answer.data
+        evidence = [[s for d in docs for s in split_sentences(d.content or "")] for docs in read]
+        proofs = self._prover.prove(claims, evidence)
+        stop = [proof["verdict"] != NOT_ENOUGH_INFO for proof in proofs]
+        for trace, proof in zip(traces, proofs):
+            trace.update(claim=proof["claim"], verdict=proof["verdict"], proof=proof)
+        return {"stop": stop, "trace": traces}

@@ -1,0 +1,194 @@
+"""Natural-logic stopping: the DFA against METHODS.md's table on every operator sequence up to length 5,
+claim chunking, evidence spans, proofs with a scripted LLM, and the stop policies."""
+
+import itertools
+import math
+
+import pytest
+from haystack import Document
+
+from hopstack.components.stopping import (
+    NOT_ENOUGH_INFO,
+    OPERATORS,
+    REFUTES,
+    SUPPORTS,
+    AnswerTriggerStopper,
+    FixedHopsStopper,
+    NaturalLogicProver,
+    NaturalLogicStopper,
+    ScoreThresholdStopper,
+    chunk_claim,
+    evidence_spans,
+    natlog_verdict,
+)
+from hopstack.testing import assert_run_batch_matches_run
+
+TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
+
+# METHODS.md 3.1, copied as text: state \ op | = < > ! | #
+TABLE = """
+SUPPORTS        | S | S | NEI | R | R | NEI
+REFUTES         | R | NEI | R | S | NEI | NEI
+NOT ENOUGH INFO | NEI | NEI | NEI | NEI | NEI | NEI
+"""
+NAMES = {"S": SUPPORTS, "R": REFUTES, "NEI": NOT_ENOUGH_INFO}
+
+
+def _reference():
+    table = {}
+    for line in TABLE.strip().splitlines():
+        state, *cells = [cell.strip() for cell in line.split("|")]
+        table[state] = {op: NAMES[cell] for op, cell in zip("=<>!|#", cells)}
+    return table
+
+
+def test_the_dfa_is_the_table_on_every_sequence_up_to_five_operators():
+    table = _reference()
+    checked = 0
+    for length in range(6):
+        for sequence in itertools.product(OPERATORS, repeat=length):
+            state = SUPPORTS
+            for op in sequence:
+                state = table[state][op]
+            assert natlog_verdict(sequence) == state, sequence
+            checked += 1
+    assert checked == sum(6**n for n in range(6)) == 9331
+    assert natlog_verdict([]) == SUPPORTS, "the start state"
+    assert (
+        natlog_verdict("!!") == SUPPORTS and natlog_verdict("!>") == REFUTES and natlog_verdict("#=") == NOT_ENOUGH_INFO
+    )
+
+
+def test_an_unknown_operator_is_named():
+    with pytest.raises(ValueError, match=r"'~' at step 1"):
+        natlog_verdict(["=", "~"])
+
+
+def test_claims_are_cut_into_at_most_six_phrases_none_of_only_stopwords():
+    assert chunk_claim("A deficiency of vitamin B12 increases blood levels of homocysteine.") == [
+        "A deficiency",
+        "of vitamin B12 increases blood levels",
+        "of homocysteine",
+    ]
+    long = chunk_claim(
+        "The river runs through the ford, which was founded in 1820 by Ada and her brother "
+        "who lived in the north of the valley."
+    )
+    assert 1 <= len(long) <= 6 and " ".join(long).replace(" ,", ",").startswith("The river runs")
+    assert chunk_claim("") == [] and chunk_claim("of the") == []
+
+
+def test_evidence_spans_are_ngrams_up_to_the_limit_not_only_stopwords():
+    spans = evidence_spans("Ada founded the mill.", max_words=2)
+    assert spans == ["Ada", "Ada founded", "founded", "founded the", "the mill", "mill"]
+
+
+class ScriptedLLM:
+    """Answers an operator question Yes with the probability the script gives for its operator and spans."""
+
+    def __init__(self, p_yes):
+        self.p_yes, self.prompts = p_yes, []
+
+    def score(self, prompts, candidates):
+        assert candidates == ["Yes", "No"]
+        self.prompts.extend(p[0]["content"] for p in prompts)
+        rows = []
+        for prompt in prompts:
+            p = next((v for key, v in self.p_yes.items() if all(part in prompt[0]["content"] for part in key)), 0.1)
+            rows.append([math.log(p), math.log(1 - p)])
+        return rows
+
+
+@pytest.mark.slow
+def test_a_proof_aligns_chunks_asks_each_operator_and_runs_the_dfa():
+    prover = NaturalLogicProver(llm=TINY_LLM, cache=False, align_threshold=0.5)
+    prover.warm_up()
+    prover._llm = ScriptedLLM(
+        {
+            ("paraphrase", "Ada Brannock"): 0.9,  # "=" for the founder
+            ("negation", "in 1820", "1910"): 0.8,  # "!" for the year: refuted
+            ("paraphrase", "in 1820", "1910"): 0.3,
+        }
+    )
+    evidence = [["Ada Brannock founded the mill in 1910.", "Stock prices fell on Tuesday."]]
+    [proof] = prover.prove(["Ada Brannock founded the mill in 1820."], evidence)
+    assert [s["claim_span"] for s in proof["steps"]] == ["Ada Brannock founded the mill", "in 1820"]
+    assert proof["steps"][1]["evidence_span"] and proof["operators"][1] == "!"
+    assert proof["verdict"] == (REFUTES if proof["operators"][0] in "=<" else NOT_ENOUGH_INFO)
+    questions = len(prover._llm.prompts)
+    assert questions == 5 * sum(1 for s in proof["steps"] if s["evidence_span"]), "five questions per aligned chunk"
+    [unaligned] = prover.prove(["Quantum chromodynamics"], [["Stock prices fell on Tuesday."]])
+    assert unaligned["operators"] == ["#"] and unaligned["verdict"] == NOT_ENOUGH_INFO
+    assert len(prover._llm.prompts) == questions, "an unaligned chunk asks nothing"
+
+
+def _docs(*scores):
+    return [Document(id=f"d{i}", content=f"text {i}", score=s) for i, s in enumerate(scores)]
+
+
+def test_fixed_hops_and_score_threshold_stoppers():
+    fixed = FixedHopsStopper(hops=2).run_batch(query=["a", "b"], documents=[[], []], hop=[1, 2])
+    assert fixed["stop"] == [False, True]
+    threshold = ScoreThresholdStopper(threshold=5.0)
+    out = threshold.run_batch(query=["a", "b", "c"], documents=[_docs(3.0, 6.0), _docs(1.0), []])
+    assert out["stop"] == [True, False, False] and out["trace"][0] == {"top_score": 6.0}
+    assert_run_batch_matches_run(threshold, [{"query": "a", "documents": _docs(7.0)}, {"query": "b", "documents": []}])
+
+
+def test_answer_trigger_stopper_stops_on_a_trigger_string():
+    class Replies:
+        def generate(self, prompts, max_tokens):
+            return ["So the answer is: Oslo." if "Oslo" in p[0]["content"] else "The city is missing." for p in prompts]
+
+    stopper = AnswerTriggerStopper(llm=TINY_LLM)
+    stopper._llm = Replies()
+    documents = [[Document(id="x", content="Oslo is the capital.")], [Document(id="y", content="Rain.")]]
+    out = stopper.run_batch(query=["capital?", "capital?"], documents=documents)
+    assert out["stop"] == [True, False] and out["trace"][1] == {"reply": "The city is missing."}
+
+
+def test_natural_logic_stopper_turns_the_answer_into_a_claim_and_stops_on_a_verdict(monkeypatch):
+    stopper = NaturalLogicStopper(llm=TINY_LLM)
+
+    class Claims:
+        def generate(self, prompts, max_tokens):
+            return [f"{p[-1]['content'].split('Answer: ')[1]} is the capital of Norway." for p in prompts]
+
+    class Reader:
+        def generate_scored(self, prompts, max_tokens):
+            return [("Oslo", [0.0]) for _ in prompts]
+
+    def prove(claims, evidence):
+        verdicts = [SUPPORTS if "Oslo" in " ".join(e) else NOT_ENOUGH_INFO for e in evidence]
+        return [{"claim": c, "verdict": v} for c, v in zip(claims, verdicts)]
+
+    monkeypatch.setattr(stopper, "warm_up", lambda: None)
+    stopper._llm, stopper._reader._llm = Claims(), Reader()
+    monkeypatch.setattr(stopper._prover, "prove", prove)
+    documents = [[Document(id="x", content="Oslo is the capital of Norway.")], [Document(id="y", content="Rain.")]]
+    out = stopper.run_batch(query=["What is the capital of Norway?"] * 2, documents=documents)
+    assert out["stop"] == [True, False]
+    assert out["trace"][0]["claim"] == "Oslo is the capital of Norway." and out["trace"][0]["answer"] == "Oslo"
+    assert out["trace"][1]["verdict"] == NOT_ENOUGH_INFO
+
+
+def test_stopper_settings_are_checked():
+    with pytest.raises(ValueError, match="hops"):
+        FixedHopsStopper(hops=0)
+    with pytest.raises(ValueError, match="max_chunks"):
+        NaturalLogicStopper(llm=TINY_LLM, prover={"max_chunks": 0})
+    with pytest.raises(ValueError, match="placeholders"):
+        AnswerTriggerStopper(llm=TINY_LLM, prompt="no placeholders")
+
+
+def test_operators_are_redecided_at_another_yes_threshold():
+    from hopstack.components.stopping import decide_operators
+
+    proof = {"steps": [{"p_yes": {"=": 0.58, "!": 0.52}}, {"p_yes": {"=": 0.55, "|": 0.62}}, {"p_yes": {}}]}
+    assert decide_operators(proof, 0.5)["operators"] == ["=", "|", "#"] and proof["verdict"] == NOT_ENOUGH_INFO
+    assert decide_operators(proof, 0.6)["operators"] == ["#", "|", "#"]
+    proof["steps"].pop()
+    assert decide_operators(proof, 0.5)["verdict"] == REFUTES and decide_operators(proof, 0.7)["operators"] == [
+        "#",
+        "#",
+    ]
