@@ -17,15 +17,13 @@ Prints a table and writes JSON. Not a test: speed is never asserted in the test 
 import argparse
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from results_file import write_results
+from variant_runs import run_variants
 
 from hopstack.datasets.benchmark import load_dataset
-from hopstack.graphs import BatchRunner
-from hopstack.models.llm import USAGE
 from hopstack.pipelines.metrics import score_run
 from hopstack.pipelines.variants import expand_variants, read_grid
 
@@ -54,23 +52,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["HOPSTACK_CACHE"] = "off"  # measure the models, not the on-disk call cache
 
-    from haystack import Pipeline
-
     dataset = load_dataset(args.dataset, "all", args.questions)
     variants = [v for v in expand_variants([], read_grid(args.grid), {"index": args.index}) if v.data]
     rows = {}
-    for variant in variants:
-        if args.only and variant.name not in args.only:
-            continue
-        pipeline = Pipeline.from_dict(variant.data, allowed_modules=["hopstack"])
-        pipeline.warm_up()
-        runner = BatchRunner(pipeline)
-        before = USAGE.snapshot()
-        started = time.perf_counter()
-        result = runner.run([runner.question_input(q.question, q.extra) for q in dataset.questions])
-        wall = time.perf_counter() - started
-        n = len(dataset.questions)
-        used = {name: (value - before[name]) / n for name, value in USAGE.snapshot().items()}
+    n = len(dataset.questions)
+    for run in run_variants(variants, dataset.questions, args.only):
+        variant, result, wall, used = run.variant, run.result, run.seconds, run.llm_per_question
         scored = score_run(dataset, result.outputs)
         traces = loop_traces(result.outputs)
         rows[variant.name] = {

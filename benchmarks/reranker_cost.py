@@ -19,14 +19,12 @@ Prints a table and writes JSON. Not a test: speed is never asserted in the test 
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from results_file import write_results
+from variant_runs import run_variants
 
 from hopstack.datasets.benchmark import load_dataset
-from hopstack.graphs import BatchRunner
-from hopstack.models.llm import USAGE
 from hopstack.pipelines.variants import expand_variants, read_grid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,22 +71,11 @@ def main() -> None:
     if not args.call_cache:
         os.environ["HOPSTACK_CACHE"] = "off"  # measure the models, not the on-disk call cache
 
-    from haystack import Pipeline
-
     questions = load_dataset("multihop-rag", "all", args.offset + args.questions).questions[args.offset :]
     variants = [v for v in expand_variants([], read_grid(args.grid), {"index": args.index}) if v.data]
     rows = {}
-    for variant in variants:
-        if args.only and variant.name not in args.only:
-            continue
-        pipeline = Pipeline.from_dict(variant.data, allowed_modules=["hopstack"])
-        pipeline.warm_up()
-        runner = BatchRunner(pipeline)
-        before = USAGE.snapshot()
-        started = time.perf_counter()
-        result = runner.run([runner.question_input(q.question, q.extra) for q in questions])
-        wall = time.perf_counter() - started
-        used = {name: (value - before[name]) / len(questions) for name, value in USAGE.snapshot().items()}
+    for run in run_variants(variants, questions, args.only):
+        variant, result, wall, used = run.variant, run.result, run.seconds, run.llm_per_question
         rerank_s = sum(s.wall_s for name, s in result.stats.items() if name not in FIRST_STAGE)
         rows[variant.name] = {
             "params": variant.params,

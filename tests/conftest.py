@@ -2,6 +2,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,5 +116,23 @@ def tiny_model_dir(tmp_path_factory):
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
     )  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def save_tiny_bert(folder: Path, model_class: str, **config: Any) -> str:
+    """A tiny randomly initialised 2-layer BERT of transformers' ``model_class`` (e.g. a cross-encoder or an
+    extractive QA head) with MiniLM's WordPiece tokenizer, saved in ``folder``; returns the folder."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer, BertConfig
+
+    from hopstack.models.registry import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    torch.manual_seed(0)
+    settings = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    bert = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, **settings, **config)
+    getattr(transformers, model_class)(bert).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

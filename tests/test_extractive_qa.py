@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_tiny_bert
 from hopstack.models.extractive_qa import ExtractiveQAScorer
 from hopstack.models.scorers import make_scorer
 
@@ -23,20 +24,7 @@ def test_answer_probability_is_one_minus_the_no_answer_share():
 
 @pytest.fixture(scope="module")
 def tiny_qa_model(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    from hopstack.models.registry import resolve_model
-
-    folder = tmp_path_factory.mktemp("tiny-qa")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )  # fmt: skip
-    BertForQuestionAnswering(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-qa"), "BertForQuestionAnswering")
 
 
 def test_scores_are_probabilities_batched_like_single(tiny_qa_model):

@@ -62,3 +62,23 @@ def build_component(spec: Any, where: str) -> Any:
     if unknown:
         raise ValueError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
     return resolve_component_class(spec["type"])(**(spec.get("init_parameters") or {}))
+
+
+class WrapsRetriever(NestedComponents):
+    """Mixin for components built around a nested retriever (multi-query retrieval, the hop loop): it is
+    built with the component's ``index`` (so ``--index`` reaches it), and its index is the component's
+    content identity for node fingerprints."""
+
+    def use_retriever(self, retriever: dict[str, Any], index: str | None) -> None:
+        """Record the retriever spec and index (init parameters) and build the retriever."""
+        self.retriever = retriever
+        self.index = index
+        spec = retriever
+        if index is not None and isinstance(retriever, dict):
+            spec = {**retriever, "init_parameters": {**(retriever.get("init_parameters") or {}), "index": index}}
+        self._retriever = build_component(spec, "retriever")
+
+    def content_identity(self) -> str | None:
+        """What the wrapped retriever reads (its index), for node fingerprints."""
+        identity = getattr(self._retriever, "content_identity", None)
+        return identity() if callable(identity) else None

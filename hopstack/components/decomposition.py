@@ -18,7 +18,7 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, NestedComponents, build_component
+from hopstack.components.base import BatchComponent, WrapsRetriever
 from hopstack.models.cache import LLMUser
 
 SYSTEM_PROMPT = (
@@ -153,7 +153,7 @@ class QuestionDecomposer(LLMUser, BatchComponent):
 
 
 @component
-class MultiQueryRetriever(NestedComponents, BatchComponent):
+class MultiQueryRetriever(WrapsRetriever, BatchComponent):
     """Retrieves for every query of a question (its original and its sub-questions) and pools the results.
 
     All queries of all questions in a batch go to the wrapped retriever in one ``run_batch`` call. Per
@@ -170,23 +170,13 @@ class MultiQueryRetriever(NestedComponents, BatchComponent):
     def __init__(self, retriever: dict[str, Any], top_k: int | None = None, index: str | None = None):
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be at least 1 or null, got {top_k}")
-        self.retriever = retriever
+        self.use_retriever(retriever, index)
         self.top_k = top_k
-        self.index = index
-        spec = retriever
-        if index is not None and isinstance(retriever, dict):
-            spec = {**retriever, "init_parameters": {**(retriever.get("init_parameters") or {}), "index": index}}
-        self._retriever = build_component(spec, "retriever")
 
     def warm_up(self) -> None:
         """Warm up the wrapped retriever."""
         if callable(getattr(self._retriever, "warm_up", None)):
             self._retriever.warm_up()
-
-    def content_identity(self) -> str | None:
-        """What the wrapped retriever reads (its index), for node fingerprints."""
-        identity = getattr(self._retriever, "content_identity", None)
-        return identity() if callable(identity) else None
 
     @component.output_types(documents=list[Document])
     def run(self, queries: list[str], top_k: int | None = None) -> dict[str, Any]:

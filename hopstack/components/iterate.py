@@ -14,7 +14,7 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, NestedComponents, batch_size_of, build_component
+from hopstack.components.base import BatchComponent, WrapsRetriever, batch_size_of, build_component
 from hopstack.components.rerankers import prompt_passages
 from hopstack.models.cache import LLMUser
 
@@ -98,7 +98,7 @@ MERGE_ORDERS = ("interleave", "append")
 
 
 @component
-class IterativeRetriever(NestedComponents, BatchComponent):
+class IterativeRetriever(WrapsRetriever, BatchComponent):
     """Multi-hop retrieval until a stopper says the evidence suffices, or ``max_hops``.
 
     Per question the output ``documents`` are every hop's documents, each once (its first occurrence):
@@ -133,17 +133,12 @@ class IterativeRetriever(NestedComponents, BatchComponent):
             raise ValueError(f"top_k must be at least 1 or null, got {top_k}")
         if merge not in MERGE_ORDERS:
             raise ValueError(f"merge must be one of {', '.join(MERGE_ORDERS)}, got {merge!r}")
-        self.retriever = retriever
+        self.use_retriever(retriever, index)
         self.stopper = stopper
         self.reformulator = reformulator
         self.max_hops = max_hops
         self.top_k = top_k
         self.merge = merge
-        self.index = index
-        spec = retriever
-        if index is not None and isinstance(retriever, dict):
-            spec = {**retriever, "init_parameters": {**(retriever.get("init_parameters") or {}), "index": index}}
-        self._retriever = build_component(spec, "retriever")
         self._stopper = build_component(stopper, "stopper")
         default_reformulator = {"type": "hopstack.components.iterate.QueryReformulator"}
         self._reformulator = build_component(reformulator or default_reformulator, "reformulator")
@@ -153,11 +148,6 @@ class IterativeRetriever(NestedComponents, BatchComponent):
         for part in (self._retriever, self._stopper, self._reformulator):
             if callable(getattr(part, "warm_up", None)):
                 part.warm_up()
-
-    def content_identity(self) -> str | None:
-        """What the nested retriever reads (its index), for node fingerprints."""
-        identity = getattr(self._retriever, "content_identity", None)
-        return identity() if callable(identity) else None
 
     @component.output_types(documents=list[Document], trace=dict[str, Any])
     def run(self, query: str) -> dict[str, Any]:
