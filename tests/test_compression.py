@@ -198,7 +198,7 @@ def test_stable_rule_keeps_the_first_confident_prefix_whose_answer_the_next_clue
     assert [t["stopped"] for t in out["trace"]] == ["stable", "budget", "all-clues", "no-clues"]
     assert out["trace"][0]["answers"] == ["Oslo", "Paris", "PARIS"]
     assert out["trace"][0]["confidences"] == pytest.approx([0.9, 0.7, 0.8])
-    assert reader.calls == [3, 2, 2, 1], "one LLM call a step for every undecided question"
+    assert reader.calls == [3, 2, 2], "one LLM call a step for every undecided question, at most max_clues steps"
 
 
 def test_truncator_settings_are_checked():
@@ -208,6 +208,9 @@ def test_truncator_settings_are_checked():
         ClueTruncator(rule="mass", min_clues=4, max_clues=3)
     with pytest.raises(ValueError, match="reader"):
         ClueTruncator(rule="stable", reader={"llm": TINY_LLM, "max_documents": 0})
+    with pytest.raises(ValueError, match="at least max_clues"):
+        ClueTruncator(rule="stable", reader={"llm": TINY_LLM, "max_documents": 5}, max_clues=10)
+    assert ClueTruncator(rule="stable", reader={"llm": TINY_LLM}, max_clues=7)._reader.max_documents == 7
 
 
 @pytest.mark.slow

@@ -265,17 +265,18 @@ class ClueTruncator(BatchComponent):
     the first k clues, k = 1, 2, ..., every question of the batch at the same k in one LLM call, and keeps
     the first k whose answer has confidence >= ``confidence`` and is the same (after normalisation) with
     k + 1 clues; with every clue read, a confident answer keeps them all; else ``max_clues`` are kept
-    (stopped: "budget"). Give ``reader`` the settings of the pipeline's own reader, so the answer checked
-    is the one the pipeline gives (with the call cache on, the reader's call is then a cache hit).
-    ``rule: mass`` keeps the smallest k whose clues hold ``mass`` of the question's summed
-    ``meta["answerability"]`` (set by :class:`ClueReranker`), with no LLM call.
+    (stopped: "budget"; the reader reads at most ``max_clues`` clues). Give ``reader`` the settings of the
+    pipeline's own reader, so the answer checked is the one the pipeline gives (with the call cache on, the
+    reader's own call is then a cache hit). ``rule: mass`` keeps the smallest k whose clues hold ``mass``
+    of the question's summed ``meta["answerability"]`` (set by :class:`ClueReranker`), with no LLM call.
 
     Outputs the kept clues and, per question, ``trace``: the rule, clues kept, why it stopped
     (``stable | all-clues | budget | mass | no-clues``) and, for ``stable``, each prefix's answer and
     confidence.
 
     :param rule: ``stable`` or ``mass``.
-    :param reader: :class:`AnswerGenerator` init parameters (``stable``; default: its defaults).
+    :param reader: :class:`AnswerGenerator` init parameters (``stable``; default: its defaults, reading
+        ``max_clues`` clues; ``max_documents`` below ``max_clues`` is refused).
     :param confidence: the reader's confidence threshold (``stable``).
     :param mass: the answerability share to keep (``mass``; METHODS.md: 0.8).
     :param min_clues: at least this many clues are kept (when there are that many).
@@ -304,9 +305,15 @@ class ClueTruncator(BatchComponent):
         self.min_clues = min_clues
         self.max_clues = max_clues
         try:
-            self._reader = AnswerGenerator(**self.reader) if rule == "stable" else None
+            settings = {"max_documents": max_clues, **self.reader}
+            self._reader = AnswerGenerator(**settings) if rule == "stable" else None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"reader: {exc}") from exc
+        if self._reader is not None and self._reader.max_documents < max_clues:
+            raise ValueError(
+                f"reader.max_documents ({self._reader.max_documents}) must be at least max_clues ({max_clues}): "
+                "the reader would not read the clues the rule adds"
+            )
 
     def warm_up(self) -> None:
         """Load the reader's LLM (``stable``)."""
@@ -369,12 +376,13 @@ class ClueTruncator(BatchComponent):
         ]
 
     def _decide(self, k: int, n: int, answers: list[str], confidences: list[float]) -> tuple[int, dict] | None:
-        """After the reader's answer from k of n clues: (clues kept, trace) once decided, else None."""
+        """After the reader's answer from k of n clues: (clues kept, trace) once decided, else None. The
+        reader never reads more than ``max_clues`` clues: the budget ends the scan there."""
         if k >= 2 and k - 1 >= self.min_clues and confidences[k - 2] >= self.confidence:
             if normalize_answer(answers[k - 2]) == normalize_answer(answers[k - 1]):
                 return k - 1, {"stopped": "stable"}
-        if k == n and confidences[k - 1] >= self.confidence and n <= self.max_clues:
+        if k == n and n <= self.max_clues and confidences[k - 1] >= self.confidence:
             return n, {"stopped": "all-clues"}
-        if k >= min(n, self.max_clues + 1):
+        if k >= min(n, self.max_clues):
             return self._bounded(self.max_clues, n), {"stopped": "budget"}
         return None
