@@ -64,6 +64,15 @@ def build_component(spec: Any, where: str) -> Any:
     return resolve_component_class(spec["type"])(**(spec.get("init_parameters") or {}))
 
 
+def call_batch(part: Any, **inputs: list[Any]) -> dict[str, list[Any]]:
+    """A nested component's ``run_batch`` over the lists, or, for a plain Haystack component, its ``run``
+    item by item (outputs gathered into lists)."""
+    if callable(getattr(part, "run_batch", None)):
+        return part.run_batch(**inputs)
+    outputs = [part.run(**dict(zip(inputs, values))) for values in zip(*inputs.values())]
+    return {name: [o[name] for o in outputs] for name in (outputs[0] if outputs else {})}
+
+
 class WrapsRetriever(NestedComponents):
     """Mixin for components built around a nested retriever (multi-query retrieval, the hop loop): it is
     built with the component's ``index`` (so ``--index`` reaches it), and its index is the component's

@@ -18,7 +18,7 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, WrapsRetriever
+from hopstack.components.base import BatchComponent, WrapsRetriever, call_batch
 from hopstack.models.cache import LLMUser
 
 SYSTEM_PROMPT = (
@@ -187,11 +187,7 @@ class MultiQueryRetriever(WrapsRetriever, BatchComponent):
         """One wrapped-retriever call for every query of every question, then one pool per question."""
         self.warm_up()
         flat = [query for question_queries in queries for query in question_queries]
-        run_batch = getattr(self._retriever, "run_batch", None)
-        if callable(run_batch):
-            results = run_batch(query=flat)["documents"] if flat else []
-        else:
-            results = [self._retriever.run(query=query)["documents"] for query in flat]
+        results = call_batch(self._retriever, query=flat)["documents"] if flat else []
         pools, start = [], 0
         for i, question_queries in enumerate(queries):
             limit = self.top_k if top_k is None or top_k[i] is None else top_k[i]

@@ -16,7 +16,7 @@ from haystack import Document, component
 from haystack.dataclasses import GeneratedAnswer
 
 from hopstack.components.base import BatchComponent
-from hopstack.components.rerankers import prompt_passages
+from hopstack.components.rerankers import numbered_passages, prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.pipelines.metrics import normalize_answer
 
@@ -144,5 +144,5 @@ class AnswerGenerator(LLMUser, BatchComponent):
 
 
 def _user_turn(question: str, passages: list[str]) -> str:
-    listed = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or "(no documents)"
+    listed = numbered_passages(passages, "(no documents)")
     return f"Documents:\n{listed}\n\nQuestion: {question}\nAnswer:"

@@ -14,8 +14,8 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, WrapsRetriever, batch_size_of, build_component
-from hopstack.components.rerankers import prompt_passages
+from hopstack.components.base import BatchComponent, WrapsRetriever, batch_size_of, build_component, call_batch
+from hopstack.components.rerankers import numbered_passages, prompt_passages
 from hopstack.models.cache import LLMUser
 
 REFORMULATE_SYSTEM = (
@@ -90,7 +90,7 @@ class QueryReformulator(LLMUser, BatchComponent):
 
 
 def _user_turn(question: str, passages: list[str]) -> str:
-    listed = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or "(none)"
+    listed = numbered_passages(passages, "(none)")
     return f"Question: {question}\n\nDocuments found so far:\n{listed}\n\nNext search query:"
 
 
@@ -164,14 +164,14 @@ class IterativeRetriever(WrapsRetriever, BatchComponent):
         current = {i: q for i, q in enumerate(query)}
         for hop in range(1, self.max_hops + 1):
             active = list(current)
-            found = _call(self._retriever, query=[current[i] for i in active])["documents"]
+            found = call_batch(self._retriever, query=[current[i] for i in active])["documents"]
             for i, documents in zip(active, found):
                 hops[i].append(list(documents))
                 traces[i]["queries"].append(current[i])
             if hop == self.max_hops:
                 break
             evidence = [self._merged(hops[i]) for i in active]
-            decided = _call(
+            decided = call_batch(
                 self._stopper, query=[query[i] for i in active], documents=evidence, hop=[hop] * len(active)
             )
             going = []
@@ -184,7 +184,9 @@ class IterativeRetriever(WrapsRetriever, BatchComponent):
                     going.append((i, docs))
             if not going:
                 break
-            written = _call(self._reformulator, question=[query[i] for i, _ in going], documents=[d for _, d in going])
+            written = call_batch(
+                self._reformulator, question=[query[i] for i, _ in going], documents=[docs for _, docs in going]
+            )
             current = {i: q for (i, _), q in zip(going, written["query"])}
         for trace, per_hop in zip(traces, hops):
             trace["hops"] = len(per_hop)
@@ -198,11 +200,3 @@ class IterativeRetriever(WrapsRetriever, BatchComponent):
             ordered = [documents[r] for r in range(longest) for documents in per_hop if r < len(documents)]
         seen: set[str] = set()
         return [d for d in ordered if not (d.id in seen or seen.add(d.id))]
-
-
-def _call(part: Any, **inputs: list[Any]) -> dict[str, list[Any]]:
-    """A nested component's ``run_batch`` over the lists, or its ``run`` item by item."""
-    if callable(getattr(part, "run_batch", None)):
-        return part.run_batch(**inputs)
-    outputs = [part.run(**dict(zip(inputs, values))) for values in zip(*inputs.values())]
-    return {name: [o[name] for o in outputs] for name in outputs[0]}

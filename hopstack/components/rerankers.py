@@ -37,6 +37,11 @@ def prompt_passages(candidates: Sequence[Document], title_prefix: bool, max_word
     return [first_words(passage_text(d, title_prefix), max_words) for d in candidates]
 
 
+def numbered_passages(passages: Sequence[str], empty: str) -> str:
+    """Passages as a prompt lists them, one per line as ``[i] passage`` from 1; ``empty`` when there are none."""
+    return "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or empty
+
+
 def min_max(values: np.ndarray, flat: float = 0.0) -> np.ndarray:
     """``values`` scaled to [0, 1] by their min and max; all ``flat`` when they are all equal (or empty)."""
     values = np.asarray(values, dtype=np.float64)

@@ -29,7 +29,7 @@ from haystack import Document, component
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.compression import split_sentences
 from hopstack.components.generation import AnswerGenerator
-from hopstack.components.rerankers import prompt_passages
+from hopstack.components.rerankers import numbered_passages, prompt_passages
 from hopstack.models.cache import CallCache, LLMUser
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 
@@ -199,12 +199,7 @@ class NaturalLogicProver(LLMUser):
         self.warm_up()
         chosen = self._closest_sentences(list(claims), [list(s) for s in evidence])
         chunks = [chunk_claim(claim, self.max_chunks) for claim in claims]
-        spans = [
-            list(
-                dict.fromkeys(span for sentence in sentences for span in evidence_spans(sentence, self.max_span_words))
-            )
-            for sentences in chosen
-        ]
+        spans = [self._spans(sentences) for sentences in chosen]
         texts = list(dict.fromkeys(t for group in (*chunks, *spans) for t in group))
         row = {text: i for i, text in enumerate(texts)}
         vectors = self._embed(texts) if texts else np.zeros((0, 0))
@@ -225,6 +220,7 @@ class NaturalLogicProver(LLMUser):
         return proofs
 
     def _spans(self, sentences: list[str]) -> list[str]:
+        """The distinct evidence spans of the sentences (:func:`evidence_spans`), in order."""
         return list(
             dict.fromkeys(span for sentence in sentences for span in evidence_spans(sentence, self.max_span_words))
         )
@@ -350,7 +346,7 @@ class AnswerTriggerStopper(LLMUser, Stopper):
         prompts = []
         for question, docs in zip(query, documents):
             passages = prompt_passages(docs[: self.max_documents], True, self.max_passage_words)
-            listed = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or "(none)"
+            listed = numbered_passages(passages, "(none)")
             prompts.append([{"role": "user", "content": self.prompt.format(documents=listed, question=question)}])
         replies = self._llm.generate(prompts, max_tokens=self.max_tokens)
         triggers = [t.lower() for t in self.triggers]
