@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from haystack import Document
 
+from conftest import SHARED_DATA
 from hopstack.components.compression import (
     ANSWERABILITY_PROMPT,
     ClueExtractor,
@@ -214,6 +215,7 @@ def test_truncator_settings_are_checked():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
 def test_clues_from_real_multihop_rag_documents_reach_the_reader(monkeypatch):
     """The clue stages on real MultiHop-RAG articles with the real MiniLM and SmolLM2: every stage batched
     equals its single runs, clues are sentences of the documents, and the reader answers from them."""
