@@ -125,6 +125,17 @@ def test_trace_holds_every_node_that_ran():
     assert set(result.traces[1]) == {"upper", "route", "whisper", "join"}
 
 
+def test_targets_run_only_what_they_need_and_return_all_their_outputs():
+    pipe = graph()
+    result = BatchRunner(pipe).run(INPUTS, targets=["shout"])
+    assert result.outputs[0] == {"shout": {"text": "AB!"}}
+    assert result.outputs[1] == {}  # the short branch did not fire for a long text
+    assert result.stats["greet"].calls == result.stats["join"].calls == result.stats["whisper"].calls == 0
+    assert result.stats["shout"].items == 3
+    with pytest.raises(ValueError, match="unknown target"):
+        BatchRunner(graph()).run(INPUTS, targets=["nowhere"])
+
+
 def test_batch_size_comes_from_metadata():
     pipe = graph()
     pipe.metadata = {"hopstack": {"batch_size": 4}}

@@ -314,6 +314,7 @@ class BatchRunner:
         include_outputs_from: Collection[str] = (),
         progress: Progress | None = None,
         stats_only: bool = False,
+        targets: Collection[str] | None = None,
     ) -> RunResult:
         """Run the pipeline over ``inputs`` (one dict per item, flat or nested as in ``Pipeline.run``).
 
@@ -321,7 +322,9 @@ class BatchRunner:
         ``include_outputs_from`` names nodes whose every output is returned, consumed or not;
         ``progress(node, done, total)`` is called as a node works through its items. ``stats_only``
         (with a node cache) computes and loads nothing: the result has empty outputs and, per node, what
-        its cached items cost when they were computed.
+        its cached items cost when they were computed. ``targets`` names nodes to run the pipeline up to:
+        only they and the nodes they depend on run, and every output of theirs is returned (the service's
+        ``/v1/retrieve`` runs a reader pipeline up to its documents this way).
         """
         if stats_only and self.node_cache is None:
             raise ValueError("stats_only needs a node cache")
@@ -330,6 +333,15 @@ class BatchRunner:
         n = len(inputs)
         given = self._input_columns(inputs)
         wanted = {node.name for node in self._nodes if trace or node.leaf_outputs or node.name in include_outputs_from}
+        skipped: set[str] = set()
+        if targets is not None:
+            unknown = sorted(set(targets) - set(self.pipeline.graph.nodes))
+            if unknown:
+                raise ValueError(f"unknown target node(s) {unknown}")
+            needed = set(targets).union(*(nx.ancestors(self.pipeline.graph, name) for name in targets))
+            skipped = {node.name for node in self._nodes} - needed
+            wanted = (wanted - skipped) | set(targets)
+            include_outputs_from = {*include_outputs_from, *targets}
         if stats_only:
             wanted = set()
         stats = {
@@ -341,7 +353,7 @@ class BatchRunner:
         ran: dict[str, set[int] | None] = {}  # the items each node ran for (or came from the cache); None: all
         for node in self._nodes:
             node_stats = stats[node.name]
-            positions = todo.get(node.name)  # None: every item
+            positions = [] if node.name in skipped else todo.get(node.name)  # None: every item
             ready, outputs = None, {}
             if positions is None or positions:
                 ready, outputs = self._compute(node, n, given, results, positions, node_stats, item_ids)
