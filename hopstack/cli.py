@@ -445,6 +445,39 @@ def demo(
     _print_comparison(result, written, json_out)
 
 
+@app.command()
+def serve(
+    files: Annotated[list[Path], typer.Argument(help="pipeline YAML files (the first is the default pipeline)")],
+    index: IndexOption = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port to listen on")] = 8000,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="most questions per runner call (1: no micro-batching)")
+    ] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="how long a batch's first request waits for others")
+    ] = 5.0,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=0.001, help="seconds before a request gets a 504")
+    ] = 120.0,
+    max_question_chars: Annotated[int, typer.Option("--max-question-chars", min=1)] = 2000,
+    max_top_k: Annotated[int, typer.Option("--max-top-k", min=1)] = 100,
+    graceful_s: Annotated[
+        float, typer.Option("--graceful-timeout", min=0, help="seconds to finish in-flight requests on shutdown")
+    ] = 60.0,
+) -> None:
+    """Serve pipelines over HTTP: /v1/answer, /v1/retrieve, /v1/pipelines, /metrics, the comparison page at /."""
+    import uvicorn
+
+    from hopstack.serve import ServedPipeline, ServiceLimits, create_app
+
+    served = [ServedPipeline(path.stem, path, {"index": index}) for path in files]
+    limits = ServiceLimits(max_batch, max_wait_ms, timeout_s, max_question_chars, max_top_k)
+    app_ = create_app(served, limits)
+    err.print(f"serving {', '.join(p.name for p in served)} on http://{host}:{port} (models warm up: see /readyz)")
+    uvicorn.run(app_, host=host, port=port, timeout_graceful_shutdown=graceful_s, log_level="warning")
+
+
 def main() -> None:
     """Entry point: run the Typer app and map errors to exit codes (2 bad input, 1 internal error).
 

@@ -1,11 +1,14 @@
-"""Test helpers for component authors.
+"""Test helpers for component authors and for tests of the service.
 
 ``assert_run_batch_matches_run`` holds a component's ``run_batch`` against its ``run`` on any inputs:
-use it in the tests of every component that defines ``run_batch``.
+use it in the tests of every component that defines ``run_batch``. ``free_port`` and ``wait_ready`` start
+tests and benchmarks of ``hopstack serve``.
 """
 
 import dataclasses
 import math
+import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,3 +73,33 @@ def assert_run_batch_matches_run(
         for i, item_outputs in enumerate(single):
             check(batched[name][i], item_outputs[name], f"item {i}, output {name!r}")
     return single
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_ready(client: Any, seconds: float = 300.0) -> None:
+    """Poll ``client.get("/readyz")`` (a FastAPI TestClient, or an ``httpx.Client`` with a ``base_url``) until
+    the service is ready; raises RuntimeError when a pipeline failed to warm up, TimeoutError after
+    ``seconds``. A server that does not listen yet counts as not ready."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            response = client.get("/readyz")
+        except httpx.TransportError as exc:
+            last = exc
+        else:
+            if response.status_code == 200:
+                return
+            last = response.json()
+            if last.get("error"):
+                raise RuntimeError(last["error"])
+        time.sleep(0.1)
+    raise TimeoutError(f"the service was not ready within {seconds:g} s: {last}")

@@ -16,6 +16,8 @@ os.environ["HOPSTACK_CACHE"] = "off"
 REPO = Path(__file__).resolve().parent.parent
 YAML_DIR = REPO / "yaml"
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The smallest real chat LLM offline (MODELS.md): fast enough for integration tests of LLM pipelines.
+TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
 
 
 @pytest.fixture(scope="session")

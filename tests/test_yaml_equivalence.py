@@ -3,14 +3,13 @@
 import pytest
 from haystack import Pipeline
 
-from conftest import YAML_DIR
+from conftest import TINY_LLM, YAML_DIR
 from hopstack.graphs import BatchRunner
 from hopstack.pipelines.loading import load_pipeline, load_pipeline_data
 from hopstack.pipelines.validate import init_parameter_names, resolve_component_class
 from hopstack.testing import assert_outputs_equal
 
 PIPELINES = sorted(YAML_DIR.glob("*.yaml"))
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
 
 
 @pytest.mark.slow

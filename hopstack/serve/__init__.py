@@ -1,0 +1,6 @@
+"""The HTTP service (``hopstack serve``) and its page comparing pipeline variants."""
+
+from hopstack.serve.app import ServiceLimits, create_app
+from hopstack.serve.service import Query, ServedPipeline
+
+__all__ = ["Query", "ServedPipeline", "ServiceLimits", "create_app"]

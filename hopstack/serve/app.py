@@ -1,0 +1,262 @@
+"""The FastAPI app of ``hopstack serve``: answering and retrieval over pipelines loaded at start-up.
+
+Endpoints: ``POST /v1/answer``, ``POST /v1/retrieve``, ``GET /v1/pipelines`` (names, descriptions, graphs
+as Mermaid), ``GET /v1/pipelines/{name}/graph.svg``, ``GET /healthz`` (the process answers), ``GET
+/readyz`` (every pipeline warmed up), ``GET /metrics`` (Prometheus), ``GET /`` (the page comparing
+variants), and FastAPI's ``/docs`` and ``/openapi.json``.
+
+Every pipeline gets two :class:`~hopstack.serve.batching.MicroBatcher` (answer, retrieve); all of them
+run their batches in one worker thread, one batch at a time, since pipelines share models that are not
+thread-safe. Bad input is a 4xx with a message that names the field; a 5xx means the service or a
+pipeline failed (500), a request timed out (504) or the service is not ready or is shutting down (503).
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hopstack.errors import HopstackInputError
+from hopstack.serve.batching import MicroBatcher, ServiceClosing
+from hopstack.serve.metrics import ServiceMetrics
+from hopstack.serve.service import RETURNABLE, Query, ServedPipeline
+
+PAGE = Path(__file__).parent / "page"
+log = logging.getLogger("hopstack.serve")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What the service accepts and how it batches.
+
+    :param max_batch: the most questions one runner call receives (1 turns micro-batching off).
+    :param max_wait_ms: how long the first request of a batch waits for others.
+    :param timeout_s: a request waiting longer (queue + run) gets a 504.
+    :param max_question_chars: longer questions get a 422.
+    :param max_top_k: the largest ``top_k`` a client may ask for.
+    :param max_body_bytes: larger request bodies get FastAPI's 413 ("Content Too Large", before parsing).
+    """
+
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    timeout_s: float = 120.0
+    max_question_chars: int = 2000
+    max_top_k: int = 100
+    max_body_bytes: int = 65536
+
+
+def request_models(limits: ServiceLimits, names: Sequence[str]) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The request bodies of ``/v1/answer`` and ``/v1/retrieve`` under ``limits``: unknown fields are
+    refused, so a client can send neither a pipeline definition nor a path."""
+    served = ", ".join(names)
+    question_type = Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.max_question_chars)
+    ]
+
+    class RetrieveRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        question: question_type = Field(description="the question, at most max_question_chars characters")
+        pipeline: str | None = Field(None, description=f"one of the served pipelines ({served}); default: the first")
+        top_k: int | None = Field(None, ge=1, le=limits.max_top_k, description="documents to return")
+
+    class AnswerRequest(RetrieveRequest):
+        returns: list[Literal[RETURNABLE]] = Field(  # type: ignore[valid-type]
+            ["documents", "answer"], alias="return", description="parts of the response to include"
+        )
+
+    return AnswerRequest, RetrieveRequest
+
+
+class _State:
+    """What the app holds between requests."""
+
+    def __init__(self, pipelines: dict[str, ServedPipeline], limits: ServiceLimits):
+        self.pipelines = pipelines
+        self.limits = limits
+        self.metrics = ServiceMetrics()
+        self.batchers: dict[tuple[str, str], MicroBatcher] = {}
+        self.executor: ThreadPoolExecutor | None = None
+        self.ready = False
+        self.warm_up_error: str | None = None
+        self.warming: str | None = None
+
+    def start(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopstack-worker")
+        for name, served in self.pipelines.items():
+            for endpoint, process in (("answer", served.answer), ("retrieve", served.retrieve)):
+                batcher = MicroBatcher(
+                    process,
+                    self.executor,
+                    max_batch=self.limits.max_batch,
+                    max_wait_ms=self.limits.max_wait_ms,
+                    on_batch=lambda size, seconds, name=name: self.metrics.observe_batch(name, size, seconds),
+                )
+                batcher.start()
+                self.batchers[(endpoint, name)] = batcher
+
+    async def warm_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for name, served in self.pipelines.items():
+                self.warming = name
+                await loop.run_in_executor(self.executor, served.warm_up)
+        except Exception as exc:  # reported by /readyz; the process keeps answering /healthz
+            self.warm_up_error = f"pipeline '{self.warming}' failed to warm up: {exc}"
+            log.error(self.warm_up_error)
+            return
+        self.warming = None
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.batchers.values()))
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+
+def create_app(pipelines: Sequence[ServedPipeline], limits: ServiceLimits | None = None) -> FastAPI:
+    """The service over ``pipelines`` (the first is the default). Models warm up in the background after
+    start-up; ``/readyz`` says when they are ready, and ``/v1`` requests get a 503 until then."""
+    limits = limits or ServiceLimits()
+    if not pipelines:
+        raise HopstackInputError("serve needs at least one pipeline file")
+    by_name = {p.name: p for p in pipelines}
+    if len(by_name) != len(pipelines):
+        names = [p.name for p in pipelines]
+        raise HopstackInputError(
+            f"two pipelines have the same name: {sorted({n for n in names if names.count(n) > 1})}"
+        )
+    state = _State(by_name, limits)
+    default = pipelines[0].name
+    AnswerRequest, RetrieveRequest = request_models(limits, list(by_name))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.start()
+        warming = asyncio.create_task(state.warm_up())
+        yield
+        await warming
+        await state.stop()
+
+    app = FastAPI(
+        title="hopstack",
+        summary="Multi-hop question answering with retrieval: YAML pipelines served with dynamic micro-batching.",
+        lifespan=lifespan,
+        max_body_size=limits.max_body_bytes,
+    )
+    app.state.hopstack = state
+    app.mount("/page", StaticFiles(directory=PAGE), name="page")
+
+    def failure(endpoint: str, pipeline: str, status: int, kind: str, message: str) -> JSONResponse:
+        state.metrics.requests.labels(endpoint, pipeline, str(status)).inc()
+        state.metrics.errors.labels(endpoint, kind).inc()
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Routing and protocol errors (unknown path 404, wrong method 405, body over the limit 413)."""
+        state.metrics.requests.labels(request.url.path, "", str(exc.status_code)).inc()
+        state.metrics.errors.labels(request.url.path, "validation" if exc.status_code < 500 else "service").inc()
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"body is not valid JSON (at character {e['loc'][-1]})"
+            if e["type"] == "json_invalid"
+            else f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        state.metrics.requests.labels(request.url.path, "", "422").inc()
+        state.metrics.errors.labels(request.url.path, "validation").inc()
+        return JSONResponse({"detail": "; ".join(problems), "errors": jsonable_errors(exc)}, status_code=422)
+
+    async def serve(endpoint: str, body: Any, query: Query) -> Response:
+        path = f"/v1/{endpoint}"
+        name = body.pipeline or default
+        if name not in by_name:
+            return failure(path, "", 404, "not_found", f"unknown pipeline '{name}'; served: {', '.join(by_name)}")
+        if state.warm_up_error:
+            return failure(path, name, 503, "unavailable", state.warm_up_error)
+        if not state.ready:
+            return failure(path, name, 503, "unavailable", f"warming up (pipeline '{state.warming}'); see /readyz")
+        served = by_name[name]
+        if endpoint == "retrieve" and served.documents_node is None:
+            return failure(path, name, 400, "validation", f"pipeline '{name}' returns no documents to retrieve")
+        started = time.perf_counter()
+        try:
+            done = await state.batchers[(endpoint, name)].submit(query, limits.timeout_s)
+        except TimeoutError:
+            return failure(path, name, 504, "timeout", f"no result within {limits.timeout_s:g} s")
+        except ServiceClosing as exc:
+            return failure(path, name, 503, "unavailable", str(exc))
+        except HopstackInputError as exc:
+            return failure(path, name, 400, "validation", str(exc))
+        except Exception as exc:
+            log.exception("pipeline %s failed", name)
+            return failure(path, name, 500, "pipeline", f"pipeline '{name}' failed: {type(exc).__name__}: {exc}")
+        seconds = time.perf_counter() - started
+        result = done.value
+        result["timings"].update(queue_ms=done.queued_s * 1000, total_ms=seconds * 1000)
+        state.metrics.requests.labels(path, name, "200").inc()
+        state.metrics.latency.labels(path, name).observe(seconds)
+        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    @app.post("/v1/answer", summary="Answer a question with one pipeline")
+    async def answer(body: AnswerRequest) -> Response:  # type: ignore[valid-type]
+        return await serve("answer", body, Query(body.question, body.top_k, frozenset(body.returns)))
+
+    @app.post("/v1/retrieve", summary="Retrieve documents for a question (a reader pipeline stops before its reader)")
+    async def retrieve(body: RetrieveRequest) -> Response:  # type: ignore[valid-type]
+        return await serve("retrieve", body, Query(body.question, body.top_k, frozenset({"documents"})))
+
+    @app.get("/v1/pipelines", summary="The served pipelines and their graphs (Mermaid)")
+    async def list_pipelines() -> dict[str, Any]:
+        return {"default": default, "pipelines": [p.describe() for p in pipelines]}
+
+    @app.get("/v1/pipelines/{name}/graph.svg", summary="A pipeline's graph as SVG")
+    async def graph(name: str) -> Response:
+        if name not in by_name:
+            return failure("/v1/pipelines/graph.svg", "", 404, "not_found", f"unknown pipeline '{name}'")
+        svg = await asyncio.get_running_loop().run_in_executor(None, by_name[name].svg)
+        return Response(svg, media_type="image/svg+xml")
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Every pipeline is warmed up")
+    async def readyz() -> JSONResponse:
+        body = {"ready": state.ready, "warming": state.warming, "error": state.warm_up_error}
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> PlainTextResponse:
+        for name in by_name:
+            state.metrics.queued.labels(name).set(sum(state.batchers[(e, name)].queued for e in ("answer", "retrieve")))
+        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html")
+
+    return app
+
+
+def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Pydantic's validation errors without the (possibly huge, possibly unserialisable) input values."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
