@@ -70,8 +70,9 @@ def stop_server(server: subprocess.Popen) -> int:
         return -9
 
 
-async def load(url: str, pipeline: str, texts: list[str], clients: int, total: int, max_seconds: float) -> dict:
-    """``clients`` concurrent clients posting until ``total`` requests are done or time is up."""
+async def load(url: str, pipeline: str | None, texts: list[str], clients: int, total: int, max_seconds: float) -> dict:
+    """``clients`` concurrent clients posting ``/v1/retrieve`` to ``pipeline`` (None: getting ``/healthz``, the
+    HTTP floor) until ``total`` requests are done or time is up."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     issued = 0
@@ -84,8 +85,11 @@ async def load(url: str, pipeline: str, texts: list[str], clients: int, total: i
             issued += 1
             sent = time.perf_counter()
             try:
-                body = {"question": question, "pipeline": pipeline}
-                async with http.post(f"{url}/v1/retrieve", json=body) as response:
+                if pipeline is None:
+                    request = http.get(f"{url}/healthz")
+                else:
+                    request = http.post(f"{url}/v1/retrieve", json={"question": question, "pipeline": pipeline})
+                async with request as response:
                     await response.read()
                     key = str(response.status)
             except aiohttp.ClientError as exc:
@@ -119,6 +123,55 @@ def batch_sizes(url: str, pipeline: str) -> dict:
     return {"calls": int(values["count"]), "mean_batch": values["sum"] / values["count"] if values["count"] else 0.0}
 
 
+def in_process(files: list[Path], index: str, texts: list[str], count: int, batch: int) -> dict[str, dict]:
+    """Questions per second of each pipeline's retrieval in this process, no HTTP: one question a call, then
+    ``batch`` a call (the same ``count`` questions, fresh ones for each way)."""
+    from hopstack.serve import Query, ServedPipeline
+
+    speeds = {}
+    for path in files:
+        served = ServedPipeline(path.stem, path, {"index": index})
+        served.warm_up()
+        served.retrieve([Query(q) for q in texts[:8]])
+        single, batched = texts[8 : 8 + count], texts[8 + count : 8 + 2 * count]
+        started = time.perf_counter()
+        for question in single:
+            served.retrieve([Query(question)])
+        one = len(single) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for start in range(0, len(batched), batch):
+            served.retrieve([Query(q) for q in batched[start : start + batch]])
+        many = len(batched) / (time.perf_counter() - started)
+        speeds[path.stem] = {"one_qps": one, "batched_qps": many, "ratio": many / one}
+    return speeds
+
+
+def measure(files: list[Path], args: argparse.Namespace, texts: list[str], max_batch: int) -> list[dict]:
+    """One server with ``--max-batch max_batch``: a load run per pipeline (and the HTTP floor once)."""
+    server, url = start_server(files, args.index, max_batch, args.max_wait_ms)
+    rows = []
+    try:
+        targets = [path.stem for path in files] + ([None] if max_batch == 1 else [])
+        for name in targets:
+            for question in texts[:8]:  # the first requests of a pipeline pay for lazy initialisation
+                httpx.post(f"{url}/v1/retrieve", json={"question": question, "pipeline": name}, timeout=120)
+            before = batch_sizes(url, name or "")
+            measured = asyncio.run(load(url, name, texts, args.clients, args.requests, args.max_seconds))
+            after = batch_sizes(url, name or "")
+            calls = after["calls"] - before["calls"]
+            mean = (after["mean_batch"] * after["calls"] - before["mean_batch"] * before["calls"]) / max(calls, 1)
+            label = name or "GET /healthz"
+            rows.append(
+                {"pipeline": label, "max_batch": max_batch, **measured, "runner_calls": calls, "mean_batch": mean}
+            )
+            print(f"{label} max_batch={max_batch}: {measured['throughput_rps']:.1f} req/s", flush=True)
+    finally:
+        code = stop_server(server)
+    for row in rows:
+        row["server_exit"] = code
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", required=True, help="index folder or corpus the pipelines retrieve from")
@@ -129,45 +182,29 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=300, help="time bound per pipeline and setting")
     parser.add_argument("--batched", type=int, default=64, help="--max-batch of the batched setting")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--in-process", type=int, default=128, help="questions for the no-HTTP runner speeds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HOPSTACK_CACHE", "off")
     texts = questions(args.dataset or None)
     files = [REPO / p for p in args.pipelines]
-    rows = []
-    for max_batch in (1, args.batched):
-        server, url = start_server(files, args.index, max_batch, args.max_wait_ms)
-        try:
-            for path in files:
-                name = path.stem
-                for question in texts[:8]:  # the first requests of a pipeline pay for lazy initialisation
-                    httpx.post(f"{url}/v1/retrieve", json={"question": question, "pipeline": name}, timeout=120)
-                before = batch_sizes(url, name)
-                measured = asyncio.run(load(url, name, texts, args.clients, args.requests, args.max_seconds))
-                after = batch_sizes(url, name)
-                calls = after["calls"] - before["calls"]
-                mean_batch = (after["mean_batch"] * after["calls"] - before["mean_batch"] * before["calls"]) / max(
-                    calls, 1
-                )
-                rows.append({"pipeline": name, "max_batch": max_batch, **measured, "runner_calls": calls,
-                             "mean_batch": mean_batch})  # fmt: skip
-                print(f"{name} max_batch={max_batch}: {measured['throughput_rps']:.1f} req/s", flush=True)
-        finally:
-            rows_exit = stop_server(server)
-        for row in rows:
-            if row["max_batch"] == max_batch:
-                row["server_exit"] = rows_exit
+    rows = measure(files, args, texts, 1) + measure(files, args, texts, args.batched)
+    runner = in_process(files, args.index, texts, args.in_process, args.batched)
     print()
-    header = f"{'pipeline':10} {'max_batch':>9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    header = f"{'pipeline':12} {'max_batch':>9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
     print(header + f"{'errors':>6} {'mean batch':>10} {'x unbatched':>11}")
     for row in rows:
         base = next(r for r in rows if r["pipeline"] == row["pipeline"] and r["max_batch"] == 1)
         row["throughput_ratio"] = row["throughput_rps"] / base["throughput_rps"]
         print(
-            f"{row['pipeline']:10} {row['max_batch']:9d} {row['requests']:8d} {row['throughput_rps']:8.1f} "
+            f"{row['pipeline']:12} {row['max_batch']:9d} {row['requests']:8d} {row['throughput_rps']:8.1f} "
             f"{row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['errors']:6d} {row['mean_batch']:10.1f} "
             f"{row['throughput_ratio']:11.2f}"
         )
+    print(f"\nin process, no HTTP ({args.in_process} questions each way): questions/s")
+    for name, speed in runner.items():
+        print(f"  {name:12} one a call {speed['one_qps']:8.1f}   {args.batched} a call {speed['batched_qps']:8.1f}"
+              f"   x {speed['ratio']:.2f}")  # fmt: skip
     write_results(
         args.json,
         {
@@ -175,6 +212,7 @@ def main() -> None:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "rows": rows,
+            "in_process": runner,
         },
     )
 
