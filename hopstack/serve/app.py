@@ -13,6 +13,7 @@ pipeline failed (500), a request timed out (504) or the service is not ready or 
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,7 @@ class _State:
 
     async def warm_up(self) -> None:
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             for name, served in self.pipelines.items():
                 self.warming = name
@@ -120,6 +122,8 @@ class _State:
         self.warming = None
         self.ready = True
         self.metrics.ready.set(1)
+        seconds = time.perf_counter() - started
+        print(f"ready: {', '.join(self.pipelines)} warmed up in {seconds:.1f} s", file=sys.stderr, flush=True)
 
     async def stop(self) -> None:
         await asyncio.gather(*(b.close() for b in self.batchers.values()))
