@@ -163,6 +163,10 @@ def test_reader_pipeline_answers_with_clues_and_retrieve_skips_the_llm(sample_co
         assert len(body["documents"]) == 5  # what the reranker kept, not the clues
         assert 1 <= len(body["clues"]) <= 10 and all(c["meta"].get("source_id") for c in body["clues"])
         assert isinstance(body["answer"]["text"], str) and 0 <= body["answer"]["confidence"] <= 1
+        cut = test_client.post("/v1/answer", json={"question": QUESTION, "top_k": 2, "return": ["documents", "clues"]})
+        cut = cut.json()  # top_k cuts the documents shown; the reader still reads what the file says
+        assert [d["id"] for d in cut["documents"]] == [d["id"] for d in body["documents"][:2]]
+        assert cut["clues"] == body["clues"]
         retrieved = test_client.post("/v1/retrieve", json={"question": QUESTION}).json()
         assert [d["id"] for d in retrieved["documents"]] == [d["id"] for d in body["documents"]]
         assert [s["node"] for s in retrieved["timings"]["stages"]] == ["bm25", "dense", "fuse", "rerank"]

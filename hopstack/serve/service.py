@@ -22,6 +22,7 @@ from typing import Any
 import networkx as nx
 
 from hopstack.components.iterate import IterativeRetriever
+from hopstack.errors import HopstackInputError
 from hopstack.graphs.runner import BatchRunner, RunResult
 from hopstack.graphs.tracing import jsonable
 from hopstack.pipelines.draw import draw_image, to_mermaid
@@ -66,6 +67,7 @@ class ServedPipeline:
         self.sub_question_nodes = [n for n in self._order if "sub_questions" in self._outputs(n)]
         self.hop_nodes = [n for n in self._order if isinstance(self._instance(n), IterativeRetriever)]
         self._top_k_socket = self.documents_node is not None and self._free_socket(self.documents_node, "top_k")
+        self._documents_are_output = self.documents_node == self._first_leaf(("documents",))
 
     # -- planning -----------------------------------------------------------------------------
     def _instance(self, name: str) -> Any:
@@ -137,13 +139,15 @@ class ServedPipeline:
 
     def retrieve(self, queries: list[Query]) -> list[dict[str, Any]]:
         """Run the pipeline up to its documents for a batch; one response body per question."""
+        if self.documents_node is None:
+            raise HopstackInputError(f"pipeline '{self.name}' returns no documents to retrieve")
         return self._respond(queries, targets=[self.documents_node, *self.sub_question_nodes, *self.hop_nodes])
 
     def _respond(self, queries: list[Query], targets: list[str] | None) -> list[dict[str, Any]]:
         shown = [n for n in (self.documents_node, self.clue_node, *self.sub_question_nodes, *self.hop_nodes) if n]
         started = time.perf_counter()
         result = self.runner.run(
-            [self._inputs(q) for q in queries],
+            [self._inputs(q, final=targets is not None or self._documents_are_output) for q in queries],
             trace=any("trace" in q.returns for q in queries),
             include_outputs_from=shown,
             targets=targets,
@@ -151,9 +155,12 @@ class ServedPipeline:
         total_ms = (time.perf_counter() - started) * 1000
         return [self._body(q, i, result, total_ms, answering=targets is None) for i, q in enumerate(queries)]
 
-    def _inputs(self, query: Query) -> dict[str, Any]:
+    def _inputs(self, query: Query, final: bool) -> dict[str, Any]:
+        """The runner's inputs for one question. ``top_k`` goes to the documents node's ``top_k`` input only
+        when that node's documents are what the run returns (``final``); a reader pipeline's documents are
+        cut afterwards instead, so that ``top_k`` never changes what its reader reads."""
         nested = self.runner.distribute(self.runner.question_input(query.question))
-        if query.top_k is not None and self._top_k_socket:
+        if query.top_k is not None and self._top_k_socket and final:
             nested.setdefault(self.documents_node, {})["top_k"] = query.top_k
         return nested
 
