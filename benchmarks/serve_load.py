@@ -20,7 +20,6 @@ import asyncio
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from results_file import write_results
 
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.demo import SAMPLE_QUESTIONS
-from hopstack.testing import free_port, wait_ready
+from hopstack.testing import free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,15 +58,6 @@ def start_server(files: list[Path], index: str, max_batch: int, max_wait_ms: flo
         server.kill()
         raise
     return server, url
-
-
-def stop_server(server: subprocess.Popen) -> int:
-    server.send_signal(signal.SIGTERM)
-    try:
-        return server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        return -9
 
 
 async def load(url: str, pipeline: str | None, texts: list[str], clients: int, total: int, max_seconds: float) -> dict:
@@ -166,7 +156,7 @@ def measure(files: list[Path], args: argparse.Namespace, texts: list[str], max_b
             )
             print(f"{label} max_batch={max_batch}: {measured['throughput_rps']:.1f} req/s", flush=True)
     finally:
-        code = stop_server(server)
+        code = stop_process(server, timeout_s=60)
     for row in rows:
         row["server_exit"] = code
     return rows

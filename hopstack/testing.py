@@ -1,13 +1,14 @@
 """Test helpers for component authors and for tests of the service.
 
 ``assert_run_batch_matches_run`` holds a component's ``run_batch`` against its ``run`` on any inputs:
-use it in the tests of every component that defines ``run_batch``. ``free_port`` and ``wait_ready`` start
-tests and benchmarks of ``hopstack serve``.
+use it in the tests of every component that defines ``run_batch``. ``free_port``, ``wait_ready`` and
+``stop_process`` start and stop the servers of tests and benchmarks (``hopstack serve``, Hayhooks).
 """
 
 import dataclasses
 import math
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -103,3 +104,13 @@ def wait_ready(client: Any, seconds: float = 300.0) -> None:
                 raise RuntimeError(last["error"])
         time.sleep(0.1)
     raise TimeoutError(f"the service was not ready within {seconds:g} s: {last}")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float) -> int:
+    """Stop a server gracefully (SIGTERM), kill it if it has not exited after ``timeout_s``; its exit status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

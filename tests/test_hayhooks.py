@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conftest import REPO, YAML_DIR
-from hopstack.testing import free_port
+from hopstack.testing import free_port, stop_process
 
 pytest.importorskip(
     "hayhooks",
@@ -69,10 +69,5 @@ def test_hayhooks_serves_a_hopstack_pipeline(sample_corpus, tmp_path):
             assert result["documents"][0]["meta"]["title"] == "Penhallow Ferry Company"
             assert result["documents"][0]["score"] >= result["documents"][1]["score"]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout_s=30)
         log.close()

@@ -116,12 +116,27 @@ def final_documents(outputs: dict[str, dict[str, Any]]) -> list[Document]:
     return answer[1] if answer is not None else []
 
 
-def _answer_text(item: Any) -> str:
+ANSWER_SOCKETS = ("answers", "replies")
+
+
+def answer_item(outputs: dict[str, dict[str, Any]]) -> tuple[bool, Any]:
+    """Whether a pipeline's outputs for one question hold an answer output (the first ``answers`` or
+    ``replies`` output), and that output's first item (None when the output is empty)."""
+    for sockets in outputs.values():
+        for socket in ANSWER_SOCKETS:
+            if socket in sockets:
+                return True, next(iter(sockets[socket] or []), None)
+    return False, None
+
+
+def answer_text(item: Any) -> str:
+    """The text of an answer item: a string, a chat message's text, or a GeneratedAnswer's (ExtractedAnswer's)
+    ``.data``; "" for None."""
     if isinstance(item, str):
         return item
     if isinstance(item, ChatMessage):
         return item.text or ""
-    return str(getattr(item, "data", None) or "")  # GeneratedAnswer, ExtractedAnswer
+    return str(getattr(item, "data", None) or "")
 
 
 def predicted_answer(outputs: dict[str, dict[str, Any]]) -> tuple[str, list[Document]] | None:
@@ -129,12 +144,10 @@ def predicted_answer(outputs: dict[str, dict[str, Any]]) -> tuple[str, list[Docu
     output. The answer is the first ``answers`` output (the ``.data`` of its first GeneratedAnswer) or
     ``replies`` output (its first string or chat message); the documents are that GeneratedAnswer's
     ``.documents`` ([] when absent)."""
-    for sockets in outputs.values():
-        for socket in ("answers", "replies"):
-            if socket in sockets:
-                first = next(iter(sockets[socket] or []), None)
-                return _answer_text(first), list(getattr(first, "documents", None) or [])
-    return None
+    found, first = answer_item(outputs)
+    if not found:
+        return None
+    return answer_text(first), list(getattr(first, "documents", None) or [])
 
 
 def normalize_answer(text: str) -> str:

@@ -198,9 +198,6 @@ def create_app(pipelines: Sequence[ServedPipeline], limits: ServiceLimits | None
             return failure(path, name, 503, "unavailable", state.warm_up_error)
         if not state.ready:
             return failure(path, name, 503, "unavailable", f"warming up (pipeline '{state.warming}'); see /readyz")
-        served = by_name[name]
-        if endpoint == "retrieve" and served.documents_node is None:
-            return failure(path, name, 400, "validation", f"pipeline '{name}' returns no documents to retrieve")
         started = time.perf_counter()
         try:
             done = await state.batchers[(endpoint, name)].submit(query, limits.timeout_s)

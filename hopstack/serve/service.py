@@ -27,9 +27,9 @@ from hopstack.graphs.runner import BatchRunner, RunResult
 from hopstack.graphs.tracing import jsonable
 from hopstack.pipelines.draw import draw_image, to_mermaid
 from hopstack.pipelines.loading import load_pipeline
+from hopstack.pipelines.metrics import ANSWER_SOCKETS, answer_item, answer_text
 
 RETURNABLE = ("documents", "clues", "answer", "trace")
-_ANSWER_SOCKETS = ("answers", "replies")
 _COMPRESSION_MODULE = "hopstack.components.compression"
 
 
@@ -60,14 +60,15 @@ class ServedPipeline:
         self._svg: str | None = None
         graph = self.pipeline.graph
         self._order = list(nx.lexicographical_topological_sort(graph))
-        self.answer_node = self._first_leaf(_ANSWER_SOCKETS)
-        self.documents_node = self._documents_node()
+        self.answer_node = self._first_leaf(ANSWER_SOCKETS)
+        output_documents = self._first_leaf(("documents",))
+        self.documents_node = output_documents or self._reader_documents_node()
         clue_nodes = [n for n in self._order if self._is_compression(n) and "documents" in self._outputs(n)]
         self.clue_node = clue_nodes[-1] if clue_nodes else None
         self.sub_question_nodes = [n for n in self._order if "sub_questions" in self._outputs(n)]
         self.hop_nodes = [n for n in self._order if isinstance(self._instance(n), IterativeRetriever)]
         self._top_k_socket = self.documents_node is not None and self._free_socket(self.documents_node, "top_k")
-        self._documents_are_output = self.documents_node == self._first_leaf(("documents",))
+        self._documents_are_output = output_documents is not None
 
     # -- planning -----------------------------------------------------------------------------
     def _instance(self, name: str) -> Any:
@@ -89,12 +90,11 @@ class ServedPipeline:
                 return name
         return None
 
-    def _documents_node(self) -> str | None:
-        """The unconsumed documents output's node; else the node that feeds the reader its documents,
+    def _reader_documents_node(self) -> str | None:
+        """For a pipeline whose output is no documents: the node that feeds the reader its documents,
         followed up past clue selection to the documents the clues were taken from."""
-        leaf = self._first_leaf(("documents",))
-        if leaf is not None or self.answer_node is None:
-            return leaf
+        if self.answer_node is None:
+            return None
         node = self._sender(self.answer_node, "documents")
         while node is not None and self._is_compression(node):
             node = self._sender(node, "documents") or None
@@ -194,16 +194,9 @@ class ServedPipeline:
     def _answer(self, outputs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         if self.answer_node is None:
             return None
-        sockets = outputs.get(self.answer_node, {})
-        items = next((sockets[s] for s in _ANSWER_SOCKETS if s in sockets), None) or []
-        first = items[0] if items else None
-        if first is None:
-            return {"text": "", "confidence": None, "documents": []}
-        if isinstance(first, str):
-            return {"text": first, "confidence": None, "documents": []}
-        meta = getattr(first, "meta", None) or {}
+        _, first = answer_item(outputs)
         return {
-            "text": getattr(first, "data", None) or getattr(first, "text", None) or "",
-            "confidence": meta.get("confidence"),
+            "text": answer_text(first),
+            "confidence": (getattr(first, "meta", None) or {}).get("confidence"),
             "documents": [d.id for d in getattr(first, "documents", None) or []],
         }
