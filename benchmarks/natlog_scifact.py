@@ -6,8 +6,9 @@ order), the evidence is the sentences of those abstracts (blingfire-split; the p
 to the claim) and :class:`hopstack.components.stopping.NaturalLogicProver` proves the claim. Reported: the
 confusion matrix of verdicts against the gold labels (SUPPORT -> SUPPORTS, CONTRADICT -> REFUTES, no
 evidence -> NOT ENOUGH INFO), accuracy, macro-F1, and the stopping decision as a classifier (stop =
-SUPPORTS or REFUTES; it should stop exactly for the claims whose evidence decides them), at each
-``--yes-thresholds`` value (the P(Yes) an operator question needs; the LLM is asked once). Call cache off.
+SUPPORTS or REFUTES; it should stop exactly for the claims whose evidence decides them), with and without
+content-free calibration of P(Yes) and at each ``--yes-thresholds`` value (the P(Yes) an operator question
+needs); the LLM is asked once, the operators are re-decided from the proofs' P(Yes). Call cache off.
 
     python benchmarks/natlog_scifact.py --per-label 10 --json benchmarks/results/natlog_scifact.json
 
@@ -97,12 +98,15 @@ def main() -> None:
         "llm_prompts_per_claim": (USAGE.snapshot()["prompts"] - before["prompts"]) / len(claims),
         "cpu_count": os.cpu_count(),
         "python": sys.version,
-        "by_yes_threshold": {},
     }
-    for threshold in args.yes_thresholds:  # the proofs keep every P(Yes): re-deciding costs no LLM call
-        decided = [decide_operators(p, threshold) for p in proofs]
-        report["by_yes_threshold"][str(threshold)] = evaluate(claims, decided)
-        print_evaluation(threshold, report["by_yes_threshold"][str(threshold)])
+    report["content_free_log_odds"] = prover.content_free_log_odds()
+    for calibration, baseline in (("content-free", report["content_free_log_odds"]), ("none", None)):
+        results = report.setdefault("by_calibration", {}).setdefault(calibration, {})
+        for threshold in args.yes_thresholds:  # the proofs keep every P(Yes): re-deciding costs no LLM call
+            results[str(threshold)] = evaluate(claims, [decide_operators(p, threshold, baseline) for p in proofs])
+            print_evaluation(f"{calibration} calibration, yes_threshold {threshold}", results[str(threshold)])
+    for proof in proofs:
+        decide_operators(proof, prover.yes_threshold, proof["calibration"])
     report["proofs"] = [{"id": c["id"], "gold": c["gold"], **p} for c, p in zip(claims, proofs)]
     write_results(args.json, report)
     print(f"{report['s_per_claim']:.1f} s and {report['llm_prompts_per_claim']:.1f} LLM prompts per claim")
@@ -121,12 +125,13 @@ def evaluate(claims: list[dict], proofs: list[dict]) -> dict:
         "stop_precision": sum(g and p for g, p in stop) / stopped if stopped else 0.0,
         "stop_recall": sum(g and p for g, p in stop) / max(1, sum(g for g, _ in stop)),
         "operators": {op: sum(p["operators"].count(op) for p in proofs) for op in "=<>!|#"},
+        "not_asked": sum(p["operators"].count(None) for p in proofs),
     }
 
 
-def print_evaluation(threshold: float, result: dict) -> None:
-    """One threshold's results: accuracy, macro-F1, the confusion matrix, the stop decision."""
-    print(f"\nyes_threshold {threshold}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
+def print_evaluation(setting: str, result: dict) -> None:
+    """One setting's results: accuracy, macro-F1, the confusion matrix, the stop decision."""
+    print(f"\n{setting}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
     print("| gold \\ verdict | " + " | ".join(VERDICTS) + " |\n| --- |" + " ---: |" * 3)
     for gold in VERDICTS:
         print(f"| {gold} | " + " | ".join(str(result["confusion"][gold][p]) for p in VERDICTS) + " |")

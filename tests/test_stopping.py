@@ -101,7 +101,7 @@ class ScriptedLLM:
 
 @pytest.mark.slow
 def test_a_proof_aligns_chunks_asks_each_operator_and_runs_the_dfa():
-    prover = NaturalLogicProver(llm=TINY_LLM, cache=False, align_threshold=0.5)
+    prover = NaturalLogicProver(llm=TINY_LLM, cache=False, align_threshold=0.5, calibration="none")
     prover.warm_up()
     prover._llm = ScriptedLLM(
         {
@@ -120,6 +120,32 @@ def test_a_proof_aligns_chunks_asks_each_operator_and_runs_the_dfa():
     [unaligned] = prover.prove(["Quantum chromodynamics"], [["Stock prices fell on Tuesday."]])
     assert unaligned["operators"] == ["#"] and unaligned["verdict"] == NOT_ENOUGH_INFO
     assert len(prover._llm.prompts) == questions, "an unaligned chunk asks nothing"
+    [partly] = prover.prove(["Ada Brannock founded the mill of quantum chromodynamics."], evidence)
+    assert partly["operators"][0] is None and partly["operators"][-1] == "#", partly["steps"]
+    assert partly["verdict"] == NOT_ENOUGH_INFO
+    assert len(prover._llm.prompts) == questions, "an unaligned chunk makes the proof NEI: its other chunks ask nothing"
+
+
+@pytest.mark.slow
+def test_content_free_calibration_takes_out_the_llms_yes_bias_per_operator():
+    prover = NaturalLogicProver(llm=TINY_LLM, cache=False)
+    prover.warm_up()
+    # Yes to the paraphrase question about anything (0.6, as for empty spans); the negation question is
+    # rarely answered Yes (0.05 for empty spans) but more often (0.3) for the year: calibrated, that is "!"
+    prover._llm = ScriptedLLM({("paraphrase",): 0.6, ("negation", "1910"): 0.3, ("negation",): 0.05})
+    evidence = [["Ada Brannock founded the mill in 1910."]]
+    [proof] = prover.prove(["Ada Brannock founded the mill in 1820."], evidence)
+    baseline = proof["calibration"]
+    assert baseline["="] == pytest.approx(math.log(0.6 / 0.4)) and baseline["!"] == pytest.approx(math.log(0.05 / 0.95))
+    assert proof["operators"] == ["#", "!"] and proof["verdict"] == NOT_ENOUGH_INFO
+    asked = len(prover._llm.prompts)
+    assert asked == 5 * 3 + 5 * 2, "the content-free questions (5 operators x 3 fillers), then 5 per chunk"
+    prover.prove(["Ada Brannock founded the mill in 1820."], evidence)
+    assert len(prover._llm.prompts) == asked + 10, "the content-free questions are asked once"
+    raw = NaturalLogicProver(llm=TINY_LLM, cache=False, calibration="none")
+    raw.warm_up()
+    raw._llm = prover._llm
+    assert raw.prove(["Ada Brannock founded the mill in 1820."], evidence)[0]["operators"] == ["=", "="]
 
 
 def _docs(*scores):
@@ -192,3 +218,14 @@ def test_operators_are_redecided_at_another_yes_threshold():
         "#",
         "#",
     ]
+    # calibrated by the odds of Yes for empty spans: "!" (odds 1:4 there) beats "=" (1:2) in the first step,
+    # and "|" (9:1 there, so 0.62 is little) loses to "=" in the second
+    baseline = {"=": math.log(0.5), "!": math.log(0.25), "|": math.log(9.0)}
+    assert decide_operators(proof, 0.5, baseline)["operators"] == ["!", "="] and proof["verdict"] == REFUTES
+    proof["steps"].append({"evidence_span": "mill", "asked": False, "p_yes": {}})
+    assert decide_operators(proof, 0.5, baseline)["operators"] == ["!", "=", None] and proof["verdict"] == REFUTES
+
+
+def test_prover_refuses_an_unknown_calibration():
+    with pytest.raises(ValueError, match="calibration"):
+        NaturalLogicProver(llm=TINY_LLM, calibration="platt")

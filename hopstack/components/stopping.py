@@ -15,6 +15,15 @@ generator (METHODS.md 3.4-3.5):
 3. for an aligned pair the LLM answers QA-NatVer's yes/no question of each operator =, <, >, !, |; among
    the operators whose P(Yes) (renormalised over Yes/No) exceeds 0.5 the likeliest wins, else ``#``.
 
+With ``calibration: content-free`` (the default; an ADDITION to QA-NatVer for small LLMs, after Zhao et al.
+2021, "Calibrate Before Use") each operator's P(Yes) is first divided, in odds, by the P(Yes) the LLM gives
+the same question about content-free spans ("N/A", "", "[MASK]"; their log-odds averaged): a 0.5B model
+says Yes to the paraphrase question about almost anything, and to the others almost never, so raw P(Yes)
+picks ``=`` or ``#`` whatever the spans are. Calibrated, 0.5 means "no more Yes than for empty spans".
+
+A claim with an unaligned chunk is NOT ENOUGH INFO whatever its other operators (``#`` is absorbing in the
+DFA), so its other chunks are not asked (their operator is ``None`` in the proof).
+
 QA-NatVer then picks among candidate proofs with a DeBERTa NLI model; no NLI model is available offline,
 so the single proof above is the proof (APPROXIMATION).
 """
@@ -130,14 +139,38 @@ def evidence_spans(sentence: str, max_words: int = 7) -> list[str]:
     return list(dict.fromkeys(spans))
 
 
-def decide_operators(proof: dict[str, Any], yes_threshold: float = 0.5) -> dict[str, Any]:
-    """Set a proof's operators and verdict from its steps' P(Yes): per step the likeliest operator answered
-    Yes (P(Yes) > ``yes_threshold``), else ``#``; the verdict is the DFA's. Returns the proof."""
+CONTENT_FREE_SPANS = (("N/A", "N/A"), ("", ""), ("[MASK]", "[MASK]"))
+CALIBRATIONS = ("content-free", "none")
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return float(np.log(p) - np.log1p(-p))
+
+
+def calibrated_p_yes(p_yes: dict[str, float], baseline: dict[str, float] | None) -> dict[str, float]:
+    """P(Yes) per operator with its content-free log-odds (``baseline``) taken out; unchanged without one."""
+    if not baseline:
+        return dict(p_yes)
+    return {op: float(1.0 / (1.0 + np.exp(baseline[op] - _log_odds(p)))) for op, p in p_yes.items()}
+
+
+def decide_operators(
+    proof: dict[str, Any], yes_threshold: float = 0.5, baseline: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Set a proof's operators and verdict from its steps' P(Yes), calibrated by ``baseline`` (operator ->
+    content-free log-odds) when given: per step the likeliest operator answered Yes (P(Yes) >
+    ``yes_threshold``), else ``#``; an aligned step that was not asked (its proof has an unaligned
+    chunk) gets ``None``. The verdict is the DFA's over the decided operators. Returns the proof."""
     for step in proof["steps"]:
-        answered = {op: p for op, p in step["p_yes"].items() if p > yes_threshold}
+        if step.get("evidence_span") and step.get("asked") is False:
+            step["operator"] = None
+            continue
+        scores = calibrated_p_yes(step["p_yes"], baseline)
+        answered = {op: p for op, p in scores.items() if p > yes_threshold}
         step["operator"] = max(answered, key=answered.get) if answered else "#"
     proof["operators"] = [step["operator"] for step in proof["steps"]]
-    proof["verdict"] = natlog_verdict(proof["operators"])
+    proof["verdict"] = natlog_verdict(op for op in proof["operators"] if op is not None)
     return proof
 
 
@@ -150,8 +183,9 @@ class NaturalLogicProver(LLMUser):
     :param evidence_sentences: the sentences closest to the claim that spans are drawn from (AdMIRaL: 5).
     :param max_span_words: the longest evidence span (METHODS.md 3.5: 7).
     :param align_threshold: cosine below which a chunk is unaligned and gets ``#`` (METHODS.md 3.5: 0.5).
-    :param yes_threshold: P(Yes) an operator question needs (QA-NatVer: 0.5; a small LLM says Yes to
-        nearly everything with P(Yes) ~0.4-0.6, so calibrate it: ``benchmarks/natlog_scifact.py``).
+    :param yes_threshold: P(Yes) an operator question needs (QA-NatVer: 0.5), after calibration.
+    :param calibration: ``content-free`` (P(Yes) relative to the same question about empty spans; see the
+        module docstring) or ``none`` (QA-NatVer's raw P(Yes)).
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param cache: use the on-disk call cache for LLM answers and embeddings.
     """
@@ -165,9 +199,12 @@ class NaturalLogicProver(LLMUser):
         max_span_words: int = 7,
         align_threshold: float = 0.5,
         yes_threshold: float = 0.5,
+        calibration: str = "content-free",
         device: str = "auto",
         cache: bool = True,
     ):
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
         if min(max_chunks, evidence_sentences, max_span_words) < 1:
             raise ValueError("max_chunks, evidence_sentences and max_span_words must be at least 1")
         if not 0.0 <= yes_threshold < 1.0:
@@ -179,8 +216,10 @@ class NaturalLogicProver(LLMUser):
         self.max_span_words = max_span_words
         self.align_threshold = align_threshold
         self.yes_threshold = yes_threshold
+        self.calibration = calibration
         self.device = device
         self._encoder = None
+        self._baseline: dict[str, float] | None = None
 
     def warm_up(self) -> None:
         """Load the LLM and the embedder."""
@@ -194,7 +233,8 @@ class NaturalLogicProver(LLMUser):
 
     def prove(self, claims: Sequence[str], evidence: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
         """One proof per claim from its evidence sentences: ``{"claim", "evidence", "steps": [{"claim_span",
-        "evidence_span", "similarity", "operator", "p_yes"}], "operators", "verdict"}``. The batch's texts are
+        "evidence_span", "similarity", "asked", "p_yes", "operator"}], "operators", "verdict", "calibration"}``
+        (``calibration``: the content-free log-odds per operator, or ``None``). The batch's texts are
         embedded in two calls and every operator question of the batch goes to the LLM in one call."""
         self.warm_up()
         chosen = self._closest_sentences(list(claims), [list(s) for s in evidence])
@@ -206,18 +246,39 @@ class NaturalLogicProver(LLMUser):
         proofs, questions = [], []
         for claim, sentences, claim_chunks, claim_spans in zip(claims, chosen, chunks, spans):
             steps = [self._align(chunk, claim_spans, vectors, row) for chunk in claim_chunks]
+            decidable = all(step["evidence_span"] for step in steps)
+            for step in steps:
+                step["asked"] = decidable and bool(step["evidence_span"])
             proofs.append({"claim": claim, "evidence": sentences, "steps": steps})
-            questions += [(step, op) for step in steps if step["evidence_span"] for op in OPERATOR_QUESTIONS]
-        prompts = [
-            [{"role": "user", "content": operator_question(op, s["claim_span"], s["evidence_span"])}]
-            for s, op in questions
-        ]
-        log_probs = np.asarray(self._llm.score(prompts, ["Yes", "No"]) if prompts else [], dtype=np.float64)
-        for (step, op), (yes, no) in zip(questions, log_probs.reshape(-1, 2)):
-            step["p_yes"][op] = float(1.0 / (1.0 + np.exp(no - yes)))
+            questions += [(step, op) for step in steps if decidable for op in OPERATOR_QUESTIONS]
+        baseline = self.content_free_log_odds() if questions else self._baseline
+        p_yes = self._p_yes([operator_question(op, s["claim_span"], s["evidence_span"]) for s, op in questions])
+        for (step, op), p in zip(questions, p_yes):
+            step["p_yes"][op] = p
         for proof in proofs:
-            decide_operators(proof, self.yes_threshold)
+            proof["calibration"] = baseline
+            decide_operators(proof, self.yes_threshold, baseline)
         return proofs
+
+    def _p_yes(self, questions: list[str]) -> list[float]:
+        """P(Yes), renormalised over Yes/No, of each yes/no question (one LLM call)."""
+        if not questions:
+            return []
+        prompts = [[{"role": "user", "content": question}] for question in questions]
+        log_probs = np.asarray(self._llm.score(prompts, ["Yes", "No"]), dtype=np.float64).reshape(-1, 2)
+        return [float(1.0 / (1.0 + np.exp(no - yes))) for yes, no in log_probs]
+
+    def content_free_log_odds(self) -> dict[str, float] | None:
+        """Per operator, the mean log-odds of Yes to its question about content-free spans (asked once)."""
+        if self.calibration == "none" or self._baseline is not None:
+            return self._baseline
+        fillers = [(op, span, ev) for op in OPERATOR_QUESTIONS for span, ev in CONTENT_FREE_SPANS]
+        p_yes = self._p_yes([operator_question(op, span, ev) for op, span, ev in fillers])
+        self._baseline = {
+            op: float(np.mean([_log_odds(p) for (o, _, _), p in zip(fillers, p_yes) if o == op]))
+            for op in OPERATOR_QUESTIONS
+        }
+        return self._baseline
 
     def _spans(self, sentences: list[str]) -> list[str]:
         """The distinct evidence spans of the sentences (:func:`evidence_spans`), in order."""
@@ -393,7 +454,7 @@ class NaturalLogicStopper(LLMUser, Stopper):
     :param reader: :class:`AnswerGenerator` init parameters (default: ``llm``, 5 documents).
     :param max_documents: documents whose sentences are evidence.
     :param prover: further :class:`NaturalLogicProver` parameters (``embedder``, ``max_chunks``,
-        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``).
+        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``).
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param cache: use the on-disk call cache.
     """
