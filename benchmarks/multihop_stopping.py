@@ -6,6 +6,11 @@ of ``--dataset``, after its components are warmed up (not timed). Reported per v
 retrieval metrics (AllGold@k, AnyGold@k, MRR@10, ...; MultiHop-RAG's Hits@10 too), the hops used per
 question (from the iterative retriever's trace) and how the loops ended, the local LLM's prompts and
 seconds per question (:data:`hopstack.models.llm.USAGE`) and the pipeline's seconds per question.
+
+The first stop decision, after hop 1, is checked against what hop 1 found: hop 1 retrieves for the
+question itself, as the ``bm25`` variant does, so ``bm25``'s AllGold@5 per question says whether the 5
+documents the stopper reads held every gold document. ``first_decision`` counts stopped / went on against
+sufficient / not (on MultiHop-RAG, with its gold facts: AllGold@5 over the gold articles).
 Variants run one after another in one process: nothing else should run on the machine meanwhile.
 
     python benchmarks/multihop_stopping.py --dataset multihop-rag --index runs/mhr-index --questions 10 \\
@@ -55,11 +60,14 @@ def main() -> None:
     dataset = load_dataset(args.dataset, "all", args.questions)
     variants = [v for v in expand_variants([], read_grid(args.grid), {"index": args.index}) if v.data]
     rows = {}
+    hop_one_sufficient: list[bool] | None = None
     n = len(dataset.questions)
     for run in run_variants(variants, dataset.questions, args.only):
         variant, result, wall, used = run.variant, run.result, run.seconds, run.llm_per_question
         scored = score_run(dataset, result.outputs)
         traces = loop_traces(result.outputs)
+        if variant.name == "bm25":
+            hop_one_sufficient = [value == 1.0 for value in scored.per_query["AllGold@5"]]
         rows[variant.name] = {
             "params": variant.params,
             "questions": n,
@@ -67,6 +75,7 @@ def main() -> None:
             "hops_per_question": sum(t["hops"] for t in traces) / n if traces else 1.0,
             "hops_histogram": dict(Counter(t["hops"] for t in traces)) if traces else {1: n},
             "stopped": dict(Counter(t["stopped"] for t in traces)),
+            "first_decision": first_decisions(traces, hop_one_sufficient),
             "s_per_question": wall / n,
             **{f"llm_{name}_per_question": value for name, value in used.items()},
         }
@@ -75,6 +84,19 @@ def main() -> None:
         row = rows[variant.name]
         print(f"{variant.name}: {row['hops_per_question']:.2f} hops/q, {row['s_per_question']:.1f} s/q", flush=True)
     print_table(rows)
+
+
+def first_decisions(traces: list[dict], sufficient: list[bool] | None) -> dict[str, int] | None:
+    """Counts of the stopper's decision after hop 1 (stop / go on) against whether hop 1's documents held
+    every gold document (``sufficient``, per question); None without a stopper decision or a bm25 row."""
+    if sufficient is None or len(traces) != len(sufficient) or not all(t["stopper"] for t in traces):
+        return None
+    decided = Counter(
+        f"{'stop' if t['hops'] == 1 and t['stopped'] == 'stopper' else 'go on'} | "
+        f"{'sufficient' if enough else 'insufficient'}"
+        for t, enough in zip(traces, sufficient)
+    )
+    return dict(sorted(decided.items()))
 
 
 def print_table(rows: dict) -> None:
@@ -88,6 +110,9 @@ def print_table(rows: dict) -> None:
             f"| {name} | {values} | {row['hops_per_question']:.2f} | {row['llm_prompts_per_question']:.1f} | "
             f"{row['s_per_question']:.1f} |"
         )
+    for name, row in rows.items():
+        if row.get("first_decision"):
+            print(f"{name}: decision after hop 1 against hop 1's sufficiency: {row['first_decision']}")
 
 
 if __name__ == "__main__":

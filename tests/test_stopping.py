@@ -184,15 +184,22 @@ def test_natural_logic_stopper_turns_the_answer_into_a_claim_and_stops_on_a_verd
         def generate_scored(self, prompts, max_tokens):
             return [("Oslo", [0.0]) for _ in prompts]
 
+    seen = []
+
     def prove(claims, evidence):
+        seen.extend(evidence)
         verdicts = [SUPPORTS if "Oslo" in " ".join(e) else NOT_ENOUGH_INFO for e in evidence]
         return [{"claim": c, "verdict": v} for c, v in zip(claims, verdicts)]
 
     monkeypatch.setattr(stopper, "warm_up", lambda: None)
     stopper._llm, stopper._reader._llm = Claims(), Reader()
     monkeypatch.setattr(stopper._prover, "prove", prove)
-    documents = [[Document(id="x", content="Oslo is the capital of Norway.")], [Document(id="y", content="Rain.")]]
+    documents = [
+        [Document(id="x", content="Oslo is the capital of Norway. It has a fjord.", meta={"title": "Oslo"})],
+        [Document(id="y", content="Rain.")],
+    ]
     out = stopper.run_batch(query=["What is the capital of Norway?"] * 2, documents=documents)
+    assert seen == [["Oslo ; Oslo is the capital of Norway.", "Oslo ; It has a fjord."], ["Rain."]], "AdMIRaL's format"
     assert out["stop"] == [True, False]
     assert out["trace"][0]["claim"] == "Oslo is the capital of Norway." and out["trace"][0]["answer"] == "Oslo"
     assert out["trace"][1]["verdict"] == NOT_ENOUGH_INFO

@@ -453,6 +453,8 @@ class NaturalLogicStopper(LLMUser, Stopper):
     :param claims: the queries are claims, not questions.
     :param reader: :class:`AnswerGenerator` init parameters (default: ``llm``, 5 documents).
     :param max_documents: documents whose sentences are evidence.
+    :param evidence_titles: give each sentence as ``title ; sentence`` (AdMIRaL's evidence format), so
+        that claim chunks can align to the document's title too.
     :param prover: further :class:`NaturalLogicProver` parameters (``embedder``, ``max_chunks``,
         ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``).
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
@@ -465,6 +467,7 @@ class NaturalLogicStopper(LLMUser, Stopper):
         claims: bool = False,
         reader: dict[str, Any] | None = None,
         max_documents: int = 5,
+        evidence_titles: bool = True,
         prover: dict[str, Any] | None = None,
         device: str = "auto",
         cache: bool = True,
@@ -475,6 +478,7 @@ class NaturalLogicStopper(LLMUser, Stopper):
         self.claims = claims
         self.reader = reader
         self.max_documents = max_documents
+        self.evidence_titles = evidence_titles
         self.prover = prover or {}
         self.device = device
         try:
@@ -509,9 +513,15 @@ class NaturalLogicStopper(LLMUser, Stopper):
             ]
             for trace, answer in zip(traces, answers):
                 trace["answer"] = answer.data
-        evidence = [[s for d in docs for s in split_sentences(d.content or "")] for docs in read]
+        evidence = [[s for d in docs for s in self._sentences(d)] for docs in read]
         proofs = self._prover.prove(claims, evidence)
         stop = [proof["verdict"] != NOT_ENOUGH_INFO for proof in proofs]
         for trace, proof in zip(traces, proofs):
             trace.update(claim=proof["claim"], verdict=proof["verdict"], proof=proof)
         return {"stop": stop, "trace": traces}
+
+    def _sentences(self, document: Document) -> list[str]:
+        """The document's evidence sentences, as AdMIRaL gives them: ``title ; sentence`` (with a title)."""
+        title = document.meta.get("title") if self.evidence_titles else None
+        sentences = split_sentences(document.content or "")
+        return [f"{title} ; {sentence}" for sentence in sentences] if title else sentences
