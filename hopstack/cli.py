@@ -473,7 +473,7 @@ def serve(
 
     served = [ServedPipeline(path.stem, path, {"index": index}) for path in files]
     limits = ServiceLimits(max_batch, max_wait_ms, timeout_s, max_question_chars, max_top_k)
-    app_ = create_app(served, limits)
+    app_ = create_app(served, limits, freeze_heap=True)
     err.print(f"serving {', '.join(p.name for p in served)} on http://{host}:{port} (models warm up: see /readyz)")
     uvicorn.run(app_, host=host, port=port, timeout_graceful_shutdown=graceful_s, log_level="warning")
 
