@@ -17,7 +17,8 @@ from hopstack.models.registry import (
 
 
 def test_unknown_bare_names_suggest_the_nearest_and_hub_ids_pass_through():
-    with pytest.raises(HopstackInputError, match=r"unknown model 'qwen2.5'.*did you mean 'qwen2.5-1.5b', 'qwen2.5-0.5b'"):
+    nearest = r"unknown model 'qwen2.5'.*did you mean 'qwen2.5-1.5b', 'qwen2.5-0.5b'"
+    with pytest.raises(HopstackInputError, match=nearest):
         resolve_model("qwen2.5")
     with pytest.raises(HopstackInputError, match="did you mean 'minilm'"):
         resolve_model("minilmm")

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from haystack import Document, component
+from scipy.special import expit, logit
 
 from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.compression import split_sentences
@@ -144,15 +145,14 @@ CALIBRATIONS = ("content-free", "none")
 
 
 def _log_odds(p: float) -> float:
-    p = min(max(p, 1e-12), 1.0 - 1e-12)
-    return float(np.log(p) - np.log1p(-p))
+    return float(logit(min(max(p, 1e-12), 1.0 - 1e-12)))
 
 
 def calibrated_p_yes(p_yes: dict[str, float], baseline: dict[str, float] | None) -> dict[str, float]:
     """P(Yes) per operator with its content-free log-odds (``baseline``) taken out; unchanged without one."""
     if not baseline:
         return dict(p_yes)
-    return {op: float(1.0 / (1.0 + np.exp(baseline[op] - _log_odds(p)))) for op, p in p_yes.items()}
+    return {op: float(expit(_log_odds(p) - baseline[op])) for op, p in p_yes.items()}
 
 
 def decide_operators(
@@ -248,7 +248,7 @@ class NaturalLogicProver(LLMUser):
             steps = [self._align(chunk, claim_spans, vectors, row) for chunk in claim_chunks]
             decidable = all(step["evidence_span"] for step in steps)
             for step in steps:
-                step["asked"] = decidable and bool(step["evidence_span"])
+                step["asked"] = decidable
             proofs.append({"claim": claim, "evidence": sentences, "steps": steps})
             questions += [(step, op) for step in steps if decidable for op in OPERATOR_QUESTIONS]
         baseline = self.content_free_log_odds() if questions else self._baseline
@@ -266,7 +266,7 @@ class NaturalLogicProver(LLMUser):
             return []
         prompts = [[{"role": "user", "content": question}] for question in questions]
         log_probs = np.asarray(self._llm.score(prompts, ["Yes", "No"]), dtype=np.float64).reshape(-1, 2)
-        return [float(1.0 / (1.0 + np.exp(no - yes))) for yes, no in log_probs]
+        return expit(log_probs[:, 0] - log_probs[:, 1]).tolist()
 
     def content_free_log_odds(self) -> dict[str, float] | None:
         """Per operator, the mean log-odds of Yes to its question about content-free spans (asked once)."""

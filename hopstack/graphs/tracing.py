@@ -12,10 +12,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, _PLAIN):  # the common case first: the service converts every response this way
         return value
     if isinstance(value, Document):
-        meta = value.meta
-        if not all(isinstance(v, _PLAIN) for v in meta.values()):
-            meta = jsonable(meta)
-        return {"id": value.id, "content": value.content, "meta": dict(meta), "score": value.score}
+        # most metadata is flat, with string keys: copied, not walked
+        flat = all(isinstance(k, str) and isinstance(v, _PLAIN) for k, v in value.meta.items())
+        meta = dict(value.meta) if flat else jsonable(value.meta)
+        return {"id": value.id, "content": value.content, "meta": meta, "score": value.score}
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
