@@ -176,17 +176,19 @@ def create_app(
     app.state.hopstack = state
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
 
-    def failure(endpoint: str, pipeline: str, status: int, kind: str, message: str) -> JSONResponse:
+    def count_failure(endpoint: str, pipeline: str, status: int, kind: str) -> None:
         state.metrics.requests.labels(endpoint, pipeline, str(status)).inc()
         state.metrics.errors.labels(endpoint, kind).inc()
+
+    def failure(endpoint: str, pipeline: str, status: int, kind: str, message: str) -> JSONResponse:
+        count_failure(endpoint, pipeline, status, kind)
         headers = {"Retry-After": "5"} if status == 503 else None
         return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Routing and protocol errors (unknown path 404, wrong method 405, body over the limit 413)."""
-        state.metrics.requests.labels(request.url.path, "", str(exc.status_code)).inc()
-        state.metrics.errors.labels(request.url.path, "validation" if exc.status_code < 500 else "service").inc()
+        count_failure(request.url.path, "", exc.status_code, "validation" if exc.status_code < 500 else "service")
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -197,8 +199,7 @@ def create_app(
             else f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
             for e in exc.errors()
         ]
-        state.metrics.requests.labels(request.url.path, "", "422").inc()
-        state.metrics.errors.labels(request.url.path, "validation").inc()
+        count_failure(request.url.path, "", 422, "validation")
         return JSONResponse({"detail": "; ".join(problems), "errors": jsonable_errors(exc)}, status_code=422)
 
     async def serve(endpoint: str, body: Any, query: Query) -> Response:
