@@ -49,9 +49,9 @@ def write_variants(folder: Path) -> list[Path]:
 
 def worker(args: argparse.Namespace) -> dict:
     """One measurement, in this (fresh) process; the clock starts after hopstack's modules are imported."""
+    from hopstack.experiments.compare import compare
+    from hopstack.experiments.evaluation import evaluate
     from hopstack.graphs.node_cache import NodeCache
-    from hopstack.pipelines.compare import compare
-    from hopstack.pipelines.evaluation import evaluate
 
     started = time.perf_counter()
     if args.worker == "separate":

@@ -29,8 +29,8 @@ from results_file import write_results
 from variant_runs import run_variants
 
 from hopstack.datasets.benchmark import load_dataset
-from hopstack.pipelines.metrics import score_run
-from hopstack.pipelines.variants import expand_variants, read_grid
+from hopstack.experiments.metrics import score_run
+from hopstack.experiments.variants import expand_variants, read_grid
 
 REPO = Path(__file__).resolve().parent.parent
 SHOWN = ("Hits@10", "AllGold@10", "AnyGold@10", "AllGold@5", "MRR@10", "Recall@10")

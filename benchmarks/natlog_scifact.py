@@ -24,7 +24,6 @@ from pathlib import Path
 
 from results_file import write_results
 
-from hopstack.components.compression import split_sentences
 from hopstack.components.stopping import (
     NOT_ENOUGH_INFO,
     REFUTES,
@@ -33,6 +32,7 @@ from hopstack.components.stopping import (
     NaturalLogicProver,
     decide_operators,
 )
+from hopstack.core.text import split_sentences
 from hopstack.models.llm import USAGE
 
 REPO = Path(__file__).resolve().parent.parent

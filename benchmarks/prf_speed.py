@@ -25,7 +25,7 @@ from results_file import write_results
 from hopstack.datasets.multihop_rag import load_queries
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.graphs import BatchRunner
-from hopstack.pipelines.loading import load_pipeline
+from hopstack.spec.loading import load_pipeline
 
 # measure the models, not the on-disk call cache
 os.environ["HOPSTACK_CACHE"] = "off"

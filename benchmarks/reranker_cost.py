@@ -25,7 +25,7 @@ from results_file import write_results
 from variant_runs import run_variants
 
 from hopstack.datasets.benchmark import load_dataset
-from hopstack.pipelines.variants import expand_variants, read_grid
+from hopstack.experiments.variants import expand_variants, read_grid
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_STAGE = {"bm25", "dense", "fuse"}

@@ -23,10 +23,11 @@ import numpy as np
 from results_file import write_results
 
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
+from hopstack.core.text import indexed_text
 from hopstack.datasets.multihop_rag import load_queries
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.index.dense import DenseSettings, build_faiss, configure_search
-from hopstack.index.store import indexed_text, open_index
+from hopstack.index.store import open_index
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 
 # measure the models, not the on-disk call cache

@@ -25,7 +25,7 @@ from haystack import Pipeline
 from results_file import write_results
 
 from hopstack.graphs import BatchRunner
-from hopstack.pipelines.loading import load_pipeline_data
+from hopstack.spec.loading import load_pipeline_data
 from hopstack.testing import assert_outputs_equal
 
 REPO = Path(__file__).resolve().parent.parent

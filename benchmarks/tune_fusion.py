@@ -20,8 +20,8 @@ from hopstack.components.fusion import FUSION_METHODS, DocumentFusion
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.datasets.multihop_rag import load_queries
 from hopstack.datasets.registry import resolve_dataset
-from hopstack.pipelines.evaluation import split_items
-from hopstack.pipelines.metrics import mean_metrics, multihop_rag_query_metrics
+from hopstack.experiments.evaluation import split_items
+from hopstack.experiments.metrics import mean_metrics, multihop_rag_query_metrics
 
 # measure the models, not the on-disk call cache
 os.environ["HOPSTACK_CACHE"] = "off"

@@ -5,10 +5,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from hopstack.experiments.variants import Variant
 from hopstack.graphs import BatchRunner
 from hopstack.graphs.runner import RunResult
 from hopstack.models.llm import USAGE
-from hopstack.pipelines.variants import Variant
 
 
 @dataclass

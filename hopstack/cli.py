@@ -55,7 +55,7 @@ def _root(
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML files")]) -> None:
     """Check pipeline files and report every problem with file:line:column, component and socket."""
-    from hopstack.pipelines.validate import validate_file
+    from hopstack.spec.validate import validate_file
 
     problems = []
     for path in files:
@@ -72,7 +72,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="pipeline YAML fil
 
 def _runner(file: Path, index: str | None, batch_size: int | None):
     from hopstack.graphs.runner import BatchRunner
-    from hopstack.pipelines.loading import load_pipeline
+    from hopstack.spec.loading import load_pipeline
 
     return BatchRunner(load_pipeline(file, {"index": index}), batch_size=batch_size)
 
@@ -143,8 +143,8 @@ def draw(
     ] = None,
 ) -> None:
     """Print the pipeline as Mermaid text and optionally draw it to SVG/PNG (no web service needed)."""
-    from hopstack.pipelines.draw import draw_image, to_mermaid
-    from hopstack.pipelines.loading import load_pipeline
+    from hopstack.spec.draw import draw_image, to_mermaid
+    from hopstack.spec.loading import load_pipeline
 
     pipeline = load_pipeline(file)
     mermaid = to_mermaid(pipeline)
@@ -242,7 +242,7 @@ def evaluate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
 ) -> None:
     """Evaluate a pipeline on a benchmark with the benchmark's own metrics."""
-    from hopstack.pipelines.evaluation import evaluate
+    from hopstack.experiments.evaluation import evaluate
 
     result = evaluate(file, dataset, index_dir, limit, split, batch_size)
     title = f"{result['pipeline']} on {result['dataset']} ({result['split']}, {result['n_questions']} questions)"
@@ -322,7 +322,7 @@ def _comparison_progress():
 
 def _print_comparison(result: dict[str, Any], files: dict[str, Path], json_out: Path | None) -> None:
     """The comparison table, failures and warnings, and where the report is; exits 1 if a variant failed."""
-    from hopstack.pipelines.report import markdown_table
+    from hopstack.experiments.report import markdown_table
 
     out.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
     union = result["union"]
@@ -386,10 +386,10 @@ def compare_command(
 ) -> None:
     """Compare pipeline variants on a benchmark: one union graph (shared nodes run once), node cache,
     paired significance tests against a baseline, Markdown table, JSON, plots and an HTML report."""
+    from hopstack.experiments.compare import compare
+    from hopstack.experiments.report import write_report
+    from hopstack.experiments.variants import read_grid
     from hopstack.graphs.node_cache import NodeCache
-    from hopstack.pipelines.compare import compare
-    from hopstack.pipelines.report import write_report
-    from hopstack.pipelines.variants import read_grid
 
     bar, status, progress = _comparison_progress()
     with bar:

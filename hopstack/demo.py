@@ -8,23 +8,22 @@ indexes that corpus once (under ``$HOPSTACK_HOME/indexes/multihop-rag``, rebuilt
 changes) and compares the pipelines on its questions (all 2,255, or the first ``--limit``).
 """
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hopstack.core.settings import hopstack_home, multihop_rag_home
 from hopstack.errors import HopstackInputError
+from hopstack.experiments.compare import compare
+from hopstack.experiments.evaluation import corpus_mismatch
+from hopstack.experiments.report import write_report
+from hopstack.experiments.variants import Grid, read_grid
 from hopstack.graphs.node_cache import NodeCache
 from hopstack.graphs.runner import Progress
-from hopstack.pipelines.compare import compare
-from hopstack.pipelines.evaluation import corpus_mismatch
-from hopstack.pipelines.report import write_report
-from hopstack.pipelines.variants import Grid, read_grid
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 SAMPLE_CORPUS = SAMPLE_DIR / "corpus.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "questions.jsonl"
-MULTIHOP_RAG_ENV_VAR = "HOPSTACK_MULTIHOP_RAG"
 Status = Callable[[str], None]
 
 
@@ -71,12 +70,9 @@ def run_demo(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Compare the pipelines on MultiHop-RAG (when a local copy is given, as an argument or in
     ``$HOPSTACK_MULTIHOP_RAG``) or on the shipped sample; returns the result and the report's files."""
-    from hopstack.models.registry import models_home
-
     status = status or (lambda message: None)
-    if multihop_rag is None and os.environ.get(MULTIHOP_RAG_ENV_VAR):
-        multihop_rag = Path(os.environ[MULTIHOP_RAG_ENV_VAR])
-    home = models_home().parent
+    multihop_rag = multihop_rag or multihop_rag_home()
+    home = hopstack_home()
     if multihop_rag is not None:
         index = multihop_rag_index(Path(multihop_rag), index_dir or home / "indexes" / "multihop-rag", status, progress)
         dataset = str(multihop_rag)

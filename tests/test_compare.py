@@ -7,8 +7,8 @@ import pytest
 
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.demo import SAMPLE_CORPUS, SAMPLE_DIR
-from hopstack.pipelines.compare import significance
-from hopstack.pipelines.metrics import ScoredRun
+from hopstack.experiments.compare import significance
+from hopstack.experiments.metrics import ScoredRun
 from tests.conftest import SHARED_DATA, YAML_DIR
 
 GRID = """
@@ -125,7 +125,7 @@ def test_demo_compares_the_shipped_pipelines(cli, tmp_path, monkeypatch):
 def test_randomization_test_agrees_with_scipys_permutation_test():
     from scipy import stats
 
-    from hopstack.pipelines.compare import randomization_p_value
+    from hopstack.experiments.compare import randomization_p_value
 
     rng = np.random.default_rng(0)
     control = rng.random(60)

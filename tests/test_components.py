@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from haystack import component
 
-from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
+from hopstack.core.batch import BatchComponent, batch_size_of
 from hopstack.errors import HopstackInputError
 from hopstack.index.corpus import corpus_documents, resolve_index_path
 from hopstack.index.formats import read_corpus

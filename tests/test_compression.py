@@ -9,13 +9,8 @@ import pytest
 from haystack import Document
 
 from conftest import SHARED_DATA
-from hopstack.components.compression import (
-    ANSWERABILITY_PROMPT,
-    ClueExtractor,
-    ClueReranker,
-    ClueTruncator,
-    split_sentences,
-)
+from hopstack.components.compression import ANSWERABILITY_PROMPT, ClueExtractor, ClueReranker, ClueTruncator
+from hopstack.core.text import split_sentences
 from hopstack.models.scorers import SCORERS
 from hopstack.testing import assert_run_batch_matches_run
 

@@ -9,8 +9,8 @@ from hopstack.datasets.benchmark import dataset_corpus
 from hopstack.datasets.multihop_rag import load_queries
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.errors import HopstackInputError
-from hopstack.pipelines.evaluation import corpus_mismatch, split_items
-from hopstack.pipelines.metrics import DOCUMENT_METRICS
+from hopstack.experiments.evaluation import corpus_mismatch, split_items
+from hopstack.experiments.metrics import DOCUMENT_METRICS
 
 RESULT_KEYS = {"pipeline", "dataset", "split", "n_questions", "metrics", "timings", "warnings"}
 

@@ -14,9 +14,9 @@ from hopstack.components.expansion import (
     TextPRFReranker,
 )
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
+from hopstack.experiments.variants import expand_variants, read_grid
 from hopstack.index.store import build_index
 from hopstack.models.scorers import SCORERS, make_scorer
-from hopstack.pipelines.variants import expand_variants, read_grid
 from hopstack.testing import assert_outputs_equal, assert_run_batch_matches_run
 
 TINY_CORPUS = [

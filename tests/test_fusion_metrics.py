@@ -9,14 +9,14 @@ from haystack import Document
 from haystack.dataclasses import GeneratedAnswer
 
 from hopstack.components.fusion import DocumentFusion
+from hopstack.core.text import normalize_answer
 from hopstack.datasets.benchmark import BenchmarkDataset, BenchmarkQuestion
-from hopstack.pipelines.metrics import (
+from hopstack.experiments.metrics import (
     DOCUMENT_METRICS,
     answer_scores,
     document_metrics,
     mean_metrics,
     multihop_rag_query_metrics,
-    normalize_answer,
     score_run,
     source_ids,
 )

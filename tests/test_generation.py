@@ -7,7 +7,7 @@ import pytest
 from haystack import Document
 
 from hopstack.components.generation import AnswerGenerator, clean_answer, supporting_ids
-from hopstack.pipelines.metrics import final_documents, predicted_answer
+from hopstack.experiments.metrics import final_documents, predicted_answer
 from hopstack.testing import assert_run_batch_matches_run
 
 TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}

@@ -116,7 +116,7 @@ def test_reformulated_queries_are_the_first_line_unquoted_or_the_question():
 
 
 def test_overrides_reach_nested_components(sample_corpus):
-    from hopstack.pipelines.loading import load_pipeline_data
+    from hopstack.spec.loading import load_pipeline_data
 
     data = load_pipeline_data(YAML_DIR / "multihop-natlog.yaml", {"llm": TINY_LLM, "index": str(sample_corpus)})
     params = data["components"]["iterate"]["init_parameters"]

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from haystack import Document, Pipeline, component
 
+from hopstack.experiments.variants import expand_variants, read_grid
 from hopstack.graphs.node_cache import NodeCache
 from hopstack.graphs.runner import BatchRunner
 from hopstack.graphs.union import build_union
-from hopstack.pipelines.loading import load_pipeline_data
-from hopstack.pipelines.variants import expand_variants, read_grid
+from hopstack.spec.loading import load_pipeline_data
 from tests.conftest import YAML_DIR
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from hopstack.pipelines.report import markdown_table, plot_quality_latency, significance_table, write_report
+from hopstack.experiments.report import markdown_table, plot_quality_latency, significance_table, write_report
 
 ERROR = "yaml/broken.yaml:3:5: component 'x': unknown type <NoSuchRetriever>"
 

@@ -16,7 +16,7 @@ from hopstack.components.rerankers import (
     window_starts,
 )
 from hopstack.models.scorers import BiEncoderScorer, LLMGradedScorer, LLMScorer, expected_grades, make_scorer
-from hopstack.pipelines.loading import load_pipeline_data
+from hopstack.spec.loading import load_pipeline_data
 from hopstack.testing import assert_run_batch_matches_run
 
 TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 512}

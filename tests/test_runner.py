@@ -6,7 +6,7 @@ import pytest
 from haystack import Pipeline, component
 from haystack.core.component.types import Variadic
 
-from hopstack.components.base import BatchComponent
+from hopstack.core.batch import BatchComponent
 from hopstack.errors import HopstackInputError, PipelineRunError
 from hopstack.graphs import BatchRunner, input_digest, pipeline_fingerprints
 from hopstack.testing import assert_outputs_equal

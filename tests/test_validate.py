@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from hopstack.pipelines.loading import load_pipeline
-from hopstack.pipelines.validate import PipelineValidationError, validate_file
+from hopstack.spec.loading import load_pipeline
+from hopstack.spec.validate import PipelineValidationError, validate_file
 
 BM25 = "hopstack.components.retrieval.BM25Retriever"
 RANKER = "haystack.components.rankers.meta_field.MetaFieldRanker"

@@ -5,8 +5,8 @@ from haystack import Pipeline
 
 from conftest import TINY_LLM, YAML_DIR
 from hopstack.graphs import BatchRunner
-from hopstack.pipelines.loading import load_pipeline, load_pipeline_data
-from hopstack.pipelines.validate import init_parameter_names, resolve_component_class
+from hopstack.spec.loading import load_pipeline, load_pipeline_data
+from hopstack.spec.validate import init_parameter_names, resolve_component_class
 from hopstack.testing import assert_outputs_equal
 
 PIPELINES = sorted(YAML_DIR.glob("*.yaml"))

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.rerankers import Reranker, candidate_top_ks, prompt_passages, reorder
+from hopstack.components.rerankers import Reranker
+from hopstack.core.ranking import candidate_top_ks, reorder
+from hopstack.core.text import prompt_passages
 from hopstack.models.llm import USAGE, TransformersLLM, make_llm
 
 ICR_INTRO = "Here are some paragraphs:"

@@ -12,31 +12,6 @@ delegate to it with a batch of one, so that both paths share one implementation 
 from typing import Any
 
 
-class BatchComponent:
-    """Mixin for components whose natural implementation is batched.
-
-    Subclasses define ``run_batch(**lists)`` and a typed ``run(...)`` (Haystack reads the sockets from
-    ``run``'s signature) whose body is ``return self.run_single(arg=arg, ...)``.
-    """
-
-    def run_batch(self, **inputs: list[Any]) -> dict[str, list[Any]]:  # pragma: no cover - interface
-        raise NotImplementedError(f"{type(self).__name__} must implement run_batch")
-
-    def run_single(self, **inputs: Any) -> dict[str, Any]:
-        """Run one item through ``run_batch`` and unwrap the one-element output lists."""
-        outputs = self.run_batch(**{name: [value] for name, value in inputs.items()})
-        return {name: values[0] for name, values in outputs.items()}
-
-
-def batch_size_of(inputs: dict[str, list[Any]]) -> int:
-    """The common length of a ``run_batch`` call's input lists; raises if they differ."""
-    lengths = {name: len(values) for name, values in inputs.items()}
-    distinct = set(lengths.values())
-    if len(distinct) > 1:
-        raise ValueError(f"run_batch inputs have different lengths: {lengths}")
-    return distinct.pop() if distinct else 0
-
-
 class NestedComponents:
     """Mixin for components whose init parameters hold nested components as ``{"type", "init_parameters"}``
     (a retriever inside a multi-query retriever, the stages inside a hop loop).
@@ -54,7 +29,7 @@ class NestedComponents:
 
 def build_component(spec: Any, where: str) -> Any:
     """A nested component from ``{"type", "init_parameters"}``; ``where`` names it in errors."""
-    from hopstack.pipelines.validate import resolve_component_class
+    from hopstack.spec.validate import resolve_component_class
 
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(f"{where} must be a mapping with 'type' and optional 'init_parameters', got {spec!r}")
@@ -62,15 +37,6 @@ def build_component(spec: Any, where: str) -> Any:
     if unknown:
         raise ValueError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
     return resolve_component_class(spec["type"])(**(spec.get("init_parameters") or {}))
-
-
-def call_batch(part: Any, **inputs: list[Any]) -> dict[str, list[Any]]:
-    """A nested component's ``run_batch`` over the lists, or, for a plain Haystack component, its ``run``
-    item by item (outputs gathered into lists)."""
-    if callable(getattr(part, "run_batch", None)):
-        return part.run_batch(**inputs)
-    outputs = [part.run(**dict(zip(inputs, values))) for values in zip(*inputs.values())]
-    return {name: [o[name] for o in outputs] for name in (outputs[0] if outputs else {})}
 
 
 class WrapsRetriever(NestedComponents):

@@ -26,32 +26,18 @@ document's meta (so retrieval metrics still see its ``doc_id``) plus ``source_id
 scores of each stage.
 """
 
-import re
 from typing import Any
 
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, batch_size_of
 from hopstack.components.generation import AnswerGenerator
-from hopstack.components.rerankers import min_max, passage_text, score_all
-from hopstack.models.cache import CallCache
+from hopstack.core.batch import BatchComponent, batch_size_of
+from hopstack.core.ranking import min_max
+from hopstack.core.text import normalize_answer, passage_text, split_sentences
+from hopstack.models.cache import call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
-from hopstack.models.scorers import ScorerUser
-from hopstack.pipelines.metrics import normalize_answer
-
-# "1413.Hermann II": sentences some corpora (2WikiMultihopQA's paragraphs) join without a space
-_GLUED_SENTENCES = re.compile(r"(?<=[a-z0-9][a-z0-9][.!?])(?=[A-Z][a-z])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text`` (blingfire, as the chunker uses; glued "end.Next" boundaries split first)."""
-    import blingfire
-
-    text = _GLUED_SENTENCES.sub(" ", text).strip()
-    if not text:
-        return []
-    return [s.strip() for s in blingfire.text_to_sentences(text).split("\n") if s.strip()]
+from hopstack.models.scorers import ScorerUser, score_all
 
 
 def _clue(document: Document, number: int, sentence: str, **scores: float) -> Document:
@@ -149,7 +135,7 @@ class ClueExtractor(ScorerUser, BatchComponent):
     def _embed(self, sentences: list[str]) -> np.ndarray | None:
         if self._encoder is None or not sentences:
             return None
-        return embed_texts(self._encoder, sentences, 64, True, cache=CallCache(), model_id=self.embedder)
+        return embed_texts(self._encoder, sentences, 64, True, cache=call_cache(self.cache), model_id=self.embedder)
 
     def _select(self, found: list[tuple[Document, int, str]], scores: np.ndarray, vectors: np.ndarray | None):
         order = np.argsort(-scores, kind="stable")

@@ -18,7 +18,8 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, WrapsRetriever, call_batch
+from hopstack.components.base import WrapsRetriever
+from hopstack.core.batch import BatchComponent, call_batch
 from hopstack.models.cache import LLMUser
 
 SYSTEM_PROMPT = (

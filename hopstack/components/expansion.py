@@ -19,14 +19,15 @@ import numpy as np
 import scipy.sparse as sp
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent
-from hopstack.components.rerankers import candidate_top_ks, passage_text, reorder, score_all
-from hopstack.components.retrieval import BM25Retriever, DenseRetriever, top_k_indices
+from hopstack.components.retrieval import BM25Retriever, DenseRetriever
+from hopstack.core.batch import BatchComponent
+from hopstack.core.ranking import candidate_top_ks, reorder, top_k_indices
+from hopstack.core.text import first_words, indexed_text, passage_text
 from hopstack.index.corpus import resolve_index_path
 from hopstack.index.dense import load_embeddings
 from hopstack.index.sparse import score_term_weights, term_counts, term_names
-from hopstack.index.store import indexed_text, is_index
-from hopstack.models.scorers import ScorerUser, first_words
+from hopstack.index.store import is_index
+from hopstack.models.scorers import ScorerUser, score_all
 
 AGGREGATIONS = ("borda", "sum", "max")
 

@@ -21,8 +21,8 @@ import numpy as np
 from haystack import Document, component
 from haystack.core.component.types import Variadic
 
-from hopstack.components.base import BatchComponent
-from hopstack.components.rerankers import min_max
+from hopstack.core.batch import BatchComponent
+from hopstack.core.ranking import min_max
 
 FUSION_METHODS = ("rrf", "minmax", "zscore", "dbsf")
 

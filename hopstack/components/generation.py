@@ -15,10 +15,9 @@ import numpy as np
 from haystack import Document, component
 from haystack.dataclasses import GeneratedAnswer
 
-from hopstack.components.base import BatchComponent
-from hopstack.components.rerankers import numbered_passages, prompt_passages
+from hopstack.core.batch import BatchComponent
+from hopstack.core.text import normalize_answer, numbered_passages, prompt_passages
 from hopstack.models.cache import LLMUser
-from hopstack.pipelines.metrics import normalize_answer
 
 READER_SYSTEM = (
     "You answer questions using only the given documents. Reply with the answer alone: a name, a few words, "

@@ -18,14 +18,9 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.rerankers import (
-    TracedReranker,
-    candidate_top_ks,
-    in_order,
-    min_max,
-    prompt_passages,
-    reorder,
-)
+from hopstack.components.rerankers import TracedReranker
+from hopstack.core.ranking import candidate_top_ks, in_order, min_max, reorder
+from hopstack.core.text import prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import expected_grades
 

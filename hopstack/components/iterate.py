@@ -14,8 +14,9 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, WrapsRetriever, batch_size_of, build_component, call_batch
-from hopstack.components.rerankers import numbered_passages, prompt_passages
+from hopstack.components.base import WrapsRetriever, build_component
+from hopstack.core.batch import BatchComponent, batch_size_of, call_batch
+from hopstack.core.text import numbered_passages, prompt_passages
 from hopstack.models.cache import LLMUser
 
 REFORMULATE_SYSTEM = (

@@ -33,8 +33,9 @@ import numpy as np
 from haystack import Document, component
 
 from hopstack.components.rebel_prompts import META_PROMPT, ONE_TURN_PROMPT, fill, usable_prompt
-from hopstack.components.rerankers import TracedReranker, candidate_top_ks, passage_text, prompt_passages
-from hopstack.components.retrieval import _with_score
+from hopstack.components.rerankers import TracedReranker
+from hopstack.core.ranking import candidate_top_ks, with_score
+from hopstack.core.text import passage_text, prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import LLMGradedScorer
 
@@ -224,7 +225,7 @@ class REBELReranker(LLMUser, TracedReranker):
             rows = slice(offset, offset + len(docs))
             offset += len(docs)
             order, below = self._order(relevance[rows], final[rows], tie_break[rows])
-            reranked.append([_with_score(docs[i], float(final[rows][i])) for i in order[:k]])
+            reranked.append([with_score(docs[i], float(final[rows][i])) for i in order[:k]])
             traces.append(
                 {
                     "mode": self.mode,
@@ -296,8 +297,8 @@ class REBELReranker(LLMUser, TracedReranker):
             trace.update(scored=len(scores), omitted=len(omitted))
             ranked = sorted(scores, key=lambda j: (-scores[j], j))
             kept = [*fallback, *(omitted if self.keep_below_threshold else [])]
-            out = [_with_score(docs[j], scores[j]) for j in ranked]
-            out += [_with_score(docs[j], -1.0 - n) for n, j in enumerate(kept)]
+            out = [with_score(docs[j], scores[j]) for j in ranked]
+            out += [with_score(docs[j], -1.0 - n) for n, j in enumerate(kept)]
             reranked.append(out[:k])
         return {"documents": reranked, "trace": traces}
 

@@ -14,76 +14,16 @@ and returns ``documents``: the candidates re-scored by the reranker, best first,
 order, at most ``top_k``. Every candidate of every question of a batch goes to the scorer in one call.
 """
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, batch_size_of
-from hopstack.components.retrieval import _top_ks, _with_score
-from hopstack.index.store import indexed_text
+from hopstack.core.batch import BatchComponent
+from hopstack.core.ranking import candidate_top_ks, in_order, min_max, reorder_each
+from hopstack.core.text import first_words, passage_text, prompt_passages
 from hopstack.models.cache import LLMUser
-from hopstack.models.scorers import ScorerUser, first_words, make_scorer
-
-
-def passage_text(document: Document, title_prefix: bool = True) -> str:
-    """The text a reranker reads for a document: ``"title. text"`` with ``title_prefix`` and a title."""
-    return indexed_text(document.meta.get("title", ""), document.content or "", title_prefix)
-
-
-def prompt_passages(candidates: Sequence[Document], title_prefix: bool, max_words: int) -> list[str]:
-    """The candidates' passages as an LLM prompt lists them: :func:`passage_text`, first ``max_words`` words."""
-    return [first_words(passage_text(d, title_prefix), max_words) for d in candidates]
-
-
-def numbered_passages(passages: Sequence[str], empty: str) -> str:
-    """Passages as a prompt lists them, one per line as ``[i] passage`` from 1; ``empty`` when there are none."""
-    return "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or empty
-
-
-def min_max(values: np.ndarray, flat: float = 0.0) -> np.ndarray:
-    """``values`` scaled to [0, 1] by their min and max; all ``flat`` when they are all equal (or empty)."""
-    values = np.asarray(values, dtype=np.float64)
-    spread = values.max() - values.min() if len(values) else 0.0
-    return (values - values.min()) / spread if spread > 0 else np.full_like(values, flat)
-
-
-def reorder(candidates: Sequence[Document], scores: Sequence[float], k: int) -> list[Document]:
-    """The ``k`` best candidates by ``scores``, each carrying its new score; ties keep input order."""
-    values = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-values, kind="stable")[:k]
-    return [_with_score(candidates[i], float(values[i])) for i in order.tolist()]
-
-
-def in_order(candidates: Sequence[Document], order: Sequence[int], k: int) -> list[Document]:
-    """The first ``k`` candidates of ``order`` (positions, best first), each scored ``n - rank``."""
-    return [_with_score(candidates[j], float(len(order) - rank)) for rank, j in enumerate(order[:k])]
-
-
-def reorder_each(documents: list[list[Document]], scores: np.ndarray, ks: list[int]) -> list[list[Document]]:
-    """Each question's candidates reordered by its slice of ``scores`` (the batch's candidates in order)."""
-    reranked, offset = [], 0
-    for candidates, k in zip(documents, ks):
-        reranked.append(reorder(candidates, scores[offset : offset + len(candidates)], k))
-        offset += len(candidates)
-    return reranked
-
-
-def candidate_top_ks(
-    query: list[str], documents: list[list[Document]], top_k: list[int | None] | None, default: int
-) -> list[int]:
-    """Each question's ``top_k`` in a reranker's batch (``default`` where not given); checks the lengths."""
-    inputs = {"query": query, "documents": documents}
-    return _top_ks(top_k, batch_size_of(inputs if top_k is None else {**inputs, "top_k": top_k}), default)
-
-
-def score_all(scorer: Any, pairs: list[tuple[str, str]], owner: str) -> np.ndarray:
-    """The scorer's scores of ``pairs`` (one call), checked to be one finite-or-not float per pair."""
-    scores = np.asarray(scorer.score(pairs), dtype=np.float64)
-    if scores.shape != (len(pairs),):
-        raise RuntimeError(f"{owner}: its scorer gave {scores.shape} scores for {len(pairs)} pairs")
-    return scores
+from hopstack.models.scorers import ScorerUser, make_scorer, score_all
 
 
 class Reranker(BatchComponent):

@@ -14,56 +14,18 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.base import BatchComponent, batch_size_of
+from hopstack.core.batch import BatchComponent, batch_size_of
+from hopstack.core.ranking import top_k_indices, top_ks, with_score
+from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.corpus import corpus_documents, index_identity, resolve_index_path
 from hopstack.index.dense import DenseSettings, build_faiss, configure_search, to_device
 from hopstack.index.sparse import BM25_METHODS, BM25Settings, build_sparse, score_queries
-from hopstack.index.store import indexed_text, is_index, open_index
-from hopstack.models.cache import CallCache
+from hopstack.index.store import is_index, open_index
+from hopstack.models.cache import call_cache
 from hopstack.models.devices import resolve_device
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 from hopstack.models.registry import resolve_model
-
-
-def _with_score(document: Document, score: float) -> Document:
-    """A copy of a corpus document that carries ``score`` (and a meta dict of its own).
-
-    The copy is made like ``copy.copy`` does, without Document's ``__init__``, which re-validates every
-    field and costs several microseconds a document: at tens of thousands of results a batch that is
-    most of a BM25 search.
-    """
-    clone = object.__new__(type(document))
-    clone.__dict__.update(vars(document))
-    clone.__dict__["meta"] = dict(document.meta)
-    clone.__dict__["score"] = float(score)
-    return clone
-
-
-def _top_ks(top_k: list[int | None] | None, n: int, default: int) -> list[int]:
-    values = [default] * n if top_k is None else [default if k is None else int(k) for k in top_k]
-    if any(k < 1 for k in values):
-        raise ValueError(f"top_k must be at least 1, got {min(values)}")
-    return values
-
-
-def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Per row of ``scores``, the column indices of the ``k`` highest scores, best first.
-
-    Equal scores are ordered by column (corpus order). Which of several scores equal to the k-th one
-    make the cut is left to numpy's ``argpartition``, which is deterministic for a given row, so a
-    row gives the same result alone or inside a batch.
-    """
-    n_rows, n_cols = scores.shape
-    k = min(k, n_cols)
-    if k < n_cols:
-        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        candidates.sort(axis=1)
-    else:
-        candidates = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
-    values = np.take_along_axis(scores, candidates, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(candidates, order, axis=1)
 
 
 class _IndexReader(BatchComponent):
@@ -152,7 +114,7 @@ class BM25Retriever(_IndexReader):
         """Retrieve for a batch of queries: one sparse scoring pass and one top-k selection per row block."""
         self.warm_up()
         n = batch_size_of({"query": query} if top_k is None else {"query": query, "top_k": top_k})
-        ks = _top_ks(top_k, n, self.top_k)
+        ks = top_ks(top_k, n, self.top_k)
         extra: dict[str, list[Any]] = {name: [] for name in self.extra_outputs}
 
         def block_scores(start: int, stop: int) -> np.ndarray:
@@ -182,7 +144,7 @@ class BM25Retriever(_IndexReader):
                 columns = columns[:k]
                 documents.append(
                     [
-                        _with_score(self._documents[c], v)
+                        with_score(self._documents[c], v)
                         for c, v in zip(columns.tolist(), row[columns].tolist())
                         if v > 0
                     ]
@@ -269,7 +231,7 @@ class DenseRetriever(_IndexReader):
                 faiss_index = build_faiss(vectors, DenseSettings(model=self.model, normalize=self.normalize))
             configure_search(faiss_index, self.ef_search, self.nprobe)
             self._encoder = encoder or load_sentence_transformer(self.model, self.device)
-            self._call_cache = CallCache() if self.cache else None
+            self._call_cache = call_cache(self.cache)
             self._documents = documents
             self._faiss_index = to_device(faiss_index, resolve_device(self.device))
 
@@ -282,7 +244,7 @@ class DenseRetriever(_IndexReader):
         """Embed the whole batch of queries and search them in one FAISS call."""
         self.warm_up()
         n = batch_size_of({"query": query} if top_k is None else {"query": query, "top_k": top_k})
-        ks = _top_ks(top_k, n, self.top_k)
+        ks = top_ks(top_k, n, self.top_k)
         if n == 0:
             return {"documents": [], **{name: [] for name in self.extra_outputs}}
         vectors, extra = self._query_vectors(self.embed_queries(query))
@@ -304,6 +266,6 @@ class DenseRetriever(_IndexReader):
         """The ``ks[i]`` nearest documents of each query vector, in one FAISS search."""
         scores, ids = self._faiss_index.search(vectors, min(max(ks), len(self._documents)))
         return [
-            [_with_score(self._documents[i], s) for i, s in zip(row_ids[:k], row_scores[:k]) if i >= 0]
+            [with_score(self._documents[i], s) for i, s in zip(row_ids[:k], row_scores[:k]) if i >= 0]
             for row_ids, row_scores, k in zip(ids, scores, ks)
         ]

@@ -36,11 +36,10 @@ import numpy as np
 from haystack import Document, component
 from scipy.special import expit, logit
 
-from hopstack.components.base import BatchComponent, batch_size_of
-from hopstack.components.compression import split_sentences
 from hopstack.components.generation import AnswerGenerator
-from hopstack.components.rerankers import numbered_passages, prompt_passages
-from hopstack.models.cache import CallCache, LLMUser
+from hopstack.core.batch import BatchComponent, batch_size_of
+from hopstack.core.text import numbered_passages, prompt_passages, split_sentences
+from hopstack.models.cache import LLMUser, call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 
 SUPPORTS, REFUTES, NOT_ENOUGH_INFO = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
@@ -228,8 +227,7 @@ class NaturalLogicProver(LLMUser):
             self._encoder = load_sentence_transformer(self.embedder, self.device)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        cache = CallCache(enabled=None if self.cache else False)
-        return embed_texts(self._encoder, texts, 128, True, cache=cache, model_id=self.embedder)
+        return embed_texts(self._encoder, texts, 128, True, cache=call_cache(self.cache), model_id=self.embedder)
 
     def prove(self, claims: Sequence[str], evidence: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
         """One proof per claim from its evidence sentences: ``{"claim", "evidence", "steps": [{"claim_span",

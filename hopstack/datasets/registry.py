@@ -5,12 +5,10 @@ repository (where this project's machines keep the benchmark copies). A path to 
 wherever a name does.
 """
 
-import os
 from pathlib import Path
 
+from hopstack.core.settings import DATA_ENV_VAR, data_home
 from hopstack.errors import HopstackInputError
-
-DATA_ENV_VAR = "HOPSTACK_DATA"
 
 # name -> its folder under the data root
 DATASETS: dict[str, str] = {
@@ -22,8 +20,8 @@ DATASETS: dict[str, str] = {
 
 def data_root() -> Path:
     """Where dataset names are looked up."""
-    if os.environ.get(DATA_ENV_VAR):
-        return Path(os.environ[DATA_ENV_VAR]).expanduser()
+    if data_home() is not None:
+        return data_home()
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 

@@ -24,8 +24,7 @@ from typing import Any
 from haystack import Document
 
 from hopstack import __version__
-from hopstack.models.cache import cache_enabled_by_default
-from hopstack.models.registry import models_home
+from hopstack.core.settings import cache_enabled, cache_home
 
 SKIPPED = None
 """Stored for an item the node did not run for (a branch that did not fire), so reruns skip it too."""
@@ -33,7 +32,7 @@ SKIPPED = None
 
 def default_node_cache_path() -> Path:
     """``$HOPSTACK_HOME/cache/nodes.sqlite``."""
-    return models_home().parent / "cache" / "nodes.sqlite"
+    return cache_home() / "nodes.sqlite"
 
 
 def entry_key(fingerprint: str, item_digest: str) -> str:
@@ -106,7 +105,7 @@ class NodeCache:
     """
 
     def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
-        self.enabled = cache_enabled_by_default() if enabled is None else enabled
+        self.enabled = cache_enabled() if enabled is None else enabled
         self.path = Path(path) if path else default_node_cache_path()
         self.hits = 0
         self.stores = 0

@@ -31,7 +31,7 @@ from haystack.core.type_utils import _convert_value
 from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
 from hopstack.graphs.fingerprint import input_digest, pipeline_fingerprints
 from hopstack.graphs.node_cache import SKIPPED, NodeCache, entry_key
-from hopstack.pipelines.validate import pipeline_inputs
+from hopstack.spec.validate import pipeline_inputs
 
 DEFAULT_BATCH_SIZE = 256
 Progress = Callable[[str, int, int], None]
@@ -109,7 +109,7 @@ class _Node:
 class BatchRunner:
     """Run a Haystack pipeline over many inputs at once.
 
-    :param pipeline: a loaded ``haystack.Pipeline`` (see :func:`hopstack.pipelines.loading.load_pipeline`).
+    :param pipeline: a loaded ``haystack.Pipeline`` (see :func:`hopstack.spec.loading.load_pipeline`).
     :param batch_size: the most items one ``run_batch`` call receives; larger batches are cut into
         chunks. Defaults to ``metadata.hopstack.batch_size`` or 256.
     :param node_cache: serve and store node outputs per item (off when ``None`` or disabled).

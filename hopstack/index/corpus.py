@@ -1,21 +1,19 @@
 """What a retriever's ``index`` parameter points at: an index folder, or a corpus file read in memory."""
 
 import hashlib
-import os
 from pathlib import Path
 
 from haystack import Document
 
+from hopstack.core.settings import INDEX_ENV_VAR, default_index
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import corpus_files, read_corpus
 from hopstack.index.store import MANIFEST, is_index
 
-INDEX_ENV_VAR = "HOPSTACK_INDEX"
-
 
 def resolve_index_path(index: str | None) -> Path:
     """The path a retriever reads: its ``index`` parameter, else ``$HOPSTACK_INDEX``."""
-    value = index or os.environ.get(INDEX_ENV_VAR)
+    value = index or default_index()
     if not value:
         raise HopstackInputError(
             f"no index given: set the component's 'index' init parameter, pass --index, or set ${INDEX_ENV_VAR}"

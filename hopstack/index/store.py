@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from haystack import Document
 
+from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
 from hopstack.index.dense import DenseSettings, build_faiss, load_faiss, save_faiss
@@ -45,11 +46,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def indexed_text(title: str, text: str, title_prefix: bool) -> str:
-    """The text BM25 and the embedder see: the chunk, prefixed by its title when asked."""
-    return f"{title}. {text}" if title_prefix and title else text
 
 
 def _write_documents(path: Path, chunks: list[Chunk]) -> None:

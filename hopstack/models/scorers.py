@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hopstack.models.cache import CallCache, LLMUser
+from hopstack.core.text import first_words
+from hopstack.models.cache import CallCache, LLMUser, call_cache
 from hopstack.models.cross_encoder import CrossEncoderScorer
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 from hopstack.models.extractive_qa import ExtractiveQAScorer
@@ -73,7 +74,7 @@ class BiEncoderScorer:
     def warm_up(self) -> None:
         """Load the embedder (shared per process and device)."""
         if self._encoder is None:
-            self._call_cache = CallCache() if self.cache else None
+            self._call_cache = call_cache(self.cache)
             self._encoder = load_sentence_transformer(self.model, self.device)
 
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
@@ -184,11 +185,6 @@ def expected_grades(probabilities: np.ndarray, grades: list[str]) -> np.ndarray:
     return exclusive @ np.array([float(g) for g in grades])
 
 
-def first_words(text: str, n: int) -> str:
-    """The first ``n`` whitespace-separated words of ``text``, joined by single spaces."""
-    return " ".join(text.split()[:n])
-
-
 class ScorerUser:
     """Mixin for components that hold a scorer: ``use_scorer`` checks the spec (loads nothing) and keeps the
     init parameters ``scorer`` and ``device``; ``warm_up`` loads the scorer's model."""
@@ -234,3 +230,11 @@ def make_scorer(spec: dict[str, Any], device: str = "auto") -> Scorer:
         return SCORERS[kind](**settings)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"scorer {kind!r}: {exc}") from exc
+
+
+def score_all(scorer: Any, pairs: list[tuple[str, str]], owner: str) -> np.ndarray:
+    """The scorer's scores of ``pairs`` (one call), checked to be one finite-or-not float per pair."""
+    scores = np.asarray(scorer.score(pairs), dtype=np.float64)
+    if scores.shape != (len(pairs),):
+        raise RuntimeError(f"{owner}: its scorer gave {scores.shape} scores for {len(pairs)} pairs")
+    return scores

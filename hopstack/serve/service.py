@@ -23,11 +23,11 @@ import networkx as nx
 
 from hopstack.components.iterate import IterativeRetriever
 from hopstack.errors import HopstackInputError
+from hopstack.experiments.metrics import ANSWER_SOCKETS, answer_item, answer_text
 from hopstack.graphs.runner import BatchRunner, RunResult
 from hopstack.graphs.tracing import jsonable
-from hopstack.pipelines.draw import draw_image, to_mermaid
-from hopstack.pipelines.loading import load_pipeline
-from hopstack.pipelines.metrics import ANSWER_SOCKETS, answer_item, answer_text
+from hopstack.spec.draw import draw_image, to_mermaid
+from hopstack.spec.loading import load_pipeline
 
 RETURNABLE = ("documents", "clues", "answer", "trace")
 _COMPRESSION_MODULE = "hopstack.components.compression"

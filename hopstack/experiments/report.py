@@ -1,7 +1,7 @@
 """Reports of a pipeline-variant comparison (``hopstack compare``): Markdown tables, PNG plots and one
 self-contained HTML file.
 
-Everything is rendered from the JSON-safe result of :func:`hopstack.pipelines.compare.compare`::
+Everything is rendered from the JSON-safe result of :func:`hopstack.experiments.compare.compare`::
 
     {"dataset", "split", "n_questions", "index" (or None), "created", "hopstack_version",
      "baseline": variant name, "primary_metric": the plot's quality axis and the first metric column,

@@ -5,7 +5,7 @@ from typing import Any
 
 from haystack import Pipeline
 
-from hopstack.pipelines.validate import (
+from hopstack.spec.validate import (
     PipelineValidationError,
     init_parameter_names,
     resolve_component_class,

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 
 from hopstack.errors import HopstackInputError
-from hopstack.pipelines.loading import load_pipeline_data
-from hopstack.pipelines.validate import PipelineValidationError, validate_text
+from hopstack.spec.loading import load_pipeline_data
+from hopstack.spec.validate import PipelineValidationError, validate_text
 
 GRID_KEYS = ("pipelines", "parameters")
 

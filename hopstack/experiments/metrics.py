@@ -6,8 +6,6 @@ applies whichever of them a dataset's labels allow.
 """
 
 import functools
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from typing import Any
 from haystack import Document
 from haystack.dataclasses import ChatMessage
 
+from hopstack.core.text import normalize_answer
 from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, distinct
 from hopstack.index.chunking import SentenceChunker, load_tokenizer
 
@@ -92,8 +91,6 @@ def _ir_measures() -> dict[str, Any]:
 
 
 _YES_NO = ("yes", "no", "noanswer")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = frozenset(string.punctuation)
 
 
 @dataclass
@@ -148,13 +145,6 @@ def predicted_answer(outputs: dict[str, dict[str, Any]]) -> tuple[str, list[Docu
     if not found:
         return None
     return answer_text(first), list(getattr(first, "documents", None) or [])
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD/HotpotQA answer normalisation: lowercase, drop punctuation and the articles a/an/the, and
-    collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def _f1(prediction: str, gold: str) -> float:

@@ -6,10 +6,10 @@ from typing import Any
 
 from hopstack.datasets.base import SPLITS, split_items
 from hopstack.datasets.benchmark import load_dataset
+from hopstack.experiments.metrics import final_documents, score_run
 from hopstack.graphs.runner import BatchRunner
 from hopstack.index.store import corpus_hash, is_index, open_index
-from hopstack.pipelines.loading import load_pipeline
-from hopstack.pipelines.metrics import final_documents, score_run
+from hopstack.spec.loading import load_pipeline
 
 __all__ = ["SPLITS", "corpus_mismatch", "evaluate", "final_documents", "split_items"]
 

@@ -3,7 +3,7 @@
 All variants run as one union graph (:mod:`hopstack.graphs.union`): a node that several variants share
 (same component, settings, inputs and index) runs once, and with the node cache an unchanged node costs
 nothing on a rerun. Every variant is scored with the dataset's own metrics
-(:func:`hopstack.pipelines.metrics.score_run`) and tested against a baseline variant, question by
+(:func:`hopstack.experiments.metrics.score_run`) and tested against a baseline variant, question by
 question, with paired tests (Fisher's randomization test by default, or Student's paired t-test).
 
 A variant that fails to load, or whose component fails while running, is reported with its error; the
@@ -23,12 +23,12 @@ import numpy as np
 from hopstack import __version__
 from hopstack.datasets.benchmark import BenchmarkDataset, load_dataset
 from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
+from hopstack.experiments.metrics import ScoredRun, score_run
+from hopstack.experiments.variants import Grid, Variant, expand_variants
 from hopstack.graphs.fingerprint import input_digest
 from hopstack.graphs.node_cache import NodeCache, entry_key
 from hopstack.graphs.runner import BatchRunner, Progress, RunResult
 from hopstack.graphs.union import UnionGraph, build_union
-from hopstack.pipelines.metrics import ScoredRun, score_run
-from hopstack.pipelines.variants import Grid, Variant, expand_variants
 
 STAT_TESTS = ("fisher", "student")
 PRIMARY_METRICS = ("F1", "MRR@10")  # the default quality axis: the first one every variant reports
@@ -202,7 +202,7 @@ def compare(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Compare pipeline variants on a dataset; returns the JSON-safe result that
-    :func:`hopstack.pipelines.report.write_report` renders (schema in that module).
+    :func:`hopstack.experiments.report.write_report` renders (schema in that module).
 
     ``status(message)`` hears what stage the comparison is in, ``progress(node, done, total)`` how far
     the node at work has got."""

@@ -1,0 +1,69 @@
+"""hopstack's environment settings, each read in one place.
+
+=========================  ==============================================================================
+variable                   meaning
+=========================  ==============================================================================
+``HOPSTACK_HOME``          root of hopstack's files (default ``~/.cache/hopstack``): ``models/``, ``cache/``,
+                           ``indexes/``, ``runs/``
+``HOPSTACK_CACHE``         ``off`` (or 0, false, no) turns the call cache and the node cache off
+``HOPSTACK_INDEX``         the index a retriever reads when its ``index`` parameter is unset
+``HOPSTACK_DATA``          where benchmark dataset names are looked up
+``HOPSTACK_MULTIHOP_RAG``  a local MultiHop-RAG folder for ``hopstack demo``
+=========================  ==============================================================================
+"""
+
+import os
+from pathlib import Path
+
+HOME_ENV_VAR = "HOPSTACK_HOME"
+CACHE_ENV_VAR = "HOPSTACK_CACHE"
+INDEX_ENV_VAR = "HOPSTACK_INDEX"
+DATA_ENV_VAR = "HOPSTACK_DATA"
+MULTIHOP_RAG_ENV_VAR = "HOPSTACK_MULTIHOP_RAG"
+
+_OFF = ("off", "0", "false", "no")
+
+
+def hopstack_home() -> Path:
+    """``$HOPSTACK_HOME``, else ``~/.cache/hopstack``."""
+    root = os.environ.get(HOME_ENV_VAR)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "hopstack"
+
+
+def models_home() -> Path:
+    """Where reassembled model files are kept: ``$HOPSTACK_HOME/models``."""
+    return hopstack_home() / "models"
+
+
+def cache_home() -> Path:
+    """Where the call cache and the node cache live: ``$HOPSTACK_HOME/cache``."""
+    return hopstack_home() / "cache"
+
+
+def cache_enabled(requested: bool | None = None) -> bool:
+    """Whether a cache is on: ``requested`` when it says so, else False when ``$HOPSTACK_CACHE`` is off
+    (off, 0, false or no) and True otherwise.
+
+    A component's ``cache: false`` is passed here as ``requested=False`` and turns the cache off for that
+    component alone; ``cache: true`` (its default) defers to ``$HOPSTACK_CACHE``.
+    """
+    if requested is False:
+        return False
+    return os.environ.get(CACHE_ENV_VAR, "on").lower() not in _OFF
+
+
+def default_index() -> str | None:
+    """``$HOPSTACK_INDEX``, or None."""
+    return os.environ.get(INDEX_ENV_VAR) or None
+
+
+def data_home() -> Path | None:
+    """``$HOPSTACK_DATA``, or None."""
+    value = os.environ.get(DATA_ENV_VAR)
+    return Path(value).expanduser() if value else None
+
+
+def multihop_rag_home() -> Path | None:
+    """``$HOPSTACK_MULTIHOP_RAG``, or None."""
+    value = os.environ.get(MULTIHOP_RAG_ENV_VAR)
+    return Path(value) if value else None

@@ -1,0 +1,55 @@
+"""Text as hopstack's stages read it: a document's passage, a prompt's numbered passage list, sentences, and
+SQuAD/HotpotQA answer normalisation (the reader cleans answers with the rule the metrics score them by)."""
+
+import re
+import string
+from collections.abc import Sequence
+
+from haystack import Document
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+# "1413.Hermann II": sentences some corpora (2WikiMultihopQA's paragraphs) join without a space
+_GLUED_SENTENCES = re.compile(r"(?<=[a-z0-9][a-z0-9][.!?])(?=[A-Z][a-z])")
+
+
+def indexed_text(title: str, text: str, title_prefix: bool) -> str:
+    """The text BM25 and the embedder see: the chunk, prefixed by its title when asked."""
+    return f"{title}. {text}" if title_prefix and title else text
+
+
+def passage_text(document: Document, title_prefix: bool = True) -> str:
+    """The text a reranker reads for a document: ``"title. text"`` with ``title_prefix`` and a title."""
+    return indexed_text(document.meta.get("title", ""), document.content or "", title_prefix)
+
+
+def prompt_passages(candidates: Sequence[Document], title_prefix: bool, max_words: int) -> list[str]:
+    """The candidates' passages as an LLM prompt lists them: :func:`passage_text`, first ``max_words`` words."""
+    return [first_words(passage_text(d, title_prefix), max_words) for d in candidates]
+
+
+def numbered_passages(passages: Sequence[str], empty: str) -> str:
+    """Passages as a prompt lists them, one per line as ``[i] passage`` from 1; ``empty`` when there are none."""
+    return "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or empty
+
+
+def first_words(text: str, n: int) -> str:
+    """The first ``n`` whitespace-separated words of ``text``, joined by single spaces."""
+    return " ".join(text.split()[:n])
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (blingfire, as the chunker uses; glued "end.Next" boundaries split first)."""
+    import blingfire
+
+    text = _GLUED_SENTENCES.sub(" ", text).strip()
+    if not text:
+        return []
+    return [s.strip() for s in blingfire.text_to_sentences(text).split("\n") if s.strip()]
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD/HotpotQA answer normalisation: lowercase, drop punctuation and the articles a/an/the, and
+    collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())

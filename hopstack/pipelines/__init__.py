@@ -1,1 +1,0 @@
-"""Loading and validating pipeline YAML; evaluation and comparison of pipelines come with later issues."""
