@@ -31,7 +31,7 @@ from haystack.core.type_utils import _convert_value
 from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
 from hopstack.graphs.fingerprint import input_digest, pipeline_fingerprints
 from hopstack.graphs.node_cache import SKIPPED, NodeCache, entry_key
-from hopstack.spec.validate import pipeline_inputs
+from hopstack.core.spec import pipeline_inputs
 
 DEFAULT_BATCH_SIZE = 256
 Progress = Callable[[str, int, int], None]

@@ -14,7 +14,7 @@ from haystack import Pipeline
 
 from hopstack.errors import HopstackInputError
 from hopstack.graphs.fingerprint import pipeline_fingerprints
-from hopstack.spec.validate import pipeline_inputs
+from hopstack.core.spec import pipeline_inputs
 
 
 @dataclass

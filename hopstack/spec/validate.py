@@ -22,13 +22,11 @@ from haystack.core.component.types import InputSocket, OutputSocket
 from haystack.core.serialization import component_from_dict
 from haystack.core.type_utils import _safe_get_origin, _type_name, _types_are_compatible
 
+from hopstack.core.spec import pipeline_inputs
 from hopstack.errors import HopstackInputError
 
 ALLOWED_MODULES = ("hopstack", "haystack")
 """Top-level packages whose components a pipeline file may name."""
-
-DEFAULT_PIPELINE_INPUTS = ("query", "question")
-"""Unconnected sockets with these names receive the question when ``metadata.hopstack.inputs`` is unset."""
 
 TOP_LEVEL_KEYS = {"components", "connections", "metadata", "max_runs_per_component", "connection_type_validation"}
 HOPSTACK_METADATA_KEYS = {"inputs", "batch_size", "description"}
@@ -186,12 +184,6 @@ def _init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
 def init_parameter_names(cls: type) -> set[str]:
     """The keyword parameters of a component class's ``__init__``."""
     return set(_init_signature(cls)[0])
-
-
-def pipeline_inputs(metadata: dict[str, Any] | None) -> tuple[str, ...]:
-    """Names of the flat pipeline inputs: ``metadata.hopstack.inputs`` or :data:`DEFAULT_PIPELINE_INPUTS`."""
-    settings = (metadata or {}).get("hopstack") or {}
-    return tuple(settings.get("inputs") or DEFAULT_PIPELINE_INPUTS)
 
 
 class _Validator:
