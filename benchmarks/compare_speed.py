@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -55,14 +56,14 @@ def worker(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     if args.worker == "separate":
-        result = evaluate(args.files[0], args.dataset, args.index, args.limit)
-        metric = result["metrics"]["MRR@10"]
+        metric = evaluate(args.files[0], args.dataset, args.index, args.limit)["metrics"]["MRR@10"]
+        union = None
     else:
         cache = NodeCache(args.cache, enabled=True)
         result = compare([Path(f) for f in args.files], args.dataset, args.index, limit=args.limit, node_cache=cache)
-        metric = {v["name"]: v["metrics"]["MRR@10"] for v in result["variants"]}
-        result = {**result, "node_cache": {"hits": cache.hits, "stores": cache.stores}}
-    return {"seconds": time.perf_counter() - started, "MRR@10": metric, "union": result.get("union")}
+        metric = {v.name: v.metrics["MRR@10"] for v in result.variants}
+        union = asdict(result.union)
+    return {"seconds": time.perf_counter() - started, "MRR@10": metric, "union": union}
 
 
 def timed_process(command: list[str], env: dict) -> tuple[dict, float]:

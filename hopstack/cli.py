@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from hopstack import __version__
 from hopstack.errors import HopstackInputError, PipelineRunError
+
+if TYPE_CHECKING:
+    from hopstack.experiments.compare import CompareResult
 
 app = typer.Typer(
     name="hopstack",
@@ -320,32 +323,36 @@ def _comparison_progress():
     return bar, status, progress
 
 
-def _print_comparison(result: dict[str, Any], files: dict[str, Path], json_out: Path | None) -> None:
+def _print_comparison(result: "CompareResult", files: dict[str, Path], json_out: Path | None) -> None:
     """The comparison table, failures and warnings, and where the report is; exits 1 if a variant failed."""
     from hopstack.experiments.report import markdown_table
 
     out.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
-    union = result["union"]
+    union = result.union
     out.print(
-        f"{union['variant_nodes']} variant nodes ran as {union['distinct_nodes']} distinct nodes: "
-        f"{union['computed_nodes']} computed, {union['cached_nodes']} served by the node cache "
-        f"({union['wall_s']:.1f} s)",
+        f"{union.variant_nodes} variant nodes ran as {union.distinct_nodes} distinct nodes: "
+        f"{union.computed_nodes} computed, {union.cached_nodes} served by the node cache "
+        f"({union.wall_s:.1f} s)",
         highlight=False,
         soft_wrap=True,
     )
-    for variant in result["variants"]:
-        for warning in variant["warnings"]:
-            err.print(f"[yellow]{variant['name']}: {warning}[/yellow]", markup=True, highlight=False)
-    for warning in result["warnings"]:
+    for variant in result.variants:
+        for warning in variant.warnings:
+            err.print(f"[yellow]{variant.name}: {warning}[/yellow]", markup=True, highlight=False)
+    for warning in result.warnings:
         err.print(f"[yellow]{warning}[/yellow]")
-    failed = [v for v in result["variants"] if v["status"] != "ok"]
+    failed = [v for v in result.variants if v.status != "ok"]
     for variant in failed:
-        err.print(f"[red]variant {variant['name']} failed:[/red] {variant['error']}", highlight=False)
+        err.print(f"[red]variant {variant.name} failed:[/red] {variant.error}", highlight=False)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        json_out.write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
         out.print(f"wrote {json_out}", soft_wrap=True, highlight=False)
-    out.print(f"report: {files['html']}  (Markdown: {files['markdown']})", soft_wrap=True, highlight=False)
+    out.print(
+        f"report: {files['html']}  (Markdown: {files['markdown']}; per question: {files['per_question']})",
+        soft_wrap=True,
+        highlight=False,
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -376,6 +383,14 @@ def compare_command(
     ] = None,
     test: Annotated[str, typer.Option("--test", help="paired test: fisher (randomization) or student")] = "fisher",
     max_p: Annotated[float, typer.Option("--max-p", min=0.0, max=1.0, help="significance level")] = 0.05,
+    correction: Annotated[
+        str | None,
+        typer.Option(
+            "--correction",
+            help="multiple-comparison correction of each metric's p-values over the variants: none, holm or "
+            "bonferroni (default: holm with more than one variant against the baseline, else none)",
+        ),
+    ] = None,
     batch_size: BatchOption = None,
     report_dir: Annotated[
         Path | None, typer.Option("--out", help="report folder (default: runs/compare/<dataset>-<time>)")
@@ -406,12 +421,13 @@ def compare_command(
             node_cache=NodeCache(cache, enabled=False if no_cache else (True if cache else None)),
             test=test,
             max_p=max_p,
+            correction=correction,
             metric=metric,
             status=status,
             progress=progress,
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    written = write_report(result, report_dir or Path("runs") / "compare" / f"{result['dataset']}-{stamp}")
+    written = write_report(result, report_dir or Path("runs") / "compare" / f"{result.dataset}-{stamp}")
     _print_comparison(result, written, json_out)
 
 
@@ -441,7 +457,7 @@ def demo(
         result, written = run_demo(
             multihop_rag, pipeline, limit, report_dir, batch_size=batch_size, status=status, progress=progress
         )
-    out.print(f"hopstack demo: {result['dataset']}, {result['n_questions']} questions")
+    out.print(f"hopstack demo: {result.dataset}, {result.n_questions} questions")
     _print_comparison(result, written, json_out)
 
 

@@ -10,11 +10,10 @@ changes) and compares the pipelines on its questions (all 2,255, or the first ``
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from hopstack.core.settings import hopstack_home, multihop_rag_home
 from hopstack.errors import HopstackInputError
-from hopstack.experiments.compare import compare
+from hopstack.experiments.compare import CompareResult, compare
 from hopstack.experiments.evaluation import corpus_mismatch
 from hopstack.experiments.report import write_report
 from hopstack.experiments.variants import Grid, read_grid
@@ -67,7 +66,7 @@ def run_demo(
     batch_size: int | None = None,
     status: Status | None = None,
     progress: Progress | None = None,
-) -> tuple[dict[str, Any], dict[str, Path]]:
+) -> tuple[CompareResult, dict[str, Path]]:
     """Compare the pipelines on MultiHop-RAG (when a local copy is given, as an argument or in
     ``$HOPSTACK_MULTIHOP_RAG``) or on the shipped sample; returns the result and the report's files."""
     status = status or (lambda message: None)

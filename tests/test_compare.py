@@ -7,8 +7,11 @@ import pytest
 
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.demo import SAMPLE_CORPUS, SAMPLE_DIR
-from hopstack.experiments.compare import significance
+from hopstack.errors import HopstackInputError
+from hopstack.experiments.compare import Comparison, adjust_p_values, apply_correction, compare, significance
 from hopstack.experiments.metrics import ScoredRun
+from hopstack.experiments.report import write_report
+from hopstack.experiments.variants import read_grid
 from tests.conftest import SHARED_DATA, YAML_DIR
 
 GRID = """
@@ -27,11 +30,44 @@ def test_significance_finds_a_real_difference_and_not_a_null_one():
     same = _run({"MRR@10": [0.5, 0.2, 1.0, 0.0] * 25, "context_tokens": [100.0] * 100})
     better = _run({"MRR@10": [1.0, 0.5, 1.0, 0.5] * 25, "context_tokens": [101.0, 99.0] * 50})
     for test in ("fisher", "student"):
-        assert significance(baseline, same, test)["MRR@10"] == {"delta": 0.0, "p_value": 1.0, "significant": False}
+        assert significance(baseline, same, test)["MRR@10"] == Comparison(0.0, 1.0, 1.0, False)
         result = significance(baseline, better, test)
-        assert result["MRR@10"]["significant"] and result["MRR@10"]["delta"] == pytest.approx(0.325)
-        assert result["MRR@10"]["p_value"] < 0.01
-        assert not result["context_tokens"]["significant"]  # +1/-1 around the same mean
+        assert result["MRR@10"].significant and result["MRR@10"].delta == pytest.approx(0.325)
+        assert result["MRR@10"].p_value < 0.01 and result["MRR@10"].p_adjusted == result["MRR@10"].p_value
+        assert not result["context_tokens"].significant  # +1/-1 around the same mean
+
+
+def test_holm_and_bonferroni_against_hand_computed_values():
+    p_values = [0.01, 0.04, 0.03, 0.005]
+    # Bonferroni: each times m = 4
+    assert adjust_p_values(p_values, "bonferroni") == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    # Holm, by rank: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (running maximum)
+    assert adjust_p_values(p_values, "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert adjust_p_values([0.3, 0.6, 0.2], "holm") == pytest.approx([0.6, 0.6, 0.6])  # 0.6, 0.6 (0.6 x 1), 0.6
+    assert adjust_p_values([0.5, 0.6], "bonferroni") == [1.0, 1.0] == adjust_p_values([0.5, 0.6], "holm")  # capped
+    assert adjust_p_values(p_values, "none") == p_values
+    assert adjust_p_values([0.02], "holm") == adjust_p_values([0.02], "bonferroni") == [0.02]
+    with pytest.raises(HopstackInputError, match="correction must be one of none, holm, bonferroni, got 'bh'"):
+        adjust_p_values(p_values, "bh")
+
+
+def test_correction_is_per_metric_over_the_variants_and_decides_significance():
+    def raw(p_value: float) -> Comparison:
+        return Comparison(0.1, p_value, p_value, p_value <= 0.05)
+
+    comparisons = {
+        "a": {"MRR@10": raw(0.01), "F1": raw(0.04)},
+        "b": {"MRR@10": raw(0.04), "F1": raw(0.5)},
+        "c": {"MRR@10": raw(0.03)},  # no F1: F1's family is a and b
+    }
+    apply_correction(comparisons, "holm", 0.05)
+    # MRR@10: 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> 0.06; F1: 0.04 x 2 = 0.08, 0.5 x 1 = 0.5
+    adjusted = {(name, m): c.p_adjusted for name, tests in comparisons.items() for m, c in tests.items()}
+    assert adjusted == pytest.approx(
+        {("a", "MRR@10"): 0.03, ("a", "F1"): 0.08, ("b", "MRR@10"): 0.06, ("b", "F1"): 0.5, ("c", "MRR@10"): 0.06}
+    )
+    assert comparisons["a"]["MRR@10"].significant and not comparisons["c"]["MRR@10"].significant
+    assert not comparisons["a"]["F1"].significant and comparisons["a"]["F1"].p_value == 0.04  # the raw one is kept
 
 
 @pytest.mark.slow
@@ -105,6 +141,63 @@ def test_compare_refuses_an_unknown_baseline(cli, tmp_path):
     args = ["--dataset", SAMPLE_DIR, "--index", SAMPLE_CORPUS, "--no-cache", "--out", tmp_path / "r"]
     code, _, err = cli("compare", YAML_DIR / "bm25.yaml", *args, "--baseline", "nope")
     assert code == 2 and "baseline 'nope' is not a variant: bm25" in err
+
+
+def test_compare_refuses_an_unknown_correction(cli, tmp_path):
+    args = ["--dataset", SAMPLE_DIR, "--index", SAMPLE_CORPUS, "--no-cache", "--out", tmp_path / "r"]
+    code, _, err = cli("compare", YAML_DIR / "bm25.yaml", *args, "--correction", "fdr")
+    assert code == 2 and "correction must be one of none, holm, bonferroni, got 'fdr'" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("k1s", "correction", "applied"),
+    [((0.3, 1.5, 3.0), None, "holm"), ((0.3, 1.5), None, "none"), ((0.3, 1.5, 3.0), "bonferroni", "bonferroni")],
+)
+def test_compare_corrects_the_p_values_holm_by_default_with_several_comparisons(
+    write_yaml, tmp_path, k1s, correction, applied
+):
+    grid = read_grid(write_yaml(f"parameters:\n  bm25.k1: {list(k1s)}\n", name="grid.yaml"))
+    kwargs = {"correction": correction} if correction else {}
+    result = compare([YAML_DIR / "bm25.yaml"], str(SAMPLE_DIR), SAMPLE_CORPUS, grid=grid, test="student", **kwargs)
+    assert result.significance.correction == applied
+    others = result.variants[1:]
+    assert len(others) == len(k1s) - 1 and all(v.status == "ok" for v in result.variants)
+    assert result.variants[0].compared_to_baseline == {}
+    for metric in others[0].compared_to_baseline:
+        tests = [v.compared_to_baseline[metric] for v in others]
+        expected = adjust_p_values([t.p_value for t in tests], applied)
+        assert [t.p_adjusted for t in tests] == pytest.approx(expected), metric
+        assert [t.significant for t in tests] == [p <= 0.05 for p in expected]
+    adjusted = [t for v in others for t in v.compared_to_baseline.values() if t.p_value < 1]
+    assert adjusted and (applied == "none") == all(t.p_adjusted == t.p_value for t in adjusted)
+
+
+def test_per_question_file_matches_every_variants_scored_run(write_yaml, tmp_path):
+    grid = read_grid(write_yaml("parameters:\n  bm25.k1: [0.3, 1.5]\n", name="grid.yaml"))
+    result = compare([YAML_DIR / "bm25.yaml"], str(SAMPLE_DIR), SAMPLE_CORPUS, grid=grid)
+    files = write_report(result, tmp_path)
+    rows = [json.loads(line) for line in files["per_question"].read_text(encoding="utf-8").splitlines()]
+    questions = load_dataset(str(SAMPLE_DIR)).questions
+    assert [row["id"] for row in rows] == [q.id for q in questions] == result.variants[0].run.scored.question_ids
+    assert [(row["question"], row["gold_answers"], row["gold_ids"]) for row in rows] == [
+        (q.question, q.answers, q.gold_ids) for q in questions
+    ]
+    names = ["bm25[bm25.k1=0.3]", "bm25[bm25.k1=1.5]"]
+    assert [v.name for v in result.variants] == names
+    for i, row in enumerate(rows):
+        assert list(row["variants"]) == names
+        for variant in result.variants:
+            own, scored = row["variants"][variant.name], variant.run.scored
+            assert own["metrics"] == {metric: values[i] for metric, values in scored.per_query.items()}
+            assert own["answer"] is None  # a retrieval pipeline gives no answer
+            # the document ids are those the metrics scored
+            assert 0 < len(own["document_ids"]) <= 10
+            assert own["metrics"]["AnyGold@10"] == float(bool(set(own["document_ids"]) & set(row["gold_ids"])))
+    for variant in result.variants:
+        scores = [row["variants"][variant.name]["metrics"] for row in rows]
+        assert {m: sum(q[m] for q in scores) / len(rows) for m in variant.metrics} == pytest.approx(variant.metrics)
+    assert any(rows[i]["variants"][names[0]] != rows[i]["variants"][names[1]] for i in range(len(rows)))
 
 
 @pytest.mark.slow

@@ -1,22 +1,10 @@
-"""Reports of a pipeline-variant comparison (``hopstack compare``): Markdown tables, PNG plots and one
-self-contained HTML file.
+"""Reports of a pipeline-variant comparison (``hopstack compare``): Markdown tables, PNG plots, one
+self-contained HTML file, the result as JSON and every variant's results question by question (JSON lines).
 
-Everything is rendered from the JSON-safe result of :func:`hopstack.experiments.compare.compare`::
-
-    {"dataset", "split", "n_questions", "index" (or None), "created", "hopstack_version",
-     "baseline": variant name, "primary_metric": the plot's quality axis and the first metric column,
-     "significance": {"test": "fisher" | "student", "max_p", "n_permutations" (or None)},
-     "union": {"variant_nodes", "distinct_nodes", "computed_nodes", "cached_nodes", "wall_s", "warm_up_s"},
-     "warnings": [str] (optional),
-     "variants": [{"name", "pipeline", "params", "status": "ok" | "failed", "error" (or None),
-                   "metrics": {name: mean}, "ms_per_question" (or None),
-                   "compared_to_baseline": {metric: {"delta", "p_value", "significant"}},
-                   "nodes": {name: {"type", "fingerprint", "wall_s", "ms_per_question", "cached", "shared_with"}},
-                   "warnings": [str]}]}
-
-The report is first built as a list of blocks (headings, paragraphs, tables, lists, preformatted text, images)
-whose cells are plain text; the Markdown and HTML renderers only differ in how they write those blocks, so both
-files show the same content.
+Everything is rendered from the :class:`hopstack.experiments.compare.CompareResult` that
+:func:`hopstack.experiments.compare.compare` returns. The report is first built as a list of blocks (headings,
+paragraphs, tables, lists, preformatted text, images) whose cells are plain text; the Markdown and HTML renderers
+only differ in how they write those blocks, so both files show the same content.
 """
 
 import base64
@@ -27,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hopstack.experiments.compare import CompareResult, Comparison, Significance, UnionStats, VariantResult
+
 LOWER_IS_BETTER = {"context_tokens"}
 """Metrics for which a negative delta against the baseline is an improvement."""
 
-_TEST_NAMES = {
-    "fisher": "Fisher's randomization test",
-    "student": "paired Student's t-test",
-    "tukey": "Tukey's HSD test",
-}
+_TEST_NAMES = {"fisher": "Fisher's randomization test", "student": "paired Student's t-test"}
+_CORRECTION_NAMES = {"none": "no correction", "holm": "Holm's correction", "bonferroni": "Bonferroni's correction"}
 _BETTER, _WORSE = "▲", "▼"
 _MISSING = "—"
 
@@ -52,25 +39,21 @@ class _Table:
 _Block = tuple[str, Any]
 
 
-def _ok(result: dict) -> list[dict]:
-    return [v for v in result["variants"] if v["status"] == "ok"]
-
-
-def _metric_names(result: dict) -> list[str]:
+def _metric_names(result: CompareResult) -> list[str]:
     """Metric names over the ok variants in first-seen order, the primary metric first."""
-    names = dict.fromkeys(m for v in _ok(result) for m in v["metrics"])
-    return sorted(names, key=lambda m: m != result["primary_metric"])
+    names = dict.fromkeys(m for v in result.ok() for m in v.metrics)
+    return sorted(names, key=lambda m: m != result.primary_metric)
 
 
-def _variant_label(variant: dict, result: dict) -> str:
-    return variant["name"] + (" (baseline)" if variant["name"] == result["baseline"] else "")
+def _variant_label(variant: VariantResult, result: CompareResult) -> str:
+    return variant.name + (" (baseline)" if variant.name == result.baseline else "")
 
 
-def _mark(metric: str, comparison: dict | None) -> str:
+def _mark(metric: str, comparison: Comparison | None) -> str:
     """▲ for a significant improvement over the baseline, ▼ for a significant regression, else nothing."""
-    if not comparison or not comparison.get("significant") or not comparison.get("delta"):
+    if comparison is None or not comparison.significant or not comparison.delta:
         return ""
-    return _BETTER if (comparison["delta"] > 0) != (metric in LOWER_IS_BETTER) else _WORSE
+    return _BETTER if (comparison.delta > 0) != (metric in LOWER_IS_BETTER) else _WORSE
 
 
 def _number(metric: str, value: float) -> str:
@@ -83,99 +66,99 @@ def _ms(value: float | None) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def _metric_cell(variant: dict, metric: str) -> str:
-    if metric not in variant["metrics"]:
+def _metric_cell(variant: VariantResult, metric: str) -> str:
+    if metric not in variant.metrics:
         return _MISSING
-    mark = _mark(metric, variant["compared_to_baseline"].get(metric))
-    return f"{_number(metric, variant['metrics'][metric])} {mark}".rstrip()
+    mark = _mark(metric, variant.compared_to_baseline.get(metric))
+    return f"{_number(metric, variant.metrics[metric])} {mark}".rstrip()
 
 
-def _variant_table(result: dict) -> _Table:
+def _variant_table(result: CompareResult) -> _Table:
     metrics = _metric_names(result)
     rows = []
-    for v in result["variants"]:
-        if v["status"] == "ok":
-            cells = [_metric_cell(v, m) for m in metrics] + [_ms(v["ms_per_question"])]
+    for v in result.variants:
+        if v.status == "ok":
+            cells = [_metric_cell(v, m) for m in metrics] + [_ms(v.ms_per_question)]
         else:
             cells = [""] * (len(metrics) + 1)
-        rows.append([_variant_label(v, result), *cells, v["status"]])
+        rows.append([_variant_label(v, result), *cells, v.status])
     return _Table(["variant", *metrics, "ms/question", "status"], rows, set(range(1, len(metrics) + 2)))
 
 
-def _test_name(significance: dict) -> str:
-    return _TEST_NAMES.get(significance["test"], significance["test"])
+def _test_name(significance: Significance) -> str:
+    return _TEST_NAMES[significance.test]
 
 
-def _legend(result: dict) -> str:
-    sig = result["significance"]
-    permutations = f", {sig['n_permutations']} permutations" if sig.get("n_permutations") else ""
+def _rule(significance: Significance) -> str:
+    """The significance rule, e.g. "Fisher's randomization test, 1000 permutations, Holm's correction, p ≤ 0.05"."""
+    permutations = f", {significance.n_permutations} permutations" if significance.n_permutations else ""
+    correction = _CORRECTION_NAMES[significance.correction]
+    return f"{_test_name(significance)}{permutations}, {correction}, p ≤ {significance.max_p}"
+
+
+def _legend(result: CompareResult) -> str:
     return (
-        f"{_BETTER} / {_WORSE}: significantly better / worse than the baseline {result['baseline']} "
-        f"({_test_name(sig)}{permutations}, p ≤ {sig['max_p']}); {result['n_questions']} questions."
+        f"{_BETTER} / {_WORSE}: significantly better / worse than the baseline {result.baseline} "
+        f"({_rule(result.significance)}); {result.n_questions} questions."
     )
 
 
-def _significance_blocks(result: dict) -> list[_Block]:
+def _significance_blocks(result: CompareResult) -> list[_Block]:
     rows = [
-        [
-            v["name"],
-            metric,
-            f"{c['delta']:+.4f}" if c.get("delta") is not None else _MISSING,
-            f"{c['p_value']:.4f}" if c.get("p_value") is not None else _MISSING,
-            _mark(metric, c),
-        ]
-        for v in _ok(result)
-        for metric, c in v["compared_to_baseline"].items()
+        [v.name, metric, f"{c.delta:+.4f}", f"{c.p_value:.4f}", f"{c.p_adjusted:.4f}", _mark(metric, c)]
+        for v in result.ok()
+        for metric, c in v.compared_to_baseline.items()
     ]
     if not rows:
-        return [("p", f"No variant could be compared with the baseline {result['baseline']}.")]
-    return [("table", _Table(["variant", "metric", "delta", "p-value", "significant"], rows, {2, 3}))]
+        return [("p", f"No variant could be compared with the baseline {result.baseline}.")]
+    correction = result.significance.correction
+    header = ["variant", "metric", "delta", "p-value", f"p-value ({correction})", "significant"]
+    return [("table", _Table(header, rows, {2, 3, 4}))]
 
 
-def _node_table(result: dict) -> _Table:
+def _node_table(result: CompareResult) -> _Table:
     rows = [
         [
-            v["name"],
+            v.name,
             node,
-            info["type"],
-            f"{info['wall_s']:.3f}",
-            _ms(info["ms_per_question"]),
-            "yes" if info["cached"] else "",
-            ", ".join(info["shared_with"]),
-            info["fingerprint"][:12],
+            info.type,
+            f"{info.wall_s:.3f}",
+            _ms(info.ms_per_question),
+            "yes" if info.cached else "",
+            ", ".join(info.shared_with),
+            info.fingerprint[:12],
         ]
-        for v in _ok(result)
-        for node, info in v["nodes"].items()
+        for v in result.ok()
+        for node, info in v.nodes.items()
     ]
     header = ["variant", "node", "type", "wall s", "ms/question", "cached", "shared with", "fingerprint"]
     return _Table(header, rows, {3, 4})
 
 
-def _union_table(union: dict) -> _Table:
+def _union_table(union: UnionStats) -> _Table:
     rows = [
-        ["node runs in the variants", str(union["variant_nodes"])],
-        ["distinct nodes", str(union["distinct_nodes"])],
-        ["runs saved by sharing", str(union["variant_nodes"] - union["distinct_nodes"])],
-        ["nodes computed", str(union["computed_nodes"])],
-        ["runs saved by the cache", str(union["cached_nodes"])],
-        ["wall time", f"{union['wall_s']:.1f} s"],
-        ["warm-up", f"{union['warm_up_s']:.1f} s"],
+        ["node runs in the variants", str(union.variant_nodes)],
+        ["distinct nodes", str(union.distinct_nodes)],
+        ["runs saved by sharing", str(union.variant_nodes - union.distinct_nodes)],
+        ["nodes computed", str(union.computed_nodes)],
+        ["runs saved by the cache", str(union.cached_nodes)],
+        ["wall time", f"{union.wall_s:.1f} s"],
+        ["warm-up", f"{union.warm_up_s:.1f} s"],
     ]
     return _Table(["quantity", "value"], rows, {1})
 
 
-def _run_table(result: dict) -> _Table:
-    sig = result["significance"]
+def _run_table(result: CompareResult) -> _Table:
     rows = [
-        ["dataset", result["dataset"]],
-        ["split", result["split"]],
-        ["questions", result["n_questions"]],
-        ["index", result["index"]],
-        ["baseline", result["baseline"]],
-        ["primary metric", result["primary_metric"]],
-        ["significance", f"{_test_name(sig)}, p ≤ {sig['max_p']}"],
-        ["created", result["created"]],
-        ["hopstack", result["hopstack_version"]],
+        ["dataset", result.dataset],
+        ["split", result.split],
+        ["questions", result.n_questions],
+        ["index", result.index],
+        ["baseline", result.baseline],
+        ["primary metric", result.primary_metric],
+        ["significance", _rule(result.significance)],
+        ["created", result.created],
+        ["hopstack", result.hopstack_version],
     ]
     return _Table(["setting", "value"], [[name, _MISSING if value is None else str(value)] for name, value in rows])
 
@@ -263,24 +246,25 @@ def _to_html(blocks: list[_Block], files: dict[str, Path], title: str) -> str:
     )
 
 
-def markdown_table(result: dict) -> str:
+def markdown_table(result: CompareResult) -> str:
     """A GitHub-flavoured Markdown table with one row per variant (metrics, ms/question, status) and a legend line
     under it; ▲ / ▼ mark significant improvements / regressions against the baseline."""
     return _to_markdown([("table", _variant_table(result)), ("p", _legend(result))])
 
 
-def significance_table(result: dict) -> str:
-    """A Markdown table of the delta and p-value of every (variant, metric) against the baseline."""
+def significance_table(result: CompareResult) -> str:
+    """A Markdown table of every (variant, metric) against the baseline: the delta, the raw p-value and the p-value
+    after the multiple-comparison correction (named in the column's header)."""
     return _to_markdown(_significance_blocks(result))
 
 
-def _quality_points(result: dict) -> list[dict]:
+def _quality_points(result: CompareResult) -> list[VariantResult]:
     """The ok variants that have both the primary metric and a cost."""
-    return [v for v in _ok(result) if result["primary_metric"] in v["metrics"] and v["ms_per_question"] is not None]
+    return [v for v in result.ok() if result.primary_metric in v.metrics and v.ms_per_question is not None]
 
 
-def _timed_variants(result: dict) -> list[dict]:
-    return [v for v in _ok(result) if v["nodes"]]
+def _timed_variants(result: CompareResult) -> list[VariantResult]:
+    return [v for v in result.ok() if v.nodes]
 
 
 _NEAR = [(8, 0), (-8, 0), (6, 10), (-6, 10), (6, -10), (-6, -10), (0, 15), (0, -15)]
@@ -321,11 +305,11 @@ def _place_labels(axes, labels: list[tuple[float, float, str]], taken: list, ren
     return key
 
 
-def _about(result: dict) -> str:
-    return f"{result['dataset']} ({result['split']}, {result['n_questions']} questions)"
+def _about(result: CompareResult) -> str:
+    return f"{result.dataset} ({result.split}, {result.n_questions} questions)"
 
 
-def plot_quality_latency(result: dict, path: str | Path) -> Path:
+def plot_quality_latency(result: CompareResult, path: str | Path) -> Path:
     """Scatter the primary metric (y) against ms/question (x, log scale when it spans more than 10x) into a PNG,
     one labelled point per ok variant; the baseline is a star, the colours tell significance on the primary
     metric. Labels that would overlap are replaced by numbers, with a key beside the plot."""
@@ -334,15 +318,15 @@ def plot_quality_latency(result: dict, path: str | Path) -> Path:
     from matplotlib.transforms import Bbox
 
     # the baseline first: its label gets the best place
-    points = sorted(_quality_points(result), key=lambda v: v["name"] != result["baseline"])
+    points = sorted(_quality_points(result), key=lambda v: v.name != result.baseline)
     if not points:
         raise ValueError("no variant has both the primary metric and a cost to plot")
-    primary, path = result["primary_metric"], Path(path)
+    primary, path = result.primary_metric, Path(path)
     # no layout engine: the axes must not move once the labels are placed; bbox_inches="tight" adds the margins
     figure = Figure(figsize=(8, 5.5), dpi=120)
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    xs = [v["ms_per_question"] for v in points]
+    xs = [v.ms_per_question for v in points]
     log = min(xs) > 0 and max(xs) > 10 * min(xs)
     styles = {
         "baseline": dict(marker="*", s=260, color="#1f4e9c", alpha=0.75, zorder=2),  # under the points it hides
@@ -351,16 +335,16 @@ def plot_quality_latency(result: dict, path: str | Path) -> Path:
         "": dict(marker="o", s=70, color="#8a8a8a", zorder=3),
     }
     names = {
-        "baseline": f"baseline ({result['baseline']})",
+        "baseline": f"baseline ({result.baseline})",
         _BETTER: "significantly better",
         _WORSE: "significantly worse",
         "": "no significant difference",
     }
     sizes = []
     for v in points:
-        is_baseline = v["name"] == result["baseline"]
-        group = "baseline" if is_baseline else _mark(primary, v["compared_to_baseline"].get(primary))
-        axes.scatter(v["ms_per_question"], v["metrics"][primary], label=names.pop(group, None), **styles[group])
+        is_baseline = v.name == result.baseline
+        group = "baseline" if is_baseline else _mark(primary, v.compared_to_baseline.get(primary))
+        axes.scatter(v.ms_per_question, v.metrics[primary], label=names.pop(group, None), **styles[group])
         sizes.append(styles[group]["s"])
     if log:
         axes.set_xscale("log")
@@ -372,7 +356,7 @@ def plot_quality_latency(result: dict, path: str | Path) -> Path:
     legend = axes.legend(loc="best", fontsize=8, framealpha=0.9)
     canvas.draw()
     renderer = canvas.get_renderer()
-    labels = [(v["ms_per_question"], v["metrics"][primary], _variant_label(v, result)) for v in points]
+    labels = [(v.ms_per_question, v.metrics[primary], _variant_label(v, result)) for v in points]
     taken = [legend.get_window_extent(renderer)]
     for (x, y, _), size in zip(labels, sizes):
         radius = size**0.5 / 2 * figure.dpi / 72  # a scatter size is the marker's area in points²
@@ -385,7 +369,7 @@ def plot_quality_latency(result: dict, path: str | Path) -> Path:
     return path
 
 
-def plot_node_times(result: dict, path: str | Path) -> Path:
+def plot_node_times(result: CompareResult, path: str | Path) -> Path:
     """Horizontal stacked bars of the nodes' wall time, one bar per ok variant, into a PNG: one colour per node name,
     nodes shared with other variants hatched, cached nodes labelled " (cached)" in the legend."""
     from matplotlib.figure import Figure
@@ -395,7 +379,7 @@ def plot_node_times(result: dict, path: str | Path) -> Path:
     if not variants:
         raise ValueError("no variant has node timings to plot")
     path = Path(path)
-    node_names = list(dict.fromkeys(node for v in variants for node in v["nodes"]))
+    node_names = list(dict.fromkeys(node for v in variants for node in v.nodes))
     palette = [f"C{i}" for i in range(10)]
     colours = {node: palette[i % len(palette)] for i, node in enumerate(node_names)}
     # no layout engine: bbox_inches="tight" widens the figure for long variant names instead of narrowing the bars
@@ -405,17 +389,17 @@ def plot_node_times(result: dict, path: str | Path) -> Path:
     totals = []
     for row, v in enumerate(variants):
         left = 0.0
-        for node, info in v["nodes"].items():
-            label = node + (" (cached)" if info["cached"] else "")
-            hatch = "///" if info["shared_with"] else None
-            axes.barh(row, info["wall_s"], left=left, color=colours[node], hatch=hatch, edgecolor="white", height=0.6)
+        for node, info in v.nodes.items():
+            label = node + (" (cached)" if info.cached else "")
+            hatch = "///" if info.shared_with else None
+            axes.barh(row, info.wall_s, left=left, color=colours[node], hatch=hatch, edgecolor="white", height=0.6)
             legend.setdefault(label, Patch(facecolor=colours[node], label=label))
-            left += info["wall_s"]
-        cached = sum(info["cached"] for info in v["nodes"].values())
+            left += info.wall_s
+        cached = sum(info.cached for info in v.nodes.values())
         totals.append((left, f" {left:.2f} s" + (f" ({cached} cached)" if cached else "")))
     for row, (total, text) in enumerate(totals):
         axes.text(total, row, text, va="center", fontsize=8)
-    if any(info["shared_with"] for v in variants for info in v["nodes"].values()):
+    if any(info.shared_with for v in variants for info in v.nodes.values()):
         legend["shared"] = Patch(facecolor="white", edgecolor="#555", hatch="///", label="shared with other variants")
     axes.set_yticks(range(len(variants)), [_variant_label(v, result) for v in variants], fontsize=9)
     axes.invert_yaxis()
@@ -435,16 +419,17 @@ _PLOTS = [
 """The plots of a report: key, alternative text, the function that draws it, the variants it shows."""
 
 
-def _report_blocks(result: dict, files: dict[str, Path], skipped: list[str]) -> list[_Block]:
-    failed = [v for v in result["variants"] if v["status"] != "ok"]
-    n = len(result["variants"])
+def _report_blocks(result: CompareResult, files: dict[str, Path], skipped: list[str]) -> list[_Block]:
+    failed = [v for v in result.variants if v.status != "ok"]
+    n = len(result.variants)
     blocks: list[_Block] = [
-        ("h1", f"Comparison of {n} pipeline variant{'s' * (n != 1)} on {result['dataset']}"),
+        ("h1", f"Comparison of {n} pipeline variant{'s' * (n != 1)} on {result.dataset}"),
         ("h2", "Run"),
         ("table", _run_table(result)),
         ("h2", "Results"),
         ("table", _variant_table(result)),
         ("p", _legend(result)),
+        ("p", f"Each variant's answer, document ids and metrics, question by question: {files['per_question'].name}"),
         ("h2", "Against the baseline"),
         *_significance_blocks(result),
         ("h2", "Plots"),
@@ -453,27 +438,53 @@ def _report_blocks(result: dict, files: dict[str, Path], skipped: list[str]) -> 
     blocks += [("p", text) for text in skipped]
     if _timed_variants(result):
         blocks += [("h2", "Node timings"), ("table", _node_table(result))]
-    if result.get("union"):
-        blocks += [("h2", "Shared and cached nodes"), ("table", _union_table(result["union"]))]
+    blocks += [("h2", "Shared and cached nodes"), ("table", _union_table(result.union))]
     if failed:
         blocks.append(("h2", "Failed variants"))
         for v in failed:
-            blocks += [("h3", f"{v['name']} ({v['pipeline']})"), ("pre", v["error"] or "no error message")]
-    warnings = result.get("warnings", []) + [f"{v['name']}: {w}" for v in result["variants"] for w in v["warnings"]]
+            blocks += [("h3", f"{v.name} ({v.pipeline})"), ("pre", v.error or "no error message")]
+    warnings = result.warnings + [f"{v.name}: {w}" for v in result.variants for w in v.warnings]
     if warnings:
         blocks += [("h2", "Warnings"), ("list", warnings)]
     return blocks
 
 
-def write_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``report.md``, the two PNG plots and a self-contained ``report.html`` into
-    ``out_dir`` (created if needed). Returns the paths by key: json, markdown, html, quality_latency and
-    node_times; a plot with nothing to show (every variant failed) is skipped, left out of the dict and mentioned
-    in the reports."""
+def per_question_rows(result: CompareResult) -> list[dict[str, Any]]:
+    """One JSON-safe row per question (``per_question.jsonl``): its id, text, type, gold answers and gold document
+    ids, and under ``variants`` for each variant that ran its answer (None without an answer output), the ranked
+    source-document ids it returned and its metrics on the question."""
+    ran = [v for v in result.variants if v.run is not None]
+    return [
+        {
+            "id": question.id,
+            "question": question.question,
+            "question_type": question.question_type,
+            "gold_answers": question.answers,
+            "gold_ids": question.gold_ids,
+            "variants": {
+                v.name: {
+                    "answer": v.run.answers[i],
+                    "document_ids": v.run.document_ids[i],
+                    "metrics": {metric: values[i] for metric, values in v.run.scored.per_query.items()},
+                }
+                for v in ran
+            },
+        }
+        for i, question in enumerate(result.questions)
+    ]
+
+
+def write_report(result: CompareResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.json`` (:meth:`CompareResult.to_json`), ``per_question.jsonl`` (:func:`per_question_rows`),
+    ``report.md``, the two PNG plots and a self-contained ``report.html`` into ``out_dir`` (created if needed).
+    Returns the paths by key: json, per_question, markdown, html, quality_latency and node_times; a plot with
+    nothing to show (every variant failed) is skipped, left out of the dict and mentioned in the reports."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"json": out_dir / "results.json"}
-    files["json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    files = {"json": out_dir / "results.json", "per_question": out_dir / "per_question.jsonl"}
+    files["json"].write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    rows = per_question_rows(result)
+    files["per_question"].write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), "utf-8")
     skipped = []
     for key, alt, plot, shown in _PLOTS:
         if shown(result):
