@@ -28,12 +28,16 @@ class BM25Settings:
 
 @dataclass
 class SparseModel:
-    """A bm25s model, its tokenizer and, for batch scoring, its term-document score matrix."""
+    """A bm25s model, its tokenizer and, for batch scoring, its term-document score matrix and the
+    non-occurrence score of each term (bm25l and bm25+; ``None`` otherwise).
+
+    The model is indexed with the tokenizer's vocabulary, so a token id is a row of ``term_scores``.
+    """
 
     tokenizer: Any
     bm25: Any
     term_scores: Any
-    column_of_token: np.ndarray
+    nonoccurrence: np.ndarray | None
 
 
 def _tokenizer(settings: BM25Settings):
@@ -48,42 +52,41 @@ def _tokenizer(settings: BM25Settings):
 
 
 def _model(tokenizer, bm25) -> SparseModel:
+    """The model with bm25s's precomputed BM25 score of every (term, document) as a terms x documents
+    matrix, and its non-occurrence scores.
+
+    bm25s has no public accessor for these (``BM25.get_scores`` scores one unweighted query at a time),
+    and batch scoring and RM3's weighted queries need them: they are read, never changed, from the
+    attributes that ``BM25.save`` writes (``scores``, ``nonoccurrence_array``).
+    """
     import scipy.sparse as sp
 
     index = bm25.scores
     term_scores = sp.csr_matrix(
         (index["data"], index["indices"], index["indptr"]), shape=(len(index["indptr"]) - 1, index["num_docs"])
     )
-    column_of_token = np.full(len(tokenizer.get_vocab_dict()) + 1, -1, dtype=np.int64)
-    for token_id, column in bm25.vocab_dict.items():
-        if int(token_id) < len(column_of_token):
-            column_of_token[int(token_id)] = int(column)
-    return SparseModel(tokenizer, bm25, term_scores, column_of_token)
+    terms = len(tokenizer.get_vocab_dict())
+    if term_scores.shape[0] != terms:
+        raise ValueError(f"the bm25s model has {term_scores.shape[0]} terms, its tokenizer {terms}")
+    return SparseModel(tokenizer, bm25, term_scores, bm25.nonoccurrence_array)
 
 
 def build_sparse(texts: list[str], settings: BM25Settings) -> SparseModel:
-    """Tokenize ``texts`` and index them with bm25s."""
+    """Tokenize ``texts`` and index them with bm25s, over the tokenizer's vocabulary."""
     import bm25s
 
     if settings.method not in BM25_METHODS:
         raise ValueError(f"method must be one of {', '.join(BM25_METHODS)}; got {settings.method!r}")
     tokenizer = _tokenizer(settings)
-    ids = tokenizer.tokenize(texts, show_progress=False, return_as="ids")
+    tokenized = tokenizer.tokenize(texts, show_progress=False, return_as="tuple")
     bm25 = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
-    bm25.index(ids, show_progress=False)
+    bm25.index(tokenized, show_progress=False)
     return _model(tokenizer, bm25)
 
 
 def save_sparse(model: SparseModel, folder: Path) -> None:
     """Write the bm25s model and its tokenizer vocabulary into ``folder``."""
-    # bm25s writes the vocabulary with orjson when it is installed (ranx brings it), and orjson refuses
-    # the integer keys of a tokenizer-built vocabulary; string keys make the same JSON file json writes.
-    vocab = model.bm25.vocab_dict
-    model.bm25.vocab_dict = {str(key): value for key, value in vocab.items()}
-    try:
-        model.bm25.save(str(folder), show_progress=False)
-    finally:
-        model.bm25.vocab_dict = vocab
+    model.bm25.save(str(folder), show_progress=False)
     model.tokenizer.save_vocab(str(folder))
     model.tokenizer.save_stopwords(str(folder))
 
@@ -103,9 +106,10 @@ def term_counts(model: SparseModel, texts: list[str]) -> "sp.csr_matrix":
     """Term counts of ``texts`` over the index's terms, shape (texts, terms), tokenised as the index was
     (same stemming and stopwords).
 
-    Terms the index does not know are left out; a repeated term counts again. For queries these are the
-    weights of plain BM25 (:func:`score_term_weights`); for the indexed texts themselves (bm25s keeps only
-    term-document scores, so they are tokenised again) the row sums are the document lengths BM25 used.
+    Terms the index does not know are left out (the tokenizer does not add them); a repeated term counts
+    again. For queries these are the weights of plain BM25 (:func:`score_term_weights`); for the indexed
+    texts themselves (bm25s keeps only term-document scores, so they are tokenised again) the row sums are
+    the document lengths BM25 used.
     """
     import itertools
 
@@ -114,12 +118,9 @@ def term_counts(model: SparseModel, texts: list[str]) -> "sp.csr_matrix":
     token_ids = model.tokenizer.tokenize(list(texts), update_vocab=False, show_progress=False, return_as="ids")
     lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
     tokens = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
-    columns = model.column_of_token[tokens]
     rows = np.repeat(np.arange(len(token_ids)), lengths)
-    known = columns >= 0
     return sp.csr_matrix(
-        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], columns[known])),
-        shape=(len(token_ids), model.term_scores.shape[0]),
+        (np.ones(len(tokens), dtype=np.float32), (rows, tokens)), shape=(len(token_ids), model.term_scores.shape[0])
     )
 
 
@@ -127,9 +128,7 @@ def term_names(model: SparseModel) -> list[str]:
     """The term (a stem when the index stems) of each column of the index's term matrices."""
     names = [""] * model.term_scores.shape[0]
     for name, token_id in model.tokenizer.get_vocab_dict().items():
-        column = model.column_of_token[int(token_id)] if int(token_id) < len(model.column_of_token) else -1
-        if column >= 0:
-            names[column] = name
+        names[int(token_id)] = name
     return names
 
 
@@ -141,8 +140,8 @@ def score_term_weights(model: SparseModel, weights: "sp.csr_matrix") -> np.ndarr
     batch; the result is dense, so callers pass blocks of queries sized to the corpus.
     """
     scores = (weights @ model.term_scores).toarray()
-    if model.bm25.nonoccurrence_array is not None:
-        scores += (weights @ model.bm25.nonoccurrence_array)[:, None]
+    if model.nonoccurrence is not None:
+        scores += (weights @ model.nonoccurrence)[:, None]
     return scores
 
 
