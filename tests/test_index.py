@@ -152,6 +152,64 @@ def test_damaged_indexes_are_refused_naming_the_file(sparse_index, tmp_path):
         open_index(tmp_path)
 
 
+def _fake_embedder(monkeypatch):
+    """Stand-ins for MiniLM where a test needs a dense index, not its embeddings: a vector per text from its crc."""
+    import zlib
+
+    def embed(model, texts, batch_size=64, normalize=True, **cache):
+        rows = [np.random.default_rng(zlib.crc32(text.encode())).normal(size=8) for text in texts]
+        vectors = np.array(rows, dtype=np.float32).reshape(len(texts), 8)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    for module in ("hopstack.models.embedders", "hopstack.components.retrieval"):
+        monkeypatch.setattr(f"{module}.load_sentence_transformer", lambda model, device="auto": object())
+    monkeypatch.setattr("hopstack.models.embedders.embed_texts", embed)
+
+
+def test_retrievers_of_one_folder_share_it_checked_once_and_a_rebuild_is_reopened(tmp_path, sample_corpus, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hopstack.index import store
+
+    _fake_embedder(monkeypatch)
+    out = tmp_path / "hybrid"
+    build_index(sample_corpus, out, device="cpu")
+    files = len(json.loads((out / "manifest.json").read_text())["files"])
+    hashed = []
+    sha256 = store._sha256
+    monkeypatch.setattr(store, "_sha256", lambda path: hashed.append(path) or sha256(path))
+
+    (tmp_path / "link").symlink_to(out)
+    bm25, dense = BM25Retriever(index=str(out)), DenseRetriever(index=str(out), device="cpu")
+    linked = BM25Retriever(index=str(tmp_path / "link"), method="robertson")  # its own BM25, the same documents
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda retriever: retriever.warm_up(), [bm25, dense, linked]))
+    assert len(hashed) == files, "every file hashed once, whichever retriever opened the folder first"
+    assert bm25._documents is dense._documents is linked._documents and len(bm25._documents) == 40
+    assert open_index(out).sparse() is bm25._model and open_index(out).faiss() is dense._faiss_index
+    assert len(hashed) == files
+
+    build_index(sample_corpus, out, dense=None)  # rebuilt in place: a new manifest
+    hashed.clear()
+    rebuilt = BM25Retriever(index=str(out))
+    rebuilt.warm_up()
+    assert len(hashed) == len(json.loads((out / "manifest.json").read_text())["files"])
+    assert rebuilt._documents is not bm25._documents and open_index(out).manifest["dense"] is None
+    with pytest.raises(HopstackInputError, match="built without an embedder"):
+        DenseRetriever(index=str(out), device="cpu").warm_up()
+
+
+def test_an_index_damaged_after_a_size_check_is_refused_when_verified(sparse_index, tmp_path):
+    copy = _copy_index(sparse_index, tmp_path / "copy")
+    open_index(copy, verify=False)
+    sqlite = copy / "documents.sqlite"
+    raw = bytearray(sqlite.read_bytes())
+    raw[-100] ^= 0xFF
+    sqlite.write_bytes(bytes(raw))
+    with pytest.raises(HopstackInputError, match=r"documents.sqlite: content does not match"):
+        open_index(copy)
+
+
 def test_a_crash_while_indexing_leaves_the_old_index_and_no_half_written_one(
     sparse_index, tmp_path, sample_corpus, monkeypatch
 ):
@@ -243,17 +301,27 @@ def test_index_command_builds_and_prints_info(cli, tmp_path, sample_corpus):
 
 
 def test_ivf_and_hnsw_indexes_search_like_flat():
-    from hopstack.index.dense import DenseSettings, build_faiss, configure_search
+    import faiss
+
+    from hopstack.index.dense import DenseSettings, build_faiss, configure_search, search_parameters
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(500, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[:20] + 0.01
-    _, exact = build_faiss(vectors, DenseSettings(faiss="flat")).search(queries, 5)
+    flat = build_faiss(vectors, DenseSettings(faiss="flat"))
+    _, exact = flat.search(queries, 5)
+    assert search_parameters(flat, ef_search=256, nprobe=64) is None
     for kind in ("hnsw", "ivf"):
         index = build_faiss(vectors, DenseSettings(faiss=kind))
+        searched = index.hnsw if kind == "hnsw" else faiss.extract_index_ivf(index)
+        setting = "efSearch" if kind == "hnsw" else "nprobe"
+        before = getattr(searched, setting)
+        _, per_call = index.search(queries, 5, params=search_parameters(index, ef_search=256, nprobe=64))
+        assert getattr(searched, setting) == before, "per-call parameters leave a shared index as it was"
         configure_search(index, ef_search=256, nprobe=64)
         _, found = index.search(queries, 5)
+        assert getattr(searched, setting) in (256, 64) and (per_call == found).all(), kind
         assert (found[:, 0] == exact[:, 0]).all(), kind
     with pytest.raises(ValueError, match="faiss index kind must be one of"):
         build_faiss(vectors, DenseSettings(faiss="pq"))

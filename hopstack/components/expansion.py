@@ -23,10 +23,7 @@ from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.core.batch import BatchComponent
 from hopstack.core.ranking import candidate_top_ks, reorder, top_k_indices
 from hopstack.core.text import first_words, indexed_text, passage_text
-from hopstack.index.corpus import resolve_index_path
-from hopstack.index.dense import load_embeddings
 from hopstack.index.sparse import score_term_weights, term_counts, term_names
-from hopstack.index.store import is_index
 from hopstack.models.scorers import ScorerUser, score_all
 
 AGGREGATIONS = ("borda", "sum", "max")
@@ -264,10 +261,9 @@ class DensePRFRetriever(DenseRetriever):
         DenseRetriever.warm_up(self)
         with self._lock:
             if self._document_vectors is None:
-                path = resolve_index_path(self.index)
                 self._document_vectors = (
-                    load_embeddings(path / "dense")
-                    if is_index(path)
+                    self._folder.embeddings()
+                    if self._folder is not None
                     else self._faiss_index.reconstruct_n(0, self._faiss_index.ntotal)
                 )
 
@@ -284,7 +280,7 @@ class DensePRFRetriever(DenseRetriever):
     def feedback_vectors(self, vectors: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """The PRF query vector of each query embedding (one FAISS search) and what was fed back."""
         depth = min(self.fb_docs, len(self._documents))
-        ids = self._faiss_index.search(vectors, depth)[1] if depth else np.zeros((len(vectors), 0), dtype=np.int64)
+        ids = self.faiss_search(vectors, depth)[1] if depth else np.zeros((len(vectors), 0), dtype=np.int64)
         expanded = np.array(vectors, dtype=np.float32, copy=True)
         feedback = []
         for row, row_ids in enumerate(ids):

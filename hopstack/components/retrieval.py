@@ -19,9 +19,9 @@ from hopstack.core.ranking import top_k_indices, top_ks, with_score
 from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.corpus import corpus_documents, index_identity, resolve_index_path
-from hopstack.index.dense import DenseSettings, build_faiss, configure_search, to_device
+from hopstack.index.dense import DenseSettings, build_faiss, search_parameters, to_device
 from hopstack.index.sparse import BM25_METHODS, BM25Settings, build_sparse, score_queries
-from hopstack.index.store import is_index, open_index
+from hopstack.index.store import IndexFolder, is_index, open_index
 from hopstack.models.cache import call_cache
 from hopstack.models.devices import resolve_device
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
@@ -198,7 +198,9 @@ class DenseRetriever(_IndexReader):
         self._call_cache = None
         self._documents: list[Document] | None = None
         self._encoder = None
+        self._folder: IndexFolder | None = None  # the index folder read, None for a corpus embedded in memory
         self._faiss_index = None
+        self._search_params = None
         self._lock = threading.Lock()
 
     def _check_embedder(self, path, settings: DenseSettings | None) -> None:
@@ -220,16 +222,16 @@ class DenseRetriever(_IndexReader):
             path = resolve_index_path(self.index)
             encoder = None
             if is_index(path):
-                folder = open_index(path)
-                self._check_embedder(path, folder.dense_settings)
-                documents, faiss_index = folder.documents(), folder.faiss()
+                self._folder = open_index(path)
+                self._check_embedder(path, self._folder.dense_settings)
+                documents, faiss_index = self._folder.documents(), self._folder.faiss()
             else:
                 documents = corpus_documents(path)
                 encoder = load_sentence_transformer(self.model, self.device)
                 texts = [indexed_text(d.meta.get("title", ""), d.content, self.title_prefix) for d in documents]
                 vectors = embed_texts(encoder, texts, self.batch_size, self.normalize)
                 faiss_index = build_faiss(vectors, DenseSettings(model=self.model, normalize=self.normalize))
-            configure_search(faiss_index, self.ef_search, self.nprobe)
+            self._search_params = search_parameters(faiss_index, self.ef_search, self.nprobe)
             self._encoder = encoder or load_sentence_transformer(self.model, self.device)
             self._call_cache = call_cache(self.cache)
             self._documents = documents
@@ -262,9 +264,14 @@ class DenseRetriever(_IndexReader):
             self._encoder, list(queries), self.batch_size, self.normalize, cache=self._call_cache, model_id=self.model
         )
 
+    def faiss_search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's scores and document ids of the ``k`` nearest documents of each vector, with this
+        retriever's ``ef_search``/``nprobe`` (the index itself may be shared)."""
+        return self._faiss_index.search(vectors, k, params=self._search_params)
+
     def _search(self, vectors: np.ndarray, ks: list[int]) -> list[list[Document]]:
         """The ``ks[i]`` nearest documents of each query vector, in one FAISS search."""
-        scores, ids = self._faiss_index.search(vectors, min(max(ks), len(self._documents)))
+        scores, ids = self.faiss_search(vectors, min(max(ks), len(self._documents)))
         return [
             [with_score(self._documents[i], s) for i, s in zip(row_ids[:k], row_scores[:k]) if i >= 0]
             for row_ids, row_scores, k in zip(ids, scores, ks)

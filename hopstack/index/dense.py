@@ -48,15 +48,29 @@ def build_faiss(vectors: np.ndarray, settings: DenseSettings):
     return index
 
 
-def configure_search(index, ef_search: int, nprobe: int) -> None:
-    """Set the query-time breadth of HNSW (``efSearch``) and IVF (``nprobe``) indexes."""
+def search_parameters(index, ef_search: int, nprobe: int):
+    """The query-time breadth of an HNSW (``efSearch``) or IVF (``nprobe``) index as FAISS search
+    parameters, ``None`` for a flat index; ``index.search(x, k, params=...)`` applies them to that call
+    only, so readers of a shared index may search it with different settings."""
     import faiss
 
     if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = max(ef_search, 1)
-    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
-    if ivf is not None:
-        ivf.nprobe = max(nprobe, 1)
+        return faiss.SearchParametersHNSW(efSearch=max(ef_search, 1))
+    if faiss.try_extract_index_ivf(index) is not None:
+        return faiss.SearchParametersIVF(nprobe=max(nprobe, 1))
+    return None
+
+
+def configure_search(index, ef_search: int, nprobe: int) -> None:
+    """Set the query-time breadth of an HNSW or IVF index of one's own on the index itself (a shared
+    index is searched with :func:`search_parameters` instead)."""
+    import faiss
+
+    params = search_parameters(index, ef_search, nprobe)
+    if isinstance(params, faiss.SearchParametersHNSW):
+        index.hnsw.efSearch = params.efSearch
+    elif params is not None:
+        faiss.extract_index_ivf(index).nprobe = params.nprobe
 
 
 def to_device(index, device: str):

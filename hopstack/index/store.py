@@ -10,7 +10,8 @@ DIR/dense/                 faiss.index and embeddings.npy (absent when built wit
 Writes are atomic: everything goes into a hidden sibling folder that is renamed into place only when
 complete, so a crash leaves the previous index (or none) and a stray ``.DIR.building-*`` folder, never
 a half-written index. Reading checks the manifest's version and every file's size and hash, and
-refuses a damaged or mismatched index with a message that names the file.
+refuses a damaged or mismatched index with a message that names the file. A process opens and checks
+each folder once (:func:`open_index`); the retrievers that read it share its parts.
 """
 
 import hashlib
@@ -18,9 +19,9 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from haystack import Document
 from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
-from hopstack.index.dense import DenseSettings, build_faiss, load_faiss, save_faiss
+from hopstack.index.dense import DenseSettings, build_faiss, load_embeddings, load_faiss, save_faiss
 from hopstack.index.formats import corpus_files, detect_format, read_corpus
 from hopstack.index.sparse import BM25Settings, SparseModel, build_sparse, load_sparse, save_sparse
 
@@ -183,19 +184,29 @@ def _swap_into_place(building: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-@dataclass
 class IndexFolder:
-    """A checked index folder; its parts load on demand."""
+    """A checked index folder; its parts load on demand, each once, and are shared by every reader.
 
-    path: Path
-    manifest: dict[str, Any]
+    Get one with :func:`open_index`, which keeps one per folder and process.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], manifest_bytes: bytes):
+        self.path = path
+        self.manifest = manifest
+        self.manifest_bytes = manifest_bytes
+        self._lock = threading.RLock()
+        self._parts: dict[str, Any] = {}
+        self._sizes_checked = False
+        self._hashes_checked = False
 
     @property
     def bm25_settings(self) -> BM25Settings:
+        """The BM25 settings the stored model was built with."""
         return BM25Settings(**self.manifest["bm25"])
 
     @property
     def dense_settings(self) -> DenseSettings | None:
+        """How the chunks were embedded, ``None`` for an index built without an embedder."""
         dense = self.manifest.get("dense")
         if dense is None:
             return None
@@ -203,10 +214,44 @@ class IndexFolder:
 
     @property
     def title_prefix(self) -> bool:
+        """Whether chunks were indexed as ``"title. text"``."""
         return bool(self.manifest.get("title_prefix", True))
 
+    def check(self, hashes: bool = True) -> None:
+        """Refuse a missing or resized file, and with ``hashes`` one whose sha256 is not the manifest's;
+        each check runs once (the hashes after the sizes, when first asked for)."""
+        with self._lock:
+            if self._hashes_checked or (self._sizes_checked and not hashes):
+                return
+            for name, expected in self.manifest.get("files", {}).items():
+                file = self.path / name
+                if not file.is_file():
+                    raise HopstackInputError(f"{file}: missing from the index; rebuild it")
+                size = file.stat().st_size
+                if size != expected["bytes"]:
+                    raise HopstackInputError(
+                        f"{file}: {size} bytes, the manifest says {expected['bytes']} (truncated or replaced); rebuild"
+                    )
+                if hashes and _sha256(file) != expected["sha256"]:
+                    raise HopstackInputError(
+                        f"{file}: content does not match the manifest's sha256 (corrupted); rebuild"
+                    )
+            self._sizes_checked = True
+            self._hashes_checked = hashes
+
+    def _part(self, name: str, load: Callable[[], Any]) -> Any:
+        """The part ``name``, loaded by ``load`` the first time it is asked for."""
+        with self._lock:
+            if name not in self._parts:
+                self._parts[name] = load()
+            return self._parts[name]
+
     def documents(self) -> list[Document]:
-        """Every chunk as a Haystack Document (id, text, and meta with doc_id, title, position)."""
+        """Every chunk as a Haystack Document (id, text, and meta with doc_id, title, position); one list
+        shared by every reader, not to be changed."""
+        return self._part("documents", self._read_documents)
+
+    def _read_documents(self) -> list[Document]:
         try:
             db = sqlite3.connect(f"file:{self.path / 'documents.sqlite'}?mode=ro", uri=True)
             rows = db.execute("SELECT id, doc_id, title, text, position, meta FROM chunks ORDER BY row").fetchall()
@@ -224,13 +269,21 @@ class IndexFolder:
 
     def sparse(self) -> SparseModel:
         """The stored bm25s model (built with :attr:`bm25_settings`)."""
-        return load_sparse(self.path / "bm25", self.bm25_settings)
+        return self._part("sparse", lambda: load_sparse(self.path / "bm25", self.bm25_settings))
 
     def faiss(self):
-        """The stored FAISS index."""
+        """The stored FAISS index, shared: search it with per-call parameters (see
+        :func:`~hopstack.index.dense.search_parameters`) rather than changing it."""
+        return self._part("faiss", lambda: load_faiss(self._dense_folder()))
+
+    def embeddings(self) -> np.ndarray:
+        """The stored document embeddings, one row per chunk, memory-mapped (read-only)."""
+        return self._part("embeddings", lambda: load_embeddings(self._dense_folder()))
+
+    def _dense_folder(self) -> Path:
         if self.manifest.get("dense") is None:
             raise HopstackInputError(f"{self.path}: built without an embedder (hopstack index --no-dense)")
-        return load_faiss(self.path / "dense")
+        return self.path / "dense"
 
 
 def is_index(path: str | Path) -> bool:
@@ -238,33 +291,41 @@ def is_index(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
 
 
+_OPENED: dict[Path, IndexFolder] = {}
+_OPENED_LOCK = threading.Lock()
+
+
 def open_index(path: str | Path, verify: bool = True) -> IndexFolder:
     """Open an index folder, refusing a missing, mismatched or damaged one with a clear message.
 
-    ``verify`` checks every file's size and sha256 against the manifest.
+    One :class:`IndexFolder` per resolved path and process is shared by every caller, so its parts load
+    once; a folder whose manifest changed (rebuilt in place) is opened afresh. Every file's size is
+    checked against the manifest, and with ``verify`` its sha256, once per opened folder.
     """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise HopstackInputError(f"{path}: not a hopstack index (no {MANIFEST}); build one with `hopstack index`")
+    manifest_bytes = manifest_path.read_bytes()
+    key = path.resolve()
+    with _OPENED_LOCK:
+        folder = _OPENED.get(key)
+        if folder is None or folder.manifest_bytes != manifest_bytes:
+            folder = IndexFolder(path, _parse_manifest(manifest_path, manifest_bytes), manifest_bytes)
+            _OPENED[key] = folder
+    folder.check(hashes=verify)
+    return folder
+
+
+def _parse_manifest(manifest_path: Path, manifest_bytes: bytes) -> dict[str, Any]:
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HopstackInputError(f"{manifest_path}: damaged manifest ({exc})") from exc
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise HopstackInputError(
-            f"{path}: index format version {version!r}, this hopstack reads version {FORMAT_VERSION}; rebuild it"
+            f"{manifest_path.parent}: index format version {version!r}, this hopstack reads version "
+            f"{FORMAT_VERSION}; rebuild it"
         )
-    for name, expected in manifest.get("files", {}).items():
-        file = path / name
-        if not file.is_file():
-            raise HopstackInputError(f"{file}: missing from the index; rebuild it")
-        size = file.stat().st_size
-        if size != expected["bytes"]:
-            raise HopstackInputError(
-                f"{file}: {size} bytes, the manifest says {expected['bytes']} (truncated or replaced); rebuild"
-            )
-        if verify and _sha256(file) != expected["sha256"]:
-            raise HopstackInputError(f"{file}: content does not match the manifest's sha256 (corrupted); rebuild")
-    return IndexFolder(path, manifest)
+    return manifest
