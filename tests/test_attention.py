@@ -6,7 +6,7 @@ import pytest
 import torch
 from haystack import Document
 
-from hopstack.components.attention import AttentionReranker, calibrated_scores
+from hopstack.components.attention import AttentionReranker, _eager_attention, calibrated_scores
 from hopstack.testing import assert_run_batch_matches_run
 
 PASSAGES = ["the mill opened in 1820", "bananas are yellow", "the river floods every spring near the mill"]
@@ -38,15 +38,11 @@ def test_prompt_spans_are_exactly_each_passage(icr):
 
 def test_kv_cache_path_equals_attention_of_one_full_forward_pass(icr):
     context, spans, query_ids, closing = icr.prompt_parts("when did the mill open?", PASSAGES)
+    with icr._backend.locked() as model:
+        implementation = model.config._attn_implementation
     [cached] = icr._query_attention(context, [query_ids], closing)
-    model = icr._backend._model
-    implementation = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([context + query_ids + closing]), output_attentions=True)
-    finally:
-        model.set_attn_implementation(implementation)
+    with icr._backend.locked() as model, _eager_attention(model), torch.inference_mode():
+        out = model(input_ids=torch.tensor([context + query_ids + closing]), output_attentions=True)
     rows = slice(len(context), len(context) + len(query_ids))
     full = sum(layer[0, :, rows, : len(context)].sum(0) for layer in out.attentions).mean(0).numpy()
     assert np.allclose(cached, full, atol=1e-5)

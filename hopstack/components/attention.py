@@ -10,9 +10,11 @@ forward passes use eager attention to return the weights of the query rows only.
 one after another (two short forward passes each, after one over the documents).
 """
 
+import contextlib
 import copy
 import inspect
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,19 @@ def calibrated_scores(query_attention: np.ndarray, na_attention: np.ndarray, spa
             keep = delta > delta.mean() - 2 * spread if spread > 0 else np.ones(len(delta), dtype=bool)
             scores[d] = float(delta[keep].sum())
     return scores
+
+
+@contextlib.contextmanager
+def _eager_attention(model) -> Iterator[None]:
+    """Eager attention (the implementation that returns attention weights) on ``model`` while the block runs,
+    then the model's own again. transformers has no public getter for a model's attention implementation,
+    so its config's private ``_attn_implementation`` is read here alone."""
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(implementation)
 
 
 @component
@@ -110,10 +125,10 @@ class AttentionReranker(Reranker):
         passage's token span in it, the query's ids and the closing ids (chat suffix). Pieces are tokenised
         one by one, so the spans are exact."""
         head, tail = "", ""
-        if self._backend._tokenizer.chat_template:
+        if self._backend.tokenizer.chat_template:
             head, tail = self._backend.render([{"role": "user", "content": SENTINEL}]).split(SENTINEL)
         ids = self._token_ids
-        bos = self._backend._tokenizer.bos_token_id
+        bos = self._backend.tokenizer.bos_token_id
         context = ([bos] if bos is not None and not head else []) + ids(head + ICR_INTRO)
         order = range(len(passages) - 1, -1, -1) if self.reverse_doc_order else range(len(passages))
         spans: list[Span] = [(0, 0)] * len(passages)
@@ -126,7 +141,7 @@ class AttentionReranker(Reranker):
         return context, spans, ids(" " + query), ids(tail)
 
     def _token_ids(self, text: str) -> list[int]:
-        return self._backend._tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return self._backend.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def scores(self, query: str, passages: list[str]) -> np.ndarray:
         """ICR scores of ``passages`` for ``query`` (higher is more relevant)."""
@@ -142,17 +157,14 @@ class AttentionReranker(Reranker):
         averaged over the query's tokens (the context's KV cache computed once)."""
         import torch
 
-        model = self._backend._model
-        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        device = model.device
         started = time.perf_counter()
-        with self._backend._lock, torch.inference_mode():
+        with self._backend.locked() as model, torch.inference_mode():
+            cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+            device = model.device
             encoded = model(input_ids=torch.tensor([context], device=device), use_cache=True)
             cached = encoded.cache if cache_arg == "cache" else encoded.past_key_values  # transformers 5 renamed it
-            implementation = model.config._attn_implementation
-            model.set_attn_implementation("eager")
-            try:
-                results = []
+            results = []
+            with _eager_attention(model):
                 for query_ids in queries:
                     out = model(
                         input_ids=torch.tensor([query_ids + closing], device=device),
@@ -162,8 +174,6 @@ class AttentionReranker(Reranker):
                     )
                     rows = sum(layer[0, :, : len(query_ids), : len(context)].float().sum(0) for layer in out.attentions)
                     results.append(rows.mean(0).cpu().numpy())
-            finally:
-                model.set_attn_implementation(implementation)
         tokens = len(context) + sum(len(q) + len(closing) for q in queries)
         USAGE.add(1 + len(queries), tokens, seconds=time.perf_counter() - started)
         return results

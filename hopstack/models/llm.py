@@ -21,10 +21,11 @@ last; :attr:`LlamaCppLLM.truncated` counts how often that happened.
 generated, seconds), for cost reports (``benchmarks/reranker_cost.py``).
 """
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -331,6 +332,20 @@ class TransformersLLM:
             self._tokenizer, self._model, self._lock = _load_transformers(
                 resolve_model(self.model), resolve_device(self.device), self.dtype
             )
+
+    @property
+    def tokenizer(self):
+        """The Hugging Face tokenizer (loaded on first use; shared per process, do not change it)."""
+        self.warm_up()
+        return self._tokenizer
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Any]:
+        """The Hugging Face model, for the duration of the block alone in this process (its forward passes,
+        generation and scoring wait); a setting the block changes on it must be restored before it ends."""
+        self.warm_up()
+        with self._lock:
+            yield self._model
 
     def render(self, prompt: Prompt) -> str:
         """A string as it is; chat messages through the tokenizer's chat template."""
