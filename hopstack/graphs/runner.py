@@ -28,10 +28,10 @@ import networkx as nx
 from haystack import Pipeline
 from haystack.core.type_utils import _convert_value
 
+from hopstack.core.spec import pipeline_inputs
 from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
 from hopstack.graphs.fingerprint import input_digest, pipeline_fingerprints
 from hopstack.graphs.node_cache import SKIPPED, NodeCache, entry_key
-from hopstack.core.spec import pipeline_inputs
 
 DEFAULT_BATCH_SIZE = 256
 Progress = Callable[[str, int, int], None]
@@ -253,7 +253,7 @@ class BatchRunner:
                     continue
                 column = _take(column, positions)
                 if link.conversion:
-                    column = [v if v is _MISSING else _convert_value(v, link.conversion) for v in column]
+                    column = [v if v is _MISSING else _converted(v, link.conversion) for v in column]
                 sources.append(column)
             if socket.is_variadic:
                 column = [_join_variadic(socket, [source[i] for source in sources]) for i in range(count)]
@@ -503,6 +503,13 @@ def _entries(
         values = {name: column[j] for name, column in outputs.items() if column[j] is not _MISSING}
         entries[keys[i]] = (values, item_s)
     return entries
+
+
+def _converted(value: Any, conversion: Any) -> Any:
+    """``value`` converted by a connection's ``conversion_strategy`` (wrap, unwrap, str to ChatMessage and
+    back) as ``Pipeline.run`` converts it. Haystack has no public API for this conversion, so its private
+    ``haystack.core.type_utils._convert_value`` is called here and nowhere else."""
+    return _convert_value(value, conversion)
 
 
 def _join_variadic(socket: Any, values: list[Any]) -> Any:

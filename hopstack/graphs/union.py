@@ -12,16 +12,16 @@ from typing import Any
 import networkx as nx
 from haystack import Pipeline
 
+from hopstack.core.spec import pipeline_inputs
 from hopstack.errors import HopstackInputError
 from hopstack.graphs.fingerprint import pipeline_fingerprints
-from hopstack.core.spec import pipeline_inputs
 
 
 @dataclass
 class VariantNodes:
     """One variant's nodes in the union: ``names`` maps its node names to union node names, ``leaves``
-    its unconsumed output sockets per node (what ``Pipeline.run`` returns for it), ``fingerprints`` its
-    nodes' fingerprints."""
+    its unconsumed output sockets per node that has any (``Pipeline.outputs()``, what ``Pipeline.run``
+    returns for it), ``fingerprints`` its nodes' fingerprints."""
 
     names: dict[str, str]
     leaves: dict[str, list[str]]
@@ -92,10 +92,7 @@ def build_union(variants: dict[str, dict[str, Any]]) -> tuple[UnionGraph, dict[s
             sharing.setdefault(union_name, []).append(variant)
         for connection in data.get("connections") or []:
             connections.add((_renamed(connection["sender"], names), _renamed(connection["receiver"], names)))
-        leaves = {
-            node: [name for name, socket in sockets["output_sockets"].items() if not socket.receivers]
-            for node, sockets in pipeline.graph.nodes(data=True)
-        }
+        leaves = {node: list(sockets) for node, sockets in pipeline.outputs().items()}
         views[variant] = VariantNodes(names, leaves, fingerprints)
         inputs.extend(name for name in pipeline_inputs(data.get("metadata")) if name not in inputs)
     union = {
