@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 YAML_DIR = REPO / "yaml"
 SHARED_DATA = REPO.parent / "shared" / "data"
 # The smallest real chat LLM offline (MODELS.md): fast enough for integration tests of LLM pipelines.
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 
 
 @pytest.fixture(scope="session")
@@ -93,9 +93,9 @@ def table_scorer(monkeypatch):
     """Documents a, b, c, d with the scorer type "table" registered: TableScorer's scores."""
     from haystack import Document
 
-    from hopstack.models.scorers import SCORERS
+    from hopstack.core.spec import SHORT_NAMES
 
-    monkeypatch.setitem(SCORERS, "table", TableScorer)
+    monkeypatch.setitem(SHORT_NAMES, "table", TableScorer)
     TableScorer.calls = []
     return [Document(id=name, content=name, score=1.0) for name in "abcd"]
 

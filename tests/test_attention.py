@@ -65,6 +65,6 @@ def test_icr_reranks_every_candidate_and_batches_like_run(icr):
 
 def test_icr_refuses_a_backend_without_attention_weights():
     with pytest.raises(ValueError, match="transformers backend"):
-        AttentionReranker(llm={"backend": "llama.cpp", "model": "smollm2-135m"})
+        AttentionReranker(llm={"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m"}})
     with pytest.raises(ValueError, match="task must be one of"):
         AttentionReranker(task="summarise")

@@ -10,11 +10,11 @@ from haystack import Document
 
 from conftest import SHARED_DATA
 from hopstack.components.compression import ANSWERABILITY_PROMPT, ClueExtractor, ClueReranker, ClueTruncator
+from hopstack.core.spec import SHORT_NAMES
 from hopstack.core.text import split_sentences
-from hopstack.models.scorers import SCORERS
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 
 
 def test_sentences_are_split_also_where_a_corpus_glued_them():
@@ -45,7 +45,7 @@ class WordScorer:
 
 @pytest.fixture
 def word_scorer(monkeypatch):
-    monkeypatch.setitem(SCORERS, "words", WordScorer)
+    monkeypatch.setitem(SHORT_NAMES, "words", WordScorer)
     WordScorer.calls = []
     return {"type": "words"}
 
@@ -118,7 +118,7 @@ def _clue(name, clue_score, text=None):
 
 
 def test_clue_reranker_mixes_answerability_and_relevance(monkeypatch):
-    monkeypatch.setitem(SCORERS, "llm", OddsScorer)
+    monkeypatch.setitem(SHORT_NAMES, "llm", OddsScorer)
     clues = [_clue("a", 10.0), _clue("b", 5.0, "the answer"), _clue("c", 0.0)]
     ranked = ClueReranker(answerability={"type": "llm"}, weight=0.5).run(query="q", documents=clues)["documents"]
     high, low = 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(2))
@@ -131,10 +131,12 @@ def test_clue_reranker_mixes_answerability_and_relevance(monkeypatch):
 
 
 def test_clue_reranker_gives_an_llm_scorer_the_answerability_prompt_and_scales_other_scorers(table_scorer):
-    reranker = ClueReranker(answerability={"type": "llm", "llm": TINY_LLM})
-    assert reranker.answerability["prompt"] == ANSWERABILITY_PROMPT
-    custom = ClueReranker(answerability={"type": "llm", "llm": TINY_LLM, "prompt": "{query} {passage}?"})
-    assert custom.answerability["prompt"] == "{query} {passage}?"
+    reranker = ClueReranker(answerability={"type": "llm", "init_parameters": {"llm": TINY_LLM}})
+    assert reranker.answerability["init_parameters"]["prompt"] == ANSWERABILITY_PROMPT
+    custom = ClueReranker(
+        answerability={"type": "llm", "init_parameters": {"llm": TINY_LLM, "prompt": "{query} {passage}?"}}
+    )
+    assert custom.answerability["init_parameters"]["prompt"] == "{query} {passage}?"
     encoder = ClueReranker(answerability={"type": "table"}, weight=1.0)
     ranked = encoder.run(query="q", documents=table_scorer)["documents"]
     assert [d.id for d in ranked] == ["d", "c", "b", "a"], "the table's scores for query 'q'"
@@ -179,7 +181,9 @@ class PrefixReader:
 
 
 def test_stable_rule_keeps_the_first_confident_prefix_whose_answer_the_next_clue_does_not_change():
-    truncator = ClueTruncator(rule="stable", confidence=0.6, max_clues=3, reader={"llm": TINY_LLM})
+    truncator = ClueTruncator(
+        rule="stable", confidence=0.6, max_clues=3, reader={"type": "reader", "init_parameters": {"llm": TINY_LLM}}
+    )
     truncator._reader._llm = reader = PrefixReader(
         answers={
             "stable": ["Oslo", "Paris", "PARIS", "Paris"],  # Paris at 2 clues, the same (normalised) at 3: keep 2
@@ -203,10 +207,21 @@ def test_truncator_settings_are_checked():
     with pytest.raises(ValueError, match="min_clues"):
         ClueTruncator(rule="mass", min_clues=4, max_clues=3)
     with pytest.raises(ValueError, match="reader"):
-        ClueTruncator(rule="stable", reader={"llm": TINY_LLM, "max_documents": 0})
+        ClueTruncator(
+            rule="stable", reader={"type": "reader", "init_parameters": {"llm": TINY_LLM, "max_documents": 0}}
+        )
     with pytest.raises(ValueError, match="at least max_clues"):
-        ClueTruncator(rule="stable", reader={"llm": TINY_LLM, "max_documents": 5}, max_clues=10)
-    assert ClueTruncator(rule="stable", reader={"llm": TINY_LLM}, max_clues=7)._reader.max_documents == 7
+        ClueTruncator(
+            rule="stable",
+            reader={"type": "reader", "init_parameters": {"llm": TINY_LLM, "max_documents": 5}},
+            max_clues=10,
+        )
+    assert (
+        ClueTruncator(
+            rule="stable", reader={"type": "reader", "init_parameters": {"llm": TINY_LLM}}, max_clues=7
+        )._reader.max_documents
+        == 7
+    )
 
 
 @pytest.mark.slow
@@ -224,8 +239,12 @@ def test_clues_from_real_multihop_rag_documents_reach_the_reader(monkeypatch):
     articles = [a for a in read_corpus(dataset.corpus) if a.id in gold]
     docs = [Document(id=a.id, content=a.text[:1500], meta={"title": a.title}) for a in articles]
     extractor = ClueExtractor(top_m=5)
-    reranker = ClueReranker(answerability={"type": "llm", "llm": TINY_LLM, "max_passage_words": 40})
-    truncator = ClueTruncator(reader={"llm": TINY_LLM, "max_tokens": 8}, max_clues=3)
+    reranker = ClueReranker(
+        answerability={"type": "llm", "init_parameters": {"llm": TINY_LLM, "max_passage_words": 40}}
+    )
+    truncator = ClueTruncator(
+        reader={"type": "reader", "init_parameters": {"llm": TINY_LLM, "max_tokens": 8}}, max_clues=3
+    )
     queries = [q.question for q in dataset.questions]
     clues = extractor.run_batch(query=queries, documents=[docs, docs])["documents"]
     assert all(5 <= len(c) <= 10 for c in clues)
@@ -247,7 +266,9 @@ def test_extractive_qa_answerability_is_taken_as_the_probability_it_is(monkeypat
         def score(self, pairs):
             return np.array([0.9 if "answer" in p else 0.2 for _, p in pairs])
 
-    monkeypatch.setitem(SCORERS, "extractive-qa", Probabilities)
+    monkeypatch.setitem(SHORT_NAMES, "extractive-qa", Probabilities)
     clues = [_clue("a", 1.0), _clue("b", 1.0, "the answer")]
-    ranked = ClueReranker(answerability={"type": "extractive-qa", "model": "m"}).run(query="q", documents=clues)
+    ranked = ClueReranker(answerability={"type": "extractive-qa", "init_parameters": {"model": "m"}}).run(
+        query="q", documents=clues
+    )
     assert [(d.id, d.meta["answerability"]) for d in ranked["documents"]] == [("b", 0.9), ("a", 0.2)]

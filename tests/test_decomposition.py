@@ -89,7 +89,9 @@ def test_bad_settings_are_refused_at_construction():
 @pytest.mark.slow
 def test_decomposer_on_a_real_llm_batches_like_it_runs_and_goes_through_the_call_cache():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of the local extra")
-    decomposer = QuestionDecomposer(llm={"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 1024}, max_tokens=48)
+    decomposer = QuestionDecomposer(
+        llm={"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 1024}}, max_tokens=48
+    )
     questions = ["In which town was the founder of Brannock Looms born?", "Which river runs through Hollin Ford?"]
     single = assert_run_batch_matches_run(decomposer, [{"question": q} for q in questions])
     assert isinstance(decomposer._llm, CachedLLM)
@@ -124,9 +126,9 @@ def test_multi_query_retriever_passes_the_index_on_and_refuses_bad_nested_specs(
     retriever = MultiQueryRetriever(retriever=BM25_SPEC, index=str(sample_corpus))
     assert retriever._retriever.index == str(sample_corpus)
     assert retriever.content_identity() == retriever._retriever.content_identity()
-    with pytest.raises(ValueError, match="retriever must be a mapping with 'type'"):
+    with pytest.raises(ValueError, match=r"retriever must be a mapping \{type, init_parameters\}"):
         MultiQueryRetriever(retriever={"init_parameters": {}})
-    with pytest.raises(ValueError, match="retriever has unknown key"):
+    with pytest.raises(ValueError, match="retriever has key\\(s\\) params beside 'type'"):
         MultiQueryRetriever(retriever={**BM25_SPEC, "params": {}})
-    with pytest.raises(PermissionError, match="outside the allowlist"):
+    with pytest.raises(ValueError, match="retriever: module 'os' is outside the allowlist"):
         MultiQueryRetriever(retriever={"type": "os.system"})

@@ -14,9 +14,10 @@ from hopstack.components.expansion import (
     TextPRFReranker,
 )
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
+from hopstack.core.spec import SHORT_NAMES
 from hopstack.experiments.variants import expand_variants, read_grid
 from hopstack.index.store import build_index
-from hopstack.models.scorers import SCORERS, make_scorer
+from hopstack.models.scorers import make_scorer
 from hopstack.testing import assert_outputs_equal, assert_run_batch_matches_run
 
 TINY_CORPUS = [
@@ -143,11 +144,13 @@ def test_invalid_prf_parameters_are_refused():
         DensePRFRetriever(rocchio_weights=[0.5])
     with pytest.raises(ValueError, match="aggregation must be one of borda, sum, max"):
         TextPRFReranker(scorer={"type": "bi-encoder"}, aggregation="avg")
-    with pytest.raises(ValueError, match="unknown scorer type 'monot5'; use one of cross-encoder, bi-encoder, llm"):
+    with pytest.raises(
+        ValueError, match="scorer: unknown type 'monot5': use a registered short name .*cross-encoder, bi-encoder, llm"
+    ):
         make_scorer({"type": "monot5"})
     with pytest.raises(ValueError, match="set the component's device"):
-        make_scorer({"type": "bi-encoder", "device": "cpu"})
-    with pytest.raises(ValueError, match="scorer 'cross-encoder'"):
+        make_scorer({"type": "bi-encoder", "init_parameters": {"device": "cpu"}})
+    with pytest.raises(ValueError, match="scorer: missing required init parameter 'model' for CrossEncoderScorer"):
         make_scorer({"type": "cross-encoder"})
 
 
@@ -246,7 +249,7 @@ class _RecordingScorer:
 
 
 def test_text_prf_cuts_each_feedback_query_to_its_first_words(monkeypatch, table_scorer):
-    monkeypatch.setitem(SCORERS, "recording", _RecordingScorer)
+    monkeypatch.setitem(SHORT_NAMES, "recording", _RecordingScorer)
     _RecordingScorer.pairs = []
     query = " ".join(f"w{i}" for i in range(300))
     TextPRFReranker(scorer={"type": "recording"}, fb_docs=1).run(query=query, documents=table_scorer)

@@ -28,7 +28,9 @@ def tiny_qa_model(tmp_path_factory):
 
 
 def test_scores_are_probabilities_batched_like_single(tiny_qa_model):
-    scorer = make_scorer({"type": "extractive-qa", "model": tiny_qa_model, "batch_size": 2, "max_length": 64}, "cpu")
+    scorer = make_scorer(
+        {"type": "extractive-qa", "init_parameters": {"model": tiny_qa_model, "batch_size": 2, "max_length": 64}}, "cpu"
+    )
     pairs = [
         ("who founded the mill", "Edda Varrow founded Brannock Looms in 1874."),
         ("which river", "The Saltwhistle River runs through Hollin Ford."),

@@ -10,7 +10,7 @@ from hopstack.components.generation import AnswerGenerator, clean_answer, suppor
 from hopstack.experiments.metrics import final_documents, predicted_answer
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 
 
 @pytest.mark.parametrize(

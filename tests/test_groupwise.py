@@ -11,7 +11,7 @@ from haystack import Document
 from hopstack.components.groupwise import GroupwiseReranker, SetwiseReranker, heap_top_k, parse_group_scores
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 1024}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 1024}}
 
 
 def _docs(ids, scores=None):

@@ -7,7 +7,7 @@ from conftest import YAML_DIR
 from hopstack.components.iterate import IterativeRetriever, QueryReformulator
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 BM25 = {"type": "hopstack.components.retrieval.BM25Retriever", "init_parameters": {"top_k": 3}}
 REFORMULATOR = {"type": "hopstack.components.iterate.QueryReformulator", "init_parameters": {"llm": TINY_LLM}}
 

@@ -80,9 +80,11 @@ def test_make_llm_picks_the_backend_from_the_spec():
     assert isinstance(make_llm("qwen2.5-0.5b"), LlamaCppLLM)
     assert isinstance(make_llm("/models/some-model.Q4_K_M.gguf"), LlamaCppLLM)
     assert isinstance(make_llm("Qwen/Qwen2.5-0.5B-Instruct"), TransformersLLM)
-    server = make_llm({"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen"})
+    server = make_llm({"type": "openai", "init_parameters": {"base_url": "http://127.0.0.1:8000/v1", "model": "qwen"}})
     assert isinstance(server, OpenAICompatibleLLM) and server.model == "qwen"
-    with pytest.raises(ValueError, match="unknown LLM backend 'vllm'"):
-        make_llm({"backend": "vllm"})
-    with pytest.raises(ValueError, match="LLM backend 'llama.cpp': .*unexpected keyword argument 'temperature'"):
-        make_llm({"backend": "llama.cpp", "model": "qwen2.5-0.5b", "temperature": 0.8})
+    with pytest.raises(ValueError, match="llm: unknown type 'vllm': use a registered short name"):
+        make_llm({"type": "vllm"})
+    with pytest.raises(ValueError, match=r"no longer read; write \{type: BACKEND, init_parameters"):
+        make_llm({"backend": "openai", "model": "qwen"})
+    with pytest.raises(ValueError, match="llm: unknown init parameter 'temperature' for LlamaCppLLM"):
+        make_llm({"type": "llama.cpp", "init_parameters": {"model": "qwen2.5-0.5b", "temperature": 0.8}})

@@ -8,7 +8,7 @@ from haystack import Document
 from hopstack.components.rebel import FIXED_CRITERIA, REBELReranker, parse_choices, parse_criteria
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 1024}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 1024}}
 
 
 def test_parse_criteria_reads_the_first_json_list_and_validates_it():

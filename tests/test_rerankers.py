@@ -19,7 +19,7 @@ from hopstack.models.scorers import BiEncoderScorer, LLMGradedScorer, LLMScorer,
 from hopstack.spec.loading import load_pipeline_data
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 512}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 512}}
 PAIRS = [
     ("What is the capital of France?", "Paris is the capital and largest city of France."),
     ("What is the capital of France?", "The banana is an elongated, edible fruit."),
@@ -54,12 +54,14 @@ def test_a_scorer_that_returns_the_wrong_number_of_scores_is_an_error(table_scor
 
 
 def test_bad_scorer_specs_are_refused():
-    with pytest.raises(ValueError, match="unknown scorer type 'nope'"):
+    with pytest.raises(ValueError, match="scorer: unknown type 'nope'"):
         PointwiseReranker(scorer={"type": "nope"})
-    with pytest.raises(ValueError, match="scorer 'llm-graded': .*scale"):
-        make_scorer({"type": "llm-graded", "scale": 0})
+    with pytest.raises(ValueError, match="move them under init_parameters"):
+        PointwiseReranker(scorer={"type": "llm", "llm": "qwen2.5-0.5b"})
+    with pytest.raises(ValueError, match="scorer: .*scale"):
+        make_scorer({"type": "llm-graded", "init_parameters": {"scale": 0}})
     with pytest.raises(ValueError, match="set the component's device"):
-        make_scorer({"type": "bi-encoder", "device": "cpu"})
+        make_scorer({"type": "bi-encoder", "init_parameters": {"device": "cpu"}})
 
 
 def test_expected_grade_separates_a_grade_from_the_longer_grade_it_begins():
@@ -105,7 +107,7 @@ def test_llm_graded_scorer_on_smollm2_is_the_expected_grade_of_its_log_probabili
 def test_a_pipeline_wide_llm_override_reaches_scorer_specs():
     data = load_pipeline_data(YAML_DIR / "decompose-rerank.yaml", {"llm": TINY_LLM})
     assert data["components"]["decompose"]["init_parameters"]["llm"] == TINY_LLM
-    assert data["components"]["rerank"]["init_parameters"]["scorer"]["llm"] == TINY_LLM
+    assert data["components"]["rerank"]["init_parameters"]["scorer"]["init_parameters"]["llm"] == TINY_LLM
 
 
 # -- listwise --------------------------------------------------------------------------------------

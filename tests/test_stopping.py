@@ -23,7 +23,7 @@ from hopstack.components.stopping import (
 )
 from hopstack.testing import assert_run_batch_matches_run
 
-TINY_LLM = {"backend": "llama.cpp", "model": "smollm2-135m", "n_ctx": 2048}
+TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 
 # METHODS.md 3.1, copied as text: state \ op | = < > ! | #
 TABLE = """
@@ -209,7 +209,7 @@ def test_stopper_settings_are_checked():
     with pytest.raises(ValueError, match="hops"):
         FixedHopsStopper(hops=0)
     with pytest.raises(ValueError, match="max_chunks"):
-        NaturalLogicStopper(llm=TINY_LLM, prover={"max_chunks": 0})
+        NaturalLogicStopper(llm=TINY_LLM, prover={"type": "natural-logic", "init_parameters": {"max_chunks": 0}})
     with pytest.raises(ValueError, match="placeholders"):
         AnswerTriggerStopper(llm=TINY_LLM, prompt="no placeholders")
 

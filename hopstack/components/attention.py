@@ -69,7 +69,7 @@ class AttentionReranker(Reranker):
     small-model approximation (ICR used Llama-3.1-8B and Mistral-7B).
 
     :param llm: a model for the transformers backend: a Hugging Face id or folder, a GGUF file or registry
-        LLM (de-quantised by transformers: slow on a CPU), or ``{"backend": "transformers", ...}``.
+        LLM (de-quantised by transformers: slow on a CPU), or ``{type: transformers, init_parameters}``.
     :param task: ``ie`` (find information relevant to the query; ICR's retrieval instruction) or ``qa``.
     :param reverse_doc_order: list the candidates in reverse order, the first-stage best last (ICR on BEIR).
     :param max_passage_words: words kept of each passage (ICR: 300).
@@ -99,7 +99,9 @@ class AttentionReranker(Reranker):
         self.top_k = top_k
         self.title_prefix = title_prefix
         self.device = device
-        spec = llm if isinstance(llm, dict) else {"backend": "transformers", "model": llm, "device": device}
+        spec = llm if isinstance(llm, dict) else {"type": "transformers", "init_parameters": {"model": llm}}
+        if isinstance(llm, str):
+            spec["init_parameters"]["device"] = device
         self._backend = make_llm(spec)
         if not isinstance(self._backend, TransformersLLM):
             raise ValueError("AttentionReranker needs the transformers backend (attention weights)")

@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 from haystack import Document, component
 
-from hopstack.components.generation import AnswerGenerator
 from hopstack.core.batch import BatchComponent, batch_size_of
 from hopstack.core.ranking import min_max
+from hopstack.core.roles import Reader
+from hopstack.core.spec import build
 from hopstack.core.text import normalize_answer, passage_text, split_sentences
 from hopstack.models.cache import call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
@@ -56,9 +57,9 @@ class ClueExtractor(ScorerUser, BatchComponent):
     of them, best first; 0 turns this off). Clues come out best first, scored by the scorer
     (``meta["clue_score"]``; ``meta["neighbour"]`` marks the KNN additions).
 
-    :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`); ``{"type": "cross-encoder",
-        "model": "cross-encoder/ms-marco-MiniLM-L-6-v2"}`` is METHODS.md's choice; the default, MiniLM
-        cosine, is what works offline.
+    :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`); ``{type: cross-encoder,
+        init_parameters: {model: cross-encoder/ms-marco-MiniLM-L-6-v2}}`` is CompSelect's choice; the
+        default, MiniLM cosine, is what works offline.
     :param top_m: sentences kept by score (METHODS.md: 20).
     :param knn_threshold: cosine distance of the KNN enrichment (the paper's 0.25).
     :param embedder: the sentence embedder of the KNN rule.
@@ -66,7 +67,11 @@ class ClueExtractor(ScorerUser, BatchComponent):
     :param min_words: shorter sentences are dropped.
     :param title_prefix: a sentence is scored as ``"title. sentence"`` when its document has a title.
     :param device: ``auto | cpu | cuda | cuda:N`` for the encoders.
+    :param cache: keep the KNN rule's sentence embeddings in the on-disk call cache (``HOPSTACK_CACHE=off``
+        overrides).
     """
+
+    selects_clues = True  # the ClueSelector role (hopstack.core.roles)
 
     def __init__(
         self,
@@ -78,18 +83,20 @@ class ClueExtractor(ScorerUser, BatchComponent):
         min_words: int = 4,
         title_prefix: bool = True,
         device: str = "auto",
+        cache: bool = True,
     ):
         if top_m < 1 or min_words < 1 or (max_documents is not None and max_documents < 1):
             raise ValueError("top_m, min_words and max_documents must be at least 1")
         if not 0.0 <= knn_threshold <= 2.0:
             raise ValueError(f"knn_threshold is a cosine distance in [0, 2], got {knn_threshold}")
-        self.use_scorer(scorer or {"type": "bi-encoder", "model": "minilm"}, device)
+        self.use_scorer(scorer or {"type": "bi-encoder", "init_parameters": {"model": "minilm"}}, device)
         self.top_m = top_m
         self.knn_threshold = knn_threshold
         self.embedder = embedder
         self.max_documents = max_documents
         self.min_words = min_words
         self.title_prefix = title_prefix
+        self.cache = cache
         self._encoder = None
 
     def warm_up(self) -> None:
@@ -178,6 +185,8 @@ class ClueReranker(ScorerUser, BatchComponent):
     :param device: ``auto | cpu | cuda | cuda:N`` for an encoder scorer.
     """
 
+    selects_clues = True  # the ClueSelector role (hopstack.core.roles)
+
     def __init__(
         self,
         answerability: dict[str, Any] | None = None,
@@ -190,9 +199,9 @@ class ClueReranker(ScorerUser, BatchComponent):
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        spec = dict(answerability or {"type": "llm", "llm": "qwen2.5-0.5b", "max_passage_words": 80})
-        if spec.get("type") == "llm":
-            spec.setdefault("prompt", ANSWERABILITY_PROMPT)
+        spec = answerability or {"type": "llm", "init_parameters": {"llm": "qwen2.5-0.5b", "max_passage_words": 80}}
+        if isinstance(spec, dict) and spec.get("type") == "llm":
+            spec = {**spec, "init_parameters": {"prompt": ANSWERABILITY_PROMPT, **(spec.get("init_parameters") or {})}}
         self.use_scorer(spec, device)
         self.answerability = self.scorer
         self.weight = weight
@@ -261,13 +270,16 @@ class ClueTruncator(BatchComponent):
     confidence.
 
     :param rule: ``stable`` or ``mass``.
-    :param reader: :class:`AnswerGenerator` init parameters (``stable``; default: its defaults, reading
-        ``max_clues`` clues; ``max_documents`` below ``max_clues`` is refused).
+    :param reader: the reader, a nested spec ``{type: reader, init_parameters}`` (``stable``; default: an
+        :class:`~hopstack.components.generation.AnswerGenerator` with its defaults, reading ``max_clues``
+        clues; ``max_documents`` below ``max_clues`` is refused).
     :param confidence: the reader's confidence threshold (``stable``).
     :param mass: the answerability share to keep (``mass``; METHODS.md: 0.8).
     :param min_clues: at least this many clues are kept (when there are that many).
     :param max_clues: at most this many (METHODS.md's K_max: 10).
     """
+
+    selects_clues = True  # the ClueSelector role (hopstack.core.roles)
 
     def __init__(
         self,
@@ -285,16 +297,15 @@ class ClueTruncator(BatchComponent):
         if not 1 <= min_clues <= max_clues:
             raise ValueError(f"need 1 <= min_clues <= max_clues, got {min_clues} and {max_clues}")
         self.rule = rule
-        self.reader = reader or {}
+        self.reader = reader
         self.confidence = confidence
         self.mass = mass
         self.min_clues = min_clues
         self.max_clues = max_clues
-        try:
-            settings = {"max_documents": max_clues, **self.reader}
-            self._reader = AnswerGenerator(**settings) if rule == "stable" else None
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"reader: {exc}") from exc
+        self._reader = None
+        if rule == "stable":
+            spec = reader or {"type": "reader"}
+            self._reader = build(spec, "reader", role=Reader, defaults={"max_documents": max_clues})
         if self._reader is not None and self._reader.max_documents < max_clues:
             raise ValueError(
                 f"reader.max_documents ({self._reader.max_documents}) must be at least max_clues ({max_clues}): "

@@ -329,9 +329,10 @@ class TextPRFReranker(ScorerUser, BatchComponent):
     Words are whitespace-separated (the paper uses NLTK's word tokenizer); passages are ``"title. text"``
     with ``title_prefix``.
 
-    :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`), e.g.
-        ``{"type": "cross-encoder", "model": "cross-encoder/ms-marco-MiniLM-L-6-v2"}``,
-        ``{"type": "bi-encoder", "model": "minilm"}`` or ``{"type": "llm", "llm": "qwen2.5-0.5b"}``.
+    :param scorer: a scorer, a nested spec (:func:`hopstack.models.scorers.make_scorer`), e.g.
+        ``{type: cross-encoder, init_parameters: {model: cross-encoder/ms-marco-MiniLM-L-6-v2}}``,
+        ``{type: bi-encoder, init_parameters: {model: minilm}}`` or
+        ``{type: llm, init_parameters: {llm: qwen2.5-0.5b}}``.
     :param fb_docs: feedback passages (voters) per query; the paper's best is 3 or fewer.
     :param aggregation: ``borda`` (the paper's best), ``sum`` or ``max``.
     :param top_k: documents returned unless the ``top_k`` input overrides it.
@@ -339,6 +340,8 @@ class TextPRFReranker(ScorerUser, BatchComponent):
     :param title_prefix: passages are ``"title. text"`` when a document has a title.
     :param device: ``auto | cpu | cuda | cuda:N`` for an encoder scorer (an LLM's is in its spec).
     """
+
+    reranks = True  # the Reranker role (hopstack.core.roles)
 
     def __init__(
         self,

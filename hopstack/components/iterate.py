@@ -14,8 +14,9 @@ from typing import Any
 
 from haystack import Document, component
 
-from hopstack.components.base import WrapsRetriever, build_component
+from hopstack.components.base import WrapsRetriever
 from hopstack.core.batch import BatchComponent, batch_size_of, call_batch
+from hopstack.core.spec import build
 from hopstack.core.text import numbered_passages, prompt_passages
 from hopstack.models.cache import LLMUser
 
@@ -48,6 +49,8 @@ class QueryReformulator(LLMUser, BatchComponent):
     :param max_tokens: the query's length budget.
     :param cache: use the on-disk call cache.
     """
+
+    reformulates = True  # the Reformulator role (hopstack.core.roles)
 
     def __init__(
         self,
@@ -118,6 +121,9 @@ class IterativeRetriever(WrapsRetriever, BatchComponent):
     :param index: when set, the retriever's ``index`` (so ``--index`` reaches it).
     """
 
+    loops_hops = True  # the HopLoop role (hopstack.core.roles)
+    retrieves = True  # the Retriever role too
+
     def __init__(
         self,
         retriever: dict[str, Any],
@@ -140,9 +146,9 @@ class IterativeRetriever(WrapsRetriever, BatchComponent):
         self.max_hops = max_hops
         self.top_k = top_k
         self.merge = merge
-        self._stopper = build_component(stopper, "stopper")
+        self._stopper = build(stopper, "stopper")
         default_reformulator = {"type": "hopstack.components.iterate.QueryReformulator"}
-        self._reformulator = build_component(reformulator or default_reformulator, "reformulator")
+        self._reformulator = build(reformulator or default_reformulator, "reformulator")
 
     def warm_up(self) -> None:
         """Warm up the nested components."""

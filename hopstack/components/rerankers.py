@@ -30,6 +30,8 @@ class Reranker(BatchComponent):
     """The reranker contract: ``run(query, documents, top_k)`` -> ``documents``, implemented by the
     subclass's ``run_batch``."""
 
+    reranks = True  # the Reranker role (hopstack.core.roles)
+
     @component.output_types(documents=list[Document])
     def run(self, query: str, documents: list[Document], top_k: int | None = None) -> dict[str, Any]:
         """Rerank one question's candidates."""
@@ -50,11 +52,12 @@ class TracedReranker(Reranker):
 class PointwiseReranker(ScorerUser, Reranker):
     """Rerank candidates by a pointwise relevance scorer, each (question, passage) pair on its own.
 
-    :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`):
-        ``{"type": "cross-encoder", "model": "BAAI/bge-reranker-base"}`` (any Hugging Face cross-encoder),
-        ``{"type": "llm", "llm": "qwen2.5-0.5b"}`` (log P(Yes) - log P(No) of a relevance prompt: the
-        ranking of P("Yes")), ``{"type": "llm-graded", "llm": "qwen2.5-0.5b", "scale": 10}`` (the expected
-        0-10 grade), or ``{"type": "bi-encoder", "model": "minilm"}`` (cosine; a stand-in, not a reranker).
+    :param scorer: a scorer, a nested spec (:func:`hopstack.models.scorers.make_scorer`):
+        ``{type: cross-encoder, init_parameters: {model: BAAI/bge-reranker-base}}`` (any Hugging Face
+        cross-encoder), ``{type: llm, init_parameters: {llm: qwen2.5-0.5b}}`` (log P(Yes) - log P(No) of a
+        relevance prompt: the ranking of P("Yes")), ``{type: llm-graded, init_parameters: {llm: qwen2.5-0.5b,
+        scale: 10}}`` (the expected 0-10 grade), or ``{type: bi-encoder, init_parameters: {model: minilm}}``
+        (cosine; a stand-in, not a reranker).
     :param top_k: documents returned unless the ``top_k`` input overrides it.
     :param title_prefix: passages are ``"title. text"`` when a document has a title.
     :param device: ``auto | cpu | cuda | cuda:N`` for an encoder scorer (an LLM's is in its spec).
@@ -251,7 +254,7 @@ class EmbeddingListwiseReranker(PointwiseReranker):
         self.title_prefix = title_prefix
         self.device = device
         self.cache = cache
-        self._scorer = make_scorer({"type": "bi-encoder", "model": model, "cache": cache}, device)
+        self._scorer = make_scorer({"type": "bi-encoder", "init_parameters": {"model": model, "cache": cache}}, device)
 
     def _pairs(self, query: list[str], documents: list[list[Document]]) -> list[tuple[str, str]]:
         """(pseudo-query, passage) for every candidate of the batch: all embedded in one call."""

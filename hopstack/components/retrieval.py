@@ -31,6 +31,8 @@ from hopstack.models.registry import resolve_model
 class _IndexReader(BatchComponent):
     """A batched component that reads the index named by its ``index`` init parameter."""
 
+    retrieves = True  # the Retriever role (hopstack.core.roles)
+
     index: str | None
     extra_outputs: tuple[str, ...] = ()  # output sockets besides documents, one entry per query
 

@@ -36,8 +36,9 @@ import numpy as np
 from haystack import Document, component
 from scipy.special import expit, logit
 
-from hopstack.components.generation import AnswerGenerator
 from hopstack.core.batch import BatchComponent, batch_size_of
+from hopstack.core.roles import Reader
+from hopstack.core.spec import build
 from hopstack.core.text import numbered_passages, prompt_passages, split_sentences
 from hopstack.models.cache import LLMUser, call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
@@ -316,6 +317,8 @@ class Stopper(BatchComponent):
     """The stopper contract of iterative retrieval: ``run(query, documents, hop)`` -> ``stop`` (the evidence
     so far suffices, or the policy says to stop) and ``trace`` (why), implemented by ``run_batch``."""
 
+    stops_hops = True  # the Stopper role (hopstack.core.roles)
+
     @component.output_types(stop=bool, trace=dict[str, Any])
     def run(self, query: str, documents: list[Document], hop: int = 1) -> dict[str, Any]:
         """Decide for one question after hop ``hop``."""
@@ -449,12 +452,15 @@ class NaturalLogicStopper(LLMUser, Stopper):
 
     :param llm: the LLM that writes claims and answers the operator questions.
     :param claims: the queries are claims, not questions.
-    :param reader: :class:`AnswerGenerator` init parameters (default: ``llm``, 5 documents).
+    :param reader: the reader, a nested spec ``{type: reader, init_parameters}``; parameters it leaves out
+        (``llm``, ``max_documents``, ``cache``) are the stopper's.
     :param max_documents: documents whose sentences are evidence.
     :param evidence_titles: give each sentence as ``title ; sentence`` (AdMIRaL's evidence format), so
         that claim chunks can align to the document's title too.
-    :param prover: further :class:`NaturalLogicProver` parameters (``embedder``, ``max_chunks``,
-        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``).
+    :param prover: the prover, a nested spec ``{type: natural-logic, init_parameters}`` with
+        :class:`NaturalLogicProver`'s parameters (``embedder``, ``max_chunks``, ``evidence_sentences``,
+        ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``); ``llm``, ``device`` and
+        ``cache`` it leaves out are the stopper's.
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param cache: use the on-disk call cache.
     """
@@ -477,14 +483,11 @@ class NaturalLogicStopper(LLMUser, Stopper):
         self.reader = reader
         self.max_documents = max_documents
         self.evidence_titles = evidence_titles
-        self.prover = prover or {}
+        self.prover = prover
         self.device = device
-        try:
-            self._prover = NaturalLogicProver(llm=llm, device=device, cache=cache, **self.prover)
-            settings = {"llm": llm, "max_documents": max_documents, "cache": cache, **(reader or {})}
-            self._reader = None if claims else AnswerGenerator(**settings)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"NaturalLogicStopper: {exc}") from exc
+        shared = {"llm": llm, "device": device, "cache": cache, "max_documents": max_documents}
+        self._prover = build(prover or {"type": "natural-logic"}, "prover", defaults=shared)
+        self._reader = None if claims else build(reader or {"type": "reader"}, "reader", role=Reader, defaults=shared)
 
     def warm_up(self) -> None:
         """Load the LLM, the embedder and the reader."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from haystack import Document
-from haystack.dataclasses import ChatMessage
 
+from hopstack.core.outputs import final_documents, predicted_answer
 from hopstack.core.text import normalize_answer
 from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, distinct
 from hopstack.index.chunking import SentenceChunker, load_tokenizer
@@ -101,50 +101,6 @@ class ScoredRun:
     per_query: dict[str, list[float]]  # metric name -> one value per question in question_ids
     means: dict[str, float]
     warnings: list[str]
-
-
-def final_documents(outputs: dict[str, dict[str, Any]]) -> list[Document]:
-    """The documents a pipeline returns for one question: its (first) unconsumed ``documents`` output, else
-    (a pipeline that ends in a reader) the documents its answer was generated from."""
-    for sockets in outputs.values():
-        if "documents" in sockets:
-            return sockets["documents"]
-    answer = predicted_answer(outputs)
-    return answer[1] if answer is not None else []
-
-
-ANSWER_SOCKETS = ("answers", "replies")
-
-
-def answer_item(outputs: dict[str, dict[str, Any]]) -> tuple[bool, Any]:
-    """Whether a pipeline's outputs for one question hold an answer output (the first ``answers`` or
-    ``replies`` output), and that output's first item (None when the output is empty)."""
-    for sockets in outputs.values():
-        for socket in ANSWER_SOCKETS:
-            if socket in sockets:
-                return True, next(iter(sockets[socket] or []), None)
-    return False, None
-
-
-def answer_text(item: Any) -> str:
-    """The text of an answer item: a string, a chat message's text, or a GeneratedAnswer's (ExtractedAnswer's)
-    ``.data``; "" for None."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, ChatMessage):
-        return item.text or ""
-    return str(getattr(item, "data", None) or "")
-
-
-def predicted_answer(outputs: dict[str, dict[str, Any]]) -> tuple[str, list[Document]] | None:
-    """A pipeline's answer to one question and the documents its reader saw, or None when it has no answer
-    output. The answer is the first ``answers`` output (the ``.data`` of its first GeneratedAnswer) or
-    ``replies`` output (its first string or chat message); the documents are that GeneratedAnswer's
-    ``.documents`` ([] when absent)."""
-    found, first = answer_item(outputs)
-    if not found:
-        return None
-    return answer_text(first), list(getattr(first, "documents", None) or [])
 
 
 def _f1(prediction: str, gold: str) -> float:

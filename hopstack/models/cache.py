@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hopstack.core.settings import cache_enabled, cache_home
+from hopstack.core.spec import NestedComponents
 from hopstack.models.llm import Prompt
 
 
@@ -160,7 +161,7 @@ class CachedLLM:
         return results
 
 
-class LLMUser:
+class LLMUser(NestedComponents):
     """Mixin for whatever calls an LLM: ``use_llm`` checks the spec (loads nothing), ``warm_up`` loads the
     model and puts the call cache in front of it as ``self._llm``."""
 

@@ -1,4 +1,4 @@
-"""One LLM interface for every LLM-based stage (DESIGN decision 7).
+"""One LLM interface (:class:`hopstack.core.roles.LLM`) for every LLM-based stage.
 
 ``generate(prompts, max_tokens, temperature, stop, seed)`` returns one completion per prompt;
 ``score(prompts, candidates)`` returns, per prompt, the log-probability of each candidate continuation
@@ -28,31 +28,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from hopstack.core.roles import LLM
+from hopstack.core.spec import build
 from hopstack.models.registry import REGISTRY, resolve_model
 
 Prompt = str | list[dict[str, str]]
 Scored = tuple[str, list[float]]  # a greedy completion and the log-probability of each of its tokens
-
-
-class LLM(Protocol):
-    """What every LLM backend offers."""
-
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
-    ) -> list[str]: ...
-
-    def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]: ...
-
-    def generate_scored(self, prompts: Sequence[Prompt], max_tokens: int = 32) -> list[Scored]: ...
 
 
 @dataclass
@@ -608,24 +593,22 @@ def _candidate_log_prob(candidate: str, top: dict[str, float], floor: float) -> 
     return top[max(prefixes, key=len)] if prefixes else floor
 
 
-BACKENDS = {"llama.cpp": LlamaCppLLM, "transformers": TransformersLLM, "openai": OpenAICompatibleLLM}
+def llm_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """An ``llm`` init parameter as a nested spec ``{type, init_parameters}``. A bare model name is short for
+    llama.cpp (registry names and ``.gguf`` files) or transformers (any other Hugging Face id or path)."""
+    if isinstance(spec, str):
+        backend = "llama.cpp" if spec in REGISTRY or spec.lower().endswith(".gguf") else "transformers"
+        return {"type": backend, "init_parameters": {"model": spec}}
+    if isinstance(spec, dict) and "backend" in spec:
+        raise ValueError(
+            "llm: {backend: ...} is no longer read; write {type: BACKEND, init_parameters: {...}}, e.g. "
+            "{type: openai, init_parameters: {base_url: ..., model: ...}}"
+        )
+    return spec
 
 
 def make_llm(spec: str | dict[str, Any]) -> LLM:
-    """An LLM from a component's JSON-safe ``llm`` init parameter: a registry name, GGUF path or Hugging
-    Face id (llama.cpp for registry names and ``.gguf`` files, transformers otherwise), or a dict
-    ``{"backend": "llama.cpp" | "transformers" | "openai", ...that backend's init parameters}``, e.g.
-    ``{"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "qwen"}``."""
-    if isinstance(spec, str):
-        backend = "llama.cpp" if spec in REGISTRY or spec.lower().endswith(".gguf") else "transformers"
-        spec = {"backend": backend, "model": spec}
-    if not isinstance(spec, dict):
-        raise ValueError(f"llm must be a model name or a {{'backend': ...}} mapping, got {spec!r}")
-    settings = dict(spec)
-    backend = settings.pop("backend", "llama.cpp")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown LLM backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    try:
-        return BACKENDS[backend](**settings)
-    except TypeError as exc:
-        raise ValueError(f"LLM backend {backend!r}: {exc}") from exc
+    """An LLM from a component's JSON-safe ``llm`` init parameter: a model name (see :func:`llm_spec`) or a
+    nested spec ``{type: llama.cpp | transformers | openai | CLASS_PATH, init_parameters}``, e.g.
+    ``{type: openai, init_parameters: {base_url: "http://127.0.0.1:8000/v1", model: qwen}}``."""
+    return build(llm_spec(spec), "llm", role=LLM)

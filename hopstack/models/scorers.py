@@ -2,31 +2,32 @@
 
 Every scorer has ``warm_up()`` (loads its model; constructors are light) and
 ``score(pairs) -> np.ndarray``, one float per pair, higher meaning more relevant; callers send every
-pair of a batch in one call. Specs (:func:`make_scorer`):
+pair of a batch in one call. A scorer is a nested spec ``{type, init_parameters}`` (:func:`make_scorer`)
+whose type is a class path or one of these short names:
 
-- ``{"type": "cross-encoder", "model": ID_OR_PATH, ...}``: any Hugging Face cross-encoder
+- ``cross-encoder`` (``init_parameters: {model: ID_OR_PATH}``): any Hugging Face cross-encoder
   (:class:`~hopstack.models.cross_encoder.CrossEncoderScorer`; none ships offline).
-- ``{"type": "bi-encoder", "model": "minilm", ...}``: cosine similarity of sentence-transformer
-  embeddings (:class:`BiEncoderScorer`), a cheap approximation of a cross-encoder that works offline.
-- ``{"type": "llm", "llm": LLM_SPEC, ...}``: pointwise LLM relevance, log P(Yes) - log P(No) of a
-  relevance prompt (:class:`LLMScorer`); ``LLM_SPEC`` is what :func:`hopstack.models.llm.make_llm` takes.
-- ``{"type": "llm-graded", "llm": LLM_SPEC, "scale": 10, ...}``: fine-grained pointwise relevance, the
-  expected grade over the probabilities of the grade tokens 0..scale (:class:`LLMGradedScorer`).
-- ``{"type": "extractive-qa", "model": ID_OR_PATH, ...}``: P(the passage answers the question) of a
-  SQuAD 2.0-style extractive QA model (:class:`~hopstack.models.extractive_qa.ExtractiveQAScorer`),
-  CompSelect's answerability.
+- ``bi-encoder`` (``{model: minilm}``): cosine similarity of sentence-transformer embeddings
+  (:class:`BiEncoderScorer`), a cheap approximation of a cross-encoder that works offline.
+- ``llm`` (``{llm: LLM_SPEC}``): pointwise LLM relevance, log P(Yes) - log P(No) of a relevance prompt
+  (:class:`LLMScorer`); ``LLM_SPEC`` is what :func:`hopstack.models.llm.make_llm` takes.
+- ``llm-graded`` (``{llm: LLM_SPEC, scale: 10}``): fine-grained pointwise relevance, the expected grade
+  over the probabilities of the grade tokens 0..scale (:class:`LLMGradedScorer`).
+- ``extractive-qa`` (``{model: ID_OR_PATH}``): P(the passage answers the question) of a SQuAD 2.0-style
+  extractive QA model (:class:`~hopstack.models.extractive_qa.ExtractiveQAScorer`), CompSelect's
+  answerability.
 """
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from hopstack.core.roles import Scorer as ScorerRole
+from hopstack.core.spec import NestedComponents, build, is_spec
 from hopstack.core.text import first_words
 from hopstack.models.cache import CallCache, LLMUser, call_cache
-from hopstack.models.cross_encoder import CrossEncoderScorer
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
-from hopstack.models.extractive_qa import ExtractiveQAScorer
 
 Pair = tuple[str, str]
 
@@ -41,14 +42,6 @@ GRADED_PROMPT = (
     "How relevant is the passage to the query, from 0 (unrelated) to {scale} (it contains the answer)? "
     "Answer with the number only."
 )
-
-
-class Scorer(Protocol):
-    """What every scorer offers."""
-
-    def warm_up(self) -> None: ...
-
-    def score(self, pairs: Sequence[Pair]) -> np.ndarray: ...
 
 
 class BiEncoderScorer:
@@ -97,8 +90,8 @@ class LLMScorer(LLMUser):
     All pairs go to the LLM's ``score`` in one call, through the on-disk call cache, so a repeated run
     makes no model calls. Small models rank with these margins; they are not calibrated labels.
 
-    :param llm: an LLM spec for :func:`hopstack.models.llm.make_llm` (registry name, path, Hugging Face id,
-        or ``{"backend": ..., ...}``).
+    :param llm: an LLM spec for :func:`hopstack.models.llm.make_llm` (a model name, or
+        ``{type: llama.cpp | transformers | openai, init_parameters}``).
     :param prompt: the user message, with ``{query}`` and ``{passage}`` placeholders.
     :param max_passage_words: words of the passage kept in the prompt.
     :param cache: use the call cache (``HOPSTACK_CACHE=off`` overrides).
@@ -185,7 +178,7 @@ def expected_grades(probabilities: np.ndarray, grades: list[str]) -> np.ndarray:
     return exclusive @ np.array([float(g) for g in grades])
 
 
-class ScorerUser:
+class ScorerUser(NestedComponents):
     """Mixin for components that hold a scorer: ``use_scorer`` checks the spec (loads nothing) and keeps the
     init parameters ``scorer`` and ``device``; ``warm_up`` loads the scorer's model."""
 
@@ -200,36 +193,15 @@ class ScorerUser:
         self._scorer.warm_up()
 
 
-SCORERS = {
-    "cross-encoder": CrossEncoderScorer,
-    "bi-encoder": BiEncoderScorer,
-    "llm": LLMScorer,
-    "llm-graded": LLMGradedScorer,
-    "extractive-qa": ExtractiveQAScorer,
-}
-ENCODER_SCORERS = ("cross-encoder", "bi-encoder", "extractive-qa")
+def make_scorer(spec: dict[str, Any], device: str = "auto") -> ScorerRole:
+    """A scorer from its nested spec ``{type, init_parameters}`` (see the module docstring).
 
-
-def make_scorer(spec: dict[str, Any], device: str = "auto") -> Scorer:
-    """A scorer from its spec ``{"type": ..., ...that scorer's parameters}`` (see the module docstring).
-
-    ``device`` is the owning component's device, given to the encoder scorers; an LLM's device belongs
-    to its ``llm`` spec. Nothing is loaded before ``warm_up``.
+    ``device`` is the owning component's device, given to scorers that take one (the encoders); an LLM's
+    device belongs to its ``llm`` spec. Nothing is loaded before ``warm_up``.
     """
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"scorer must be a mapping with a 'type' ({', '.join(SCORERS)}); got {spec!r}")
-    settings = dict(spec)
-    kind = settings.pop("type")
-    if kind not in SCORERS:
-        raise ValueError(f"unknown scorer type {kind!r}; use one of {', '.join(SCORERS)}")
-    if kind in ENCODER_SCORERS:
-        if "device" in settings:
-            raise ValueError(f"scorer {kind!r}: set the component's device, not the scorer's")
-        settings["device"] = device
-    try:
-        return SCORERS[kind](**settings)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"scorer {kind!r}: {exc}") from exc
+    if is_spec(spec) and "device" in (spec.get("init_parameters") or {}):
+        raise ValueError(f"scorer {spec['type']!r}: set the component's device, not the scorer's")
+    return build(spec, "scorer", role=ScorerRole, defaults={"device": device})
 
 
 def score_all(scorer: Any, pairs: list[tuple[str, str]], owner: str) -> np.ndarray:

@@ -4,14 +4,17 @@ A :class:`ServedPipeline` is one YAML file loaded once at start-up (never a pipe
 :class:`~hopstack.graphs.runner.BatchRunner`, its graph as Mermaid text and SVG, and the nodes whose outputs
 a response shows:
 
-- documents: the pipeline's unconsumed ``documents`` output; in a pipeline that ends in a reader, the list
-  the reader (or the clue selection before it) was given;
-- clues: the documents output of the last CompSelect node (``hopstack.components.compression``);
-- answer: the first ``answers`` (or ``replies``) output, with the reader's confidence when it gives one;
+- answer and documents: what :func:`hopstack.core.outputs.pipeline_output` reads from the pipeline's
+  unconsumed outputs, exactly what evaluation scores: the first ``answers`` (or ``replies``) output, with the
+  reader's confidence when it gives one, and the unconsumed ``documents`` output or, in a pipeline that ends
+  in a reader, the documents the reader read;
+- clues: the documents output of the last clue selector (:class:`~hopstack.core.roles.ClueSelector`);
 - sub-questions: every node with a ``sub_questions`` output (question decomposition);
-- hops: every :class:`~hopstack.components.iterate.IterativeRetriever`'s trace.
+- hops: the trace of every hop loop (:class:`~hopstack.core.roles.HopLoop`).
 
-``/v1/retrieve`` runs only the nodes the documents node depends on (a reader pipeline's LLM never runs).
+``/v1/retrieve`` returns the retrieval stage's documents: the unconsumed ``documents`` output or, in a
+pipeline that ends in a reader, the documents given to the reader (followed back past clue selection); it
+runs only the nodes those depend on (a reader pipeline's LLM never runs).
 """
 
 import time
@@ -21,16 +24,15 @@ from typing import Any
 
 import networkx as nx
 
-from hopstack.components.iterate import IterativeRetriever
+from hopstack.core.outputs import ANSWER_SOCKETS, pipeline_output, unconsumed
+from hopstack.core.roles import ClueSelector, HopLoop
 from hopstack.errors import HopstackInputError
-from hopstack.experiments.metrics import ANSWER_SOCKETS, answer_item, answer_text
 from hopstack.graphs.runner import BatchRunner, RunResult
 from hopstack.graphs.tracing import jsonable
 from hopstack.spec.draw import draw_image, to_mermaid
 from hopstack.spec.loading import load_pipeline
 
 RETURNABLE = ("documents", "clues", "answer", "trace")
-_COMPRESSION_MODULE = "hopstack.components.compression"
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,14 @@ class ServedPipeline:
         self._svg: str | None = None
         graph = self.pipeline.graph
         self._order = list(nx.lexicographical_topological_sort(graph))
+        self._leaves = self.pipeline.outputs()
         self.answer_node = self._first_leaf(ANSWER_SOCKETS)
         output_documents = self._first_leaf(("documents",))
         self.documents_node = output_documents or self._reader_documents_node()
-        clue_nodes = [n for n in self._order if self._is_compression(n) and "documents" in self._outputs(n)]
+        clue_nodes = [n for n in self._order if self._is_clue_selector(n) and "documents" in self._outputs(n)]
         self.clue_node = clue_nodes[-1] if clue_nodes else None
         self.sub_question_nodes = [n for n in self._order if "sub_questions" in self._outputs(n)]
-        self.hop_nodes = [n for n in self._order if isinstance(self._instance(n), IterativeRetriever)]
+        self.hop_nodes = [n for n in self._order if isinstance(self._instance(n), HopLoop)]
         self._top_k_socket = self.documents_node is not None and self._free_socket(self.documents_node, "top_k")
         self._documents_are_output = output_documents is not None
 
@@ -77,15 +80,15 @@ class ServedPipeline:
     def _outputs(self, name: str) -> dict[str, Any]:
         return self.pipeline.graph.nodes[name]["output_sockets"]
 
-    def _is_compression(self, name: str) -> bool:
-        return type(self._instance(name)).__module__ == _COMPRESSION_MODULE
+    def _is_clue_selector(self, name: str) -> bool:
+        return isinstance(self._instance(name), ClueSelector)
 
     def _free_socket(self, name: str, socket: str) -> bool:
         sockets = self.pipeline.graph.nodes[name]["input_sockets"]
         return socket in sockets and not sockets[socket].senders
 
     def _first_leaf(self, sockets: tuple[str, ...]) -> str | None:
-        for name, outputs in self.pipeline.outputs().items():
+        for name, outputs in self._leaves.items():
             if any(s in outputs for s in sockets):
                 return name
         return None
@@ -96,7 +99,7 @@ class ServedPipeline:
         if self.answer_node is None:
             return None
         node = self._sender(self.answer_node, "documents")
-        while node is not None and self._is_compression(node):
+        while node is not None and self._is_clue_selector(node):
             node = self._sender(node, "documents") or None
         return node
 
@@ -168,7 +171,10 @@ class ServedPipeline:
         outputs = result.outputs[i]
         body: dict[str, Any] = {"pipeline": self.name, "question": query.question}
         if "documents" in query.returns:
-            documents = outputs.get(self.documents_node, {}).get("documents", []) if self.documents_node else []
+            if answering:
+                documents = pipeline_output(unconsumed(outputs, self._leaves)).documents
+            else:
+                documents = outputs.get(self.documents_node, {}).get("documents", [])
             body["documents"] = jsonable(documents[: query.top_k] if query.top_k else documents)
         if "clues" in query.returns and answering:
             body["clues"] = jsonable(outputs[self.clue_node].get("documents", [])) if self.clue_node else None
@@ -194,9 +200,5 @@ class ServedPipeline:
     def _answer(self, outputs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         if self.answer_node is None:
             return None
-        _, first = answer_item(outputs)
-        return {
-            "text": answer_text(first),
-            "confidence": (getattr(first, "meta", None) or {}).get("confidence"),
-            "documents": [d.id for d in getattr(first, "documents", None) or []],
-        }
+        output = pipeline_output(unconsumed(outputs, self._leaves))
+        return {"text": output.text, "confidence": output.confidence, "documents": [d.id for d in output.read]}

@@ -8,7 +8,6 @@ loops live inside one iterate component, DESIGN decision 3) and mandatory inputs
 """
 
 import difflib
-import importlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -22,11 +21,15 @@ from haystack.core.component.types import InputSocket, OutputSocket
 from haystack.core.serialization import component_from_dict
 from haystack.core.type_utils import _safe_get_origin, _type_name, _types_are_compatible
 
-from hopstack.core.spec import pipeline_inputs
+from hopstack.core.spec import (
+    SpecError,
+    check_spec,
+    init_signature,
+    is_spec,
+    pipeline_inputs,
+    resolve_component_class,
+)
 from hopstack.errors import HopstackInputError
-
-ALLOWED_MODULES = ("hopstack", "haystack")
-"""Top-level packages whose components a pipeline file may name."""
 
 TOP_LEVEL_KEYS = {"components", "connections", "metadata", "max_runs_per_component", "connection_type_validation"}
 HOPSTACK_METADATA_KEYS = {"inputs", "batch_size", "description"}
@@ -98,6 +101,15 @@ def _key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
     return None
 
 
+def _node_at(node: yaml.Node | None, path: tuple[str, ...]) -> yaml.Node | None:
+    """The node a key path inside a mapping points at: the value of ``type``, else the last key itself."""
+    for key in path[:-1]:
+        node = _child(node, key)
+    if not path:
+        return node
+    return _child(node, path[-1]) if path[-1] == "type" else _key_node(node, path[-1])
+
+
 def nearest(name: str, candidates: list[str], n: int = 3) -> list[str]:
     """Up to ``n`` candidates close to ``name`` (difflib ratio)."""
     return difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
@@ -140,50 +152,6 @@ def _suggest_types(component_type: str) -> str:
         by_class = {k.rsplit(".", 1)[-1]: k for k in known}
         close = [by_class[c] for c in nearest(class_name, list(by_class))]
     return f"; nearest known types: {', '.join(close)}" if close else ""
-
-
-def module_allowed(module_name: str) -> bool:
-    """Whether ``module_name`` lies under one of :data:`ALLOWED_MODULES`."""
-    return any(module_name == top or module_name.startswith(top + ".") for top in ALLOWED_MODULES)
-
-
-def resolve_component_class(component_type: str) -> type:
-    """Import and return the component class named ``component_type``; raises ValueError with a reason."""
-    if not isinstance(component_type, str) or "." not in component_type:
-        raise ValueError(
-            "type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', "
-            f"got {component_type!r}"
-        )
-    module_name, class_name = component_type.rsplit(".", 1)
-    if not module_allowed(module_name):
-        raise PermissionError(
-            f"module '{module_name}' is outside the allowlist ({', '.join(ALLOWED_MODULES)}); it was not imported"
-        )
-    if component_type not in haystack_component.registry:
-        try:
-            importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(f"unknown component type '{component_type}': module not found ({exc})") from exc
-    if component_type not in haystack_component.registry:
-        raise ValueError(f"unknown component type '{component_type}'")
-    return haystack_component.registry[component_type]
-
-
-def _init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
-    params = dict(inspect.signature(cls.__init__).parameters)
-    params.pop("self", None)
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = {
-        n: p
-        for n, p in params.items()
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    }
-    return named, takes_kwargs
-
-
-def init_parameter_names(cls: type) -> set[str]:
-    """The keyword parameters of a component class's ``__init__``."""
-    return set(_init_signature(cls)[0])
 
 
 class _Validator:
@@ -305,7 +273,7 @@ class _Validator:
         if not isinstance(init_parameters, dict):
             self.add(params_node, "'init_parameters' must be a mapping", name)
             return None
-        named, takes_kwargs = _init_signature(cls)
+        named, takes_kwargs = init_signature(cls)
         bad = False
         if not takes_kwargs:
             for key in init_parameters:
@@ -322,6 +290,9 @@ class _Validator:
                 self.add(
                     params_node or node, f"missing required init parameter '{param_name}' for {cls.__name__}", name
                 )
+        for key, value in init_parameters.items():
+            if is_spec(value) and self._check_nested(str(key), value, _child(params_node, key), name):
+                bad = True
         if bad:
             return None
         try:
@@ -329,6 +300,21 @@ class _Validator:
         except Exception as exc:  # noqa: BLE001 - any constructor error is a problem of this file
             self.add(params_node or node, f"cannot create {cls.__name__}: {exc}", name)
             return None
+
+    def _check_nested(self, where: str, spec: dict[str, Any], node: yaml.Node | None, component: str) -> bool:
+        """Report the problems of a nested spec ``{type, init_parameters}``, and of the specs nested in it, at
+        their own keys; True when there was one."""
+        try:
+            _, params = check_spec(spec, where)
+        except SpecError as exc:
+            self.add(_node_at(node, exc.path) or node, str(exc), component)
+            return True
+        params_node = _child(node, "init_parameters")
+        found = False
+        for key, value in params.items():
+            if is_spec(value) and self._check_nested(f"{where}.{key}", value, _child(params_node, key), component):
+                found = True
+        return found
 
     # -- connections -----------------------------------------------------------------------
     def _endpoint(self, text: Any, node: yaml.Node | None, sockets: dict, output: bool) -> tuple[str, str] | None:

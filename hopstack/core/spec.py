@@ -1,0 +1,233 @@
+"""Pipeline-file contracts shared by every layer: the module allowlist, resolving a ``type`` to a class, the
+one nested-spec form ``{type, init_parameters}``, the pipeline's inputs, and overrides.
+
+A nested part of a component (the retriever of a hop loop, a reranker's scorer, a truncator's reader, a
+stopper's prover, an LLM) is written exactly like a top-level component::
+
+    scorer:
+      type: cross-encoder                  # a registered short name, or a class path under the allowlist
+      init_parameters: {model: BAAI/bge-reranker-base}
+
+An LLM may also be given as a bare model name (``llm: qwen2.5-0.5b``), short for
+``{type: llama.cpp, init_parameters: {model: qwen2.5-0.5b}}`` (see :mod:`hopstack.models.llm`).
+"""
+
+import difflib
+import importlib
+import inspect
+from typing import Any
+
+ALLOWED_MODULES = ("hopstack", "haystack")
+"""Top-level packages whose classes a pipeline file may name."""
+
+DEFAULT_PIPELINE_INPUTS = ("query", "question")
+"""Unconnected sockets with these names receive the question when ``metadata.hopstack.inputs`` is unset."""
+
+
+def pipeline_inputs(metadata: dict[str, Any] | None) -> tuple[str, ...]:
+    """Names of the flat pipeline inputs: ``metadata.hopstack.inputs`` or :data:`DEFAULT_PIPELINE_INPUTS`."""
+    settings = (metadata or {}).get("hopstack") or {}
+    return tuple(settings.get("inputs") or DEFAULT_PIPELINE_INPUTS)
+
+
+SPEC_KEYS = frozenset({"type", "init_parameters"})
+
+SHORT_NAMES: dict[str, str | type] = {
+    # scorers of (query, passage) pairs
+    "cross-encoder": "hopstack.models.cross_encoder.CrossEncoderScorer",
+    "bi-encoder": "hopstack.models.scorers.BiEncoderScorer",
+    "llm": "hopstack.models.scorers.LLMScorer",
+    "llm-graded": "hopstack.models.scorers.LLMGradedScorer",
+    "extractive-qa": "hopstack.models.extractive_qa.ExtractiveQAScorer",
+    # LLM backends
+    "llama.cpp": "hopstack.models.llm.LlamaCppLLM",
+    "transformers": "hopstack.models.llm.TransformersLLM",
+    "openai": "hopstack.models.llm.OpenAICompatibleLLM",
+    # nested stages
+    "reader": "hopstack.components.generation.AnswerGenerator",
+    "natural-logic": "hopstack.components.stopping.NaturalLogicProver",
+}
+"""Registered short names a nested spec's ``type`` may use instead of a class path: a class path, or a class
+that Python code registered with :func:`register` (pipeline files themselves can only name allowlisted
+modules)."""
+
+
+def register(short_name: str, cls: type | str) -> None:
+    """Let nested specs name ``cls`` (a class, or a class path under the allowlist) as ``short_name``, e.g. a
+    scorer of one's own: ``register("my-scorer", MyScorer)`` before loading the pipeline."""
+    SHORT_NAMES[short_name] = cls
+
+
+class SpecError(ValueError):
+    """A nested spec is malformed or names a class it may not; ``path`` is the key path inside the spec
+    (e.g. ``("init_parameters", "llm")``) where the problem lies."""
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.path = path
+
+
+def module_allowed(module_name: str) -> bool:
+    """Whether ``module_name`` lies under one of :data:`ALLOWED_MODULES`."""
+    return any(module_name == top or module_name.startswith(top + ".") for top in ALLOWED_MODULES)
+
+
+def _import_class(class_path: str, kind: str = "type") -> type:
+    module_name, _, class_name = class_path.rpartition(".")
+    if not module_name or not class_name:
+        raise ValueError(
+            f"type must be a class path such as 'hopstack.components.retrieval.BM25Retriever' or a registered "
+            f"short name ({', '.join(SHORT_NAMES)}), got {class_path!r}"
+        )
+    if not module_allowed(module_name):
+        raise PermissionError(
+            f"module '{module_name}' is outside the allowlist ({', '.join(ALLOWED_MODULES)}); it was not imported"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"unknown {kind} '{class_path}': module not found ({exc})") from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"unknown {kind} '{class_path}': {module_name} has no class {class_name}")
+    return cls
+
+
+def resolve_component_class(component_type: Any) -> type:
+    """The Haystack component class a pipeline file's top-level ``type`` names (a class path under the
+    allowlist); raises PermissionError outside the allowlist, ValueError when unknown."""
+    from haystack import component as haystack_component
+
+    if not isinstance(component_type, str) or "." not in component_type:
+        raise ValueError(
+            "type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', "
+            f"got {component_type!r}"
+        )
+    if component_type not in haystack_component.registry:
+        _import_class(component_type, kind="component type")
+    if component_type not in haystack_component.registry:
+        raise ValueError(f"unknown component type '{component_type}': not a Haystack component")
+    return haystack_component.registry[component_type]
+
+
+def resolve_nested_class(type_name: Any) -> type:
+    """The class a nested spec's ``type`` names: a registered short name or a class path under the allowlist."""
+    if not isinstance(type_name, str) or not type_name:
+        raise ValueError(f"type must be a short name ({', '.join(SHORT_NAMES)}) or a class path, got {type_name!r}")
+    if type_name not in SHORT_NAMES and "." not in type_name:
+        close = difflib.get_close_matches(type_name, list(SHORT_NAMES), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown type {type_name!r}: use a registered short name ({', '.join(SHORT_NAMES)}) or a class path{hint}"
+        )
+    target = SHORT_NAMES.get(type_name, type_name)
+    return target if isinstance(target, type) else _import_class(target)
+
+
+def init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
+    """A class's named ``__init__`` parameters and whether it also takes ``**kwargs``."""
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {
+        n: p
+        for n, p in params.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+    return named, takes_kwargs
+
+
+def init_parameter_names(cls: type) -> set[str]:
+    """The keyword parameters of a class's ``__init__``."""
+    return set(init_signature(cls)[0])
+
+
+def is_spec(value: Any) -> bool:
+    """Whether ``value`` is written as a nested spec: a mapping with a ``type`` (well formed or not)."""
+    return isinstance(value, dict) and "type" in value
+
+
+def check_spec(spec: Any, where: str) -> tuple[type, dict[str, Any]]:
+    """The class and init parameters of a nested spec ``{type, init_parameters}``; raises :class:`SpecError`
+    (naming ``where`` and the key at fault) for a malformed spec, a type outside the allowlist or unknown,
+    or init parameters the class does not take or lacks."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise SpecError(f"{where} must be a mapping {{type, init_parameters}}, got {_short(spec)}")
+    extra = [str(k) for k in spec if k not in SPEC_KEYS]
+    if extra:
+        raise SpecError(
+            f"{where} has key(s) {', '.join(extra)} beside 'type': a nested spec is {{type, init_parameters}}; "
+            f"move them under init_parameters",
+            (extra[0],),
+        )
+    try:
+        cls = resolve_nested_class(spec["type"])
+    except (ValueError, PermissionError) as exc:
+        raise SpecError(f"{where}: {exc}", ("type",)) from exc
+    params = spec.get("init_parameters") or {}
+    if not isinstance(params, dict):
+        raise SpecError(f"{where}: init_parameters must be a mapping", ("init_parameters",))
+    named, takes_kwargs = init_signature(cls)
+    if not takes_kwargs:
+        for key in params:
+            if key not in named:
+                raise SpecError(
+                    f"{where}: unknown init parameter '{key}' for {cls.__name__} (takes {', '.join(named)})",
+                    ("init_parameters", str(key)),
+                )
+    for name, param in named.items():
+        if param.default is inspect.Parameter.empty and name not in params:
+            raise SpecError(f"{where}: missing required init parameter '{name}' for {cls.__name__}", ("type",))
+    return cls, params
+
+
+def build(spec: Any, where: str, role: type | None = None, defaults: dict[str, Any] | None = None) -> Any:
+    """Instantiate a nested spec (see :func:`check_spec`). ``defaults`` fill init parameters the spec leaves
+    out and the class takes (a stopper's reader gets the stopper's LLM); ``role`` is a runtime-checkable
+    Protocol (:mod:`hopstack.core.roles`) the instance must satisfy."""
+    cls, params = check_spec(spec, where)
+    accepted = init_parameter_names(cls)
+    settings = {k: v for k, v in (defaults or {}).items() if k in accepted and k not in params}
+    try:
+        instance = cls(**settings, **params)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: {exc}", ("init_parameters",)) from exc
+    if role is not None and not isinstance(instance, role):
+        raise SpecError(f"{where}: {cls.__name__} is not a {role.__name__}", ("type",))
+    return instance
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class NestedComponents:
+    """Mixin for components whose init parameters hold nested specs ``{type, init_parameters}``: its
+    ``from_dict`` keeps them as plain dicts for the component to build (under hopstack's allowlist and short
+    names) instead of letting Haystack deserialize them."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build the component from its serialised form, nested specs left as they are."""
+        return cls(**(data.get("init_parameters") or {}))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set each override (``{"index": DIR}``, ``{"llm": NAME}``) on every component of a pipeline's data,
+    and every nested spec inside it, whose class takes that init parameter. ``None`` values are ignored."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for spec in (data.get("components") or {}).values():
+        _override(spec, resolve_component_class(spec["type"]), overrides)
+    return data
+
+
+def _override(spec: dict[str, Any], cls: type, overrides: dict[str, Any]) -> None:
+    if spec.get("init_parameters") is None:
+        spec["init_parameters"] = {}
+    params = spec["init_parameters"]
+    accepted = init_parameter_names(cls)
+    params.update({k: v for k, v in overrides.items() if k in accepted})
+    for nested in params.values():
+        if is_spec(nested) and set(nested) <= SPEC_KEYS:
+            _override(nested, resolve_nested_class(nested["type"]), overrides)
