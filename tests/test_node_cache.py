@@ -1,4 +1,4 @@
-"""The on-disk node cache and the union of pipeline variants (DESIGN decision 4)."""
+"""The on-disk node cache and the union of pipeline variants (docs/concepts/caching.md)."""
 
 import shutil
 from pathlib import Path

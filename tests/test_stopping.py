@@ -1,4 +1,4 @@
-"""Natural-logic stopping: the DFA against METHODS.md's table on every operator sequence up to length 5,
+"""Natural-logic stopping: the DFA against ProoFVer's table (docs/methods/natural-logic.md#dfa) on every operator sequence up to length 5,
 claim chunking, evidence spans, proofs with a scripted LLM, and the stop policies."""
 
 import itertools
@@ -25,7 +25,7 @@ from hopstack.testing import assert_run_batch_matches_run
 
 TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 
-# METHODS.md 3.1, copied as text: state \ op | = < > ! | #
+# docs/methods/natural-logic.md#dfa, copied as text: state \ op | = < > ! | #
 TABLE = """
 SUPPORTS        | S | S | NEI | R | R | NEI
 REFUTES         | R | NEI | R | S | NEI | NEI

@@ -1,1 +1,1 @@
-"""hopstack components, one module per stage family (see DESIGN.md, Layout)."""
+"""hopstack components, one module per stage family (see docs/concepts/layers.md)."""

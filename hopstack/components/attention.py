@@ -1,4 +1,4 @@
-"""In-context reranking by attention (ICR; Chen, Jiménez Gutiérrez and Su, ICLR 2025; METHODS 6.2).
+"""In-context reranking by attention (ICR; Chen, Jiménez Gutiérrez and Su, ICLR 2025; docs/methods/rerankers.md#icr).
 
 The LLM reads every candidate once, in one prompt, followed by the query; a candidate's score is how
 much attention the query's tokens pay to its tokens, calibrated by the attention that a content-free

@@ -1,10 +1,10 @@
-"""CompSelect clue selection (METHODS.md section 2), training-free: extract, rerank and truncate clues.
+"""CompSelect clue selection (docs/methods/compselect.md), training-free: extract, rerank and truncate clues.
 
 CompSelect (Zhang et al., WWW 2026; arXiv 2502.11811) gives the reader a few sentences ("clues") instead of
 whole documents: an extractor keeps the sentences useful for the question, a reranker orders them by
 whether the reader could answer from them, and a truncator keeps the shortest sufficient prefix. The paper
 fine-tunes LLaMA3.2-3B (extractor, truncator) and a bi-encoder (reranker). Here the three modules are the
-training-free approximation of METHODS.md 2.4, each a component and each batched across questions:
+training-free approximation of docs/methods/compselect.md#what-hopstack-implements, each a component and each batched across questions:
 
 - :class:`ClueExtractor`: documents split into sentences; every sentence scored against the question by a
   scorer (a cross-encoder for users who have one; MiniLM cosine offline); the top ``top_m`` kept and
@@ -60,7 +60,7 @@ class ClueExtractor(ScorerUser, BatchComponent):
     :param scorer: a scorer spec (:func:`hopstack.models.scorers.make_scorer`); ``{type: cross-encoder,
         init_parameters: {model: cross-encoder/ms-marco-MiniLM-L-6-v2}}`` is CompSelect's choice; the
         default, MiniLM cosine, is what works offline.
-    :param top_m: sentences kept by score (METHODS.md: 20).
+    :param top_m: sentences kept by score (the paper: 20).
     :param knn_threshold: cosine distance of the KNN enrichment (the paper's 0.25).
     :param embedder: the sentence embedder of the KNN rule.
     :param max_documents: documents read, in order (None: all).
@@ -172,14 +172,14 @@ class ClueReranker(ScorerUser, BatchComponent):
 
     ``a`` is the answerability scorer's score on [0, 1]: P(Yes) of the LLM yes/no scorer (the default; its
     prompt is :data:`ANSWERABILITY_PROMPT` unless the spec gives one), grade / scale for ``llm-graded``,
-    1 - P(no answer) for ``extractive-qa`` (a SQuAD 2.0 model, METHODS.md's suggestion), and min-max scaled
+    1 - P(no answer) for ``extractive-qa`` (a SQuAD 2.0 model, the suggestion of docs/methods/compselect.md), and min-max scaled
     over the question's clues for the other encoder scorers (a trained bi-encoder: the paper's reranker).
     ``r`` is the clue's ``meta["clue_score"]`` from :class:`ClueExtractor` (else its document score),
     min-max scaled over the question's clues. Each clue keeps ``a`` as ``meta["answerability"]`` (the
     truncator's mass rule reads it).
 
     :param answerability: a scorer spec (:func:`hopstack.models.scorers.make_scorer`).
-    :param weight: the weight of answerability (METHODS.md: 0.5).
+    :param weight: the weight of answerability (docs/methods/compselect.md: 0.5).
     :param top_k: clues kept (None: all).
     :param title_prefix: a clue is scored as ``"title. sentence"`` when it has a title.
     :param device: ``auto | cpu | cuda | cuda:N`` for an encoder scorer.
@@ -274,9 +274,9 @@ class ClueTruncator(BatchComponent):
         :class:`~hopstack.components.generation.AnswerGenerator` with its defaults, reading ``max_clues``
         clues; ``max_documents`` below ``max_clues`` is refused).
     :param confidence: the reader's confidence threshold (``stable``).
-    :param mass: the answerability share to keep (``mass``; METHODS.md: 0.8).
+    :param mass: the answerability share to keep (``mass``; docs/methods/compselect.md: 0.8).
     :param min_clues: at least this many clues are kept (when there are that many).
-    :param max_clues: at most this many (METHODS.md's K_max: 10).
+    :param max_clues: at most this many (the paper's K_max: 10).
     """
 
     selects_clues = True  # the ClueSelector role (hopstack.core.roles)

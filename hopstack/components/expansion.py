@@ -1,4 +1,4 @@
-"""Pseudo-relevance feedback (METHODS section 5): the top documents of a first pass, taken as relevant,
+"""Pseudo-relevance feedback (docs/methods/prf.md): the top documents of a first pass, taken as relevant,
 reshape the query for a second pass.
 
 - :class:`BM25RM3Retriever`: RM3 query expansion for BM25 (5.3).
@@ -50,7 +50,7 @@ class BM25RM3Retriever(BM25Retriever):
     Where this differs from Anserini's ``Rm3Reranker`` (Pyserini's ``set_rm3``):
 
     - Anserini prunes each feedback document to its ``fb_terms`` most frequent terms and divides by that
-      pruned total; here P(t|d) = tf / |d| over the whole document, the RM3 formula of METHODS 5.3.
+      pruned total; here P(t|d) = tf / |d| over the whole document, the RM3 formula of docs/methods/prf.md#rm3.
     - Anserini skips feedback terms shorter than 2 or longer than 20 characters or outside [a-z0-9]; here
       the index's tokens are taken as they are (bm25s keeps runs of 2+ word characters). Its document
       frequency filter (no expansion term that occurs in more than 10% of the documents) is
@@ -193,7 +193,7 @@ class BM25RM3Retriever(BM25Retriever):
 
 @component
 class DensePRFRetriever(DenseRetriever):
-    """Dense retrieval with vector pseudo-relevance feedback (Li et al., TOIS 2022; METHODS 5.2).
+    """Dense retrieval with vector pseudo-relevance feedback (Li et al., TOIS 2022; docs/methods/prf.md#vector-prf).
 
     The query's embedding q searches the index; the embeddings d_1..d_k of its top ``fb_docs`` documents
     (the index's stored embeddings; for a corpus embedded in memory, read back from the FAISS index) make
@@ -316,7 +316,7 @@ def aggregate_votes(scores: np.ndarray, aggregation: str) -> np.ndarray:
 
 @component
 class TextPRFReranker(ScorerUser, BatchComponent):
-    """Text-based PRF for a reranking scorer, concatenate-aggregate (CA) (Li et al., TOIS 2022; METHODS 5.1).
+    """Text-based PRF for a reranking scorer, concatenate-aggregate (CA) (Li et al., TOIS 2022; docs/methods/prf.md#text-prf).
 
     For a query q and its first-stage list L (``documents``), each of the top ``fb_docs`` passages p_i of L
     makes a query q_i = the first ``max_query_words`` words of q + " " + p_i; every document d of L is

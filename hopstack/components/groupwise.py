@@ -1,4 +1,4 @@
-"""Rerankers that show the LLM a few candidates at a time (METHODS section 6.4 and setwise ranking).
+"""Rerankers that show the LLM a few candidates at a time (docs/methods/rerankers.md#grouprank and setwise ranking).
 
 - :class:`GroupwiseReranker`: GroupRank (Sun et al. 2025): candidates shuffled into groups, every
   document of a group scored 0-10 with the whole group in view, the shuffle repeated and the scores
@@ -24,7 +24,7 @@ from hopstack.core.text import prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import expected_grades
 
-# GroupRank's evaluation instructions as METHODS 6.4 describes them (usefulness first, relevance second,
+# GroupRank's evaluation instructions as docs/methods/rerankers.md#grouprank describes them (usefulness first, relevance second,
 # 0-10 with anchors at 9-10 / 7-8 / 5-6 / 3-4 / 1-2 / 0); the wording is ours, the original was not read.
 GROUP_SYSTEM = (
     "You are an expert relevance assessor. Evaluate how well each document helps answer the query: "
@@ -63,7 +63,7 @@ def parse_group_scores(text: str, n: int) -> tuple[dict[int, float], dict[str, i
 
 @component
 class GroupwiseReranker(LLMUser, TracedReranker):
-    """GroupRank-style groupwise reranking (METHODS 6.4), a small-model approximation of the 7B
+    """GroupRank-style groupwise reranking (docs/methods/rerankers.md#grouprank), a small-model approximation of the 7B
     GroupRank model.
 
     Each question's candidates are shuffled (seeded by ``seed`` and the question) and cut into groups of
@@ -72,7 +72,7 @@ class GroupwiseReranker(LLMUser, TracedReranker):
     ``fusion_weight * group + (1 - fusion_weight) * first_stage`` (GroupRank: 0.6 / 0.4), the first-stage
     scores min-max scaled to 0-1 per question (the scaling is ours).
 
-    ``score_mode: logits`` (the CPU variant METHODS suggests) asks for each document of the group in
+    ``score_mode: logits`` (the CPU variant of docs/methods/rerankers.md#grouprank) asks for each document of the group in
     turn and takes the expected grade over the grade tokens' probabilities: the prompts of a group share
     everything but their last line, which llama.cpp evaluates once. ``score_mode: generate`` is
     GroupRank's own output: one JSON answer per group, parsed robustly (:func:`parse_group_scores`); a

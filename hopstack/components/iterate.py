@@ -1,4 +1,4 @@
-"""Iterative multi-hop retrieval: the hop loop inside one component (DESIGN decision 3).
+"""Iterative multi-hop retrieval: the hop loop inside one component (docs/concepts/iteration.md).
 
 :class:`IterativeRetriever` holds a retriever, a query reformulator and a stopper as nested
 ``{type, init_parameters}`` components and keeps per-question state. Hop 1 retrieves for the question;

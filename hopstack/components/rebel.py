@@ -1,19 +1,19 @@
-"""REBEL multi-criteria reranking (LeVine & Varjavand 2025; METHODS section 1).
+"""REBEL multi-criteria reranking (LeVine & Varjavand 2025; docs/methods/rebel.md).
 
 REBEL ranks by relevance *and* secondary criteria of document quality, because relevance alone
 loses answer quality. Two modes:
 
-**faithful** (METHODS 1.1): the LLM reads a batch of up to ten documents in one prompt (one-turn: the fixed
+**faithful** (docs/methods/rebel.md#faithful): the LLM reads a batch of up to ten documents in one prompt (one-turn: the fixed
 prompt; two-turn: a prompt the LLM first writes from the query with the meta-prompt) and answers
 "Doc: i, Relevance: final" lines, doing the arithmetic itself. Prompts are reconstructed
-(:mod:`hopstack.components.rebel_prompts`). The answer is parsed robustly (METHODS 1.6): floats, ids checked
+(:mod:`hopstack.components.rebel_prompts`). The answer is parsed robustly (docs/methods/rebel.md#faithful): floats, ids checked
 to be in the batch, a line's id and score parsed together. An LLM-written prompt without both placeholders
 falls back to the one-turn prompt. Fallback order: documents the answer leaves out were judged below the
 threshold by REBEL and are left out (or put last, in first-stage order, with ``keep_below_threshold``); a
 batch whose answer has no usable line at all keeps its first-stage order after the scored documents.
 Repeated ids keep their first score; every case is counted in the ``trace`` output.
 
-**small-model** (METHODS 1.7): a 0.5B model cannot do the arithmetic, so it moves to Python:
+**small-model** (docs/methods/rebel.md#small-model): a 0.5B model cannot do the arithmetic, so it moves to Python:
 
 1. Criteria: one-turn uses REBEL's fixed five (depth, diversity, clarity, authoritativeness, recency);
    two-turn asks the LLM for at most three query-specific criteria as JSON
@@ -39,7 +39,7 @@ from hopstack.core.text import passage_text, prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import LLMGradedScorer
 
-# REBEL's one-turn criteria (METHODS 1.2): name, what it measures, the 5 and the 0 anchors.
+# REBEL's one-turn criteria (docs/methods/rebel.md#method): name, what it measures, the 5 and the 0 anchors.
 FIXED_CRITERIA = [
     {
         "name": "Depth of Content",

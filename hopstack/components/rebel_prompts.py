@@ -1,8 +1,8 @@
-"""REBEL's faithful-mode prompts (METHODS section 1.2), reconstructed.
+"""REBEL's faithful-mode prompts (docs/methods/rebel.md#method), reconstructed.
 
 The verbatim prompt texts (``DEFAULT_REBEL_CHOICE_SELECT_PROMPT_TMPL`` and ``DEFAULT_REBEL_META_PROMPT_TMPL``
 in the bvarjavand/llama_index fork) were not reachable offline. These prompts are written from the
-description in METHODS 1.2: the same criteria, anchors, scales, weights, procedure, output format and
+description in docs/methods/rebel.md#method: the same criteria, anchors, scales, weights, procedure, output format and
 closing choice-select example block (llama_index's stock few-shot block). Label runs with them
 "REBEL-style, prompts reconstructed", not a reproduction. Placeholders are ``{context_str}`` and
 ``{query_str}`` (and ``{user_query}`` in the meta-prompt); they are filled by :func:`fill`, plain text
@@ -105,5 +105,5 @@ def fill(template: str, **values: str) -> str:
 
 
 def usable_prompt(text: str) -> str | None:
-    """An LLM-written re-ranking prompt if it has both placeholders (METHODS 1.6), else ``None``."""
+    """An LLM-written re-ranking prompt if it has both placeholders (docs/methods/rebel.md#faithful), else ``None``."""
     return text if all(p in text for p in PLACEHOLDERS) else None

@@ -1,4 +1,4 @@
-"""Reranking stages: reorder each question's candidate documents (METHODS sections 1 and 6).
+"""Reranking stages: reorder each question's candidate documents (docs/methods/rebel.md and docs/methods/rerankers.md).
 
 - :class:`PointwiseReranker`: every (question, candidate) pair scored on its own by a scorer
   (:mod:`hopstack.models.scorers`): a cross-encoder, an LLM's P("Yes") that the passage is relevant
@@ -100,8 +100,8 @@ INSERTED_SCORES = ("raw", "minmax")
 
 @component
 class ListwiseReranker(LLMUser, Reranker):
-    """Single-token listwise reranking (FIRST, Reddy et al. 2024; METHODS 6.1), optionally with the
-    first-stage scores written into the prompt (InsertRank, METHODS 6.3).
+    """Single-token listwise reranking (FIRST, Reddy et al. 2024; docs/methods/rerankers.md#listwise), optionally with the
+    first-stage scores written into the prompt (InsertRank, docs/methods/rerankers.md#listwise).
 
     The candidates of a window are listed in a RankGPT-style prompt with the identifiers [A], [B], ...;
     the LLM's answer would start "[X"; the log-probability of each "[X" after the prompt is read in one
@@ -212,7 +212,7 @@ QUERY_POSITIONS = ("last", "first")
 
 @component
 class EmbeddingListwiseReranker(PointwiseReranker):
-    """E2Rank-style reranking (Liu et al. 2025; METHODS 6.5): an embedding model as a listwise reranker.
+    """E2Rank-style reranking (Liu et al. 2025; docs/methods/rerankers.md#e2rank): an embedding model as a listwise reranker.
 
     The question and its top ``pseudo_query_docs`` candidates make one listwise pseudo-query,
     ``"{task}\\nDocuments:\\n[1] d1\\n[2] d2 ...Search Query:{query}"``; every candidate is scored by the

@@ -1,11 +1,11 @@
-"""Natural-logic stopping of iterative retrieval (AdMIRaL, ProoFVer's DFA, QA-NatVer; METHODS.md section 3).
+"""Natural-logic stopping of iterative retrieval (AdMIRaL, ProoFVer's DFA, QA-NatVer; docs/methods/natural-logic.md).
 
 A proof is a sequence of (claim span, evidence span, operator) steps over the MacCartney-Manning operators
-``= < > ! | #``; :func:`natlog_verdict` runs the operators through ProoFVer's DFA (METHODS.md 3.1) to
+``= < > ! | #``; :func:`natlog_verdict` runs the operators through ProoFVer's DFA (docs/methods/natural-logic.md#dfa) to
 SUPPORTS, REFUTES or NOT ENOUGH INFO. Evidence is sufficient when the verdict is SUPPORTS or REFUTES.
 
 :class:`NaturalLogicProver` builds proofs training-free, as QA-NatVer does without a trained proof
-generator (METHODS.md 3.4-3.5):
+generator (docs/methods/natural-logic.md#qa-natver):
 
 1. the claim is cut into at most 6 chunks (APPROXIMATION: a rule-based split at function words and
    punctuation stands in for the flair chunker);
@@ -46,7 +46,7 @@ from hopstack.models.embedders import embed_texts, load_sentence_transformer
 SUPPORTS, REFUTES, NOT_ENOUGH_INFO = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
 VERDICTS = (SUPPORTS, REFUTES, NOT_ENOUGH_INFO)
 OPERATORS = ("=", "<", ">", "!", "|", "#")
-# ProoFVer's DFA (METHODS.md 3.1): state -> operator -> next state; the start state is SUPPORTS
+# ProoFVer's DFA (docs/methods/natural-logic.md#dfa): state -> operator -> next state; the start state is SUPPORTS
 TRANSITIONS = {
     SUPPORTS: {"=": SUPPORTS, "<": SUPPORTS, ">": NOT_ENOUGH_INFO, "!": REFUTES, "|": REFUTES, "#": NOT_ENOUGH_INFO},
     REFUTES: {
@@ -71,7 +71,7 @@ def natlog_verdict(operators: Iterable[str]) -> str:
     return state
 
 
-# QA-NatVer's handwritten questions (METHODS.md 3.4), one per operator other than independence
+# QA-NatVer's handwritten questions (docs/methods/natural-logic.md#qa-natver), one per operator other than independence
 OPERATOR_QUESTIONS = {
     "=": 'Is "{span}" a paraphrase of "{evidence}"?',
     "<": 'Given the premise "{evidence}", does the hypothesis "{span}" always hold?',
@@ -181,8 +181,8 @@ class NaturalLogicProver(LLMUser):
     :param embedder: the sentence embedder for choosing evidence sentences and aligning spans.
     :param max_chunks: claim chunks (QA-NatVer: 6).
     :param evidence_sentences: the sentences closest to the claim that spans are drawn from (AdMIRaL: 5).
-    :param max_span_words: the longest evidence span (METHODS.md 3.5: 7).
-    :param align_threshold: cosine below which a chunk is unaligned and gets ``#`` (METHODS.md 3.5: 0.5).
+    :param max_span_words: the longest evidence span (docs/methods/natural-logic.md#what-hopstack-implements: 7).
+    :param align_threshold: cosine below which a chunk is unaligned and gets ``#`` (docs/methods/natural-logic.md#what-hopstack-implements: 0.5).
     :param yes_threshold: P(Yes) an operator question needs (QA-NatVer: 0.5), after calibration.
     :param calibration: ``content-free`` (P(Yes) relative to the same question about empty spans; see the
         module docstring) or ``none`` (QA-NatVer's raw P(Yes)).

@@ -1,4 +1,4 @@
-"""Metrics that follow the benchmarks' own protocols exactly (DESIGN decision 8).
+"""Metrics that follow the benchmarks' own protocols exactly (docs/concepts/evaluation.md#metrics).
 
 MultiHop-RAG's official retrieval metrics are restated here (tested against its script); document-level
 IR measures come from ir-measures (pytrec_eval); answers are scored with SQuAD/HotpotQA's EM and F1. :func:`score_run`

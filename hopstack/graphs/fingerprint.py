@@ -1,4 +1,4 @@
-"""Node fingerprints (DESIGN decision 4).
+"""Node fingerprints (docs/concepts/caching.md).
 
 A node's fingerprint is a hash of its component type, its init parameters (as Haystack serialises
 them), what it reads besides them (a component may define ``content_identity() -> str``, e.g. the

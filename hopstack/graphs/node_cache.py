@@ -1,4 +1,4 @@
-"""The on-disk cache of node outputs (DESIGN decision 4): a rerun of an unchanged node costs nothing.
+"""The on-disk cache of node outputs (docs/concepts/caching.md): a rerun of an unchanged node costs nothing.
 
 An entry holds one node's outputs for one item, keyed by the node's fingerprint (component type, init
 parameters, what it reads from disk, upstream fingerprints; see :mod:`hopstack.graphs.fingerprint`),

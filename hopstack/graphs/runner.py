@@ -1,4 +1,4 @@
-"""The batched graph runner (DESIGN decision 2).
+"""The batched graph runner (docs/concepts/runner.md).
 
 :class:`BatchRunner` executes a loaded ``haystack.Pipeline`` over a list of inputs node by node in
 topological order. For each node it gathers every item's inputs (pipeline inputs, upstream outputs

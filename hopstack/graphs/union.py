@@ -1,4 +1,4 @@
-"""Several pipeline variants as one graph whose nodes are their distinct fingerprints (DESIGN decision 4).
+"""Several pipeline variants as one graph whose nodes are their distinct fingerprints (docs/concepts/caching.md).
 
 Variants that share a prefix (the same retrievers with the same settings over the same index, say)
 share the nodes of that prefix: the union runs each distinct node once, and every variant's outputs are

@@ -1,4 +1,4 @@
-"""The index folder (DESIGN decision 6), built once by ``hopstack index`` and read by the retrievers.
+"""The index folder (docs/concepts/index-folder.md), built once by ``hopstack index`` and read by the retrievers.
 
 ```
 DIR/manifest.json          format version, corpus hash, chunker, embedder, counts, every file's size and sha256

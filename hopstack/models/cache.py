@@ -1,4 +1,4 @@
-"""An on-disk cache of model calls (DESIGN decision 4): a repeated evaluation makes no model calls.
+"""An on-disk cache of model calls (docs/concepts/caching.md): a repeated evaluation makes no model calls.
 
 Entries live in one SQLite file (``$HOPSTACK_HOME/cache/calls.sqlite`` by default), keyed by the
 sha256 of the model's identity, the call's kind and parameters, and the one input; values are JSON.

@@ -1,4 +1,4 @@
-"""Device selection shared by every model-bearing component (DESIGN decision 5)."""
+"""Device selection shared by every model-bearing component (docs/concepts/devices.md)."""
 
 import re
 

@@ -1,10 +1,10 @@
-"""Answerability from any SQuAD 2.0-style extractive QA model (METHODS.md 2.4: ``1 - P_noanswer``).
+"""Answerability from any SQuAD 2.0-style extractive QA model (docs/methods/compselect.md#what-hopstack-implements: ``1 - P_noanswer``).
 
 A SQuAD 2.0 model scores every answer span (start logit + end logit) and a "no answer" span at the
 [CLS] token. :class:`ExtractiveQAScorer` turns those into a probability that the passage answers the
 question: the softmax over the null span and every span of the passage up to ``max_answer_tokens`` long,
 minus the null span's share. No such model ships offline here (``deepset/roberta-base-squad2`` is
-METHODS.md's example); the tests build a tiny random one. Models load once per process per device.
+docs/methods/compselect.md's example); the tests build a tiny random one. Models load once per process per device.
 """
 
 import threading

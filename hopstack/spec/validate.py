@@ -1,10 +1,10 @@
-"""Validation of pipeline YAML files before anything runs (DESIGN decision 10).
+"""Validation of pipeline YAML files before anything runs (docs/concepts/pipelines.md#validation).
 
 Every problem is collected and reported with the file, line and column, the component and the socket:
 YAML syntax errors, a schema that Haystack would not load, component types outside the module
 allowlist or not found (with the nearest known names), unknown or missing init parameters, connections
 to unknown components or sockets, type-incompatible connections, cycles (hopstack pipelines are DAGs:
-loops live inside one iterate component, DESIGN decision 3) and mandatory inputs that nothing feeds.
+loops live inside one iterate component, docs/concepts/iteration.md) and mandatory inputs that nothing feeds.
 """
 
 import difflib
@@ -411,7 +411,7 @@ class _Validator:
             closing,
             f"cycle {path}: hopstack pipelines are DAGs. Put the loop inside one iterate component "
             "(hopstack.components.iterate, which holds the retriever, query reformulator and stopper as "
-            "nested components and stops on a hop budget; DESIGN.md decision 3)",
+            "nested components and stops on a hop budget; docs/concepts/iteration.md)",
             cycle[-1][1],
         )
 
