@@ -219,7 +219,7 @@ def test_cycle_points_to_the_iterate_component(write_yaml):
     cycle = [p for p in problems if "cycle" in p.message]
     assert len(cycle) == 1
     assert "a -> b -> a" in cycle[0].message or "b -> a -> b" in cycle[0].message
-    assert "hopstack.components.iterate" in cycle[0].message and "decision 3" in cycle[0].message
+    assert "hopstack.components.iterate" in cycle[0].message and "docs/concepts/iteration.md" in cycle[0].message
     assert cycle[0].line in (9, 11)
 
 
@@ -295,3 +295,59 @@ def test_load_pipeline_raises_with_all_problems_and_builds_nothing(write_yaml):
 def test_unreadable_file_is_one_problem(tmp_path):
     [problem] = problems_of(tmp_path / "missing.yaml")
     assert "cannot read the file" in problem.message
+
+
+def test_nested_spec_problems_are_located_at_the_nested_key(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          rerank:
+            type: hopstack.components.rerankers.PointwiseReranker
+            init_parameters:
+              scorer:
+                type: llm
+                init_parameters:
+                  llm: qwen2.5-0.5b
+                  max_pasage_words: 100
+          truncate:
+            type: hopstack.components.compression.ClueTruncator
+            init_parameters:
+              reader: {type: reader, llm: qwen2.5-0.5b}
+          hops:
+            type: hopstack.components.iterate.IterativeRetriever
+            init_parameters:
+              retriever: {type: hopstack.components.retrieval.Nope}
+              stopper:
+                type: hopstack.components.stopping.NaturalLogicStopper
+                init_parameters:
+                  prover: {type: natural-logik}
+        connections: []
+        """
+    )
+    problems = {p.component: p for p in problems_of(path)}
+    typo = problems["rerank"]
+    assert (typo.line, typo.column) == (9, 11)
+    assert "scorer: unknown init parameter 'max_pasage_words' for LLMScorer" in typo.message
+    flat = problems["truncate"]
+    assert (flat.line, flat.column) == (13, 30) and "move them under init_parameters" in flat.message
+    [*hop_problems] = [p for p in problems_of(path) if p.component == "hops"]
+    messages = {(p.line, p.column): p.message for p in hop_problems}
+    assert "unknown type 'hopstack.components.retrieval.Nope'" in messages[(17, 25)]
+    assert "stopper.prover: unknown type 'natural-logik'" in messages[(21, 26)]
+    assert "did you mean 'natural-logic'" in messages[(21, 26)]
+
+
+def test_old_nested_dialects_are_refused_with_the_new_form(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          reader:
+            type: hopstack.components.generation.AnswerGenerator
+            init_parameters:
+              llm: {backend: openai, base_url: "http://127.0.0.1:8000/v1", model: qwen}
+        connections: []
+        """
+    )
+    [problem] = problems_of(path)
+    assert problem.component == "reader"
+    assert "write {type: BACKEND, init_parameters: {...}}" in problem.message

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import networkx as nx
 from haystack import Pipeline
-from haystack.core.type_utils import _type_name
+
+from hopstack.spec.validate import type_label
 
 
 def _node_id(name: str) -> str:
@@ -37,7 +38,7 @@ def to_mermaid(pipeline: Pipeline) -> str:
     for component, sockets in sorted(pipeline.outputs().items()):
         for socket, info in sorted(sockets.items()):
             node = _node_id(component)
-            lines.append(f'  {node} --> out_{node}_{socket}(["{socket}: {_type_name(info["type"])}"])')
+            lines.append(f'  {node} --> out_{node}_{socket}(["{socket}: {type_label(info["type"])}"])')
     return "\n".join(lines) + "\n"
 
 

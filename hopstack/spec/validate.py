@@ -12,14 +12,15 @@ import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import networkx as nx
 import yaml
+from haystack import Pipeline
 from haystack import component as haystack_component
 from haystack.core.component.types import InputSocket, OutputSocket
+from haystack.core.errors import PipelineConnectError
 from haystack.core.serialization import component_from_dict
-from haystack.core.type_utils import _safe_get_origin, _type_name, _types_are_compatible
 
 from hopstack.core.spec import (
     SpecError,
@@ -158,6 +159,7 @@ class _Validator:
     def __init__(self, source: str):
         self.source = source
         self.problems: list[Problem] = []
+        self.probe = Pipeline()  # the valid components, connected as Haystack would connect them
 
     def add(
         self, node: yaml.Node | None, message: str, component: str | None = None, socket: str | None = None
@@ -239,13 +241,16 @@ class _Validator:
         for name, spec in components.items():
             spec_node = _child(node, name)
             instance = self._check_component(str(name), spec, spec_node, _key_node(node, name))
-            if instance is not None:
-                sockets[str(name)] = (
-                    dict(instance.__haystack_input__._sockets_dict),
-                    dict(instance.__haystack_output__._sockets_dict),
-                )
-            else:
-                sockets[str(name)] = None  # type: ignore[assignment]  # known name, unknown sockets
+            sockets[str(name)] = None  # type: ignore[assignment]  # known name, unknown sockets
+            if instance is None:
+                continue
+            try:  # the component's sockets, as a pipeline sees them (Haystack's public graph attributes)
+                self.probe.add_component(str(name), instance)
+            except Exception as exc:  # noqa: BLE001 - Haystack refuses the name or the instance
+                self.add(_key_node(node, name), f"cannot add the component to a pipeline: {exc}", str(name))
+                continue
+            attributes = self.probe.graph.nodes[str(name)]
+            sockets[str(name)] = (dict(attributes["input_sockets"]), dict(attributes["output_sockets"]))
         return sockets
 
     def _check_component(self, name: str, spec: Any, node: yaml.Node | None, key_node: yaml.Node | None) -> Any:
@@ -374,26 +379,30 @@ class _Validator:
                 continue
             out_socket = sockets[sender[0]][1][sender[1]]
             in_socket = sockets[receiver[0]][0][receiver[1]]
-            compatible, _ = _types_are_compatible(out_socket.type, in_socket.type)
-            if not compatible:
+            senders = senders_per_socket.setdefault(receiver, [])
+            if sender[0] in senders:
+                self.add(item_node, f"'{sender[0]}' is already connected to this socket", receiver[0], receiver[1])
+                continue
+            if senders and not _accepts_several(in_socket):
                 self.add(
                     item_node,
-                    f"type mismatch: '{sender[0]}.{sender[1]}' sends {_type_name(out_socket.type)} but "
-                    f"'{receiver[0]}.{receiver[1]}' takes {_type_name(in_socket.type)}",
+                    f"already fed by '{senders[0]}'; only list-typed or Variadic sockets take several senders",
                     receiver[0],
                     receiver[1],
                 )
                 continue
-            senders_per_socket.setdefault(receiver, []).append(sender[0])
-            if len(senders_per_socket[receiver]) > 1 and not _accepts_several(in_socket):
+            try:  # Haystack's own connection rules, types included
+                self.probe.connect(".".join(sender), ".".join(receiver))
+            except PipelineConnectError:
                 self.add(
                     item_node,
-                    f"already fed by '{senders_per_socket[receiver][0]}'; only list-typed or Variadic sockets "
-                    "take several senders",
+                    f"type mismatch: '{sender[0]}.{sender[1]}' sends {type_label(out_socket.type)} but "
+                    f"'{receiver[0]}.{receiver[1]}' takes {type_label(in_socket.type)}",
                     receiver[0],
                     receiver[1],
                 )
                 continue
+            senders.append(sender[0])
             edges.append((sender, receiver, item_node))
         return edges
 
@@ -435,10 +444,17 @@ def _accepts_several(socket: InputSocket) -> bool:
     """Whether Haystack lets several senders feed ``socket`` (variadic, or list-typed and made variadic)."""
     if socket.is_variadic:
         return True
-    if _safe_get_origin(socket.type) is list:
+    if get_origin(socket.type) is list:
         return True
-    args = [a for a in getattr(socket.type, "__args__", ()) if a is not type(None)]
-    return bool(args) and all(_safe_get_origin(a) is list for a in args)
+    args = [a for a in get_args(socket.type) if a is not type(None)]
+    return bool(args) and all(get_origin(a) is list for a in args)
+
+
+def type_label(socket_type: Any) -> str:
+    """A socket type as people write it: ``list[Document]``, ``str | None``."""
+    if isinstance(socket_type, type) and not get_args(socket_type):
+        return socket_type.__name__
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(\w+)", r"\1", repr(socket_type))
 
 
 def validate_text(text: str, source: str = "<string>") -> tuple[dict[str, Any] | None, list[Problem]]:
