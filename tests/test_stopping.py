@@ -1,5 +1,5 @@
-"""Natural-logic stopping: the DFA against ProoFVer's table (docs/methods/natural-logic.md#dfa) on every operator sequence up to length 5,
-claim chunking, evidence spans, proofs with a scripted LLM, and the stop policies."""
+"""Natural-logic stopping: the DFA against ProoFVer's table (docs/methods/natural-logic.md#dfa) on every operator
+sequence up to length 5, claim chunking, evidence spans, proofs with a scripted LLM, and the stop policies."""
 
 import itertools
 import math

@@ -4,7 +4,8 @@ CompSelect (Zhang et al., WWW 2026; arXiv 2502.11811) gives the reader a few sen
 whole documents: an extractor keeps the sentences useful for the question, a reranker orders them by
 whether the reader could answer from them, and a truncator keeps the shortest sufficient prefix. The paper
 fine-tunes LLaMA3.2-3B (extractor, truncator) and a bi-encoder (reranker). Here the three modules are the
-training-free approximation of docs/methods/compselect.md#what-hopstack-implements, each a component and each batched across questions:
+training-free approximation of docs/methods/compselect.md#what-hopstack-implements, each a component and each batched
+across questions:
 
 - :class:`ClueExtractor`: documents split into sentences; every sentence scored against the question by a
   scorer (a cross-encoder for users who have one; MiniLM cosine offline); the top ``top_m`` kept and
@@ -172,8 +173,8 @@ class ClueReranker(ScorerUser, BatchComponent):
 
     ``a`` is the answerability scorer's score on [0, 1]: P(Yes) of the LLM yes/no scorer (the default; its
     prompt is :data:`ANSWERABILITY_PROMPT` unless the spec gives one), grade / scale for ``llm-graded``,
-    1 - P(no answer) for ``extractive-qa`` (a SQuAD 2.0 model, the suggestion of docs/methods/compselect.md), and min-max scaled
-    over the question's clues for the other encoder scorers (a trained bi-encoder: the paper's reranker).
+    1 - P(no answer) for ``extractive-qa`` (a SQuAD 2.0 model, the suggestion of docs/methods/compselect.md), and
+    min-max scaled over the question's clues for the other encoder scorers (a trained bi-encoder: the paper's reranker).
     ``r`` is the clue's ``meta["clue_score"]`` from :class:`ClueExtractor` (else its document score),
     min-max scaled over the question's clues. Each clue keeps ``a`` as ``meta["answerability"]`` (the
     truncator's mass rule reads it).

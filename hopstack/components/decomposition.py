@@ -1,8 +1,10 @@
-"""Question decomposition and multi-query retrieval (Ammann, Golde & Akbik, ACL SRW 2025; docs/methods/decomposition.md).
+"""Question decomposition and multi-query retrieval (Ammann, Golde & Akbik, ACL SRW 2025;
+docs/methods/decomposition.md).
 
 An LLM rewrites a complex question into at most ``max_sub_questions`` simpler, self-contained sub-questions;
 the original question is always kept first, so retrieval runs for ``[question, *sub_questions]``. The
-paper's prompt was not published: the prompt here is this project's (docs/methods/decomposition.md#what-hopstack-implements), and its
+paper's prompt was not published: the prompt here is this project's
+(docs/methods/decomposition.md#what-hopstack-implements), and its
 few-shot examples, written for hopstack, are given as separate chat turns (small models follow them best
 that way). Decoding is greedy by default, so decompositions are deterministic and cacheable; the paper
 sampled at temperature 0.8, top-p 0.8 with Qwen2.5-32B. With the 0.5B model that runs on a CPU here this is

@@ -316,7 +316,8 @@ def aggregate_votes(scores: np.ndarray, aggregation: str) -> np.ndarray:
 
 @component
 class TextPRFReranker(ScorerUser, BatchComponent):
-    """Text-based PRF for a reranking scorer, concatenate-aggregate (CA) (Li et al., TOIS 2022; docs/methods/prf.md#text-prf).
+    """Text-based PRF for a reranking scorer, concatenate-aggregate (CA) (Li et al., TOIS 2022;
+    docs/methods/prf.md#text-prf).
 
     For a query q and its first-stage list L (``documents``), each of the top ``fb_docs`` passages p_i of L
     makes a query q_i = the first ``max_query_words`` words of q + " " + p_i; every document d of L is

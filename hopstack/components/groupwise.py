@@ -24,8 +24,9 @@ from hopstack.core.text import prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import expected_grades
 
-# GroupRank's evaluation instructions as docs/methods/rerankers.md#grouprank describes them (usefulness first, relevance second,
-# 0-10 with anchors at 9-10 / 7-8 / 5-6 / 3-4 / 1-2 / 0); the wording is ours, the original was not read.
+# GroupRank's evaluation instructions as docs/methods/rerankers.md#grouprank describes them (usefulness first,
+# relevance second, 0-10 with anchors at 9-10 / 7-8 / 5-6 / 3-4 / 1-2 / 0); the wording is ours, the original was
+# not read.
 GROUP_SYSTEM = (
     "You are an expert relevance assessor. Evaluate how well each document helps answer the query: "
     "usefulness for answering it comes first, topical relevance second. Score each document from 0 to 10: "
@@ -72,8 +73,8 @@ class GroupwiseReranker(LLMUser, TracedReranker):
     ``fusion_weight * group + (1 - fusion_weight) * first_stage`` (GroupRank: 0.6 / 0.4), the first-stage
     scores min-max scaled to 0-1 per question (the scaling is ours).
 
-    ``score_mode: logits`` (the CPU variant of docs/methods/rerankers.md#grouprank) asks for each document of the group in
-    turn and takes the expected grade over the grade tokens' probabilities: the prompts of a group share
+    ``score_mode: logits`` (the CPU variant of docs/methods/rerankers.md#grouprank) asks for each document of the
+    group in turn and takes the expected grade over the grade tokens' probabilities: the prompts of a group share
     everything but their last line, which llama.cpp evaluates once. ``score_mode: generate`` is
     GroupRank's own output: one JSON answer per group, parsed robustly (:func:`parse_group_scores`); a
     document the answer leaves out gets no score from that repeat, and one left out of every repeat gets

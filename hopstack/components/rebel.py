@@ -3,11 +3,11 @@
 REBEL ranks by relevance *and* secondary criteria of document quality, because relevance alone
 loses answer quality. Two modes:
 
-**faithful** (docs/methods/rebel.md#faithful): the LLM reads a batch of up to ten documents in one prompt (one-turn: the fixed
-prompt; two-turn: a prompt the LLM first writes from the query with the meta-prompt) and answers
+**faithful** (docs/methods/rebel.md#faithful): the LLM reads a batch of up to ten documents in one prompt (one-turn:
+the fixed prompt; two-turn: a prompt the LLM first writes from the query with the meta-prompt) and answers
 "Doc: i, Relevance: final" lines, doing the arithmetic itself. Prompts are reconstructed
-(:mod:`hopstack.components.rebel_prompts`). The answer is parsed robustly (docs/methods/rebel.md#faithful): floats, ids checked
-to be in the batch, a line's id and score parsed together. An LLM-written prompt without both placeholders
+(:mod:`hopstack.components.rebel_prompts`). The answer is parsed robustly (docs/methods/rebel.md#faithful): floats, ids
+checked to be in the batch, a line's id and score parsed together. An LLM-written prompt without both placeholders
 falls back to the one-turn prompt. Fallback order: documents the answer leaves out were judged below the
 threshold by REBEL and are left out (or put last, in first-stage order, with ``keep_below_threshold``); a
 batch whose answer has no usable line at all keeps its first-stage order after the scored documents.

@@ -100,8 +100,8 @@ INSERTED_SCORES = ("raw", "minmax")
 
 @component
 class ListwiseReranker(LLMUser, Reranker):
-    """Single-token listwise reranking (FIRST, Reddy et al. 2024; docs/methods/rerankers.md#listwise), optionally with the
-    first-stage scores written into the prompt (InsertRank, docs/methods/rerankers.md#listwise).
+    """Single-token listwise reranking (FIRST, Reddy et al. 2024; docs/methods/rerankers.md#listwise), optionally with
+    the first-stage scores written into the prompt (InsertRank, docs/methods/rerankers.md#listwise).
 
     The candidates of a window are listed in a RankGPT-style prompt with the identifiers [A], [B], ...;
     the LLM's answer would start "[X"; the log-probability of each "[X" after the prompt is read in one
@@ -212,7 +212,8 @@ QUERY_POSITIONS = ("last", "first")
 
 @component
 class EmbeddingListwiseReranker(PointwiseReranker):
-    """E2Rank-style reranking (Liu et al. 2025; docs/methods/rerankers.md#e2rank): an embedding model as a listwise reranker.
+    """E2Rank-style reranking (Liu et al. 2025; docs/methods/rerankers.md#e2rank): an embedding model as a listwise
+    reranker.
 
     The question and its top ``pseudo_query_docs`` candidates make one listwise pseudo-query,
     ``"{task}\\nDocuments:\\n[1] d1\\n[2] d2 ...Search Query:{query}"``; every candidate is scored by the

@@ -182,7 +182,8 @@ class NaturalLogicProver(LLMUser):
     :param max_chunks: claim chunks (QA-NatVer: 6).
     :param evidence_sentences: the sentences closest to the claim that spans are drawn from (AdMIRaL: 5).
     :param max_span_words: the longest evidence span (docs/methods/natural-logic.md#what-hopstack-implements: 7).
-    :param align_threshold: cosine below which a chunk is unaligned and gets ``#`` (docs/methods/natural-logic.md#what-hopstack-implements: 0.5).
+    :param align_threshold: cosine below which a chunk is unaligned and gets ``#``
+        (docs/methods/natural-logic.md#what-hopstack-implements: 0.5).
     :param yes_threshold: P(Yes) an operator question needs (QA-NatVer: 0.5), after calibration.
     :param calibration: ``content-free`` (P(Yes) relative to the same question about empty spans; see the
         module docstring) or ``none`` (QA-NatVer's raw P(Yes)).

@@ -1,4 +1,5 @@
-"""Answerability from any SQuAD 2.0-style extractive QA model (docs/methods/compselect.md#what-hopstack-implements: ``1 - P_noanswer``).
+"""Answerability from any SQuAD 2.0-style extractive QA model
+(docs/methods/compselect.md#what-hopstack-implements: ``1 - P_noanswer``).
 
 A SQuAD 2.0 model scores every answer span (start logit + end logit) and a "no answer" span at the
 [CLS] token. :class:`ExtractiveQAScorer` turns those into a probability that the passage answers the

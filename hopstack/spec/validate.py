@@ -85,21 +85,23 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    """The value node under ``key`` in a mapping node, if any."""
+def _entry(node: yaml.Node | None, key: str) -> tuple[yaml.Node | None, yaml.Node | None]:
+    """The key node and value node of ``key`` in a mapping node; (None, None) when absent."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return value_node
-    return None
+                return key_node, value_node
+    return None, None
+
+
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node under ``key`` in a mapping node, if any."""
+    return _entry(node, key)[1]
 
 
 def _key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return key_node
-    return None
+    """The key node of ``key`` in a mapping node, if any."""
+    return _entry(node, key)[0]
 
 
 def _node_at(node: yaml.Node | None, path: tuple[str, ...]) -> yaml.Node | None:
