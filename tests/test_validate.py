@@ -351,3 +351,26 @@ def test_old_nested_dialects_are_refused_with_the_new_form(write_yaml):
     [problem] = problems_of(path)
     assert problem.component == "reader"
     assert "write {type: BACKEND, init_parameters: {...}}" in problem.message
+
+
+def test_a_broken_sender_does_not_make_its_receiver_look_unfed(write_yaml):
+    path = write_yaml(
+        """
+        components:
+          bm25:
+            type: hopstack.components.retrieval.BM25Retriever
+          truncate:
+            type: hopstack.components.compression.ClueTruncator
+            init_parameters:
+              reader: {llm: qwen2.5-0.5b}
+          reader:
+            type: hopstack.components.generation.AnswerGenerator
+        connections:
+          - {sender: bm25.documents, receiver: truncate.documents}
+          - {sender: truncate.documents, receiver: reader.documents}
+        metadata: {hopstack: {inputs: [query]}}
+        """
+    )
+    [problem] = problems_of(path)
+    assert (problem.line, problem.column, problem.component) == (7, 7, "truncate")
+    assert "cannot create ClueTruncator: reader must be a mapping {type, init_parameters}" in problem.message

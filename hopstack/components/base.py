@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from hopstack.core.roles import ReadsContent
 from hopstack.core.spec import NestedComponents, build
 
 
@@ -21,5 +22,4 @@ class WrapsRetriever(NestedComponents):
 
     def content_identity(self) -> str | None:
         """What the wrapped retriever reads (its index), for node fingerprints."""
-        identity = getattr(self._retriever, "content_identity", None)
-        return identity() if callable(identity) else None
+        return self._retriever.content_identity() if isinstance(self._retriever, ReadsContent) else None

@@ -7,6 +7,6 @@
 - :mod:`hopstack.core.roles`: the roles (Protocols) that the runner, metrics and service ask components about.
 - :mod:`hopstack.core.outputs`: what a pipeline returns for one question (documents, answer, clues, trace).
 
-Imports go one way: ``core`` <- ``models``, ``index``, ``datasets`` <- ``components`` <- ``graphs`` <- ``spec``
+Imports go one way: ``core`` <- ``models`` <- ``index`` <- ``datasets`` <- ``components`` <- ``graphs`` <- ``spec``
 <- ``experiments`` <- ``serve``, ``cli`` (tests/test_layers.py holds it).
 """

@@ -11,6 +11,8 @@ delegate to it with a batch of one, so that both paths share one implementation 
 
 from typing import Any
 
+from hopstack.core.roles import Batched
+
 
 class BatchComponent:
     """Mixin for components whose natural implementation is batched.
@@ -40,7 +42,7 @@ def batch_size_of(inputs: dict[str, list[Any]]) -> int:
 def call_batch(part: Any, **inputs: list[Any]) -> dict[str, list[Any]]:
     """A nested component's ``run_batch`` over the lists, or, for a plain Haystack component, its ``run``
     item by item (outputs gathered into lists)."""
-    if callable(getattr(part, "run_batch", None)):
+    if isinstance(part, Batched):
         return part.run_batch(**inputs)
     outputs = [part.run(**dict(zip(inputs, values))) for values in zip(*inputs.values())]
     return {name: [o[name] for o in outputs] for name in (outputs[0] if outputs else {})}

@@ -22,6 +22,14 @@ class Batched(Protocol):
 
 
 @runtime_checkable
+class ReadsContent(Protocol):
+    """Reads something besides its inputs (an index): ``content_identity()`` names it, for node fingerprints,
+    so that a node over another index, or a rebuilt one, is not served from the node cache."""
+
+    def content_identity(self) -> str | None: ...
+
+
+@runtime_checkable
 class Retriever(Protocol):
     """Finds documents for a query: ``run(query, top_k) -> {documents}``."""
 

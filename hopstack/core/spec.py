@@ -59,11 +59,13 @@ def register(short_name: str, cls: type | str) -> None:
 
 
 class SpecError(ValueError):
-    """A nested spec is malformed or names a class it may not; ``path`` is the key path inside the spec
-    (e.g. ``("init_parameters", "llm")``) where the problem lies."""
+    """A nested spec is malformed or names a class it may not. ``where`` names the spec (its init parameter,
+    e.g. ``"scorer"``), ``path`` the key path inside it (e.g. ``("init_parameters", "llm")``) where the problem
+    lies."""
 
-    def __init__(self, message: str, path: tuple[str, ...] = ()):
+    def __init__(self, message: str, where: str, path: tuple[str, ...] = ()):
         super().__init__(message)
+        self.where = where
         self.path = path
 
 
@@ -152,32 +154,34 @@ def check_spec(spec: Any, where: str) -> tuple[type, dict[str, Any]]:
     (naming ``where`` and the key at fault) for a malformed spec, a type outside the allowlist or unknown,
     or init parameters the class does not take or lacks."""
     if not isinstance(spec, dict) or "type" not in spec:
-        raise SpecError(f"{where} must be a mapping {{type, init_parameters}}, got {_short(spec)}")
+        raise SpecError(f"{where} must be a mapping {{type, init_parameters}}, got {_short(spec)}", where)
     extra = [str(k) for k in spec if k not in SPEC_KEYS]
     if extra:
         raise SpecError(
             f"{where} has key(s) {', '.join(extra)} beside 'type': a nested spec is {{type, init_parameters}}; "
             f"move them under init_parameters",
+            where,
             (extra[0],),
         )
     try:
         cls = resolve_nested_class(spec["type"])
     except (ValueError, PermissionError) as exc:
-        raise SpecError(f"{where}: {exc}", ("type",)) from exc
+        raise SpecError(f"{where}: {exc}", where, ("type",)) from exc
     params = spec.get("init_parameters") or {}
     if not isinstance(params, dict):
-        raise SpecError(f"{where}: init_parameters must be a mapping", ("init_parameters",))
+        raise SpecError(f"{where}: init_parameters must be a mapping", where, ("init_parameters",))
     named, takes_kwargs = init_signature(cls)
     if not takes_kwargs:
         for key in params:
             if key not in named:
                 raise SpecError(
                     f"{where}: unknown init parameter '{key}' for {cls.__name__} (takes {', '.join(named)})",
+                    where,
                     ("init_parameters", str(key)),
                 )
     for name, param in named.items():
         if param.default is inspect.Parameter.empty and name not in params:
-            raise SpecError(f"{where}: missing required init parameter '{name}' for {cls.__name__}", ("type",))
+            raise SpecError(f"{where}: missing required init parameter '{name}' for {cls.__name__}", where, ("type",))
     return cls, params
 
 
@@ -191,9 +195,9 @@ def build(spec: Any, where: str, role: type | None = None, defaults: dict[str, A
     try:
         instance = cls(**settings, **params)
     except (TypeError, ValueError) as exc:
-        raise SpecError(f"{where}: {exc}", ("init_parameters",)) from exc
+        raise SpecError(f"{where}: {exc}", where, ("init_parameters",)) from exc
     if role is not None and not isinstance(instance, role):
-        raise SpecError(f"{where}: {cls.__name__} is not a {role.__name__}", ("type",))
+        raise SpecError(f"{where}: {cls.__name__} is not a {role.__name__}", where, ("type",))
     return instance
 
 

@@ -17,6 +17,8 @@ import networkx as nx
 from haystack import Pipeline
 from haystack.core.serialization import component_to_dict
 
+from hopstack.core.roles import ReadsContent
+
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr, ensure_ascii=False)
@@ -39,11 +41,10 @@ def pipeline_fingerprints(pipeline: Pipeline) -> dict[str, str]:
         for socket_name in graph.nodes[name]["input_sockets"]:
             if socket_name not in sources:
                 sources[socket_name] = [["pipeline-input", socket_name]]
-        content_identity = getattr(instance, "content_identity", None)
         payload = {
             "type": serialised.get("type"),
             "init_parameters": serialised.get("init_parameters", {}),
-            "reads": content_identity() if callable(content_identity) else None,
+            "reads": instance.content_identity() if isinstance(instance, ReadsContent) else None,
             "inputs": {socket: sorted(values) for socket, values in sorted(sources.items())},
         }
         fingerprints[name] = _digest(_canonical(payload))

@@ -28,6 +28,7 @@ import networkx as nx
 from haystack import Pipeline
 from haystack.core.type_utils import _convert_value
 
+from hopstack.core.roles import Batched
 from hopstack.core.spec import pipeline_inputs
 from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
 from hopstack.graphs.fingerprint import input_digest, pipeline_fingerprints
@@ -142,7 +143,6 @@ class BatchRunner:
             )
         outputs = graph.nodes[name]["output_sockets"]
         instance = graph.nodes[name]["instance"]
-        run_batch = getattr(instance, "run_batch", None)
         return _Node(
             name=name,
             instance=instance,
@@ -150,7 +150,7 @@ class BatchRunner:
             incoming=incoming,
             leaf_outputs=[s for s, sock in outputs.items() if not sock.receivers],
             output_names=list(outputs),
-            run_batch=run_batch if callable(run_batch) else None,
+            run_batch=instance.run_batch if isinstance(instance, Batched) else None,
         )
 
     def warm_up(self) -> None:

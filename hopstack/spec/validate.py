@@ -200,7 +200,9 @@ class _Validator:
         edges = self._check_connections(data.get("connections"), _child(root, "connections"), sockets)
         if sockets is not None and edges is not None:
             self._check_cycles(edges)
-            self._check_unfed_inputs(sockets, edges, pipeline_inputs(data.get("metadata")), _child(root, "components"))
+            named = _named_receivers(data.get("connections"))
+            inputs = pipeline_inputs(data.get("metadata"))
+            self._check_unfed_inputs(sockets, edges, named, inputs, _child(root, "components"))
         return data
 
     def _check_metadata(self, metadata: Any, node: yaml.Node | None) -> None:
@@ -305,7 +307,8 @@ class _Validator:
         try:
             return component_from_dict(cls, {"type": component_type, "init_parameters": init_parameters}, name)
         except Exception as exc:  # noqa: BLE001 - any constructor error is a problem of this file
-            self.add(params_node or node, f"cannot create {cls.__name__}: {exc}", name)
+            at = _key_node(params_node, exc.where.split(".")[0]) if isinstance(exc, SpecError) else None
+            self.add(at or params_node or node, f"cannot create {cls.__name__}: {exc}", name)
             return None
 
     def _check_nested(self, where: str, spec: dict[str, Any], node: yaml.Node | None, component: str) -> bool:
@@ -426,8 +429,12 @@ class _Validator:
             cycle[-1][1],
         )
 
-    def _check_unfed_inputs(self, sockets: dict, edges: list, inputs: tuple[str, ...], node: yaml.Node | None) -> None:
-        fed = {receiver for _, receiver, _ in edges}
+    def _check_unfed_inputs(
+        self, sockets: dict, edges: list, named: set, inputs: tuple[str, ...], node: yaml.Node | None
+    ) -> None:
+        """Report mandatory inputs that nothing feeds; a socket some connection names as its receiver counts
+        as fed even when that connection was refused (its problem is reported already)."""
+        fed = {receiver for _, receiver, _ in edges} | named
         for name, pair in sockets.items():
             if pair is None:
                 continue
@@ -440,6 +447,14 @@ class _Validator:
                         name,
                         socket_name,
                     )
+
+
+def _named_receivers(connections: Any) -> set[tuple[str, str]]:
+    """The ``(component, socket)`` receivers that the connections name, whether or not they are valid."""
+    if not isinstance(connections, list):
+        return set()
+    receivers = (c.get("receiver") for c in connections if isinstance(c, dict))
+    return {tuple(r.split(".", 1)) for r in receivers if isinstance(r, str) and r.count(".") == 1}
 
 
 def _accepts_several(socket: InputSocket) -> bool:
