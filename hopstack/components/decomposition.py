@@ -83,7 +83,8 @@ class QuestionDecomposer(LLMUser, BatchComponent):
     """Sub-questions of a question from an LLM; ``queries`` is the original question followed by them.
 
     :param llm: the LLM (see :func:`hopstack.models.llm.make_llm`): a registry name, GGUF path, Hugging
-        Face id, or ``{"backend": ..., ...}``; default the CPU model ``qwen2.5-0.5b`` through llama.cpp.
+        Face id, or ``{type: llama.cpp | transformers | openai, init_parameters}``; default the CPU model
+        ``qwen2.5-0.5b`` through llama.cpp.
     :param max_sub_questions: at most this many sub-questions (the paper: 5).
     :param few_shot: examples ``{"question", "sub_questions"}`` given as chat turns before the question.
     :param system_prompt: the system message.
