@@ -192,7 +192,7 @@ def index(
     from hopstack.index.chunking import SentenceChunker
     from hopstack.index.dense import DenseSettings
     from hopstack.index.sparse import BM25Settings
-    from hopstack.index.store import build_index, open_index
+    from hopstack.index.store import build_index, open_index, recover_swap
 
     if info is not None:
         print(json.dumps(open_index(info).manifest, indent=2))
@@ -208,6 +208,8 @@ def index(
     except ValueError as exc:
         raise HopstackInputError(str(exc)) from exc
     source = source if source is not None else dataset_corpus(dataset)
+    for line in recover_swap(Path(out)):
+        err.print(line)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import SentenceChunker, load_tokenizer
 from hopstack.index.formats import SourceDocument, detect_format, read_corpus
-from hopstack.index.store import build_index, open_index
+from hopstack.index.store import build_index, open_index, recover_swap
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
 
@@ -236,7 +238,7 @@ def test_a_crash_while_indexing_leaves_the_old_index_and_no_half_written_one(
 def test_a_folder_that_is_not_an_index_is_not_replaced(tmp_path, sample_corpus):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.txt").write_text("do not delete", encoding="utf-8")
-    with pytest.raises(HopstackInputError, match="is not a hopstack index; refusing to replace it"):
+    with pytest.raises(HopstackInputError, match="is not a hopstack index .*refusing to replace it"):
         build_index(sample_corpus, tmp_path / "precious", dense=None)
     assert (tmp_path / "precious" / "thesis.txt").exists()
 
@@ -328,3 +330,40 @@ def test_ivf_and_hnsw_indexes_search_like_flat():
         assert (found[:, 0] == exact[:, 0]).all(), kind
     with pytest.raises(ValueError, match="faiss index kind must be one of"):
         build_faiss(vectors, DenseSettings(faiss="pq"))
+
+
+def test_only_a_folder_that_is_exactly_a_hopstack_index_is_replaced(tmp_path, sample_corpus):
+    app = tmp_path / "app"  # a manifest.json of another tool beside other files
+    (app / "src").mkdir(parents=True)
+    (app / "manifest.json").write_text('{"name": "my-app"}', encoding="utf-8")
+    (app / "app.js").write_text("alert(1)", encoding="utf-8")
+    with pytest.raises(HopstackInputError, match="is not a hopstack index .*refusing to replace it"):
+        build_index(sample_corpus, app, dense=None)
+    assert (app / "app.js").exists() and (app / "src").is_dir()
+    index = tmp_path / "index"
+    build_index(sample_corpus, index, dense=None)
+    (index / "notes.txt").write_text("mine", encoding="utf-8")  # an index with a file of the user's
+    with pytest.raises(HopstackInputError, match="holds files its manifest does not list"):
+        build_index(sample_corpus, index, dense=None)
+    (index / "notes.txt").unlink()
+    build_index(sample_corpus, index, dense=None)  # exactly an index: replaced
+    with pytest.raises(HopstackInputError, match="exists and is not a folder"):
+        build_index(sample_corpus, index / "manifest.json", dense=None)
+
+
+def test_a_swap_cut_between_its_renames_is_reported_then_repaired(tmp_path, sample_corpus):
+    index = tmp_path / "index"
+    build_index(sample_corpus, index, dense=None)
+    before = (index / "manifest.json").read_text()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    os.replace(index, tmp_path / f".index.old-{pid}")  # the crash: the old index moved aside, the new not in
+    (tmp_path / f".index.building-{pid}").mkdir()  # and a killed build's folder
+    with pytest.raises(HopstackInputError, match=r"missing; a build stopped while replacing it .*\.index\.old-"):
+        open_index(index)
+    done = recover_swap(index)  # what the next build does first
+    assert len(done) == 2 and done[0].startswith(f"restored {index}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    assert (index / "manifest.json").read_text() == before
+    open_index(index)
+    build_index(sample_corpus, index, dense=None)

@@ -90,8 +90,10 @@ def build_index(
     chunker = chunker or SentenceChunker()
     bm25 = bm25 or BM25Settings()
     report = progress or (lambda stage, done, total: None)
-    if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
-        raise HopstackInputError(f"{out}: exists and is not a hopstack index; refusing to replace it")
+    recover_swap(out)
+    refusal = _not_replaceable(out)
+    if refusal:
+        raise HopstackInputError(f"{out}: {refusal}; refusing to replace it (choose another --out)")
     started = time.time()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -176,12 +178,62 @@ def corpus_hash(source: Path) -> str:
 
 
 def _swap_into_place(building: Path, out: Path) -> None:
-    """Rename the finished folder to ``out``; an old index there is moved aside first, then removed."""
+    """Rename the finished folder to ``out``; an old index there is moved aside first, then removed. A crash
+    between the two renames leaves the old index in ``.NAME.old-PID``, which :func:`recover_swap` restores."""
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
     os.replace(building, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _not_replaceable(out: Path) -> str | None:
+    """Why ``out`` may not be replaced by a new index, or None: it may be missing, an empty folder, or a
+    hopstack index whose manifest parses and lists exactly the files the folder holds."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return "exists and is not a folder"
+    present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    if not present and not any(out.iterdir()):
+        return None
+    try:
+        manifest = _parse_manifest(out / MANIFEST, (out / MANIFEST).read_bytes())
+    except (OSError, HopstackInputError):
+        return "exists and is not a hopstack index (no readable manifest of this format)"
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or present != {*listed, MANIFEST}:
+        return "holds files its manifest does not list (or lacks some it lists), so it is not only a hopstack index"
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_swap(out: Path) -> list[str]:
+    """Repair what a crashed build left beside ``out`` (only folders of processes that are no longer
+    running): restore ``.NAME.old-PID`` when ``out`` is missing (the crash came between the two renames),
+    else remove it; remove ``.NAME.building-PID``. Returns what it did, one line each."""
+    done = []
+    for kind in ("old", "building"):
+        for leftover in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
+            pid = leftover.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+            if kind == "old" and not out.exists():
+                os.replace(leftover, out)
+                done.append(f"restored {out} from {leftover.name}, left by a build that stopped while replacing it")
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+                done.append(f"removed {leftover.name}, left by a build that stopped")
+    return done
 
 
 class IndexFolder:
@@ -304,6 +356,12 @@ def open_index(path: str | Path, verify: bool = True) -> IndexFolder:
     """
     path = Path(path)
     manifest_path = path / MANIFEST
+    stranded = sorted(path.parent.glob(f".{path.name}.old-*")) if not path.exists() else []
+    if stranded:
+        raise HopstackInputError(
+            f"{path}: missing; a build stopped while replacing it and left the previous index in {stranded[0]}; "
+            f"the next `hopstack index --out {path}` restores it (or rename it back)"
+        )
     if not manifest_path.is_file():
         raise HopstackInputError(f"{path}: not a hopstack index (no {MANIFEST}); build one with `hopstack index`")
     manifest_bytes = manifest_path.read_bytes()
