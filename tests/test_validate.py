@@ -374,3 +374,51 @@ def test_a_broken_sender_does_not_make_its_receiver_look_unfed(write_yaml):
     [problem] = problems_of(path)
     assert (problem.line, problem.column, problem.component) == (7, 7, "truncate")
     assert "cannot create ClueTruncator: reader must be a mapping {type, init_parameters}" in problem.message
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)},"
+    f" *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)
+)  # ~700 bytes that a plain YAML loader expands to 10^9 items
+BM25_COMPONENT = f"components:\n  bm25:\n    type: {BM25}\n"
+ODD_FILES = {
+    "metadata-not-a-mapping": BM25_COMPONENT + "metadata: 5\n",
+    "hopstack-settings-not-a-mapping": BM25_COMPONENT + "metadata: {hopstack: 5}\n",
+    "inputs-not-a-list": BM25_COMPONENT + "metadata: {hopstack: {inputs: 5}}\n",
+    "inputs-not-names": BM25_COMPONENT + "metadata: {hopstack: {inputs: [1]}}\n",
+    "unhashable-key": BM25_COMPONENT + "connections: []\n? [a, b]\n: 1\n",
+    "nested-1000-deep": BM25_COMPONENT + "metadata: " + "[" * 1000 + "]" * 1000 + "\n",
+    "type-of-2000-parts": "components:\n  x:\n    type: " + "a." * 2000 + "X\n",
+    "alias-bomb": BM25_COMPONENT + "metadata:\n  " + BOMB.replace("\n", "\n  "),
+    "cli-module": "components:\n  x:\n    type: hopstack.__main__.X\n",
+    "cli-module-nested": (
+        "components:\n  r:\n    type: hopstack.components.rerankers.PointwiseReranker\n    init_parameters:\n"
+        "      scorer: {type: hopstack.cli.app}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ODD_FILES)
+def test_odd_files_get_problems_never_a_crash_or_a_hang(name, write_yaml, cli):
+    path = write_yaml(ODD_FILES[name])
+    problems = problems_of(path)
+    assert problems and all(p.source == str(path) for p in problems)
+    assert all(len(p.message) < 600 for p in problems), "echoed values are shortened"
+    code, _, err = cli("validate", path)
+    assert code == 2 and err.count(str(path)) >= 1 and "Traceback" not in err
+
+
+def test_the_cli_and_main_modules_are_never_imported(write_yaml, monkeypatch):
+    imported = []
+    monkeypatch.setattr("importlib.import_module", lambda name, *a: imported.append(name))
+    for name in ("cli-module", "cli-module-nested"):
+        [problem] = problems_of(write_yaml(ODD_FILES[name]))
+        assert "outside the allowlist" in problem.message
+    assert imported == []
+
+
+def test_a_huge_file_is_refused_before_it_is_parsed(write_yaml):
+    path = write_yaml(BM25_COMPONENT + "metadata: {hopstack: {description: '" + "x" * (1 << 20) + "'}}\n")
+    [problem] = problems_of(path)
+    assert "pipeline files are read up to 1,048,576" in problem.message

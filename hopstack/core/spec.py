@@ -17,17 +17,26 @@ import importlib
 import inspect
 from typing import Any
 
-ALLOWED_MODULES = ("hopstack", "haystack")
-"""Top-level packages whose classes a pipeline file may name."""
+from hopstack.core.text import short_repr
+
+ALLOWED_MODULES = ("hopstack.components", "hopstack.models", "haystack")
+"""Packages whose classes a pipeline file may name (never a ``__main__`` module, never the command line)."""
+
+MAX_TYPE_LENGTH = 200
+"""The longest ``type`` read (class paths are far shorter; a longer one is refused before any import)."""
 
 DEFAULT_PIPELINE_INPUTS = ("query", "question")
 """Unconnected sockets with these names receive the question when ``metadata.hopstack.inputs`` is unset."""
 
 
-def pipeline_inputs(metadata: dict[str, Any] | None) -> tuple[str, ...]:
-    """Names of the flat pipeline inputs: ``metadata.hopstack.inputs`` or :data:`DEFAULT_PIPELINE_INPUTS`."""
-    settings = (metadata or {}).get("hopstack") or {}
-    return tuple(settings.get("inputs") or DEFAULT_PIPELINE_INPUTS)
+def pipeline_inputs(metadata: Any) -> tuple[str, ...]:
+    """Names of the flat pipeline inputs: ``metadata.hopstack.inputs`` when it is a list of names, else
+    :data:`DEFAULT_PIPELINE_INPUTS` (validation reports malformed metadata)."""
+    settings = metadata.get("hopstack") if isinstance(metadata, dict) else None
+    inputs = settings.get("inputs") if isinstance(settings, dict) else None
+    if isinstance(inputs, list) and inputs and all(isinstance(name, str) for name in inputs):
+        return tuple(inputs)
+    return DEFAULT_PIPELINE_INPUTS
 
 
 SPEC_KEYS = frozenset({"type", "init_parameters"})
@@ -70,16 +79,20 @@ class SpecError(ValueError):
 
 
 def module_allowed(module_name: str) -> bool:
-    """Whether ``module_name`` lies under one of :data:`ALLOWED_MODULES`."""
+    """Whether ``module_name`` lies under one of :data:`ALLOWED_MODULES` and is no ``__main__`` module."""
+    if "__main__" in module_name.split("."):
+        return False
     return any(module_name == top or module_name.startswith(top + ".") for top in ALLOWED_MODULES)
 
 
 def _import_class(class_path: str, kind: str = "type") -> type:
+    if len(class_path) > MAX_TYPE_LENGTH:
+        raise ValueError(f"{kind} is {len(class_path)} characters long; at most {MAX_TYPE_LENGTH} are read")
     module_name, _, class_name = class_path.rpartition(".")
     if not module_name or not class_name:
         raise ValueError(
             f"type must be a class path such as 'hopstack.components.retrieval.BM25Retriever' or a registered "
-            f"short name ({', '.join(SHORT_NAMES)}), got {class_path!r}"
+            f"short name ({', '.join(SHORT_NAMES)}), got {short_repr(class_path)}"
         )
     if not module_allowed(module_name):
         raise PermissionError(
@@ -103,7 +116,7 @@ def resolve_component_class(component_type: Any) -> type:
     if not isinstance(component_type, str) or "." not in component_type:
         raise ValueError(
             "type must be a qualified class name such as 'hopstack.components.retrieval.BM25Retriever', "
-            f"got {component_type!r}"
+            f"got {short_repr(component_type)}"
         )
     if component_type not in haystack_component.registry:
         _import_class(component_type, kind="component type")
@@ -114,13 +127,14 @@ def resolve_component_class(component_type: Any) -> type:
 
 def resolve_nested_class(type_name: Any) -> type:
     """The class a nested spec's ``type`` names: a registered short name or a class path under the allowlist."""
+    names = ", ".join(SHORT_NAMES)
     if not isinstance(type_name, str) or not type_name:
-        raise ValueError(f"type must be a short name ({', '.join(SHORT_NAMES)}) or a class path, got {type_name!r}")
+        raise ValueError(f"type must be a short name ({names}) or a class path, got {short_repr(type_name)}")
     if type_name not in SHORT_NAMES and "." not in type_name:
         close = difflib.get_close_matches(type_name, list(SHORT_NAMES), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
-            f"unknown type {type_name!r}: use a registered short name ({', '.join(SHORT_NAMES)}) or a class path{hint}"
+            f"unknown type {short_repr(type_name)}: use a registered short name ({names}) or a class path{hint}"
         )
     target = SHORT_NAMES.get(type_name, type_name)
     return target if isinstance(target, type) else _import_class(target)
@@ -154,7 +168,7 @@ def check_spec(spec: Any, where: str) -> tuple[type, dict[str, Any]]:
     (naming ``where`` and the key at fault) for a malformed spec, a type outside the allowlist or unknown,
     or init parameters the class does not take or lacks."""
     if not isinstance(spec, dict) or "type" not in spec:
-        raise SpecError(f"{where} must be a mapping {{type, init_parameters}}, got {_short(spec)}", where)
+        raise SpecError(f"{where} must be a mapping {{type, init_parameters}}, got {short_repr(spec)}", where)
     extra = [str(k) for k in spec if k not in SPEC_KEYS]
     if extra:
         raise SpecError(
@@ -199,11 +213,6 @@ def build(spec: Any, where: str, role: type | None = None, defaults: dict[str, A
     if role is not None and not isinstance(instance, role):
         raise SpecError(f"{where}: {cls.__name__} is not a {role.__name__}", where, ("type",))
     return instance
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class NestedComponents:

@@ -2,6 +2,7 @@
 SQuAD/HotpotQA answer normalisation (the reader cleans answers with the rule the metrics score them by)."""
 
 import re
+import reprlib
 import string
 from collections.abc import Sequence
 
@@ -11,6 +12,17 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
 # "1413.Hermann II": sentences some corpora (2WikiMultihopQA's paragraphs) join without a space
 _GLUED_SENTENCES = re.compile(r"(?<=[a-z0-9][a-z0-9][.!?])(?=[A-Z][a-z])")
+
+
+_SHORT = reprlib.Repr()  # (Python 3.11's Repr takes no keyword arguments)
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 6, 120, 120
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for echoing user input in messages (a huge value, or a
+    YAML alias bomb, must not make a message huge)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def indexed_text(title: str, text: str, title_prefix: bool) -> str:

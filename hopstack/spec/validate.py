@@ -8,8 +8,10 @@ loops live inside one iterate component, docs/concepts/iteration.md) and mandato
 """
 
 import difflib
+import functools
 import inspect
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -30,6 +32,7 @@ from hopstack.core.spec import (
     pipeline_inputs,
     resolve_component_class,
 )
+from hopstack.core.text import short_repr
 from hopstack.errors import HopstackInputError
 
 TOP_LEVEL_KEYS = {"components", "connections", "metadata", "max_runs_per_component", "connection_type_validation"}
@@ -65,18 +68,50 @@ class PipelineValidationError(HopstackInputError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+MAX_FILE_CHARACTERS = 1 << 20
+"""Pipeline files are a few kilobytes; a longer one is refused before it is parsed."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists read."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+    """A safe loader that refuses duplicate and unhashable mapping keys (PyYAML silently keeps the last of
+    duplicates), aliases (``*name``: pipeline files have no use for them, and a few hundred bytes of nested
+    aliases expand to billions of items) and nesting deeper than :data:`MAX_DEPTH`."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not read in pipeline files; write the value out", event.start_mark
+            )
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or a mapping", key_node.start_mark
+            ) from None
         if key in seen:
             first = seen[key].start_mark.line + 1
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark
+                None, None, f"duplicate key {short_repr(key)} (first defined on line {first})", key_node.start_mark
             )
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
@@ -85,13 +120,21 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_ENTRIES: "weakref.WeakKeyDictionary[yaml.Node, dict[str, tuple[yaml.Node, yaml.Node]]]" = weakref.WeakKeyDictionary()
+
+
 def _entry(node: yaml.Node | None, key: str) -> tuple[yaml.Node | None, yaml.Node | None]:
-    """The key node and value node of ``key`` in a mapping node; (None, None) when absent."""
-    if isinstance(node, yaml.MappingNode):
+    """The key node and value node of ``key`` in a mapping node; (None, None) when absent. Each mapping is
+    indexed once, so that locating every key of a large mapping stays linear."""
+    if not isinstance(node, yaml.MappingNode):
+        return None, None
+    if node not in _ENTRIES:
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return key_node, value_node
-    return None, None
+            if isinstance(key_node, yaml.ScalarNode):
+                entries.setdefault(key_node.value, (key_node, value_node))
+        _ENTRIES[node] = entries
+    return _ENTRIES[node].get(str(key), (None, None))
 
 
 def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -126,6 +169,7 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
 _COMPONENT_CLASS = re.compile(r"^@component\s*\n(?:@.*\n)*class\s+(\w+)", re.MULTILINE)
 
 
+@functools.lru_cache(maxsize=1)
 def known_component_types() -> list[str]:
     """Qualified names of the components that hopstack and Haystack define.
 
@@ -330,7 +374,7 @@ class _Validator:
     def _endpoint(self, text: Any, node: yaml.Node | None, sockets: dict, output: bool) -> tuple[str, str] | None:
         role = "sender" if output else "receiver"
         if not isinstance(text, str) or not text:
-            self.add(node, f"{role} must be 'component.socket', got {text!r}")
+            self.add(node, f"{role} must be 'component.socket', got {short_repr(text)}")
             return None
         name, _, socket_name = text.partition(".")
         if name not in sockets:
@@ -475,9 +519,20 @@ def type_label(socket_type: Any) -> str:
 
 
 def validate_text(text: str, source: str = "<string>") -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Validate pipeline YAML text; returns the parsed data (when it parsed) and every problem found."""
+    """Validate pipeline YAML text; returns the parsed data (when it parsed) and every problem found. It
+    never raises: an unexpected failure of a check is reported as a problem too."""
+    if len(text) > MAX_FILE_CHARACTERS:
+        return None, [
+            Problem(source, 1, 1, f"{len(text):,} characters; pipeline files are read up to {MAX_FILE_CHARACTERS:,}")
+        ]
     validator = _Validator(source)
-    data = validator.validate(text)
+    try:
+        data = validator.validate(text)
+    except RecursionError:
+        return None, [*validator.problems, Problem(source, 1, 1, "nested too deeply to check")]
+    except Exception as exc:  # noqa: BLE001 - a check that fails on odd input is a problem of the file
+        problem = Problem(source, 1, 1, f"cannot check this file: {type(exc).__name__}: {short_repr(str(exc), 200)}")
+        return None, [*validator.problems, problem]
     return data, validator.problems
 
 
