@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REPO, SHARED_DATA
 from hopstack.datasets.benchmark import dataset_corpus, load_dataset, locate_dataset
+from hopstack.datasets.questions import read_questions
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import read_corpus
@@ -177,3 +178,45 @@ def test_multihop_rag_records_without_a_query_are_named(tmp_path):
     )
     assert re.fullmatch(r".*MultiHopRAG.json: record 1 lacks 'query' or 'evidence_list'", _error(tmp_path))
     assert locate_dataset(str(tmp_path)).format == "multihop-rag"
+
+
+BAD_LINES = {
+    "lone surrogate": ('{"question": "why \\ud800?"}', "holds a lone surrogate"),
+    "top_k below 1": ('{"question": "q", "top_k": -5}', "'top_k' must be a whole number of at least 1, got -5"),
+    "top_k zero": ('{"question": "q", "top_k": 0}', "'top_k' must be a whole number"),
+    "top_k text": ('{"question": "q", "top_k": "x"}', "'top_k' must be a whole number of at least 1, got 'x'"),
+    "nested 100,000 deep": ('{"question": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply to read"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_LINES)
+def test_a_bad_questions_line_is_refused_by_file_and_line(name, tmp_path):
+    line, message = BAD_LINES[name]
+    path = tmp_path / "questions.jsonl"
+    path.write_text('{"question": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(HopstackInputError, match=f"{path}:2: .*{re.escape(message)}"):
+        read_questions(path)
+
+
+BAD_CORPORA = {
+    "beir metadata a list": ("corpus.jsonl", '{"_id": "a", "text": "t", "metadata": [1]}', "beir", ":1: 'metadata'"),
+    "beir metadata a string": ("corpus.jsonl", '{"_id": "a", "text": "t", "metadata": "x"}', "beir", ":1: 'metadata'"),
+    "multihop-rag a number": ("corpus.json", "5", "multihop-rag", ": must be a JSON list of articles, got int"),
+    "hotpotqa an object": ("corpus.json", '{"a": 1}', "hotpotqa", ": must be a JSON list of questions, got dict"),
+    "lone surrogate": ("corpus.jsonl", '{"id": "a", "text": "\\udfff"}', "jsonl", ":1: holds a lone surrogate"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_CORPORA)
+def test_a_bad_corpus_is_refused_naming_the_file(name, tmp_path):
+    file_name, content, corpus_format, message = BAD_CORPORA[name]
+    path = tmp_path / file_name
+    path.write_text(content + "\n", encoding="utf-8")
+    with pytest.raises(HopstackInputError, match=re.escape(f"{path}{message}")):
+        read_corpus(path, corpus_format)
+
+
+def test_a_folder_without_documents_says_what_it_holds(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text('{"id": "a", "text": "t"}\n', encoding="utf-8")
+    with pytest.raises(HopstackInputError, match=r"no \.txt or \.md documents .*corpus\.jsonl\); pass the \.jsonl"):
+        read_corpus(tmp_path)

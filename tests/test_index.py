@@ -367,3 +367,15 @@ def test_a_swap_cut_between_its_renames_is_reported_then_repaired(tmp_path, samp
     assert (index / "manifest.json").read_text() == before
     open_index(index)
     build_index(sample_corpus, index, dense=None)
+
+
+def test_a_manifest_whose_files_are_not_a_mapping_is_damaged(tmp_path, sample_corpus):
+    index = tmp_path / "index"
+    build_index(sample_corpus, index, dense=None)
+    manifest = json.loads((index / "manifest.json").read_text())
+    manifest["files"] = list(manifest["files"])
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HopstackInputError, match="damaged manifest .'files' must map each file"):
+        open_index(index)
+    with pytest.raises(HopstackInputError, match="is not a hopstack index .*refusing to replace it"):
+        build_index(sample_corpus, index, dense=None)

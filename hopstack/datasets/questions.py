@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hopstack.core.text import short_repr
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import read_corpus, read_json_lines
 
@@ -51,6 +52,9 @@ def read_questions(path: str | Path, corpus: Path | None = None) -> list[Questio
         unknown = [g for g in gold_ids if corpus_ids is not None and g not in corpus_ids]
         if unknown:
             raise HopstackInputError(f"{where}: gold id {unknown[0]!r} is not in {corpus}")
+        top_k = record.get("top_k")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise HopstackInputError(f"{where}: 'top_k' must be a whole number of at least 1, got {short_repr(top_k)}")
         questions.append(Question(qid, text, [str(a) for a in answers], gold_ids, record))
     if not questions:
         raise HopstackInputError(f"{path}: no questions")

@@ -43,25 +43,46 @@ def _read_text(path: Path) -> str:
         raise HopstackInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
+def _parse_json(text: str, where: str) -> Any:
+    """``text`` parsed as JSON, refusing what is not text in the end: invalid JSON, nesting too deep to
+    read, and lone surrogates (``"\\ud800"`` escapes, which no UTF-8 text can hold)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HopstackInputError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    except RecursionError:
+        raise HopstackInputError(f"{where}: nested too deeply to read") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HopstackInputError(f"{where}: holds a lone surrogate (an escape such as \\ud800), not text") from exc
+    except RecursionError:
+        raise HopstackInputError(f"{where}: nested too deeply to read") from None
+    return value
+
+
 def read_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line of a JSONL file; errors name the file and line."""
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HopstackInputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        record = _parse_json(line, f"{path}:{number}")
         if not isinstance(record, dict):
             raise HopstackInputError(f"{path}:{number}: each line must be a JSON object")
         yield number, record
 
 
 def _json_document(path: Path) -> Any:
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise HopstackInputError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
+    return _parse_json(_read_text(path), str(path))
+
+
+def _json_list(path: Path, what: str) -> list:
+    data = _json_document(path)
+    if not isinstance(data, list):
+        raise HopstackInputError(f"{path}: must be a JSON list of {what}, got {type(data).__name__}")
+    return data
 
 
 def _first_jsonl_record(path: Path) -> dict | None:
@@ -94,7 +115,7 @@ def detect_format(path: Path) -> str:
 
 
 def _multihop_rag(path: Path) -> Iterator[SourceDocument]:
-    for number, article in enumerate(_json_document(path), start=1):
+    for number, article in enumerate(_json_list(path, "articles"), start=1):
         if not isinstance(article, dict) or not isinstance(article.get("body"), str):
             raise HopstackInputError(f"{path}: record {number} has no 'body' text")
         meta = {k: v for k, v in article.items() if k not in ("body", "title") and v is not None}
@@ -105,13 +126,15 @@ def _beir(path: Path) -> Iterator[SourceDocument]:
     for number, record in read_json_lines(path):
         if "_id" not in record or not isinstance(record.get("text"), str):
             raise HopstackInputError(f"{path}:{number}: a BEIR corpus line needs '_id' and 'text'")
-        meta = dict(record.get("metadata") or {})
+        meta = record.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise HopstackInputError(f"{path}:{number}: 'metadata' must be a JSON object")
         yield SourceDocument(str(record["_id"]), str(record.get("title") or ""), record["text"], meta)
 
 
 def _hotpotqa(path: Path) -> Iterator[SourceDocument]:
     seen: set[str] = set()
-    for number, question in enumerate(_json_document(path), start=1):
+    for number, question in enumerate(_json_list(path, "questions"), start=1):
         context = question.get("context") if isinstance(question, dict) else None
         if not isinstance(context, list):
             raise HopstackInputError(f"{path}: question {number} has no 'context' list")
@@ -161,6 +184,14 @@ def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[Sour
             raise HopstackInputError(f"{path}: duplicate document id {document.id!r}")
         seen.add(document.id)
         documents.append(document)
+    if not documents and corpus_format == "folder":
+        found = sorted(p.name for p in path.iterdir())[:5]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        if (path / "documents.sqlite").exists():
+            hint = " (it looks like an index folder without its manifest: unfinished or damaged; rebuild it)"
+        elif any(name.endswith((".jsonl", ".json")) for name in found):
+            hint += "; pass the .jsonl or .json file itself"
+        raise HopstackInputError(f"{path}: no .txt or .md documents in this folder{hint}")
     if not documents:
         raise HopstackInputError(f"{path}: the corpus is empty")
     return documents

@@ -380,7 +380,15 @@ def _parse_manifest(manifest_path: Path, manifest_bytes: bytes) -> dict[str, Any
         manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HopstackInputError(f"{manifest_path}: damaged manifest ({exc})") from exc
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
+        for v in files.values()
+    ):
+        raise HopstackInputError(
+            f"{manifest_path}: damaged manifest ('files' must map each file to its bytes and sha256)"
+        )
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise HopstackInputError(
             f"{manifest_path.parent}: index format version {version!r}, this hopstack reads version "
