@@ -307,6 +307,58 @@ def models_pull(names: Annotated[list[str], typer.Argument(help="registry names"
         out.print(f"{name}: {path}")
 
 
+cache_app = typer.Typer(help="The call cache and the node cache: inspect, verify, clear.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheFile = Annotated[
+    Path | None, typer.Option("--cache", help="a node cache file (default: $HOPSTACK_HOME/cache/nodes.sqlite)")
+]
+
+
+def _caches(cache: Path | None) -> list:
+    """The call cache and the node cache (``cache``: another node cache file), forced on."""
+    from hopstack.graphs.node_cache import NodeCache
+    from hopstack.models.cache import CallCache
+
+    return [CallCache(enabled=True), NodeCache(cache, enabled=True)]
+
+
+@cache_app.command("info")
+def cache_info(cache: CacheFile = None) -> None:
+    """Where the caches are, their size and their entries."""
+    table = Table(title="hopstack caches")
+    for column in ("cache", "file", "MB", "rows"):
+        table.add_column(column)
+    for store in _caches(cache):
+        info = store.info()
+        rows = ", ".join(f"{table_name}: {count:,}" for table_name, count in info["rows"].items()) or "(no file)"
+        table.add_row(info["kind"], info["path"], f"{info['bytes'] / 1e6:.1f}", rows)
+    out.print(table)
+
+
+@cache_app.command("verify")
+def cache_verify(
+    cache: CacheFile = None,
+    remove: Annotated[bool, typer.Option("--remove", help="delete the entries that do not verify")] = False,
+) -> None:
+    """Check every entry's signature (and its documents); exits 1 when some do not verify."""
+    damaged = 0
+    for store in _caches(cache):
+        checked, bad = store.verify(remove=remove)
+        damaged += bad
+        action = " (removed)" if remove and bad else ""
+        out.print(f"{store.kind} {store.path}: {checked:,} entries, {bad:,} do not verify{action}")
+    if damaged and not remove:
+        raise typer.Exit(1)
+
+
+@cache_app.command("clear")
+def cache_clear(cache: CacheFile = None) -> None:
+    """Delete the cache files (every cached model call and node output)."""
+    for store in _caches(cache):
+        store.clear()
+        out.print(f"cleared {store.kind} {store.path}")
+
+
 def _comparison_progress():
     """A progress bar on stderr and the ``status`` / ``progress`` callbacks that drive it."""
     bar = Progress(

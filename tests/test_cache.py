@@ -1,5 +1,7 @@
 """The on-disk call cache: a repeated call makes no model call; off means off."""
 
+import json
+import sqlite3
 import threading
 
 import pytest
@@ -105,3 +107,31 @@ def test_dense_query_embeddings_come_from_the_cache_on_a_rerun(tmp_path, monkeyp
     assert [[d.id for d in docs] for docs in first] == [[d.id for d in docs] for docs in second[:2]]
     np.testing.assert_allclose([d.score for d in first[0]], [d.score for d in second[0]], rtol=1e-6)
     assert (tmp_path / "cache" / "calls.sqlite").exists()
+
+
+def test_an_edited_entry_is_computed_again_and_verify_finds_it(tmp_path, caplog):
+    path = tmp_path / "calls.sqlite"
+    cache = CallCache(path, enabled=True)
+    CachedLLM(CountingLLM(), cache).generate(["a", "b"])
+    db = sqlite3.connect(path)  # a rotated or NaN embedding, an exchanged answer: any edit of a value
+    db.execute("UPDATE calls_v2 SET value = ? WHERE value = ?", (json.dumps("a|128 edited"), json.dumps("a|128")))
+    db.commit()
+    db.close()
+    backend = CountingLLM()
+    fresh = CallCache(path, enabled=True)
+    assert CachedLLM(backend, fresh).generate(["a", "b"]) == ["a|128", "b|128"]
+    assert backend.seen == ["a"] and fresh.damaged == 1
+    assert f"call cache {path}: an entry does not verify" in caplog.text
+    assert fresh.verify() == (2, 0), "the recomputed entry replaced the edited one"
+    assert fresh.info()["rows"] == {"calls_v2": 2}
+
+
+def test_a_damaged_file_is_reported_once_and_the_calls_made(tmp_path, caplog):
+    path = tmp_path / "calls.sqlite"
+    path.write_bytes(b"\x00garbage" * 200)
+    backend = CountingLLM()
+    cache = CallCache(path, enabled=True)
+    assert CachedLLM(backend, cache).generate(["a"]) == ["a|128"] and not cache.enabled
+    assert caplog.text.count(f"call cache {path} cannot be used") == 1
+    cache.clear()
+    assert not path.exists()

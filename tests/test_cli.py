@@ -1,6 +1,7 @@
 """The hopstack command: outputs, exit codes (0 ok, 2 bad input, 1 internal error) and files."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -111,3 +112,25 @@ def test_draw_writes_mermaid_svg_and_png(cli, tmp_path):
     assert cli("draw", YAML_DIR / "hybrid.yaml", "-o", mmd)[0] == 0 and mmd.read_text() == out
     code, _, err = cli("draw", YAML_DIR / "hybrid.yaml", "-o", tmp_path / "hybrid.gif")
     assert code == 2 and ".mmd, .svg or .png" in err
+
+
+def test_cache_info_verify_and_clear(cli, tmp_path, monkeypatch):
+    from hopstack.models.cache import CallCache
+
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    calls = CallCache(enabled=True)
+    calls.put_many({"k1": [0.5], "k2": [0.25]})
+    calls.close()
+    code, out, _ = cli("cache", "info")
+    assert code == 0 and "calls_v2: 2" in out
+    db = sqlite3.connect(tmp_path / "cache" / "calls.sqlite")
+    db.execute("UPDATE calls_v2 SET value = '[0.75]' WHERE key = 'k1'")
+    db.commit()
+    db.close()
+    code, out, _ = cli("cache", "verify")
+    assert code == 1 and "2 entries, 1 do not verify" in out
+    code, out, _ = cli("cache", "verify", "--remove")
+    assert code == 0 and "1 do not verify (removed)" in out
+    assert CallCache(enabled=True).get_many(["k1", "k2"]) == {"k2": [0.25]}
+    code, out, _ = cli("cache", "clear")
+    assert code == 0 and not (tmp_path / "cache" / "calls.sqlite").exists()

@@ -1,8 +1,14 @@
 """The on-disk node cache and the union of pipeline variants (docs/concepts/caching.md)."""
 
+import json
+import math
+import os
+import pickle
 import shutil
+import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from haystack import Document, Pipeline, component
 
@@ -105,7 +111,7 @@ def test_documents_are_stored_once_however_many_entries_hold_them(tmp_path, samp
     cache = NodeCache(tmp_path / "nodes.sqlite", enabled=True)
     _run(_bm25_data(sample_corpus, top_k=40), sample_questions, cache)
     db = cache._connection()
-    (documents,) = db.execute("SELECT COUNT(*) FROM documents").fetchone()
+    (documents,) = db.execute("SELECT COUNT(*) FROM documents_v2").fetchone()
     assert documents == 40  # the whole sample corpus, although 24 entries hold 40 documents each
 
 
@@ -194,3 +200,89 @@ def test_a_grid_file_may_just_list_pipelines(tmp_path, sample_corpus):
     grid.write_text(f"pipelines: [{YAML_DIR / 'bm25.yaml'}, {YAML_DIR / 'dense.yaml'}]\n", encoding="utf-8")
     variants = expand_variants([], read_grid(grid), {"index": str(sample_corpus)})
     assert [v.name for v in variants] == ["bm25", "dense"] and all(v.data for v in variants)
+
+
+# -- a cache that cannot run code or lie --------------------------------------------------------------
+def test_every_cached_type_round_trips_through_json():
+    from haystack.dataclasses import ChatMessage, GeneratedAnswer
+
+    from hopstack.graphs.node_cache import Uncacheable, decode, encode
+
+    document = Document(id="d", content="text", meta={"title": "T", "year": 1871}, score=0.5)
+    value = {
+        "documents": [document],
+        "answers": [GeneratedAnswer(data="Lima", query="q", documents=[document], meta={"confidence": 0.9})],
+        "replies": [ChatMessage.from_assistant("yes")],
+        "matrix": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "pair": (1, "a"),
+        "by_number": {1: "one"},
+        "scalar": np.float32(0.25),
+        "nan": float("nan"),
+    }
+    stored: dict[str, str] = {}
+    text = json.dumps(encode(value, stored, {}))
+    back = decode(json.loads(text), lambda digest: Document.from_dict(json.loads(stored[digest])))
+    assert back["documents"] == [document] and back["documents"][0].score == 0.5
+    assert back["answers"][0].data == "Lima" and back["answers"][0].documents == [document]
+    assert back["replies"][0].text == "yes"
+    assert back["matrix"].dtype == np.float32 and back["matrix"].tolist() == value["matrix"].tolist()
+    assert back["pair"] == (1, "a") and back["by_number"] == {1: "one"} and back["scalar"] == 0.25
+    assert math.isnan(back["nan"])
+    with pytest.raises(Uncacheable, match="does not store object"):
+        encode({"x": object()}, {}, {})
+
+
+def _swap_values(path: Path) -> None:
+    db = sqlite3.connect(path)
+    (a_key, a_value), (b_key, b_value) = db.execute("SELECT key, value FROM entries_v2 LIMIT 2").fetchall()
+    db.execute("UPDATE entries_v2 SET value = ? WHERE key = ?", (b_value, a_key))
+    db.execute("UPDATE entries_v2 SET value = ? WHERE key = ?", (a_value, b_key))
+    db.commit()
+    db.close()
+
+
+def test_edited_or_foreign_entries_are_computed_again_never_served(tmp_path, sample_corpus, sample_questions, caplog):
+    data = _bm25_data(sample_corpus)
+    fresh = [_docs(o) for o in _run(data, sample_questions, None).outputs]
+    path = tmp_path / "nodes.sqlite"
+    _run(data, sample_questions, NodeCache(path, enabled=True))
+    _swap_values(path)  # two questions' outputs exchanged, as an edit would
+    cache = NodeCache(path, enabled=True)
+    edited = _run(data, sample_questions, cache)
+    assert cache.damaged == 2 and edited.stats["bm25"].items == 2
+    assert [_docs(o) for o in edited.outputs] == fresh
+    assert str(path) in caplog.text and "does not verify" in caplog.text
+    elsewhere = tmp_path / "copy" / "nodes.sqlite"  # the file without its key: made elsewhere
+    elsewhere.parent.mkdir()
+    for part in tmp_path.glob("nodes.sqlite*"):  # the database and its write-ahead log, not the key
+        if not part.name.endswith(".key"):
+            shutil.copy(part, elsewhere.parent / part.name)
+    foreign = NodeCache(elsewhere, enabled=True)
+    assert [_docs(o) for o in _run(data, sample_questions, foreign).outputs] == fresh
+    assert foreign.damaged == len(sample_questions) and foreign.hits == 0
+
+
+def test_a_pickle_in_the_file_is_never_loaded_and_a_damaged_file_is_skipped(
+    tmp_path, sample_corpus, sample_questions, caplog
+):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "nodes.sqlite"
+    db = sqlite3.connect(path)  # the old layout, where values were pickles
+    db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, seconds REAL NOT NULL, value BLOB NOT NULL)")
+    db.execute("INSERT INTO entries VALUES (?, 0, ?)", ("k", pickle.dumps(Payload())))
+    db.commit()
+    db.close()
+    data = _bm25_data(sample_corpus)
+    assert _run(data, sample_questions, NodeCache(path, enabled=True)).stats["bm25"].items == len(sample_questions)
+    assert not marker.exists()
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database " * 100)
+    cache = NodeCache(garbage, enabled=True)
+    result = _run(data, sample_questions, cache)
+    assert result.stats["bm25"].items == len(sample_questions) and not cache.enabled
+    assert f"node cache {garbage} cannot be used" in caplog.text

@@ -73,6 +73,11 @@ class VariantRun:
     answers: list[str | None]
     document_ids: list[list[str]]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VariantRun":
+        """The run that :func:`dataclasses.asdict` turned into ``data`` (as the node cache stores it)."""
+        return cls(ScoredRun(**data["scored"]), data["answers"], data["document_ids"])
+
 
 @dataclass
 class VariantResult:
@@ -277,7 +282,7 @@ def _run_union(
             continue
         keys = _score_keys(dataset, union)
         found = node_cache.get_many(keys.values()) if node_cache is not None else {}
-        runs = {name: found[key][0] for name, key in keys.items() if key in found}
+        runs = {name: VariantRun.from_dict(found[key][0]) for name, key in keys.items() if key in found}
         runner = BatchRunner(union.pipeline, batch_size=batch_size, node_cache=node_cache)
         inputs = [runner.question_input(q.question, q.extra) for q in dataset.questions]
         status(f"running {len(remaining)} variant(s) as {len(union.pipeline.graph)} distinct node(s)")
@@ -302,7 +307,7 @@ def _run_union(
         for name in missing:
             runs[name] = _variant_run(dataset, [union.variant_outputs(name, item) for item in result.outputs])
         if node_cache is not None:
-            node_cache.put_many({key: (runs[name], 0.0) for name, key in missing.items()})
+            node_cache.put_many({key: (asdict(runs[name]), 0.0) for name, key in missing.items()})
         return union, result, runs
     return None, None, {}
 

@@ -2,32 +2,48 @@
 
 An entry holds one node's outputs for one item, keyed by the node's fingerprint (component type, init
 parameters, what it reads from disk, upstream fingerprints; see :mod:`hopstack.graphs.fingerprint`),
-the digest of the item's pipeline inputs and the hopstack version. Outputs are pickled; every Haystack
-``Document`` in them is stored once in a table of its own (without its score, which stays with the
-entry), so the hundred retrieved chunks of thousands of questions do not repeat the chunk texts.
+the digest of the item's pipeline inputs and the hopstack version. Each entry also keeps the seconds its
+item took to compute, readable without the outputs, so that a cached rerun still reports what every node
+costs. Entries live in one SQLite file (``$HOPSTACK_HOME/cache/nodes.sqlite`` by default).
 
-Each entry also keeps the seconds its item took to compute, readable without the outputs, so that a
-cached rerun still reports what every node costs. Entries live in one SQLite file
-(``$HOPSTACK_HOME/cache/nodes.sqlite`` by default). Pickle is only ever read from this local file,
-which hopstack itself writes; never point it at a file from elsewhere.
+Nothing in the file can run code or be served when it was edited:
+
+- Outputs are stored as JSON (:func:`encode`): plain values, lists, dicts, tuples, numpy arrays (as ``.npy``
+  bytes, read without pickle) and Haystack's Document, GeneratedAnswer, ExtractedAnswer and ChatMessage
+  (their own ``to_dict``/``from_dict``). A value of any other type is not cached (the node runs again).
+  Every Document is stored once in a table of its own under the digest of its content (without its score,
+  which stays with the entry), so the hundred retrieved chunks of thousands of questions do not repeat the
+  chunk texts; a document row whose content does not match its digest is damaged.
+- Each entry is signed (:class:`~hopstack.models.cache.SignedStore`: a keyed BLAKE2 digest of its key,
+  seconds and value; the key lives beside the file in ``NAME.key``). An entry that does not verify (edited,
+  or from a file made elsewhere) is reported once, naming the file, and computed again, never served.
+- A file that is not a SQLite database is reported once and the run goes on without the cache.
 """
 
+import base64
 import hashlib
 import io
-import pickle
-import sqlite3
-import threading
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from haystack import Document
+from haystack.dataclasses import ChatMessage, ExtractedAnswer, GeneratedAnswer
 
 from hopstack import __version__
-from hopstack.core.settings import cache_enabled, cache_home
+from hopstack.core.settings import cache_home
+from hopstack.models.cache import SignedStore
 
 SKIPPED = None
 """Stored for an item the node did not run for (a branch that did not fire), so reruns skip it too."""
+
+_HAYSTACK_TYPES = {cls.__name__: cls for cls in (GeneratedAnswer, ExtractedAnswer, ChatMessage)}
+
+
+class Uncacheable(TypeError):
+    """A value of a type the cache does not store."""
 
 
 def default_node_cache_path() -> Path:
@@ -40,36 +56,60 @@ def entry_key(fingerprint: str, item_digest: str) -> str:
     return hashlib.sha256(f"{__version__}\0{fingerprint}\0{item_digest}".encode()).hexdigest()
 
 
-class _DocumentPickler(pickle.Pickler):
-    """Pickles Documents as references to rows of the documents table."""
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
-    def __init__(self, file: io.BytesIO, documents: dict[str, bytes], digests: dict[tuple, str]):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.documents = documents
-        self.digests = digests
 
-    def persistent_id(self, obj: Any) -> Any:
-        if type(obj) is not Document:
-            return None
-        memo = _memo_key(obj)
-        digest = self.digests.get(memo) if memo else None
-        if digest is None:
-            unscored = object.__new__(Document)
-            unscored.__dict__.update(vars(obj))
-            unscored.__dict__["score"] = None
-            blob = pickle.dumps(unscored, protocol=pickle.HIGHEST_PROTOCOL)
-            digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
-            self.documents.setdefault(digest, blob)
-            if memo:
-                self.digests[memo] = digest
-        return ("doc", digest, obj.score)
+def document_digest(text: str) -> str:
+    """The content address of a stored document's JSON text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def encode(value: Any, documents: dict[str, str], digests: dict[tuple, str]) -> Any:
+    """``value`` as JSON-ready data; Documents go into ``documents`` (digest -> JSON text) and are referenced by
+    digest, ``digests`` memoises the digest of documents met before. Raises :class:`Uncacheable`."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [encode(v, documents, digests) for v in value]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("~") for k in value):
+            return {k: encode(v, documents, digests) for k, v in value.items()}
+        return {"~dict": [[encode(k, documents, digests), encode(v, documents, digests)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"~tuple": [encode(v, documents, digests) for v in value]}
+    if type(value) is Document:
+        return {"~doc": _store_document(value, documents, digests), "score": value.score}
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        return {"~ndarray": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    if type(value) in _HAYSTACK_TYPES.values():
+        return {"~haystack": type(value).__name__, "data": encode(value.to_dict(), documents, digests)}
+    raise Uncacheable(f"the node cache does not store {type(value).__name__}")
+
+
+def _store_document(document: Document, documents: dict[str, str], digests: dict[tuple, str]) -> str:
+    memo = _memo_key(document)
+    digest = digests.get(memo) if memo else None
+    if digest is None:
+        data = document.to_dict(flatten=False)
+        data["score"] = None
+        text = _canonical(data)
+        digest = document_digest(text)
+        documents.setdefault(digest, text)
+        if memo:
+            digests[memo] = digest
+    return digest
 
 
 def _memo_key(document: Document) -> tuple | None:
     """An in-process key for a document without its score, or None when it has parts that do not hash.
 
     Retrievers return copies of the same corpus documents that share their text, so hashing the key is
-    cheap (Python caches a string's hash) where pickling every copy again is not.
+    cheap (Python caches a string's hash) where encoding every copy again is not.
     """
     if document.embedding is not None or document.blob is not None or document.sparse_embedding is not None:
         return None
@@ -81,108 +121,137 @@ def _memo_key(document: Document) -> tuple | None:
     return key
 
 
-class _DocumentUnpickler(pickle.Unpickler):
-    """Resolves document references through a loader of document rows."""
-
-    def __init__(self, file: io.BytesIO, load_document: Any):
-        super().__init__(file)
-        self.load_document = load_document
-
-    def persistent_load(self, pid: Any) -> Any:
-        _, digest, score = pid
-        stored = self.load_document(digest)
+def decode(value: Any, load_document: Any) -> Any:
+    """The value :func:`encode` encoded; ``load_document(digest)`` gives a stored Document."""
+    if isinstance(value, list):
+        return [decode(v, load_document) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "~doc" in value:
+        stored = load_document(value["~doc"])
         clone = object.__new__(Document)
         clone.__dict__.update(vars(stored))
         clone.__dict__["meta"] = dict(stored.meta)
-        clone.__dict__["score"] = score
+        clone.__dict__["score"] = value["score"]
         return clone
+    if "~tuple" in value:
+        return tuple(decode(v, load_document) for v in value["~tuple"])
+    if "~dict" in value:
+        return {decode(k, load_document): decode(v, load_document) for k, v in value["~dict"]}
+    if "~ndarray" in value:
+        return np.load(io.BytesIO(base64.b64decode(value["~ndarray"])), allow_pickle=False)
+    if "~haystack" in value:
+        return _HAYSTACK_TYPES[value["~haystack"]].from_dict(decode(value["data"], load_document))
+    return {k: decode(v, load_document) for k, v in value.items()}
 
 
-class NodeCache:
+class Damaged(ValueError):
+    """A cache entry or document that does not verify."""
+
+
+class NodeCache(SignedStore):
     """Node outputs per item in SQLite. ``enabled=False`` (or ``HOPSTACK_CACHE=off``) makes it a no-op.
 
-    ``hits`` and ``stores`` count entries read and written since creation.
+    ``hits`` and ``stores`` count entries read and written since creation, ``damaged`` entries that did not
+    verify (computed again).
     """
 
+    kind = "node cache"
+    schema = (
+        "CREATE TABLE IF NOT EXISTS entries_v2 "
+        "(key TEXT PRIMARY KEY, seconds REAL NOT NULL, value TEXT NOT NULL, mac TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS documents_v2 (digest TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )
+    tables = ("entries_v2", "documents_v2")
+
     def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
-        self.enabled = cache_enabled() if enabled is None else enabled
-        self.path = Path(path) if path else default_node_cache_path()
+        super().__init__(Path(path) if path else default_node_cache_path(), enabled)
         self.hits = 0
         self.stores = 0
         self._documents: dict[str, Document] = {}
         self._digests: dict[tuple, str] = {}
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, seconds REAL NOT NULL, value BLOB NOT NULL)"
-            )
-            self._db.execute("CREATE TABLE IF NOT EXISTS documents (digest TEXT PRIMARY KEY, value BLOB NOT NULL)")
-        return self._db
 
     def _load_document(self, digest: str) -> Document:
         document = self._documents.get(digest)
         if document is None:
-            row = self._connection().execute("SELECT value FROM documents WHERE digest = ?", (digest,)).fetchone()
-            if row is None:
-                raise KeyError(f"{self.path}: document {digest} is missing; delete the cache file to reset it")
-            document = self._documents[digest] = pickle.loads(row[0])
+            row = self._db.execute("SELECT value FROM documents_v2 WHERE digest = ?", (digest,)).fetchone()
+            if row is None or document_digest(row[0]) != digest:
+                raise Damaged(f"document {digest} is missing or does not match its digest")
+            document = self._documents[digest] = Document.from_dict(json.loads(row[0]))
         return document
 
     def _select(self, columns: str, keys: list[str]) -> Iterator[tuple]:
-        db = self._connection()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            yield from db.execute(f"SELECT key, {columns} FROM entries WHERE key IN ({marks})", chunk)
+            yield from self._db.execute(f"SELECT key, {columns} FROM entries_v2 WHERE key IN ({marks})", chunk)
+
+    def _value(self, key: str, seconds: float, value: str, mac: str) -> Any:
+        """An entry's outputs, after its signature and its documents verify (raises otherwise)."""
+        if not self.verifies(mac, key, repr(seconds), value):
+            raise Damaged("its signature does not match")
+        return decode(json.loads(value), self._load_document)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Any, float]]:
-        """``(value, seconds)`` of those ``keys`` that are present."""
+        """``(value, seconds)`` of those ``keys`` that are present and verify; an entry that does not is
+        reported (once per file) and left out, so its node runs again."""
         keys = list(keys)
-        if not self.enabled or not keys:
-            return {}
+        found: dict[str, tuple[Any, float]] = {}
         with self._lock:
-            found = {
-                key: (_DocumentUnpickler(io.BytesIO(blob), self._load_document).load(), seconds)
-                for key, seconds, blob in self._select("seconds, value", keys)
-            }
+            if not keys or self._connection() is None:
+                return {}
+            for key, seconds, value, mac in self._select("seconds, value, mac", keys):
+                try:
+                    found[key] = (self._value(key, seconds, value, mac), seconds)
+                except (ValueError, KeyError, TypeError) as exc:  # Damaged, bad JSON, an unknown tag
+                    self.damaged += 1
+                    self.report("entry", f"node cache {self.path}: an entry does not verify ({exc}); computed again")
         self.hits += len(found)
         return found
 
     def seconds_many(self, keys: Iterable[str]) -> dict[str, float]:
         """The stored compute seconds of those ``keys`` that are present, without reading their values."""
         keys = list(keys)
-        if not self.enabled or not keys:
-            return {}
         with self._lock:
+            if not keys or self._connection() is None:
+                return {}
             return dict(self._select("seconds", keys))
 
     def put_many(self, entries: dict[str, tuple[Any, float]]) -> None:
         """Store ``(value, seconds it took to compute)`` under each key; values are node outputs
-        (``{socket: value}`` or :data:`SKIPPED`) or anything else that pickles."""
-        if not self.enabled or not entries:
-            return
-        documents: dict[str, bytes] = {}
+        (``{socket: value}`` or :data:`SKIPPED`) made of the types :func:`encode` takes (an entry with
+        another type is left out: that node runs again next time)."""
+        documents: dict[str, str] = {}
         rows = []
         for key, (value, seconds) in entries.items():
-            buffer = io.BytesIO()
-            _DocumentPickler(buffer, documents, self._digests).dump(value)
-            rows.append((key, float(seconds), buffer.getvalue()))
+            try:
+                text = json.dumps(encode(value, documents, self._digests), ensure_ascii=False)
+            except Uncacheable as exc:
+                self.report("type", f"node cache: {exc}; such outputs are computed on every run")
+                continue
+            rows.append((key, float(seconds), text))
         with self._lock:
-            db = self._connection()
-            db.executemany("INSERT OR IGNORE INTO documents VALUES (?, ?)", list(documents.items()))
-            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
-            db.commit()
+            if not rows or self._connection() is None:
+                return
+            signed = [(key, seconds, text, self.sign(key, repr(seconds), text)) for key, seconds, text in rows]
+            self._db.executemany("INSERT OR IGNORE INTO documents_v2 VALUES (?, ?)", list(documents.items()))
+            self._db.executemany("INSERT OR REPLACE INTO entries_v2 VALUES (?, ?, ?, ?)", signed)
+            self._db.commit()
         self.stores += len(rows)
 
-    def close(self) -> None:
-        """Close the database connection (it reopens on the next use)."""
+    def verify(self, remove: bool = False) -> tuple[int, int]:
+        """``(entries checked, entries that do not verify)``; with ``remove`` the latter are deleted."""
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._connection() is None:
+                return 0, 0
+            rows = self._db.execute("SELECT key, seconds, value, mac FROM entries_v2").fetchall()
+            bad = []
+            for key, seconds, value, mac in rows:
+                try:
+                    self._value(key, seconds, value, mac)
+                except (ValueError, KeyError, TypeError):
+                    bad.append(key)
+            if remove and bad:
+                self._db.executemany("DELETE FROM entries_v2 WHERE key = ?", [(k,) for k in bad])
+                self._db.commit()
+        return len(rows), len(bad)

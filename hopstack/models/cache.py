@@ -1,12 +1,16 @@
 """An on-disk cache of model calls (docs/concepts/caching.md): a repeated evaluation makes no model calls.
 
 Entries live in one SQLite file (``$HOPSTACK_HOME/cache/calls.sqlite`` by default), keyed by the
-sha256 of the model's identity, the call's kind and parameters, and the one input; values are JSON.
+sha256 of the model's identity, the call's kind and parameters, and the one input; values are JSON, each
+signed (:class:`SignedStore`) so that an edited entry is computed again, never served.
 ``HOPSTACK_CACHE=off`` (or ``enabled=False``) turns it off. Safe to use from several threads.
 """
 
 import hashlib
+import hmac
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -17,6 +21,8 @@ from hopstack.core.settings import cache_enabled, cache_home
 from hopstack.core.spec import NestedComponents
 from hopstack.models.llm import Prompt
 
+logger = logging.getLogger(__name__)
+
 
 def call_key(identity: dict[str, Any], item: Any) -> str:
     """The cache key of one input under one model and parameter set."""
@@ -24,46 +30,143 @@ def call_key(identity: dict[str, Any], item: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-class CallCache:
+class SignedStore:
+    """A SQLite file of entries signed with a keyed BLAKE2 digest, the base of the call cache and the node cache.
+
+    The key (random, made once, owner-only) lives beside the file as ``NAME.key``; an entry that does not
+    verify (edited, or from a file made elsewhere) is never served. A file that is not a SQLite database is
+    reported once, naming it, and the store turns itself off; nothing is lost but time.
+    """
+
+    kind = "store"
+    schema: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, path: Path, enabled: bool | None = None):
+        self.enabled = cache_enabled() if enabled is None else enabled
+        self.path = Path(path)
+        self.damaged = 0
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._secret: bytes | None = None
+        self._reported: set[str] = set()
+
+    def _connection(self) -> sqlite3.Connection | None:
+        """The open database (call with the lock held), or None, and the store off, when the file is not one."""
+        if self._db is None and self.enabled:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+                db.execute("PRAGMA journal_mode=WAL")
+                for statement in self.schema:
+                    db.execute(statement)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                self.report(
+                    "file",
+                    f"{self.kind} {self.path} cannot be used ({exc}); running without it. Delete the file "
+                    "(`hopstack cache clear`) or pass --no-cache to stop this message",
+                )
+                self.enabled = False
+                return None
+            self._db = db
+        return self._db
+
+    def sign(self, *parts: str) -> str:
+        """The keyed digest of an entry's parts."""
+        if self._secret is None:
+            key_file = self.path.with_name(self.path.name + ".key")
+            if not key_file.exists():
+                descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(os.urandom(32))
+            self._secret = key_file.read_bytes()
+        return hmac.new(self._secret, "\0".join(parts).encode("utf-8"), hashlib.blake2b).hexdigest()
+
+    def verifies(self, mac: str, *parts: str) -> bool:
+        """Whether ``mac`` is the entry's signature."""
+        return hmac.compare_digest(mac, self.sign(*parts))
+
+    def report(self, what: str, message: str) -> None:
+        """Log ``message`` once per store and kind of problem."""
+        if what not in self._reported:
+            self._reported.add(what)
+            logger.warning(message)
+
+    def info(self) -> dict[str, Any]:
+        """The file, its size and its rows per table."""
+        rows = {}
+        if self.path.exists():
+            with self._lock:
+                db = self._connection()
+                for table in self.tables if db is not None else ():
+                    rows[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {"kind": self.kind, "path": str(self.path), "bytes": size, "rows": rows}
+
+    def clear(self) -> None:
+        """Delete the file (and its write-ahead log); the key stays."""
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the database connection (it reopens on the next use)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class CallCache(SignedStore):
     """A key-value store of JSON results in SQLite; ``enabled=None`` follows ``$HOPSTACK_CACHE``, True or
     False forces it on or off. Components get theirs from :func:`call_cache`."""
 
-    def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
-        self.enabled = cache_enabled() if enabled is None else enabled
-        self.path = Path(path) if path else cache_home() / "calls.sqlite"
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+    kind = "call cache"
+    schema = ("CREATE TABLE IF NOT EXISTS calls_v2 (key TEXT PRIMARY KEY, value TEXT NOT NULL, mac TEXT NOT NULL)",)
+    tables = ("calls_v2",)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        return self._db
+    def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
+        super().__init__(Path(path) if path else cache_home() / "calls.sqlite", enabled)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The cached values of those ``keys`` that are present."""
-        if not self.enabled or not keys:
-            return {}
+        """The cached values of those ``keys`` that are present and verify (others are reported once)."""
         found: dict[str, Any] = {}
         with self._lock:
-            db = self._connection()
+            if not keys or self._connection() is None:
+                return {}
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for key, value in db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk):
-                    found[key] = json.loads(value)
+                for key, value, mac in self._db.execute(
+                    f"SELECT key, value, mac FROM calls_v2 WHERE key IN ({marks})", chunk
+                ):
+                    if self.verifies(mac, key, value):
+                        found[key] = json.loads(value)
+                    else:
+                        self.damaged += 1
+                        self.report("entry", f"call cache {self.path}: an entry does not verify; computed again")
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
         """Store results under their keys."""
-        if not self.enabled or not items:
-            return
         with self._lock:
-            db = self._connection()
-            db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
-            db.commit()
+            if not items or self._connection() is None:
+                return
+            rows = [(key, text, self.sign(key, text)) for key, text in ((k, json.dumps(v)) for k, v in items.items())]
+            self._db.executemany("INSERT OR REPLACE INTO calls_v2 VALUES (?, ?, ?)", rows)
+            self._db.commit()
+
+    def verify(self, remove: bool = False) -> tuple[int, int]:
+        """``(entries checked, entries that do not verify)``; with ``remove`` the latter are deleted."""
+        with self._lock:
+            if self._connection() is None:
+                return 0, 0
+            rows = self._db.execute("SELECT key, value, mac FROM calls_v2").fetchall()
+            bad = [key for key, value, mac in rows if not self.verifies(mac, key, value)]
+            if remove and bad:
+                self._db.executemany("DELETE FROM calls_v2 WHERE key = ?", [(k,) for k in bad])
+                self._db.commit()
+        return len(rows), len(bad)
 
     def cached_map(
         self, identity: dict[str, Any], items: Sequence[Any], compute: Callable[[list], list], chunk: int | None = None
