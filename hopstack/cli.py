@@ -4,6 +4,7 @@ Exit codes: 0 success, 2 bad input (the message on stderr), 1 internal error.
 """
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -535,16 +536,27 @@ def serve(
     graceful_s: Annotated[
         float, typer.Option("--graceful-timeout", min=0, help="seconds to finish in-flight requests on shutdown")
     ] = 60.0,
+    allowed_hosts: Annotated[
+        list[str] | None, typer.Option("--allowed-host", help="a Host header value to accept (repeat; default: any)")
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="environment variable holding the API key /v1 requests must send")
+    ] = "HOPSTACK_API_KEY",
+    cors_origins: Annotated[
+        list[str] | None, typer.Option("--cors-origin", help="a browser origin allowed to call the API (repeat)")
+    ] = None,
 ) -> None:
     """Serve pipelines over HTTP: /v1/answer, /v1/retrieve, /v1/pipelines, /metrics, the comparison page at /."""
     import uvicorn
 
-    from hopstack.serve import ServedPipeline, ServiceLimits, create_app
+    from hopstack.serve import ServedPipeline, ServiceAccess, ServiceLimits, create_app
 
     served = [ServedPipeline(path.stem, path, {"index": index}) for path in files]
     limits = ServiceLimits(max_batch, max_wait_ms, timeout_s, max_question_chars, max_top_k)
-    app_ = create_app(served, limits, freeze_heap=True)
-    err.print(f"serving {', '.join(p.name for p in served)} on http://{host}:{port} (models warm up: see /readyz)")
+    access = ServiceAccess(tuple(allowed_hosts or ()), os.environ.get(api_key_env) or None, tuple(cors_origins or ()))
+    app_ = create_app(served, limits, freeze_heap=True, access=access)
+    key = f"; /v1 needs the API key in ${api_key_env}" if access.api_key else ""
+    err.print(f"serving {', '.join(p.name for p in served)} on http://{host}:{port} (models warm up: see /readyz){key}")
     uvicorn.run(app_, host=host, port=port, timeout_graceful_shutdown=graceful_s, log_level="warning")
 
 

@@ -218,3 +218,33 @@ def test_serve_refuses_a_bad_pipeline_file_before_listening(cli, write_yaml):
     broken = write_yaml("components:\n  bm25:\n    type: hopstack.components.retrieval.NoSuchRetriever\n")
     code, _, err = cli("serve", str(broken))
     assert code == 2 and "pipeline.yaml:3:11: component 'bm25': unknown c" in err
+
+
+def test_unknown_paths_share_one_metrics_label_and_an_empty_pipeline_name_is_refused(client):
+    for i in range(20):
+        assert client.get(f"/random-{i}").status_code == 404
+    metrics = client.get("/metrics").text
+    assert "random-" not in metrics and 'endpoint="unmatched",kind="validation"' in metrics
+    response = client.post("/v1/answer", json={"question": QUESTION, "pipeline": ""})
+    assert response.status_code == 404 and "unknown pipeline ''" in response.json()["detail"]
+
+
+def test_hosts_api_key_and_cors_when_exposed(sample_corpus):
+    from hopstack.serve import ServiceAccess
+    from hopstack.serve.app import without_paths
+
+    access = ServiceAccess(allowed_hosts=("qa.example",), api_key="s3cret", cors_origins=("https://ui.example",))
+    with TestClient(create_app(served(sample_corpus, "bm25"), access=access), base_url="http://qa.example") as c:
+        wait_ready(c)
+        assert c.post("/v1/answer", json={"question": QUESTION}).status_code == 401
+        assert c.post("/v1/answer", json={"question": QUESTION}, headers={"X-API-Key": "wrong"}).status_code == 401
+        ok = c.post("/v1/answer", json={"question": QUESTION}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["documents"]
+        assert c.get("/healthz").status_code == 200  # health and the page need no key
+        assert c.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+        preflight = c.options(
+            "/v1/answer",
+            headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://ui.example"
+    assert without_paths("index '/srv/data/mhr-index' failed") == "index '…/mhr-index' failed"

@@ -1,6 +1,6 @@
 """The HTTP service (``hopstack serve``) and its page comparing pipeline variants."""
 
-from hopstack.serve.app import ServiceLimits, create_app
+from hopstack.serve.app import ServiceAccess, ServiceLimits, create_app
 from hopstack.serve.service import Query, ServedPipeline
 
-__all__ = ["Query", "ServedPipeline", "ServiceLimits", "create_app"]
+__all__ = ["Query", "ServedPipeline", "ServiceAccess", "ServiceLimits", "create_app"]

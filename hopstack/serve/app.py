@@ -13,7 +13,9 @@ pipeline failed (500), a request timed out (504) or the service is not ready or 
 
 import asyncio
 import gc
+import hmac
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +28,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -38,6 +42,29 @@ from hopstack.serve.service import RETURNABLE, Query, ServedPipeline
 
 PAGE = Path(__file__).parent / "page"
 log = logging.getLogger("hopstack.serve")
+
+
+@dataclass(frozen=True)
+class ServiceAccess:
+    """Who may reach the service, for users who expose it beyond localhost.
+
+    :param allowed_hosts: Host header values accepted (others get a 400); empty: any.
+    :param api_key: when set, ``/v1`` requests need ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``
+        (others get a 401).
+    :param cors_origins: browser origins allowed to call the API from their pages.
+    """
+
+    allowed_hosts: tuple[str, ...] = ()
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/])/(?:[^/\s'\"]+/)+([^/\s'\"]+)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path cut to its last part: error bodies do not show the server's files."""
+    return _ABSOLUTE_PATH.sub(r"…/\1", message)
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,10 @@ class _State:
 
 
 def create_app(
-    pipelines: Sequence[ServedPipeline], limits: ServiceLimits | None = None, freeze_heap: bool = False
+    pipelines: Sequence[ServedPipeline],
+    limits: ServiceLimits | None = None,
+    freeze_heap: bool = False,
+    access: ServiceAccess | None = None,
 ) -> FastAPI:
     """The service over ``pipelines`` (the first is the default). Models warm up in the background after
     start-up; ``/readyz`` says when they are ready, and ``/v1`` requests get a 503 until then.
@@ -147,6 +177,7 @@ def create_app(
     garbage among what existed at that moment is then never freed, so a process that builds apps
     repeatedly (tests) leaves it off."""
     limits = limits or ServiceLimits()
+    access = access or ServiceAccess()
     if not pipelines:
         raise HopstackInputError("serve needs at least one pipeline file")
     by_name = {p.name: p for p in pipelines}
@@ -175,6 +206,10 @@ def create_app(
     )
     app.state.hopstack = state
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
+    if access.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(access.allowed_hosts))
+    if access.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(access.cors_origins), allow_methods=["GET", "POST"])
 
     def count_failure(endpoint: str, pipeline: str, status: int, kind: str) -> None:
         state.metrics.requests.labels(endpoint, pipeline, str(status)).inc()
@@ -183,12 +218,26 @@ def create_app(
     def failure(endpoint: str, pipeline: str, status: int, kind: str, message: str) -> JSONResponse:
         count_failure(endpoint, pipeline, status, kind)
         headers = {"Retry-After": "5"} if status == 503 else None
-        return JSONResponse({"detail": message}, status_code=status, headers=headers)
+        detail = without_paths(message) if status >= 500 else message
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    def route_label(request: Request) -> str:
+        """The route's template (never the raw path: a client's random paths must not become labels)."""
+        route = request.scope.get("route")
+        return getattr(route, "path", None) or "unmatched"
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Any) -> Response:
+        if access.api_key and request.url.path.startswith("/v1/") and request.method != "OPTIONS":
+            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), access.api_key.encode()):
+                return failure("/v1", "", 401, "unauthorized", "an API key is needed (Authorization: Bearer KEY)")
+        return await call_next(request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Routing and protocol errors (unknown path 404, wrong method 405, body over the limit 413)."""
-        count_failure(request.url.path, "", exc.status_code, "validation" if exc.status_code < 500 else "service")
+        count_failure(route_label(request), "", exc.status_code, "validation" if exc.status_code < 500 else "service")
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -199,12 +248,12 @@ def create_app(
             else f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
             for e in exc.errors()
         ]
-        count_failure(request.url.path, "", 422, "validation")
+        count_failure(route_label(request), "", 422, "validation")
         return JSONResponse({"detail": "; ".join(problems), "errors": jsonable_errors(exc)}, status_code=422)
 
     async def serve(endpoint: str, body: Any, query: Query) -> Response:
         path = f"/v1/{endpoint}"
-        name = body.pipeline or default
+        name = default if body.pipeline is None else body.pipeline
         if name not in by_name:
             return failure(path, "", 404, "not_found", f"unknown pipeline '{name}'; served: {', '.join(by_name)}")
         if state.warm_up_error:
@@ -262,7 +311,8 @@ def create_app(
     async def metrics() -> PlainTextResponse:
         for name in by_name:
             state.metrics.queued.labels(name).set(sum(state.batchers[(e, name)].queued for e in ("answer", "retrieve")))
-        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+        text = await asyncio.get_running_loop().run_in_executor(None, state.metrics.render)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
