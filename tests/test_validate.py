@@ -422,3 +422,29 @@ def test_a_huge_file_is_refused_before_it_is_parsed(write_yaml):
     path = write_yaml(BM25_COMPONENT + "metadata: {hopstack: {description: '" + "x" * (1 << 20) + "'}}\n")
     [problem] = problems_of(path)
     assert "pipeline files are read up to 1,048,576" in problem.message
+
+
+FUSE = "hopstack.components.fusion.DocumentFusion"
+WRONG_VALUES = {
+    "top_k nan": (BM25, "top_k: .nan", "init parameter 'top_k' of BM25Retriever must be int, got nan"),
+    "top_k inf": (BM25, "top_k: .inf", "must be int, got inf"),
+    "top_k 1.5": (BM25, "top_k: 1.5", "must be int, got 1.5"),
+    "k1 text": (BM25, "k1: '10'", "init parameter 'k1' of BM25Retriever must be float, got '10'"),
+    "k1 null": (BM25, "k1: null", "must be float, got None"),
+    "k1 negative": (BM25, "k1: -1", "k1 >= 0 and 0 <= b <= 1"),
+    "weights nan": (FUSE, "weights: [0.5, .nan]", "init parameter 'weights' of DocumentFusion must be"),
+    "weights negative": (FUSE, "weights: [0.5, -1]", "weights must be finite and non-negative"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_VALUES)
+def test_values_that_would_fail_or_mislead_at_run_time_are_refused_by_validate(name, write_yaml):
+    component_type, parameter, message = WRONG_VALUES[name]
+    path = write_yaml(f"components:\n  x:\n    type: {component_type}\n    init_parameters: {{{parameter}}}\n")
+    [problem] = problems_of(path)
+    assert problem.component == "x" and message in problem.message
+
+
+def test_a_pipeline_without_components_is_refused(write_yaml):
+    [problem] = problems_of(write_yaml("components: {}\nconnections: []\n"))
+    assert "'components' must be a non-empty mapping" in problem.message

@@ -15,6 +15,7 @@ follow that order; equal weights when unset. Documents are matched by id; the fu
 first list's copy with the fused score.
 """
 
+import math
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,8 @@ class DocumentFusion(BatchComponent):
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         if rrf_k < 0:
             raise ValueError(f"rrf_k must be non-negative, got {rrf_k}")
+        if weights is not None and (not weights or any(not math.isfinite(w) or w < 0 for w in weights)):
+            raise ValueError(f"weights must be finite and non-negative, one per incoming list; got {weights}")
         self.method = method
         self.weights = weights
         self.rrf_k = rrf_k

@@ -20,7 +20,7 @@ from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.corpus import corpus_documents, index_identity, resolve_index_path
 from hopstack.index.dense import DenseSettings, build_faiss, search_parameters, to_device
-from hopstack.index.sparse import BM25_METHODS, BM25Settings, build_sparse, score_queries
+from hopstack.index.sparse import BM25Settings, build_sparse, score_queries
 from hopstack.index.store import IndexFolder, is_index, open_index
 from hopstack.models.cache import call_cache
 from hopstack.models.devices import resolve_device
@@ -68,8 +68,7 @@ class BM25Retriever(_IndexReader):
         stopwords: str | None = "en",
         title_prefix: bool = True,
     ):
-        if method not in BM25_METHODS:
-            raise ValueError(f"method must be one of {', '.join(BM25_METHODS)}; got {method!r}")
+        BM25Settings(k1, b, method, stemmer, stopwords)  # refuses k1 < 0, b outside [0, 1], an unknown method
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.index = index

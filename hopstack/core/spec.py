@@ -12,9 +12,14 @@ An LLM may also be given as a bare model name (``llm: qwen2.5-0.5b``), short for
 ``{type: llama.cpp, init_parameters: {model: qwen2.5-0.5b}}`` (see :mod:`hopstack.models.llm`).
 """
 
+import collections.abc
 import difflib
 import importlib
 import inspect
+import math
+import re
+import types
+import typing
 from typing import Any
 
 from hopstack.core.text import short_repr
@@ -153,6 +158,54 @@ def init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
     return named, takes_kwargs
 
 
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve is not checked
+        return {}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a parameter's annotation (plain types, unions, Literal, lists, dicts; finite
+    numbers only; anything else is not checked here but by the constructor)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, collections.abc.Sequence):
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict) and (not args or all(_matches(v, args[1]) for v in value.values()))
+    if hint in (list, dict):
+        return isinstance(value, hint)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return re.sub(r"\b(?:typing|collections\.abc|builtins)\.", "", getattr(hint, "__name__", None) or str(hint))
+
+
+def type_problem(cls: type, name: str, value: Any) -> str | None:
+    """Why ``value`` does not fit ``cls``'s init parameter ``name`` as annotated, or None when it does."""
+    hint = _type_hints(cls).get(name)
+    if hint is None or _matches(value, hint):
+        return None
+    return f"init parameter '{name}' of {cls.__name__} must be {_hint_name(hint)}, got {short_repr(value)}"
+
+
 def init_parameter_names(cls: type) -> set[str]:
     """The keyword parameters of a class's ``__init__``."""
     return set(init_signature(cls)[0])
@@ -193,6 +246,10 @@ def check_spec(spec: Any, where: str) -> tuple[type, dict[str, Any]]:
                     where,
                     ("init_parameters", str(key)),
                 )
+    for key, value in params.items():
+        problem = None if is_spec(value) else type_problem(cls, str(key), value)
+        if problem:
+            raise SpecError(f"{where}: {problem}", where, ("init_parameters", str(key)))
     for name, param in named.items():
         if param.default is inspect.Parameter.empty and name not in params:
             raise SpecError(f"{where}: missing required init parameter '{name}' for {cls.__name__}", where, ("type",))

@@ -1,5 +1,6 @@
 """The BM25 part of an index: a bm25s model with its tokenizer, built, saved and loaded."""
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,12 @@ class BM25Settings:
     method: str = "lucene"
     stemmer: str | None = "english"
     stopwords: str | None = "en"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.k1) and self.k1 >= 0) or not (math.isfinite(self.b) and 0 <= self.b <= 1):
+            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (finite), got k1={self.k1!r}, b={self.b!r}")
+        if self.method not in BM25_METHODS:
+            raise ValueError(f"BM25 method must be one of {', '.join(BM25_METHODS)}, got {self.method!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

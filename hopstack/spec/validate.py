@@ -31,6 +31,7 @@ from hopstack.core.spec import (
     is_spec,
     pipeline_inputs,
     resolve_component_class,
+    type_problem,
 )
 from hopstack.core.text import short_repr
 from hopstack.errors import HopstackInputError
@@ -282,8 +283,8 @@ class _Validator:
         if components is None:
             self.add(root, "missing 'components'")
             return None
-        if not isinstance(components, dict):
-            self.add(node, "'components' must be a mapping of component names to {type, init_parameters}")
+        if not isinstance(components, dict) or not components:
+            self.add(node, "'components' must be a non-empty mapping of component names to {type, init_parameters}")
             return None
         sockets: dict[str, tuple[dict[str, InputSocket], dict[str, OutputSocket]]] = {}
         for name, spec in components.items():
@@ -344,8 +345,11 @@ class _Validator:
                     params_node or node, f"missing required init parameter '{param_name}' for {cls.__name__}", name
                 )
         for key, value in init_parameters.items():
-            if is_spec(value) and self._check_nested(str(key), value, _child(params_node, key), name):
+            if is_spec(value):
+                bad = self._check_nested(str(key), value, _child(params_node, key), name) or bad
+            elif problem := type_problem(cls, str(key), value):
                 bad = True
+                self.add(_child(params_node, key), problem, name)
         if bad:
             return None
         try:
