@@ -21,6 +21,7 @@ last; :attr:`LlamaCppLLM.truncated` counts how often that happened.
 generated, seconds), for cost reports (``benchmarks/reranker_cost.py``).
 """
 
+import atexit
 import contextlib
 import os
 import threading
@@ -90,6 +91,16 @@ def _load_llama(path: str, n_ctx: int, n_threads: int):
 
             _MODELS[key] = (Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False), threading.Lock())
         return _MODELS[key]
+
+
+@atexit.register
+def _close_llama_models() -> None:
+    """Free the llama.cpp models while the interpreter is whole: left to ``Llama.__del__`` at shutdown, the
+    freeing runs after llama_cpp's own module has been torn down and prints a traceback per model."""
+    with _MODELS_LOCK:
+        for llama, _ in _MODELS.values():
+            llama.close()
+        _MODELS.clear()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
