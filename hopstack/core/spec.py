@@ -13,16 +13,17 @@ An LLM may also be given as a bare model name (``llm: qwen2.5-0.5b``), short for
 """
 
 import collections.abc
-import difflib
+import functools
 import importlib
 import inspect
 import math
 import re
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
-from hopstack.core.text import short_repr
+from hopstack.core.text import did_you_mean, short_repr
 
 ALLOWED_MODULES = ("hopstack.components", "hopstack.models", "haystack")
 """Packages whose classes a pipeline file may name (never a ``__main__`` module, never the command line)."""
@@ -136,8 +137,7 @@ def resolve_nested_class(type_name: Any) -> type:
     if not isinstance(type_name, str) or not type_name:
         raise ValueError(f"type must be a short name ({names}) or a class path, got {short_repr(type_name)}")
     if type_name not in SHORT_NAMES and "." not in type_name:
-        close = difflib.get_close_matches(type_name, list(SHORT_NAMES), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(type_name, list(SHORT_NAMES))
         raise ValueError(
             f"unknown type {short_repr(type_name)}: use a registered short name ({names}) or a class path{hint}"
         )
@@ -158,6 +158,7 @@ def init_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
     return named, takes_kwargs
 
 
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls.__init__)
@@ -206,6 +207,21 @@ def type_problem(cls: type, name: str, value: Any) -> str | None:
     return f"init parameter '{name}' of {cls.__name__} must be {_hint_name(hint)}, got {short_repr(value)}"
 
 
+def parameter_problems(cls: type, params: dict[str, Any]) -> Iterator[tuple[str | None, str, str]]:
+    """Every problem of ``params`` as ``cls``'s init parameters, as ``(key, at, message)``: an unknown name
+    (``at`` "key", with the nearest names), a value that does not fit the annotation (``at`` "value"), a
+    missing required parameter (key None). Nested specs among the values are not looked into."""
+    named, takes_kwargs = init_signature(cls)
+    for key, value in params.items():
+        if not takes_kwargs and key not in named:
+            yield str(key), "key", f"unknown init parameter '{key}' for {cls.__name__}{did_you_mean(str(key), named)}"
+        elif not is_spec(value) and (problem := type_problem(cls, str(key), value)):
+            yield str(key), "value", problem
+    for name, param in named.items():
+        if param.default is inspect.Parameter.empty and name not in params:
+            yield None, "key", f"missing required init parameter '{name}' for {cls.__name__}"
+
+
 def init_parameter_names(cls: type) -> set[str]:
     """The keyword parameters of a class's ``__init__``."""
     return set(init_signature(cls)[0])
@@ -237,22 +253,8 @@ def check_spec(spec: Any, where: str) -> tuple[type, dict[str, Any]]:
     params = spec.get("init_parameters") or {}
     if not isinstance(params, dict):
         raise SpecError(f"{where}: init_parameters must be a mapping", where, ("init_parameters",))
-    named, takes_kwargs = init_signature(cls)
-    if not takes_kwargs:
-        for key in params:
-            if key not in named:
-                raise SpecError(
-                    f"{where}: unknown init parameter '{key}' for {cls.__name__} (takes {', '.join(named)})",
-                    where,
-                    ("init_parameters", str(key)),
-                )
-    for key, value in params.items():
-        problem = None if is_spec(value) else type_problem(cls, str(key), value)
-        if problem:
-            raise SpecError(f"{where}: {problem}", where, ("init_parameters", str(key)))
-    for name, param in named.items():
-        if param.default is inspect.Parameter.empty and name not in params:
-            raise SpecError(f"{where}: missing required init parameter '{name}' for {cls.__name__}", where, ("type",))
+    for key, _, problem in parameter_problems(cls, params):
+        raise SpecError(f"{where}: {problem}", where, ("init_parameters", key) if key else ("type",))
     return cls, params
 
 

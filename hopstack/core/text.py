@@ -1,6 +1,7 @@
 """Text as hopstack's stages read it: a document's passage, a prompt's numbered passage list, sentences, and
 SQuAD/HotpotQA answer normalisation (the reader cleans answers with the rule the metrics score them by)."""
 
+import difflib
 import re
 import reprlib
 import string
@@ -23,6 +24,17 @@ def short_repr(value: object, limit: int = 80) -> str:
     YAML alias bomb, must not make a message huge)."""
     text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nearest(name: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+    """Up to ``n`` candidates close to ``name`` (difflib ratio at least 0.5), for "did you mean" hints."""
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def did_you_mean(name: str, candidates: Sequence[str]) -> str:
+    """``"; did you mean 'a', 'b'?"`` with the candidates close to ``name``, or "" when none is."""
+    close = nearest(name, candidates)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def indexed_text(title: str, text: str, title_prefix: bool) -> str:

@@ -7,9 +7,7 @@ to unknown components or sockets, type-incompatible connections, cycles (hopstac
 loops live inside one iterate component, docs/concepts/iteration.md) and mandatory inputs that nothing feeds.
 """
 
-import difflib
 import functools
-import inspect
 import re
 import weakref
 from dataclasses import dataclass
@@ -27,13 +25,12 @@ from haystack.core.serialization import component_from_dict
 from hopstack.core.spec import (
     SpecError,
     check_spec,
-    init_signature,
     is_spec,
+    parameter_problems,
     pipeline_inputs,
     resolve_component_class,
-    type_problem,
 )
-from hopstack.core.text import short_repr
+from hopstack.core.text import did_you_mean, nearest, short_repr
 from hopstack.errors import HopstackInputError
 
 TOP_LEVEL_KEYS = {"components", "connections", "metadata", "max_runs_per_component", "connection_type_validation"}
@@ -157,16 +154,6 @@ def _node_at(node: yaml.Node | None, path: tuple[str, ...]) -> yaml.Node | None:
     return _child(node, path[-1]) if path[-1] == "type" else _key_node(node, path[-1])
 
 
-def nearest(name: str, candidates: list[str], n: int = 3) -> list[str]:
-    """Up to ``n`` candidates close to ``name`` (difflib ratio)."""
-    return difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    close = nearest(name, candidates)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
-
 _COMPONENT_CLASS = re.compile(r"^@component\s*\n(?:@.*\n)*class\s+(\w+)", re.MULTILINE)
 
 
@@ -238,7 +225,7 @@ class _Validator:
                 self.add(
                     _key_node(root, key),
                     f"unknown top-level key '{key}' (Haystack would drop it; put hopstack settings under "
-                    f"'metadata: {{hopstack: ...}}'){_did_you_mean(str(key), sorted(TOP_LEVEL_KEYS))}",
+                    f"'metadata: {{hopstack: ...}}'){did_you_mean(str(key), sorted(TOP_LEVEL_KEYS))}",
                 )
         self._check_metadata(data.get("metadata"), _child(root, "metadata"))
         sockets = self._check_components(data.get("components"), _child(root, "components"), root)
@@ -267,7 +254,7 @@ class _Validator:
             if key not in HOPSTACK_METADATA_KEYS:
                 self.add(
                     _key_node(settings_node, key),
-                    f"unknown hopstack setting '{key}'{_did_you_mean(str(key), sorted(HOPSTACK_METADATA_KEYS))}",
+                    f"unknown hopstack setting '{key}'{did_you_mean(str(key), sorted(HOPSTACK_METADATA_KEYS))}",
                 )
         inputs = settings.get("inputs")
         if inputs is not None and not (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs)):
@@ -327,29 +314,14 @@ class _Validator:
         if not isinstance(init_parameters, dict):
             self.add(params_node, "'init_parameters' must be a mapping", name)
             return None
-        named, takes_kwargs = init_signature(cls)
         bad = False
-        if not takes_kwargs:
-            for key in init_parameters:
-                if key not in named:
-                    bad = True
-                    self.add(
-                        _key_node(params_node, key),
-                        f"unknown init parameter '{key}' for {cls.__name__}{_did_you_mean(str(key), sorted(named))}",
-                        name,
-                    )
-        for param_name, param in named.items():
-            if param.default is inspect.Parameter.empty and param_name not in init_parameters:
-                bad = True
-                self.add(
-                    params_node or node, f"missing required init parameter '{param_name}' for {cls.__name__}", name
-                )
+        for key, at, problem in parameter_problems(cls, init_parameters):
+            bad = True
+            located = None if key is None else (_key_node if at == "key" else _child)(params_node, key)
+            self.add(located or params_node or node, problem, name)
         for key, value in init_parameters.items():
             if is_spec(value):
                 bad = self._check_nested(str(key), value, _child(params_node, key), name) or bad
-            elif problem := type_problem(cls, str(key), value):
-                bad = True
-                self.add(_child(params_node, key), problem, name)
         if bad:
             return None
         try:
@@ -382,7 +354,7 @@ class _Validator:
             return None
         name, _, socket_name = text.partition(".")
         if name not in sockets:
-            self.add(node, f"{role} names unknown component '{name}'{_did_you_mean(name, sorted(sockets))}", name)
+            self.add(node, f"{role} names unknown component '{name}'{did_you_mean(name, sorted(sockets))}", name)
             return None
         if sockets[name] is None:
             return None  # the component itself is broken and already reported
@@ -397,7 +369,7 @@ class _Validator:
             self.add(
                 node,
                 f"unknown {kind} socket '{socket_name}'; {kind}s are {sorted(available)}"
-                f"{_did_you_mean(socket_name, sorted(available))}",
+                f"{did_you_mean(socket_name, sorted(available))}",
                 name,
                 socket_name,
             )
