@@ -226,13 +226,15 @@ def create_app(
         route = request.scope.get("route")
         return getattr(route, "path", None) or "unmatched"
 
-    @app.middleware("http")
     async def require_key(request: Request, call_next: Any) -> Response:
-        if access.api_key and request.url.path.startswith("/v1/") and request.method != "OPTIONS":
+        if request.url.path.startswith("/v1/") and request.method != "OPTIONS":
             given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given.encode(), access.api_key.encode()):
                 return failure("/v1", "", 401, "unauthorized", "an API key is needed (Authorization: Bearer KEY)")
         return await call_next(request)
+
+    if access.api_key:  # a request-wrapping middleware costs every request: only when a key is asked for
+        app.middleware("http")(require_key)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
