@@ -16,6 +16,7 @@ corpora and duplicate ids are refused.
 """
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ def _read_text(path: Path) -> str:
         raise HopstackInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _parse_json(text: str, where: str) -> Any:
     """``text`` parsed as JSON, refusing what is not text in the end: invalid JSON, nesting too deep to
     read, and lone surrogates (``"\\ud800"`` escapes, which no UTF-8 text can hold)."""
@@ -54,6 +58,8 @@ def _parse_json(text: str, where: str) -> Any:
         ) from exc
     except RecursionError:
         raise HopstackInputError(f"{where}: nested too deeply to read") from None
+    if not _SURROGATE_ESCAPE.search(text):  # UTF-8 text holds no surrogates: only an escape brings one in
+        return value
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
