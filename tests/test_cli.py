@@ -105,6 +105,9 @@ def test_draw_writes_mermaid_svg_and_png(cli, tmp_path):
     assert code == 0
     assert out.startswith("flowchart LR") and 'n_bm25 -- "documents → documents" --> n_fuse' in out
     assert ET.parse(svg).getroot().tag.endswith("svg")
+    # the query, which both retrievers take, is one input of the pipeline: drawn once, with an edge to each
+    assert out.count('(["query"])') == 1 and "in_n_query --> n_bm25" in out and "in_n_query --> n_dense" in out
+    assert svg.read_text().count("<!-- input -->") == 1  # matplotlib's SVG keeps each text in a comment
     png = tmp_path / "hybrid.png"
     assert cli("draw", YAML_DIR / "hybrid.yaml", "-o", png)[0] == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,26 +12,29 @@ def _node_id(name: str) -> str:
     return "n_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
-def _required_inputs(pipeline: Pipeline) -> list[tuple[str, str]]:
-    """(component, socket) pairs that the caller must feed: mandatory and unconnected."""
-    return sorted(
-        (component, socket)
-        for component, sockets in pipeline.inputs().items()
-        for socket, info in sockets.items()
-        if info.get("is_mandatory") and not pipeline.graph.nodes[component]["input_sockets"][socket].senders
-    )
+def _required_inputs(pipeline: Pipeline) -> dict[str, list[str]]:
+    """The inputs a caller must feed (mandatory, unconnected sockets), each once by name, with the components
+    it goes to: a flat input such as ``query`` reaches every unconnected socket of that name."""
+    inputs: dict[str, list[str]] = {}
+    for component, sockets in sorted(pipeline.inputs().items()):
+        for socket, info in sockets.items():
+            if info.get("is_mandatory") and not pipeline.graph.nodes[component]["input_sockets"][socket].senders:
+                inputs.setdefault(socket, []).append(component)
+    return dict(sorted(inputs.items()))
 
 
 def to_mermaid(pipeline: Pipeline) -> str:
-    """Mermaid flowchart text: the inputs a caller must feed, components (name and class), connections
-    with their sockets, and the outputs that no component consumes."""
+    """Mermaid flowchart text: the inputs a caller must feed (each once), components (name and class),
+    connections with their sockets, and the outputs that no component consumes."""
     graph = pipeline.graph
     lines = ["flowchart LR"]
     for name in nx.lexicographical_topological_sort(graph):
         cls = type(graph.nodes[name]["instance"]).__name__
         lines.append(f'  {_node_id(name)}["{name}<br/><small>{cls}</small>"]')
-    for component, socket in _required_inputs(pipeline):
-        lines.append(f'  in_{_node_id(component)}_{socket}(["{socket}"]) --> {_node_id(component)}')
+    for socket, components in _required_inputs(pipeline).items():
+        node = "in_" + _node_id(socket)
+        lines.append(f'  {node}(["{socket}"])')
+        lines.extend(f"  {node} --> {_node_id(component)}" for component in components)
     for sender, receiver, edge in sorted(graph.edges(data=True), key=lambda e: (e[0], e[1])):
         label = f"{edge['from_socket'].name} → {edge['to_socket'].name}"
         lines.append(f'  {_node_id(sender)} -- "{label}" --> {_node_id(receiver)}')
@@ -57,9 +60,9 @@ def draw_image(pipeline: Pipeline, path: str | Path, title: str | None = None) -
     for name in pipeline.graph.nodes:
         graph.add_node(name)
         labels[name] = f"{name}\n{type(pipeline.graph.nodes[name]['instance']).__name__}"
-    for component, socket in _required_inputs(pipeline):
-        key = f"in:{component}.{socket}"
-        graph.add_edge(key, component)
+    for socket, components in _required_inputs(pipeline).items():
+        key = f"in:{socket}"
+        graph.add_edges_from((key, component) for component in components)
         labels[key] = f"input\n{socket}"
     for sender, receiver, edge in pipeline.graph.edges(data=True):
         graph.add_edge(sender, receiver, label=f"{edge['from_socket'].name}→{edge['to_socket'].name}")
