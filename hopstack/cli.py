@@ -325,14 +325,16 @@ def _caches(cache: Path | None) -> list:
 
 @cache_app.command("info")
 def cache_info(cache: CacheFile = None) -> None:
-    """Where the caches are, their size and their entries."""
+    """Where the caches are, their size on disk, what their entries hold against the limit
+    ($HOPSTACK_CACHE_MAX_MB; the least recently used are evicted past it) and their rows."""
     table = Table(title="hopstack caches")
-    for column in ("cache", "file", "MB", "rows"):
+    for column in ("cache", "file", "MB on disk", "MB held / limit", "rows"):
         table.add_column(column)
     for store in _caches(cache):
         info = store.info()
         rows = ", ".join(f"{table_name}: {count:,}" for table_name, count in info["rows"].items()) or "(no file)"
-        table.add_row(info["kind"], info["path"], f"{info['bytes'] / 1e6:.1f}", rows)
+        held = f"{info['stored'] / 2**20:.1f} / {info['limit'] / 2**20:,.0f}"
+        table.add_row(info["kind"], info["path"], f"{info['bytes'] / 2**20:.1f}", held, rows)
     out.print(table)
 
 
@@ -545,9 +547,24 @@ def serve(
     cors_origins: Annotated[
         list[str] | None, typer.Option("--cors-origin", help="a browser origin allowed to call the API (repeat)")
     ] = None,
+    cache_max_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--cache-max-mb",
+            min=1,
+            help="size limit of the call cache the models use, least recently used evicted past it "
+            "(default: $HOPSTACK_CACHE_MAX_MB, else 1024)",
+        ),
+    ] = None,
 ) -> None:
     """Serve pipelines over HTTP: /v1/answer, /v1/retrieve, /v1/pipelines, /metrics, the comparison page at /."""
     import uvicorn
+
+    from hopstack.core.settings import CACHE_LIMIT_ENV_VAR, SERVICE_CACHE_LIMIT_MB
+
+    # every question a client sends adds entries: a service's cache is bounded more tightly than a batch job's
+    if cache_max_mb is not None or CACHE_LIMIT_ENV_VAR not in os.environ:
+        os.environ[CACHE_LIMIT_ENV_VAR] = str(cache_max_mb or SERVICE_CACHE_LIMIT_MB)
 
     from hopstack.serve import ServedPipeline, ServiceAccess, ServiceLimits, create_app
 

@@ -114,7 +114,7 @@ def test_an_edited_entry_is_computed_again_and_verify_finds_it(tmp_path, caplog)
     cache = CallCache(path, enabled=True)
     CachedLLM(CountingLLM(), cache).generate(["a", "b"])
     db = sqlite3.connect(path)  # a rotated or NaN embedding, an exchanged answer: any edit of a value
-    db.execute("UPDATE calls_v2 SET value = ? WHERE value = ?", (json.dumps("a|128 edited"), json.dumps("a|128")))
+    db.execute("UPDATE calls_v3 SET value = ? WHERE value = ?", (json.dumps("a|128 edited"), json.dumps("a|128")))
     db.commit()
     db.close()
     backend = CountingLLM()
@@ -123,7 +123,7 @@ def test_an_edited_entry_is_computed_again_and_verify_finds_it(tmp_path, caplog)
     assert backend.seen == ["a"] and fresh.damaged == 1
     assert f"call cache {path}: an entry does not verify" in caplog.text
     assert fresh.verify() == (2, 0), "the recomputed entry replaced the edited one"
-    assert fresh.info()["rows"] == {"calls_v2": 2}
+    assert fresh.info()["rows"] == {"calls_v3": 2}
 
 
 def test_a_damaged_file_is_reported_once_and_the_calls_made(tmp_path, caplog):
@@ -135,3 +135,78 @@ def test_a_damaged_file_is_reported_once_and_the_calls_made(tmp_path, caplog):
     assert caplog.text.count(f"call cache {path} cannot be used") == 1
     cache.clear()
     assert not path.exists()
+
+
+def test_past_its_limit_the_least_recently_used_entries_are_evicted(tmp_path):
+    cache = CallCache(tmp_path / "calls.sqlite", enabled=True, limit_bytes=20_000)
+    value = "x" * 900  # about 1 KB an entry with its key
+    cache.put_many({"kept": value})
+    for i in range(60):
+        cache.put_many({f"k{i}": value})
+        assert "kept" in cache.get_many(["kept"]), "an entry in use is never the least recently used"
+    info = cache.info()
+    assert info["stored"] <= 20_000 and cache.evicted >= 40
+    assert info["rows"]["calls_v3"] == len(cache.get_many(["kept"] + [f"k{i}" for i in range(60)]))
+    assert cache.get_many(["k0", "k1"]) == {} and "k59" in cache.get_many(["k59"])
+    reopened = CallCache(tmp_path / "calls.sqlite", enabled=True, limit_bytes=20_000)
+    assert reopened.info()["stored"] == info["stored"], "the size is kept in the file, not counted again"
+
+
+def test_the_limit_comes_from_the_environment_and_bad_values_are_refused(tmp_path, monkeypatch):
+    from hopstack.core.settings import cache_limit_bytes
+    from hopstack.errors import HopstackInputError
+
+    monkeypatch.setenv("HOPSTACK_CACHE_MAX_MB", "0.5")
+    assert cache_limit_bytes() == 512 * 1024
+    assert CallCache(tmp_path / "calls.sqlite", enabled=True).info()["limit"] == 512 * 1024
+    for bad in ("0", "-3", "nan", "inf", "lots"):
+        monkeypatch.setenv("HOPSTACK_CACHE_MAX_MB", bad)
+        with pytest.raises(HopstackInputError, match="HOPSTACK_CACHE_MAX_MB must be a positive number"):
+            cache_limit_bytes()
+
+
+def test_a_hit_is_charged_the_seconds_its_entry_took(tmp_path):
+    import time
+
+    from hopstack.models.cache import saved_compute
+
+    class SlowLLM(CountingLLM):
+        def generate(self, prompts, *args):
+            time.sleep(0.01 * len(prompts))
+            return super().generate(prompts, *args)
+
+    path = tmp_path / "calls.sqlite"
+    llm = CachedLLM(SlowLLM(), CallCache(path, enabled=True))
+    with saved_compute() as first:
+        llm.generate(["a", "b", "c"])
+    stored = dict(sqlite3.connect(path).execute("SELECT key, seconds FROM calls_v3").fetchall())
+    assert first.seconds == 0 and len(stored) == 3 and all(s >= 0.01 for s in stored.values())
+    with saved_compute() as outer:
+        with saved_compute() as second:
+            llm.generate(["a", "b", "d"])
+    assert second.seconds == pytest.approx(2 * sum(stored.values()) / 3)
+    assert outer.seconds == second.seconds, "an inner meter's seconds count in the outer one too"
+
+
+def test_a_node_whose_model_calls_the_cache_served_is_charged_what_they_took(
+    tmp_path, monkeypatch, sample_corpus, sample_questions
+):
+    from haystack import Pipeline
+
+    from hopstack.graphs.runner import BatchRunner
+    from hopstack.spec.loading import load_pipeline_data
+    from tests.conftest import YAML_DIR
+
+    monkeypatch.setenv("HOPSTACK_CACHE", "on")
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    stats = []
+    for top_k in (5, 3):  # two dense retrievers that embed the same queries: the second finds them cached
+        data = load_pipeline_data(YAML_DIR / "dense.yaml", {"index": str(sample_corpus)})
+        data["components"]["dense"]["init_parameters"].update(top_k=top_k, device="cpu")
+        runner = BatchRunner(Pipeline.from_dict(data, allowed_modules=["hopstack"]))
+        stats.append(runner.run([runner.question_input(q.question) for q in sample_questions]).stats["dense"])
+    db = sqlite3.connect(tmp_path / "cache" / "calls.sqlite")
+    (embedding_s,) = db.execute("SELECT SUM(seconds) FROM calls_v3").fetchone()
+    assert stats[0].call_cached_s == 0 and embedding_s > 0
+    assert stats[1].call_cached_s == pytest.approx(embedding_s)
+    assert stats[1].compute_s == pytest.approx(stats[1].wall_s + embedding_s)

@@ -1,6 +1,7 @@
 """The hopstack command: outputs, exit codes (0 ok, 2 bad input, 1 internal error) and files."""
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -125,15 +126,33 @@ def test_cache_info_verify_and_clear(cli, tmp_path, monkeypatch):
     calls.put_many({"k1": [0.5], "k2": [0.25]})
     calls.close()
     code, out, _ = cli("cache", "info")
-    assert code == 0 and "calls_v2: 2" in out
+    assert code == 0 and "calls_v3: 2" in out
     db = sqlite3.connect(tmp_path / "cache" / "calls.sqlite")
-    db.execute("UPDATE calls_v2 SET value = '[0.75]' WHERE key = 'k1'")
+    db.execute("UPDATE calls_v3 SET value = '[0.75]' WHERE key = 'k1'")
     db.commit()
     db.close()
     code, out, _ = cli("cache", "verify")
     assert code == 1 and "2 entries, 1 do not verify" in out
     code, out, _ = cli("cache", "verify", "--remove")
     assert code == 0 and "1 do not verify (removed)" in out
-    assert CallCache(enabled=True).get_many(["k1", "k2"]) == {"k2": [0.25]}
+    assert CallCache(enabled=True).get_many(["k1", "k2"]) == {"k2": ([0.25], 0.0)}
     code, out, _ = cli("cache", "clear")
     assert code == 0 and not (tmp_path / "cache" / "calls.sqlite").exists()
+
+
+def test_serve_bounds_the_call_cache_unless_told_otherwise(cli, monkeypatch, sample_corpus):
+    import uvicorn
+
+    import hopstack.serve
+
+    limits = []
+    monkeypatch.setattr(hopstack.serve, "create_app", lambda *args, **kwargs: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: limits.append(os.environ["HOPSTACK_CACHE_MAX_MB"]))
+    monkeypatch.setenv("HOPSTACK_CACHE_MAX_MB", "unset below")
+    monkeypatch.delenv("HOPSTACK_CACHE_MAX_MB")
+    serve = ("serve", YAML_DIR / "bm25.yaml", "--index", sample_corpus)
+    assert cli(*serve)[0] == 0
+    monkeypatch.setenv("HOPSTACK_CACHE_MAX_MB", "300")
+    assert cli(*serve)[0] == 0
+    assert cli(*serve, "--cache-max-mb", "64")[0] == 0
+    assert limits == ["1024", "300", "64.0"]

@@ -111,8 +111,35 @@ def test_documents_are_stored_once_however_many_entries_hold_them(tmp_path, samp
     cache = NodeCache(tmp_path / "nodes.sqlite", enabled=True)
     _run(_bm25_data(sample_corpus, top_k=40), sample_questions, cache)
     db = cache._connection()
-    (documents,) = db.execute("SELECT COUNT(*) FROM documents_v2").fetchone()
+    (documents,) = db.execute("SELECT COUNT(*) FROM documents_v3").fetchone()
     assert documents == 40  # the whole sample corpus, although 24 entries hold 40 documents each
+
+
+def test_past_its_limit_entries_are_evicted_with_the_documents_only_they_held(
+    tmp_path, sample_corpus, sample_questions
+):
+    path = tmp_path / "nodes.sqlite"
+    whole = NodeCache(path, enabled=True)
+    _run(_bm25_data(sample_corpus), sample_questions, whole)
+    full = whole.info()["stored"]
+    whole.clear()
+    cache = NodeCache(path, enabled=True, limit_bytes=full // 2)
+    for start in range(0, len(sample_questions), 4):  # a batch at a time, as a service fills it
+        _run(_bm25_data(sample_corpus), sample_questions[start : start + 4], cache)
+    db = cache._connection()
+    (entries,) = db.execute("SELECT COUNT(*) FROM entries_v3").fetchone()
+    assert cache.evicted > 0 and 0 < entries < len(sample_questions) and cache.info()["stored"] <= full // 2
+    orphans = db.execute(
+        "SELECT COUNT(*) FROM documents_v3 WHERE digest NOT IN (SELECT digest FROM references_v3)"
+    ).fetchone()[0]
+    dangling = db.execute(
+        "SELECT COUNT(*) FROM references_v3 WHERE digest NOT IN (SELECT digest FROM documents_v3)"
+        " OR key NOT IN (SELECT key FROM entries_v3)"
+    ).fetchone()[0]
+    assert orphans == 0 and dangling == 0
+    assert cache.verify() == (entries, 0), "what is left is whole"
+    rerun = _run(_bm25_data(sample_corpus), sample_questions, NodeCache(path, enabled=True, limit_bytes=full * 2))
+    assert rerun.stats["bm25"].items == len(sample_questions) - entries  # only the evicted ones are computed
 
 
 def test_a_disabled_cache_stores_nothing(tmp_path, sample_corpus, sample_questions):
@@ -234,9 +261,9 @@ def test_every_cached_type_round_trips_through_json():
 
 def _swap_values(path: Path) -> None:
     db = sqlite3.connect(path)
-    (a_key, a_value), (b_key, b_value) = db.execute("SELECT key, value FROM entries_v2 LIMIT 2").fetchall()
-    db.execute("UPDATE entries_v2 SET value = ? WHERE key = ?", (b_value, a_key))
-    db.execute("UPDATE entries_v2 SET value = ? WHERE key = ?", (a_value, b_key))
+    (a_key, a_value), (b_key, b_value) = db.execute("SELECT key, value FROM entries_v3 LIMIT 2").fetchall()
+    db.execute("UPDATE entries_v3 SET value = ? WHERE key = ?", (b_value, a_key))
+    db.execute("UPDATE entries_v3 SET value = ? WHERE key = ?", (a_value, b_key))
     db.commit()
     db.close()
 

@@ -6,6 +6,8 @@ variable                   meaning
 ``HOPSTACK_HOME``          root of hopstack's files (default ``~/.cache/hopstack``): ``models/``, ``cache/``,
                            ``indexes/``, ``runs/``
 ``HOPSTACK_CACHE``         ``off`` (or 0, false, no) turns the call cache and the node cache off
+``HOPSTACK_CACHE_MAX_MB``  the size limit of each cache file in MB (default 10240); past it the least
+                           recently used entries are evicted (``hopstack serve`` sets 1024 unless given)
 ``HOPSTACK_INDEX``         the index a retriever reads when its ``index`` parameter is unset
 ``HOPSTACK_DATA``          where benchmark dataset names are looked up
 ``HOPSTACK_MULTIHOP_RAG``  a local MultiHop-RAG folder for ``hopstack demo``
@@ -15,8 +17,13 @@ variable                   meaning
 import os
 from pathlib import Path
 
+from hopstack.errors import HopstackInputError
+
 HOME_ENV_VAR = "HOPSTACK_HOME"
 CACHE_ENV_VAR = "HOPSTACK_CACHE"
+CACHE_LIMIT_ENV_VAR = "HOPSTACK_CACHE_MAX_MB"
+DEFAULT_CACHE_LIMIT_MB = 10240
+SERVICE_CACHE_LIMIT_MB = 1024  # `hopstack serve`'s default: every question a client sends adds entries
 INDEX_ENV_VAR = "HOPSTACK_INDEX"
 DATA_ENV_VAR = "HOPSTACK_DATA"
 MULTIHOP_RAG_ENV_VAR = "HOPSTACK_MULTIHOP_RAG"
@@ -50,6 +57,18 @@ def cache_enabled(requested: bool | None = None) -> bool:
     if requested is False:
         return False
     return os.environ.get(CACHE_ENV_VAR, "on").lower() not in _OFF
+
+
+def cache_limit_bytes() -> int:
+    """The size limit of one cache file: ``$HOPSTACK_CACHE_MAX_MB`` megabytes, else 10 GiB."""
+    value = os.environ.get(CACHE_LIMIT_ENV_VAR, "").strip() or str(DEFAULT_CACHE_LIMIT_MB)
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise HopstackInputError(f"${CACHE_LIMIT_ENV_VAR} must be a positive number of megabytes, got {value!r}")
+    return int(megabytes * 1024 * 1024)
 
 
 def default_index() -> str | None:

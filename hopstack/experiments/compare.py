@@ -53,8 +53,9 @@ class Comparison:
 
 @dataclass
 class NodeCost:
-    """What one node of a variant cost: a node shared with other variants counts in full for each of them; a
-    cached node counts what it took when it was computed."""
+    """What one node of a variant cost as if the variant ran alone with no cache: a node shared with other
+    variants counts in full for each of them; what the node cache or the call cache served counts what it
+    took when it was computed."""
 
     type: str
     fingerprint: str  # its first 12 characters
@@ -317,7 +318,7 @@ def _variant_nodes(union: UnionGraph, result: RunResult, variant: str, n: int) -
     nodes = {}
     for node, union_node in union.variants[variant].names.items():
         stats = result.stats[union_node]
-        compute_s = stats.wall_s + stats.cached_compute_s
+        compute_s = stats.compute_s + stats.cached_compute_s
         nodes[node] = NodeCost(
             type=stats.type,
             fingerprint=union.variants[variant].fingerprints[node][:12],

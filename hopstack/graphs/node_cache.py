@@ -18,13 +18,17 @@ Nothing in the file can run code or be served when it was edited:
   seconds and value; the key lives beside the file in ``NAME.key``). An entry that does not verify (edited,
   or from a file made elsewhere) is reported once, naming the file, and computed again, never served.
 - A file that is not a SQLite database is reported once and the run goes on without the cache.
+
+Past its size limit (``$HOPSTACK_CACHE_MAX_MB``, 10 GiB by default) the least recently used entries are
+evicted, with the documents no remaining entry references.
 """
 
 import base64
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +69,10 @@ def document_digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def encode(value: Any, documents: dict[str, str], digests: dict[tuple, str]) -> Any:
-    """``value`` as JSON-ready data; Documents go into ``documents`` (digest -> JSON text) and are referenced by
-    digest, ``digests`` memoises the digest of documents met before. Raises :class:`Uncacheable`."""
+def encode(value: Any, documents: dict[str, str], digests: dict[tuple, tuple[str, str]]) -> Any:
+    """``value`` as JSON-ready data; the Documents it holds go into ``documents`` (digest -> JSON text) and are
+    referenced by digest, ``digests`` memoises the digest and text of documents met before. Raises
+    :class:`Uncacheable`."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.generic):
@@ -91,18 +96,18 @@ def encode(value: Any, documents: dict[str, str], digests: dict[tuple, str]) -> 
     raise Uncacheable(f"the node cache does not store {type(value).__name__}")
 
 
-def _store_document(document: Document, documents: dict[str, str], digests: dict[tuple, str]) -> str:
+def _store_document(document: Document, documents: dict[str, str], digests: dict[tuple, tuple[str, str]]) -> str:
     memo = _memo_key(document)
-    digest = digests.get(memo) if memo else None
-    if digest is None:
+    known = digests.get(memo) if memo else None
+    if known is None:
         data = document.to_dict(flatten=False)
         data["score"] = None
         text = _canonical(data)
-        digest = document_digest(text)
-        documents.setdefault(digest, text)
+        known = (document_digest(text), text)
         if memo:
-            digests[memo] = digest
-    return digest
+            digests[memo] = known
+    documents.setdefault(*known)
+    return known[0]
 
 
 def _memo_key(document: Document) -> tuple | None:
@@ -157,34 +162,57 @@ class NodeCache(SignedStore):
     """
 
     kind = "node cache"
+    entries = "entries_v3"
     schema = (
-        "CREATE TABLE IF NOT EXISTS entries_v2 "
-        "(key TEXT PRIMARY KEY, seconds REAL NOT NULL, value TEXT NOT NULL, mac TEXT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS documents_v2 (digest TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS entries_v3 (key TEXT PRIMARY KEY, seconds REAL NOT NULL, value TEXT NOT NULL, "
+        "mac TEXT NOT NULL, bytes INTEGER NOT NULL, used INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS documents_v3 "
+        "(digest TEXT PRIMARY KEY, value TEXT NOT NULL, bytes INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS references_v3 (key TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (key, digest))",
+        "CREATE INDEX IF NOT EXISTS references_v3_digest ON references_v3 (digest)",
     )
-    tables = ("entries_v2", "documents_v2")
+    tables = ("entries_v3", "documents_v3", "references_v3")
+    sized = ("entries_v3", "documents_v3")
+    obsolete = ("entries_v2", "documents_v2")
 
-    def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
-        super().__init__(Path(path) if path else default_node_cache_path(), enabled)
+    def __init__(self, path: str | Path | None = None, enabled: bool | None = None, limit_bytes: int | None = None):
+        super().__init__(Path(path) if path else default_node_cache_path(), enabled, limit_bytes)
         self.hits = 0
         self.stores = 0
         self._documents: dict[str, Document] = {}
-        self._digests: dict[tuple, str] = {}
+        self._digests: dict[tuple, tuple[str, str]] = {}
+
+    eviction_order = (  # an entry with the documents it references (an upper bound: others may share them)
+        "SELECT key, bytes + (SELECT COALESCE(SUM(documents_v3.bytes), 0) FROM references_v3 JOIN documents_v3 "
+        "USING (digest) WHERE references_v3.key = entries_v3.key) FROM entries_v3 ORDER BY used"
+    )
 
     def _load_document(self, digest: str) -> Document:
         document = self._documents.get(digest)
         if document is None:
-            row = self._db.execute("SELECT value FROM documents_v2 WHERE digest = ?", (digest,)).fetchone()
+            row = self._db.execute("SELECT value FROM documents_v3 WHERE digest = ?", (digest,)).fetchone()
             if row is None or document_digest(row[0]) != digest:
                 raise Damaged(f"document {digest} is missing or does not match its digest")
             document = self._documents[digest] = Document.from_dict(json.loads(row[0]))
         return document
 
-    def _select(self, columns: str, keys: list[str]) -> Iterator[tuple]:
+    def _remove(self, keys: Sequence[str]) -> None:
+        """Delete entries, and the documents no other entry references."""
+        super()._remove(keys)
+        digests = set()
         for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            yield from self._db.execute(f"SELECT key, {columns} FROM entries_v2 WHERE key IN ({marks})", chunk)
+            digests.update(
+                d for (d,) in self._db.execute(f"SELECT digest FROM references_v3 WHERE key IN ({marks})", chunk)
+            )
+            self._db.execute(f"DELETE FROM references_v3 WHERE key IN ({marks})", chunk)
+        self._db.executemany(
+            "DELETE FROM documents_v3 WHERE digest = ? AND NOT EXISTS "
+            "(SELECT 1 FROM references_v3 WHERE references_v3.digest = documents_v3.digest)",
+            [(d,) for d in digests],
+        )
+        self._documents = {d: doc for d, doc in self._documents.items() if d not in digests}
 
     def _value(self, key: str, seconds: float, value: str, mac: str) -> Any:
         """An entry's outputs, after its signature and its documents verify (raises otherwise)."""
@@ -206,6 +234,8 @@ class NodeCache(SignedStore):
                 except (ValueError, KeyError, TypeError) as exc:  # Damaged, bad JSON, an unknown tag
                     self.damaged += 1
                     self.report("entry", f"node cache {self.path}: an entry does not verify ({exc}); computed again")
+            if found:
+                self._touch(list(found))
         self.hits += len(found)
         return found
 
@@ -222,21 +252,34 @@ class NodeCache(SignedStore):
         (``{socket: value}`` or :data:`SKIPPED`) made of the types :func:`encode` takes (an entry with
         another type is left out: that node runs again next time)."""
         documents: dict[str, str] = {}
+        references: list[tuple[str, str]] = []
         rows = []
         for key, (value, seconds) in entries.items():
+            held: dict[str, str] = {}
             try:
-                text = json.dumps(encode(value, documents, self._digests), ensure_ascii=False)
+                text = json.dumps(encode(value, held, self._digests), ensure_ascii=False)
             except Uncacheable as exc:
                 self.report("type", f"node cache: {exc}; such outputs are computed on every run")
                 continue
             rows.append((key, float(seconds), text))
+            documents.update(held)
+            references += [(key, digest) for digest in held]
         with self._lock:
             if not rows or self._connection() is None:
                 return
-            signed = [(key, seconds, text, self.sign(key, repr(seconds), text)) for key, seconds, text in rows]
-            self._db.executemany("INSERT OR IGNORE INTO documents_v2 VALUES (?, ?)", list(documents.items()))
-            self._db.executemany("INSERT OR REPLACE INTO entries_v2 VALUES (?, ?, ?, ?)", signed)
+            now = time.time_ns()
+            signed = [
+                (key, seconds, text, self.sign(key, repr(seconds), text), len(text) + len(key), now)
+                for key, seconds, text in rows
+            ]
+            self._db.executemany(
+                "INSERT OR IGNORE INTO documents_v3 VALUES (?, ?, ?)",
+                [(digest, text, len(text)) for digest, text in documents.items()],
+            )
+            self._db.executemany("INSERT OR REPLACE INTO entries_v3 VALUES (?, ?, ?, ?, ?, ?)", signed)
+            self._db.executemany("INSERT OR IGNORE INTO references_v3 VALUES (?, ?)", references)
             self._db.commit()
+            self._evict()
         self.stores += len(rows)
 
     def verify(self, remove: bool = False) -> tuple[int, int]:
@@ -244,7 +287,7 @@ class NodeCache(SignedStore):
         with self._lock:
             if self._connection() is None:
                 return 0, 0
-            rows = self._db.execute("SELECT key, seconds, value, mac FROM entries_v2").fetchall()
+            rows = self._db.execute("SELECT key, seconds, value, mac FROM entries_v3").fetchall()
             bad = []
             for key, seconds, value, mac in rows:
                 try:
@@ -252,6 +295,6 @@ class NodeCache(SignedStore):
                 except (ValueError, KeyError, TypeError):
                     bad.append(key)
             if remove and bad:
-                self._db.executemany("DELETE FROM entries_v2 WHERE key = ?", [(k,) for k in bad])
+                self._remove(bad)
                 self._db.commit()
         return len(rows), len(bad)

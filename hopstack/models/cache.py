@@ -2,8 +2,10 @@
 
 Entries live in one SQLite file (``$HOPSTACK_HOME/cache/calls.sqlite`` by default), keyed by the
 sha256 of the model's identity, the call's kind and parameters, and the one input; values are JSON, each
-signed (:class:`SignedStore`) so that an edited entry is computed again, never served.
-``HOPSTACK_CACHE=off`` (or ``enabled=False``) turns it off. Safe to use from several threads.
+signed (:class:`SignedStore`) so that an edited entry is computed again, never served. Each entry keeps the
+seconds it took, so that a node served by the cache is still charged what it costs (:func:`saved_compute`);
+past its size limit the least recently used entries are evicted. ``HOPSTACK_CACHE=off`` (or
+``enabled=False``) turns it off. Safe to use from several threads.
 """
 
 import hashlib
@@ -13,11 +15,14 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from hopstack.core.settings import cache_enabled, cache_home
+from hopstack.core.settings import cache_enabled, cache_home, cache_limit_bytes
 from hopstack.core.spec import NestedComponents
 from hopstack.models.llm import Prompt
 
@@ -30,22 +35,67 @@ def call_key(identity: dict[str, Any], item: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-class SignedStore:
-    """A SQLite file of entries signed with a keyed BLAKE2 digest, the base of the call cache and the node cache.
+class SavedCompute:
+    """The seconds that model calls served by the call cache took when they were computed."""
 
-    The key (random, made once, owner-only) lives beside the file as ``NAME.key``; an entry that does not
-    verify (edited, or from a file made elsewhere) is never served. A file that is not a SQLite database is
-    reported once, naming it, and the store turns itself off; nothing is lost but time.
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+_SAVED: ContextVar[SavedCompute | None] = ContextVar("hopstack_saved_compute", default=None)
+
+
+@contextmanager
+def saved_compute() -> Iterator[SavedCompute]:
+    """A meter of the compute seconds that call-cache hits save inside the block (the batched runner puts
+    one around every node call); a meter opened inside another adds its seconds to the outer one too."""
+    outer = _SAVED.get()
+    meter = SavedCompute()
+    token = _SAVED.set(meter)
+    try:
+        yield meter
+    finally:
+        _SAVED.reset(token)
+        if outer is not None:
+            outer.seconds += meter.seconds
+
+
+class SignedStore:
+    """A SQLite file of signed entries with a size limit, the base of the call cache and the node cache.
+
+    - Each entry is signed with a keyed BLAKE2 digest. The key (random, made once, owner-only) lives beside
+      the file as ``NAME.key``; an entry that does not verify (edited, or from a file made elsewhere) is
+      never served.
+    - The file holds at most ``limit_bytes`` of entries (default :func:`~hopstack.core.settings.cache_limit_bytes`,
+      read when it is checked): past it, the least recently used entries are evicted down to 90% of it.
+      Every sized table has a ``bytes`` column that triggers add to a running total, so checking the size
+      reads one row.
+    - A file that is not a SQLite database is reported once, naming it, and the store turns itself off;
+      nothing is lost but time.
+
+    A subclass names its table of entries (``entries``, with ``key``, ``bytes`` and ``used`` columns),
+    all its ``tables`` (those with a ``bytes`` column count towards the limit: ``sized``), the ``schema``
+    that creates them and, when evicting an entry frees more than its row, the ``eviction_order``.
     """
 
     kind = "store"
+    entries = ""
     schema: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
+    sized: tuple[str, ...] = ()
+    obsolete: tuple[str, ...] = ()  # tables of earlier versions, dropped when the file is opened
 
-    def __init__(self, path: Path, enabled: bool | None = None):
+    @property
+    def eviction_order(self) -> str:
+        """SQL for ``(key, bytes evicting it frees)`` of every entry, least recently used first."""
+        return f"SELECT key, bytes FROM {self.entries} ORDER BY used"
+
+    def __init__(self, path: Path, enabled: bool | None = None, limit_bytes: int | None = None):
         self.enabled = cache_enabled() if enabled is None else enabled
         self.path = Path(path)
+        self.limit_bytes = limit_bytes
         self.damaged = 0
+        self.evicted = 0
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._secret: bytes | None = None
@@ -58,8 +108,10 @@ class SignedStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
                 db.execute("PRAGMA journal_mode=WAL")
-                for statement in self.schema:
+                db.execute("PRAGMA recursive_triggers=ON")  # INSERT OR REPLACE then fires the delete trigger
+                for statement in self._statements():
                     db.execute(statement)
+                db.commit()
             except (sqlite3.DatabaseError, OSError) as exc:
                 self.report(
                     "file",
@@ -70,6 +122,22 @@ class SignedStore:
                 return None
             self._db = db
         return self._db
+
+    def _statements(self) -> list[str]:
+        statements = [f"DROP TABLE IF EXISTS {table}" for table in self.obsolete]
+        statements += [*self.schema, f"CREATE INDEX IF NOT EXISTS {self.entries}_used ON {self.entries} (used)"]
+        statements += [
+            "CREATE TABLE IF NOT EXISTS size (total INTEGER NOT NULL)",
+            "INSERT INTO size SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM size)",
+        ]
+        for table in self.sized:
+            statements += [
+                f"CREATE TRIGGER IF NOT EXISTS {table}_added AFTER INSERT ON {table} "
+                "BEGIN UPDATE size SET total = total + NEW.bytes; END",
+                f"CREATE TRIGGER IF NOT EXISTS {table}_removed AFTER DELETE ON {table} "
+                "BEGIN UPDATE size SET total = total - OLD.bytes; END",
+            ]
+        return statements
 
     def sign(self, *parts: str) -> str:
         """The keyed digest of an entry's parts."""
@@ -92,16 +160,66 @@ class SignedStore:
             self._reported.add(what)
             logger.warning(message)
 
+    def _select(self, columns: str, keys: Sequence[str]) -> Iterator[tuple]:
+        """``(key, *columns)`` of those ``keys`` that are present (call with the lock held)."""
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            yield from self._db.execute(f"SELECT key, {columns} FROM {self.entries} WHERE key IN ({marks})", chunk)
+
+    def _touch(self, keys: Sequence[str]) -> None:
+        """Mark entries as used now (call with the lock held)."""
+        now = time.time_ns()
+        self._db.executemany(f"UPDATE {self.entries} SET used = ? WHERE key = ?", [(now, key) for key in keys])
+        self._db.commit()
+
+    def _remove(self, keys: Sequence[str]) -> None:
+        """Delete entries (call with the lock held; a subclass also deletes what only they referenced)."""
+        self._db.executemany(f"DELETE FROM {self.entries} WHERE key = ?", [(key,) for key in keys])
+
+    def _stored_bytes(self) -> int:
+        return self._db.execute("SELECT total FROM size").fetchone()[0]
+
+    def _evict(self) -> None:
+        """Evict the least recently used entries while the file holds more than its limit (lock held)."""
+        limit = self.limit_bytes or cache_limit_bytes()
+        total = self._stored_bytes()
+        if total <= limit:
+            return
+        goal = int(limit * 0.9)
+        while total > goal:
+            victims, freed = [], 0
+            for key, size in self._db.execute(self.eviction_order):
+                victims.append(key)
+                freed += size
+                if total - freed <= goal:
+                    break
+            if not victims:
+                break
+            self._remove(victims)
+            self._db.commit()
+            self.evicted += len(victims)
+            total = self._stored_bytes()
+
     def info(self) -> dict[str, Any]:
-        """The file, its size and its rows per table."""
-        rows = {}
+        """The file, its size on disk, the bytes its entries hold, its limit and its rows per table."""
+        rows, stored = {}, 0
         if self.path.exists():
             with self._lock:
                 db = self._connection()
-                for table in self.tables if db is not None else ():
-                    rows[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                if db is not None:
+                    rows = {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in self.tables}
+                    stored = self._stored_bytes()
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-        return {"kind": self.kind, "path": str(self.path), "bytes": size, "rows": rows}
+        limit = self.limit_bytes or cache_limit_bytes()
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "bytes": size,
+            "stored": stored,
+            "limit": limit,
+            "rows": rows,
+        }
 
     def clear(self) -> None:
         """Delete the file (and its write-ahead log); the key stays."""
@@ -119,52 +237,63 @@ class SignedStore:
 
 class CallCache(SignedStore):
     """A key-value store of JSON results in SQLite; ``enabled=None`` follows ``$HOPSTACK_CACHE``, True or
-    False forces it on or off. Components get theirs from :func:`call_cache`."""
+    False forces it on or off. Components get theirs from :func:`call_cache`.
+
+    Each entry keeps the seconds its result took to compute; a hit adds them to the :func:`saved_compute`
+    meter of the node at work, so that what a node costs does not depend on what the cache held.
+    """
 
     kind = "call cache"
-    schema = ("CREATE TABLE IF NOT EXISTS calls_v2 (key TEXT PRIMARY KEY, value TEXT NOT NULL, mac TEXT NOT NULL)",)
-    tables = ("calls_v2",)
+    entries = "calls_v3"
+    schema = (
+        "CREATE TABLE IF NOT EXISTS calls_v3 (key TEXT PRIMARY KEY, value TEXT NOT NULL, seconds REAL NOT NULL, "
+        "mac TEXT NOT NULL, bytes INTEGER NOT NULL, used INTEGER NOT NULL)",
+    )
+    tables = sized = ("calls_v3",)
+    obsolete = ("calls_v2",)
 
-    def __init__(self, path: str | Path | None = None, enabled: bool | None = None):
-        super().__init__(Path(path) if path else cache_home() / "calls.sqlite", enabled)
+    def __init__(self, path: str | Path | None = None, enabled: bool | None = None, limit_bytes: int | None = None):
+        super().__init__(Path(path) if path else cache_home() / "calls.sqlite", enabled, limit_bytes)
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The cached values of those ``keys`` that are present and verify (others are reported once)."""
-        found: dict[str, Any] = {}
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[Any, float]]:
+        """``(value, seconds it took)`` of those ``keys`` that are present and verify (others are reported once)."""
+        found: dict[str, tuple[Any, float]] = {}
         with self._lock:
             if not keys or self._connection() is None:
                 return {}
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                for key, value, mac in self._db.execute(
-                    f"SELECT key, value, mac FROM calls_v2 WHERE key IN ({marks})", chunk
-                ):
-                    if self.verifies(mac, key, value):
-                        found[key] = json.loads(value)
-                    else:
-                        self.damaged += 1
-                        self.report("entry", f"call cache {self.path}: an entry does not verify; computed again")
+            for key, value, seconds, mac in self._select("value, seconds, mac", keys):
+                if self.verifies(mac, key, repr(seconds), value):
+                    found[key] = (json.loads(value), seconds)
+                else:
+                    self.damaged += 1
+                    self.report("entry", f"call cache {self.path}: an entry does not verify; computed again")
+            if found:
+                self._touch(list(found))
         return found
 
-    def put_many(self, items: dict[str, Any]) -> None:
-        """Store results under their keys."""
+    def put_many(self, items: dict[str, Any], seconds: float = 0.0) -> None:
+        """Store results under their keys, each having taken ``seconds`` to compute."""
         with self._lock:
             if not items or self._connection() is None:
                 return
-            rows = [(key, text, self.sign(key, text)) for key, text in ((k, json.dumps(v)) for k, v in items.items())]
-            self._db.executemany("INSERT OR REPLACE INTO calls_v2 VALUES (?, ?, ?)", rows)
+            now, seconds = time.time_ns(), float(seconds)
+            rows = []
+            for key, value in items.items():
+                text = json.dumps(value)
+                rows.append((key, text, seconds, self.sign(key, repr(seconds), text), len(text) + len(key), now))
+            self._db.executemany("INSERT OR REPLACE INTO calls_v3 VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.commit()
+            self._evict()
 
     def verify(self, remove: bool = False) -> tuple[int, int]:
         """``(entries checked, entries that do not verify)``; with ``remove`` the latter are deleted."""
         with self._lock:
             if self._connection() is None:
                 return 0, 0
-            rows = self._db.execute("SELECT key, value, mac FROM calls_v2").fetchall()
-            bad = [key for key, value, mac in rows if not self.verifies(mac, key, value)]
+            rows = self._db.execute("SELECT key, value, seconds, mac FROM calls_v3").fetchall()
+            bad = [key for key, value, seconds, mac in rows if not self.verifies(mac, key, repr(seconds), value)]
             if remove and bad:
-                self._db.executemany("DELETE FROM calls_v2 WHERE key = ?", [(k,) for k in bad])
+                self._remove(bad)
                 self._db.commit()
         return len(rows), len(bad)
 
@@ -172,16 +301,22 @@ class CallCache(SignedStore):
         self, identity: dict[str, Any], items: Sequence[Any], compute: Callable[[list], list], chunk: int | None = None
     ) -> list:
         """``compute(items)`` through the cache: only the misses are computed, in one call, or in calls of
-        ``chunk`` items each stored as soon as it is done (an interrupted run keeps what it computed)."""
+        ``chunk`` items each stored as soon as it is done (an interrupted run keeps what it computed).
+        The seconds the hits took when computed go to the :func:`saved_compute` meter."""
         keys = [call_key(identity, item) for item in items]
-        found = self.get_many(keys)
+        hits = self.get_many(keys)
+        meter = _SAVED.get()
+        if meter is not None:
+            meter.seconds += sum(seconds for _, seconds in hits.values())
+        found = {key: value for key, (value, _) in hits.items()}
         missing = [i for i, key in enumerate(keys) if key not in found]
         step = chunk if chunk and self.enabled else max(1, len(missing))
         for start in range(0, len(missing), step):
             part = missing[start : start + step]
+            started = time.perf_counter()
             computed = compute([items[i] for i in part])
             fresh = {keys[i]: value for i, value in zip(part, computed)}
-            self.put_many(fresh)
+            self.put_many(fresh, (time.perf_counter() - started) / max(len(part), 1))
             found.update(fresh)
         return [found[key] for key in keys]
 
