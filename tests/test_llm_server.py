@@ -1,19 +1,33 @@
-"""The OpenAI-compatible backend against a real llama.cpp server that the test starts on localhost."""
+"""The OpenAI-compatible backend against a real llama.cpp server that the test starts on localhost (one without
+and one with an API key)."""
 
+import json
 import math
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from hopstack.models.llama_server import free_port, llama_server
-from hopstack.models.llm import LlamaCppLLM, LLMServerError, OpenAICompatibleLLM
+from hopstack.models.llm import LlamaCppLLM, LLMServerError, OpenAICompatibleLLM, make_llm
 
 pytest.importorskip("llama_cpp.server", reason="the server extra of llama-cpp-python is part of hopstack[local]")
+
+
+KEY_ENV = "HOPSTACK_TEST_LLM_KEY"
 
 
 @pytest.fixture(scope="module")
 def server():
     with llama_server("smollm2-135m", n_ctx=512, alias="smollm2") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    """A server started with --api_key: it answers 401 to requests without that key."""
+    with llama_server("smollm2-135m", n_ctx=256, alias="smollm2", api_key="sesame") as base:
         yield base
 
 
@@ -47,6 +61,55 @@ def test_server_and_in_process_backends_agree_on_the_greedy_token(server):
     local = LlamaCppLLM("smollm2-135m", n_ctx=512)
     prompt = "The capital of France is"
     assert remote.generate([prompt], max_tokens=3) == local.generate([prompt], max_tokens=3)
+
+
+@pytest.mark.slow
+def test_the_api_key_comes_from_the_variable_that_api_key_env_names(keyed_server, monkeypatch):
+    def llm():
+        return make_llm({"type": "openai", "init_parameters": {"base_url": keyed_server, "api_key_env": KEY_ENV}})
+
+    monkeypatch.setenv(KEY_ENV, "sesame")
+    [text] = llm().generate(["One, two, three,"], max_tokens=2)
+    assert isinstance(text, str)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(LLMServerError, match=rf"needs an API key: set \${KEY_ENV} .*\(HTTP 401\)"):
+        llm().generate(["One, two, three,"], max_tokens=2)
+    monkeypatch.setenv(KEY_ENV, "wrong")
+    with pytest.raises(LLMServerError, match=rf"refused the key in \${KEY_ENV} \(HTTP 401\)"):
+        llm().score(["One, two, three,"], [" four"])
+
+
+def test_without_a_key_requests_carry_no_authorization_header(monkeypatch):
+    """A server that records each request's Authorization header and answers one completion."""
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append(self.headers.get("authorization"))
+            choice = {"index": 0, "text": " four", "finish_reason": "length", "logprobs": None}
+            body = json.dumps({"id": "1", "object": "text_completion", "created": 0, "model": "m", "choices": [choice]})
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    recorder = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{recorder.server_port}/v1"
+        monkeypatch.delenv(KEY_ENV, raising=False)
+        assert OpenAICompatibleLLM(base, api_key_env=KEY_ENV).generate(["One, two, three,"]) == [" four"]
+        monkeypatch.setenv(KEY_ENV, "sesame")
+        assert OpenAICompatibleLLM(base, api_key_env=KEY_ENV).generate(["One, two, three,"]) == [" four"]
+        assert seen == [None, "Bearer sesame"]
+    finally:
+        recorder.shutdown()
+        recorder.server_close()
 
 
 def test_an_unreachable_server_fails_clearly_after_retries():

@@ -23,12 +23,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def llama_server(
-    model: str, n_ctx: int = 2048, alias: str = "default", startup_timeout: float = 120.0
+    model: str, n_ctx: int = 2048, alias: str = "default", startup_timeout: float = 120.0, api_key: str | None = None
 ) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` for ``model`` on 127.0.0.1 and yield its ``/v1`` base URL.
 
     ``logits_all`` is on, since scoring needs log-probabilities; the server's log goes to a temporary
-    file (its start-up output would fill a pipe) and is quoted if it fails to start. Stopped on exit.
+    file (its start-up output would fill a pipe) and is quoted if it fails to start. With ``api_key`` the
+    server refuses requests without it (401). Stopped on exit.
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="hopstack-llama-server-") as folder:
@@ -37,6 +38,8 @@ def llama_server(
             sys.executable, "-m", "llama_cpp.server", "--model", resolve_model(model), "--model_alias", alias,
             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "True",
         ]  # fmt: skip
+        if api_key:
+            command += ["--api_key", api_key]
         with log.open("w") as sink:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
         base = f"http://127.0.0.1:{port}/v1"
@@ -46,7 +49,8 @@ def llama_server(
                 if process.poll() is not None:
                     raise LLMServerError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
                 try:
-                    urllib.request.urlopen(f"{base}/models", timeout=2)
+                    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+                    urllib.request.urlopen(urllib.request.Request(f"{base}/models", headers=headers), timeout=2)
                     break
                 except OSError:
                     if time.time() > deadline:

@@ -495,15 +495,23 @@ class OpenAICompatibleLLM:
     (an upper bound), and multi-token candidates are scored by their first token only; servers do not
     return prompt log-probabilities uniformly, so that is what this backend can offer.
 
+    The API key comes from the environment variable ``api_key_env``, read when the client is made, so that no
+    pipeline file needs to hold it (``api_key`` in the file also works, but files get shared). Without a key,
+    requests carry no ``Authorization`` header (a llama.cpp or vLLM server started without ``--api-key``
+    needs none); a server that answers 401 gets an error that names the variable.
+
     :param base_url: e.g. ``http://127.0.0.1:8000/v1``.
     :param model: the model name the server knows.
+    :param api_key_env: the environment variable holding the server's API key.
+    :param api_key: a key written into the file itself (``api_key_env`` is the better place: files are shared).
     """
 
     def __init__(
         self,
         base_url: str,
         model: str = "default",
-        api_key: str = "not-needed",
+        api_key_env: str = "OPENAI_API_KEY",
+        api_key: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
         concurrency: int = 8,
@@ -511,6 +519,7 @@ class OpenAICompatibleLLM:
     ):
         self.base_url = base_url
         self.model = model
+        self.api_key_env = api_key_env
         self.api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
@@ -518,14 +527,23 @@ class OpenAICompatibleLLM:
         self.logprobs = logprobs
         self.n_ctx = None  # the server owns its context window and truncation
         self._client = None
+        self._headers: dict[str, Any] = {}
+        self._key_source: str | None = None
 
     def warm_up(self) -> None:
-        """Create the client (no request is sent)."""
+        """Create the client with the key from ``$api_key_env`` (no request is sent)."""
         if self._client is None:
-            from openai import OpenAI
+            import openai
 
-            self._client = OpenAI(
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries
+            key, self._key_source = self.api_key, "the llm spec's api_key"
+            if not key:
+                key, self._key_source = os.environ.get(self.api_key_env), f"${self.api_key_env}"
+            if not key:
+                self._key_source = None
+            # the client insists on a key; without one, each request leaves the Authorization header out
+            self._headers = {} if key else {"Authorization": openai.Omit()}
+            self._client = openai.OpenAI(
+                base_url=self.base_url, api_key=key or "none", timeout=self.timeout, max_retries=self.max_retries
             )
 
     def _map(self, function, items: Sequence[Any]) -> list:
@@ -537,12 +555,20 @@ class OpenAICompatibleLLM:
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
                 return list(pool.map(function, items))
+        except openai.AuthenticationError as exc:
+            needs = (
+                f"refused the key in {self._key_source}"
+                if self._key_source
+                else f"needs an API key: set ${self.api_key_env} (the llm spec's api_key_env) to it"
+            )
+            raise LLMServerError(f"LLM server {self.base_url} {needs} (HTTP {exc.status_code})") from exc
         except (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError) as exc:
             raise LLMServerError(
                 f"LLM server {self.base_url} failed after {self.max_retries} retries: {type(exc).__name__}: {exc}"
             ) from exc
 
     def _complete(self, prompt: Prompt, **params: Any):
+        params["extra_headers"] = self._headers
         if isinstance(prompt, str):
             return self._client.completions.create(model=self.model, prompt=prompt, **params).choices[0]
         return self._client.chat.completions.create(model=self.model, messages=prompt, **params).choices[0]
