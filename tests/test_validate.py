@@ -448,3 +448,15 @@ def test_values_that_would_fail_or_mislead_at_run_time_are_refused_by_validate(n
 def test_a_pipeline_without_components_is_refused(write_yaml):
     [problem] = problems_of(write_yaml("components: {}\nconnections: []\n"))
     assert "'components' must be a non-empty mapping" in problem.message
+
+
+def test_fusion_weights_must_be_one_per_connected_list(write_yaml):
+    from conftest import YAML_DIR
+
+    text = (YAML_DIR / "hybrid.yaml").read_text()
+    assert not problems_of(write_yaml(text))
+    path = write_yaml(text.replace("weights: [0.7, 0.3]", "weights: [0.5, 0.3, 0.2]"))
+    (problem,) = problems_of(path)
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "weights:" in t)
+    assert (problem.line, problem.component) == (line, "fuse")
+    assert "3 weights for 2 ranked lists; give one per list, in the order bm25, dense" in problem.message

@@ -64,6 +64,18 @@ class DocumentFusion(BatchComponent):
         self.rrf_k = rrf_k
         self.top_k = top_k
 
+    def connection_problems(self, senders: dict[str, list[str]]) -> list[tuple[str, str]]:
+        """What ``hopstack validate`` reports, as ``(parameter, message)``, about the lists connected to
+        ``documents``: weights that are not one per list."""
+        lists = senders.get("documents", [])
+        if self.weights is not None and len(self.weights) != len(lists):
+            message = (
+                f"{len(self.weights)} weights for {len(lists)} ranked lists; give one per list, in the order "
+                f"{', '.join(lists)} (senders sorted by name)"
+            )
+            return [("weights", message)]
+        return []
+
     def fuse(self, lists: list[list[Document]], top_k: int | None = None) -> list[Document]:
         """Fuse one question's lists."""
         weights = self.weights if self.weights is not None else [1.0] * len(lists)

@@ -232,6 +232,7 @@ class _Validator:
         edges = self._check_connections(data.get("connections"), _child(root, "connections"), sockets)
         if sockets is not None and edges is not None:
             self._check_cycles(edges)
+            self._check_senders(edges, _child(root, "components"))
             named = _named_receivers(data.get("connections"))
             inputs = pipeline_inputs(data.get("metadata"))
             self._check_unfed_inputs(sockets, edges, named, inputs, _child(root, "components"))
@@ -448,6 +449,19 @@ class _Validator:
             "nested components and stops on a hop budget; docs/concepts/iteration.md)",
             cycle[-1][1],
         )
+
+    def _check_senders(self, edges: list, components: yaml.Node | None) -> None:
+        """Ask each component that defines ``connection_problems(senders)`` (``{socket: [sender, ...]}``, senders
+        sorted by name as Haystack feeds a variadic socket) whether its init parameters fit what is connected
+        to it; each problem is ``(parameter, message)`` and is reported at that parameter."""
+        senders: dict[str, dict[str, list[str]]] = {}
+        for (sender, _), (receiver, socket), _ in edges:
+            senders.setdefault(receiver, {}).setdefault(socket, []).append(sender)
+        for name, fed in senders.items():
+            check = getattr(self.probe.get_component(name), "connection_problems", None)
+            for parameter, message in check({s: sorted(names) for s, names in fed.items()}) if callable(check) else ():
+                where = _node_at(components, (name, "init_parameters", parameter)) or _child(components, name)
+                self.add(where, message, name)
 
     def _check_unfed_inputs(
         self, sockets: dict, edges: list, named: set, inputs: tuple[str, ...], node: yaml.Node | None
