@@ -567,6 +567,7 @@ def serve(
         os.environ[CACHE_LIMIT_ENV_VAR] = str(cache_max_mb or SERVICE_CACHE_LIMIT_MB)
 
     from hopstack.serve import ServedPipeline, ServiceAccess, ServiceLimits, create_app
+    from hopstack.serve.limits import UVICORN_HEADER_LIMITS
 
     served = [ServedPipeline(path.stem, path, {"index": index}) for path in files]
     limits = ServiceLimits(max_batch, max_wait_ms, timeout_s, max_question_chars, max_top_k)
@@ -574,7 +575,9 @@ def serve(
     app_ = create_app(served, limits, freeze_heap=True, access=access)
     key = f"; /v1 needs the API key in ${api_key_env}" if access.api_key else ""
     err.print(f"serving {', '.join(p.name for p in served)} on http://{host}:{port} (models warm up: see /readyz){key}")
-    uvicorn.run(app_, host=host, port=port, timeout_graceful_shutdown=graceful_s, log_level="warning")
+    uvicorn.run(
+        app_, host=host, port=port, timeout_graceful_shutdown=graceful_s, log_level="warning", **UVICORN_HEADER_LIMITS
+    )
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hopstack.errors import HopstackInputError
 from hopstack.serve.batching import MicroBatcher, ServiceClosing
+from hopstack.serve.limits import HeaderLimits
 from hopstack.serve.metrics import ServiceMetrics
 from hopstack.serve.service import RETURNABLE, Query, ServedPipeline
 
@@ -235,6 +236,7 @@ def create_app(
 
     if access.api_key:  # a request-wrapping middleware costs every request: only when a key is asked for
         app.middleware("http")(require_key)
+    app.add_middleware(HeaderLimits)  # added last, so outermost: over-limit headers reach nothing else
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
