@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad input (the message on stderr), 1 internal error.
 import json
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -248,9 +247,11 @@ def evaluate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
 ) -> None:
     """Evaluate a pipeline on a benchmark with the benchmark's own metrics."""
+    from hopstack.core.progress import StepProgress
     from hopstack.experiments.evaluation import evaluate
 
-    result = evaluate(file, dataset, index_dir, limit, split, batch_size)
+    with StepProgress(err) as steps:
+        result = evaluate(file, dataset, index_dir, limit, split, batch_size, steps.status, steps.progress)
     title = f"{result['pipeline']} on {result['dataset']} ({result['split']}, {result['n_questions']} questions)"
     table = Table(title=title, min_width=len(title))
     table.add_column("metric")
@@ -362,24 +363,6 @@ def cache_clear(cache: CacheFile = None) -> None:
         out.print(f"cleared {store.kind} {store.path}")
 
 
-def _comparison_progress():
-    """A progress bar on stderr and the ``status`` / ``progress`` callbacks that drive it."""
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    )
-    task = bar.add_task("loading", total=None)
-
-    def status(message: str) -> None:  # a new task: rich cannot take a task's total away again
-        nonlocal task
-        bar.remove_task(task)
-        task = bar.add_task(message, total=None)
-
-    def progress(node: str, done: int, total: int) -> None:
-        bar.update(task, description=node, completed=done, total=total)
-
-    return bar, status, progress
-
-
 def _print_comparison(result: "CompareResult", files: dict[str, Path], json_out: Path | None) -> None:
     """The comparison table, failures and warnings, and where the report is; exits 1 if a variant failed."""
     from hopstack.experiments.report import markdown_table
@@ -458,13 +441,14 @@ def compare_command(
 ) -> None:
     """Compare pipeline variants on a benchmark: one union graph (shared nodes run once), node cache,
     paired significance tests against a baseline, Markdown table, JSON, plots and an HTML report."""
+    from hopstack.core.progress import StepProgress
     from hopstack.experiments.compare import compare
-    from hopstack.experiments.report import write_report
+    from hopstack.experiments.report import new_run_folder, write_report
     from hopstack.experiments.variants import read_grid
     from hopstack.graphs.node_cache import NodeCache
 
-    bar, status, progress = _comparison_progress()
-    with bar:
+    with StepProgress(err) as steps:
+        steps.status(f"loading {dataset} and the pipelines")
         result = compare(
             list(files or []),
             dataset,
@@ -480,11 +464,11 @@ def compare_command(
             max_p=max_p,
             correction=correction,
             metric=metric,
-            status=status,
-            progress=progress,
+            status=steps.status,
+            progress=steps.progress,
         )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    written = write_report(result, report_dir or Path("runs") / "compare" / f"{result.dataset}-{stamp}")
+        steps.status("writing the report")
+        written = write_report(result, report_dir or new_run_folder(Path("runs") / "compare", result.dataset))
     _print_comparison(result, written, json_out)
 
 
@@ -501,18 +485,26 @@ def demo(
         typer.Option("--pipeline", "-p", help="pipeline file (repeatable; default: the pipelines of demos/demo.yaml)"),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
-    report_dir: Annotated[Path | None, typer.Option("--out", help="report folder (default: runs/demo)")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--out", help="report folder (default: runs/demo/<dataset>-<time>)")
+    ] = None,
     batch_size: BatchOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
     """Compare the pipelines of demos/demo.yaml on the shipped sample, or on MultiHop-RAG when a local
     copy is given (indexed once), and write the comparison report."""
+    from hopstack.core.progress import StepProgress
     from hopstack.demo import run_demo
 
-    bar, status, progress = _comparison_progress()
-    with bar:
+    with StepProgress(err) as steps:
         result, written = run_demo(
-            multihop_rag, pipeline, limit, report_dir, batch_size=batch_size, status=status, progress=progress
+            multihop_rag,
+            pipeline,
+            limit,
+            report_dir,
+            batch_size=batch_size,
+            status=steps.status,
+            progress=steps.progress,
         )
     out.print(f"hopstack demo: {result.dataset}, {result.n_questions} questions")
     _print_comparison(result, written, json_out)

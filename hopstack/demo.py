@@ -5,17 +5,18 @@ Without options it uses the sample that ships with the package (a small fictiona
 this project: 40 documents, 24 one- and two-hop questions with gold document ids and answers), indexed
 in memory. Given a local copy of MultiHop-RAG (``--multihop-rag DIR`` or ``$HOPSTACK_MULTIHOP_RAG``) it
 indexes that corpus once (under ``$HOPSTACK_HOME/indexes/multihop-rag``, rebuilt only when the corpus
-changes) and compares the pipelines on its questions (all 2,255, or the first ``--limit``).
+changes) and compares the pipelines on its questions (all 2,255, or the first ``--limit``). Each run writes
+its report into a new folder, ``runs/demo/<dataset>-<time>`` unless ``--out`` says where.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
+from hopstack.core.progress import Status
 from hopstack.core.settings import hopstack_home, multihop_rag_home
 from hopstack.errors import HopstackInputError
 from hopstack.experiments.compare import CompareResult, compare
 from hopstack.experiments.evaluation import corpus_mismatch
-from hopstack.experiments.report import write_report
+from hopstack.experiments.report import new_run_folder, write_report
 from hopstack.experiments.variants import Grid, read_grid
 from hopstack.graphs.node_cache import NodeCache
 from hopstack.graphs.runner import Progress
@@ -23,7 +24,6 @@ from hopstack.graphs.runner import Progress
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 SAMPLE_CORPUS = SAMPLE_DIR / "corpus.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "questions.jsonl"
-Status = Callable[[str], None]
 
 
 def default_demo_grid() -> Path:
@@ -68,7 +68,8 @@ def run_demo(
     progress: Progress | None = None,
 ) -> tuple[CompareResult, dict[str, Path]]:
     """Compare the pipelines on MultiHop-RAG (when a local copy is given, as an argument or in
-    ``$HOPSTACK_MULTIHOP_RAG``) or on the shipped sample; returns the result and the report's files."""
+    ``$HOPSTACK_MULTIHOP_RAG``) or on the shipped sample; returns the result and the report's files (in
+    ``out_dir``, else in a new folder under runs/demo)."""
     status = status or (lambda message: None)
     multihop_rag = multihop_rag or multihop_rag_home()
     home = hopstack_home()
@@ -78,6 +79,7 @@ def run_demo(
     else:
         index, dataset = SAMPLE_CORPUS, str(SAMPLE_DIR)
     files, grid = demo_variants(pipelines)
+    status(f"loading {Path(dataset).name} and the pipelines")
     result = compare(
         files,
         dataset,
@@ -89,4 +91,5 @@ def run_demo(
         status=status,
         progress=progress,
     )
-    return result, write_report(result, out_dir or Path("runs") / "demo")
+    status("writing the report")
+    return result, write_report(result, out_dir or new_run_folder(Path("runs") / "demo", result.dataset))

@@ -1,6 +1,8 @@
 """``hopstack compare`` and ``hopstack demo``: union runs, cache, failures kept apart, significance, report."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,6 +215,28 @@ def test_demo_compares_the_shipped_pipelines(cli, tmp_path, monkeypatch):
         # measured on the shipped sample: every pipeline has all gold documents in its top 5 for most questions
         assert variant["status"] == "ok" and variant["metrics"]["AllGold@5"] > 0.5, variant
     assert "| hybrid |" in out and f"report: {tmp_path / 'demo' / 'report.html'}" in out
+
+
+def test_each_demo_run_writes_its_own_report_folder(cli, tmp_path, monkeypatch):
+    """Without --out, every run gets a new folder runs/demo/<dataset>-<time> (another dataset's or another run's
+    report is never replaced) and says where; stderr (no terminal here) has the steps and no bar."""
+    monkeypatch.delenv("HOPSTACK_MULTIHOP_RAG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    reports = []
+    for _ in range(2):
+        code, out, err = cli("demo", "--pipeline", YAML_DIR / "bm25.yaml", "--limit", 3)
+        assert code == 0, err
+        reports.append(Path(re.search(r"^report: (\S+)", out, re.MULTILINE).group(1)))
+        assert err.splitlines() == [
+            "loading sample and the pipelines",
+            "running 1 variant(s) as 1 distinct node(s)",
+            "  bm25 3/3",
+            "scoring",
+            "writing the report",
+        ]
+    assert reports[0] != reports[1] and all(report.is_file() for report in reports)
+    assert [report.parent.parent for report in reports] == [Path("runs/demo")] * 2
+    assert all(re.fullmatch(r"sample-\d{8}-\d{6}(-2)?", report.parent.name) for report in reports)
 
 
 def test_randomization_test_agrees_with_scipys_permutation_test():

@@ -20,6 +20,7 @@ from hopstack.experiments.compare import (
 from hopstack.experiments.metrics import ScoredRun
 from hopstack.experiments.report import (
     markdown_table,
+    new_run_folder,
     per_question_rows,
     plot_quality_latency,
     significance_table,
@@ -270,3 +271,13 @@ def test_write_report_with_optional_fields_of_compare(result, tmp_path):
     assert "| index | — |" in markdown and "paired Student's t-test, no correction, p ≤ 0.01" in markdown
     assert "p-value (none)" in markdown
     assert "- baseline 'dense' failed" in markdown and "permutations" not in markdown
+
+
+def test_run_folders_are_new_and_named_after_the_dataset_and_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("time.strftime", lambda form: "20261130-091500")
+    folders = [new_run_folder(tmp_path / "runs", "scifact/test") for _ in range(3)]
+    assert [f.name for f in folders] == [
+        "scifact-test-20261130-091500",
+        *(f"scifact-test-20261130-091500-{n}" for n in (2, 3)),
+    ]
+    assert all(f.is_dir() and not any(f.iterdir()) for f in folders)

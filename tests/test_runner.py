@@ -123,6 +123,19 @@ def test_batches_are_cut_into_chunks_and_unbatched_components_are_mapped():
     assert sum(s.wall_s for s in stats.values()) <= elapsed
 
 
+def test_progress_hears_each_node_start_then_advance():
+    """A node is announced before it warms up (0 done), then after each batch or item; a node with nothing to
+    do (whisper, given two short texts) is not announced."""
+    heard = []
+    BatchRunner(graph(), batch_size=2).run([INPUTS[0], INPUTS[2]], progress=lambda *report: heard.append(report))
+    assert heard == [
+        *(("upper", 0, 2), ("upper", 2, 2)),
+        *(("route", 0, 2), ("route", 1, 2), ("route", 2, 2)),  # no run_batch: one call an item
+        *(("shout", 0, 2), ("shout", 2, 2), ("greet", 0, 2), ("greet", 2, 2)),
+        *(("join", 0, 2), ("join", 1, 2), ("join", 2, 2)),
+    ]
+
+
 def test_trace_holds_every_node_that_ran():
     result = BatchRunner(graph()).run(INPUTS, trace=True)
     assert set(result.traces[0]) == {"upper", "route", "shout", "join", "greet"}

@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -472,6 +473,23 @@ def per_question_rows(result: CompareResult) -> list[dict[str, Any]]:
         }
         for i, question in enumerate(result.questions)
     ]
+
+
+def new_run_folder(root: str | Path, dataset: str) -> Path:
+    """A new, empty folder under ``root`` for one run's report, named after the dataset and the time
+    (``multihop-rag-20261130-091500``; ``-2``, ``-3``, ... when a run of the same second has the name), so that
+    no run's report replaces another's."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', dataset).strip('-.') or 'dataset'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = root / stem, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = root / f"{stem}-{n}"
 
 
 def write_report(result: CompareResult, out_dir: str | Path) -> dict[str, Path]:

@@ -329,11 +329,12 @@ class BatchRunner:
 
         ``item_ids`` names the items in error messages (defaults to their positions);
         ``include_outputs_from`` names nodes whose every output is returned, consumed or not;
-        ``progress(node, done, total)`` is called as a node works through its items. ``stats_only``
-        (with a node cache) computes and loads nothing: the result has empty outputs and, per node, what
-        its cached items cost when they were computed. ``targets`` names nodes to run the pipeline up to:
-        only they and the nodes they depend on run, and every output of theirs is returned (the service's
-        ``/v1/retrieve`` runs a reader pipeline up to its documents this way).
+        ``progress(node, done, total)`` is called when a node starts (``done`` 0, before it warms up) and as
+        it works through its items. ``stats_only`` (with a node cache) computes and loads nothing: the
+        result has empty outputs and, per node, what its cached items cost when they were computed.
+        ``targets`` names nodes to run the pipeline up to: only they and the nodes they depend on run, and
+        every output of theirs is returned (the service's ``/v1/retrieve`` runs a reader pipeline up to its
+        documents this way).
         """
         if stats_only and self.node_cache is None:
             raise ValueError("stats_only needs a node cache")
@@ -439,6 +440,7 @@ class BatchRunner:
         count = (n if positions is None else len(positions)) if ready is None else len(ready)
         if count == 0:
             return ready, {}
+        self._progress(node.name, 0, count)  # shown while the node warms up and computes its first batch
         stats.warm_up_s += self._warm_up_node(node)
         call_started = time.perf_counter()
         try:
