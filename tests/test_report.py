@@ -4,9 +4,11 @@ and the per-question file."""
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
+from conftest import CHROMIUM, CHROMIUM_FLAGS
 from hopstack.datasets.benchmark import BenchmarkQuestion
 from hopstack.experiments.compare import (
     CompareResult,
@@ -110,39 +112,46 @@ def _cells(table: str) -> list[list[str]]:
 
 
 def _rows(table: str) -> dict[str, list[str]]:
-    """The table's body rows by variant name (the first cell without its baseline mark)."""
-    return {row[0].removesuffix(" (baseline)"): row for row in _cells(table)}
+    """The table's body rows by variant name (the first cell without its baseline or failure mark)."""
+    return {re.sub(r" \((baseline|failed)\)$", "", row[0]): row for row in _cells(table)}
 
 
 def test_markdown_table_marks_significant_differences_and_the_baseline(result):
     table = markdown_table(result)
     header = table.splitlines()[0]
-    assert header == "| variant | MRR@10 | Hits@10 | context_tokens | ms/question | status |"
+    assert header == "| variant | MRR@10 | Hits@10 | ms/question | context tokens |"
     rows = _rows(table)
     assert list(rows) == ["bm25", "hybrid", "hybrid[fusion.mode=rrf]", "broken"]
-    assert rows["bm25"] == ["bm25 (baseline)", "0.5996", "0.8763", "—", "5.00", "ok"]
-    # significant better / not significant / context_tokens with one decimal
-    assert rows["hybrid"] == ["hybrid", "0.6160 ▲", "0.8701", "812.2", "50.00", "ok"]
-    assert rows["hybrid[fusion.mode=rrf]"][1:3] == ["0.5801 ▼", "0.9012 ▲"]
-    assert rows["broken"] == ["broken", "", "", "", "", "failed"]
+    assert rows["bm25"] == ["bm25 (baseline)", "0.600", "0.876", "5", "—"]
+    # significant better / not significant; costs in three significant digits
+    assert rows["hybrid"] == ["hybrid", "0.616 ▲", "0.870", "50", "812"]
+    assert rows["hybrid[fusion.mode=rrf]"][1:3] == ["0.580 ▼", "0.901 ▲"]
+    assert rows["broken"] == ["broken (failed)", "", "", "", ""]
     assert table.count("▲") == 2 + 1 and table.count("▼") == 1 + 1  # the legend names both marks once
     legend = table.splitlines()[-1]
     assert "(Fisher's randomization test, 1000 permutations, Holm's correction, p ≤ 0.05)" in legend
     assert "baseline bm25" in legend and "100 questions" in legend
+    assert "Costs (ms/question, context tokens): lower is better." in legend
 
 
 def test_marks_follow_the_corrected_p_value(result):
     """A p-value under max_p that the correction lifts over it is not marked; both p-values are shown."""
     result.variants[2].compared_to_baseline["Hits@10"] = Comparison(0.0249, 0.03, 0.06, False)
-    assert _rows(markdown_table(result))["hybrid[fusion.mode=rrf]"][2] == "0.9012"
+    assert _rows(markdown_table(result))["hybrid[fusion.mode=rrf]"][2] == "0.901"
     assert ["hybrid[fusion.mode=rrf]", "Hits@10", "+0.0249", "0.0300", "0.0600", ""] in _cells(
         significance_table(result)
     )
 
 
-def test_lower_is_better_metrics_invert_the_marks(result):
+def test_costs_are_not_marked_as_quality(result):
+    """A significant difference in a cost (context tokens) is no ▲ / ▼ in the results table; the test against the
+    baseline says whether the cost is lower or higher."""
     result.variants[1].compared_to_baseline["context_tokens"] = Comparison(-100.0, 0.001, 0.002, True)
-    assert _rows(markdown_table(result))["hybrid"][3] == "812.2 ▲"
+    result.variants[2].compared_to_baseline["context_tokens"] = Comparison(30.0, 0.001, 0.002, True)
+    assert _rows(markdown_table(result))["hybrid"][4] == "812"
+    tests = _cells(significance_table(result))
+    assert ["hybrid", "context_tokens", "-100.0000", "0.0010", "0.0020", "lower"] in tests
+    assert ["hybrid[fusion.mode=rrf]", "context_tokens", "+30.0000", "0.0010", "0.0020", "higher"] in tests
 
 
 def test_significance_table_lists_every_comparison_with_raw_and_corrected_p_values(result):
@@ -171,7 +180,36 @@ def test_write_report_writes_every_file(result, tmp_path):
     assert "&lt;NoSuchRetriever&gt;" in page and "<NoSuchRetriever>" not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?:""", page, re.IGNORECASE)
     assert "<link" not in page and "<script" not in page and "@import" not in page
-    assert "0.6160 ▲" in page and "bm25 (baseline)" in page
+    assert "0.616 ▲" in page and "bm25 (baseline)" in page
+
+
+def test_the_report_leads_with_the_results_and_folds_the_details(result, tmp_path):
+    """The results table and the quality/cost plot come first; the tests against the baseline show the primary
+    metric, every metric's are folded, as are the node timings; the run's settings come last."""
+    files = write_report(result, tmp_path)
+    page = files["html"].read_text()
+    order = [
+        "<h1>",
+        '<th colspan="2" class="group start">cost (lower is better)</th>',
+        '<img alt="primary metric against ms per question"',
+        "<h2>Against the baseline</h2>",
+        "<details><summary>Every metric against the baseline: 4 tests",
+        "<h2>Failed variants</h2>",
+        '<img alt="wall time per node and variant"',
+        "<details><summary>Node timings: 7 nodes",
+        "<h2>Run</h2>",
+    ]
+    assert [page.index(marker) for marker in order] == sorted(page.index(marker) for marker in order)
+    assert '<th colspan="1" class="group"></th><th colspan="2" class="group start">quality</th>' in page
+    assert '<th class="num">Hits<wbr>@10</th>' in page and '<th class="num start">ms/<wbr>question</th>' in page
+    compact = page[page.index("<h2>Against the baseline</h2>") : page.index("<details><summary>Every metric")]
+    assert '<th class="num">delta MRR<wbr>@10</th>' in compact and "Hits@10" not in compact
+    assert '<tr><td>hybrid</td><td class="num">+0.0164</td><td class="num">0.0010</td>' in compact
+    folded = page[page.index("<details><summary>Every metric") : page.index("<h2>Failed variants</h2>")]
+    assert folded.count("<td>Hits@10</td>") == 2 and folded.count("<td>MRR@10</td>") == 2
+    markdown = files["markdown"].read_text()
+    assert "<details><summary>Every metric against the baseline: 4 tests" in markdown
+    assert markdown.index("(quality_latency.png)") < markdown.index("## Against the baseline")
 
 
 def test_results_json_is_the_typed_result_without_per_question_data(result, tmp_path):
@@ -251,7 +289,7 @@ def test_write_report_with_one_variant_and_missing_metrics(result, tmp_path):
     del only.metrics["MRR@10"]
     files = write_report(result, tmp_path / "no-primary")
     assert "quality_latency" not in files
-    assert _rows(markdown_table(result))["hybrid"][:2] == ["hybrid (baseline)", "0.8701"]
+    assert _rows(markdown_table(result))["hybrid"][:2] == ["hybrid (baseline)", "0.870"]
 
 
 def test_quality_plot_with_crowded_points(result, tmp_path):
@@ -281,3 +319,40 @@ def test_run_folders_are_new_and_named_after_the_dataset_and_time(tmp_path, monk
         *(f"scifact-test-20261130-091500-{n}" for n in (2, 3)),
     ]
     assert all(f.is_dir() and not any(f.iterdir()) for f in folders)
+
+
+# MultiHop-RAG's metrics with a reader's: the widest results table hopstack's own datasets give
+WIDE_METRICS = ["Hits@10", "Hits@4", "MAP@10", "MRR@10", "AllGold@2", "AllGold@5", "AllGold@10", "AnyGold@2"]
+WIDE_METRICS += ["AnyGold@5", "AnyGold@10", "Recall@10", "DocMRR@10", "nDCG@10", "EM", "F1", "Acc", "context_tokens"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_widest_results_table_fits_a_1400_pixel_window(result, tmp_path):
+    """17 metrics, each marked significant, grid variants with long names, a failed variant and costs in the
+    thousands: Chromium lays the report out in a 1400 x 900 window without scrolling sideways, the page or any
+    table."""
+    from playwright.sync_api import sync_playwright
+
+    grid = "hybrid-rerank-compselect-reader[fuse.method=zscore,fuse.weights=[0.7, 0.3],rerank.top_k=20]"
+    significant = {m: Comparison(0.1, 0.001, 0.002, True) for m in WIDE_METRICS}
+    template = dataclasses.replace(result.variants[1], compared_to_baseline=significant, ms_per_question=12345.6)
+    template.metrics = {m: 0.6667 if m != "context_tokens" else 12345.6 for m in WIDE_METRICS}
+    result.variants[0].metrics = dict(template.metrics)
+    result.variants[1:3] = [dataclasses.replace(template, name=f"{grid}#{i}") for i in range(12)]
+    page_file = write_report(result, tmp_path)["html"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(page_file.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+            overflowing = page.evaluate(
+                "[...document.querySelectorAll('div.table')].filter(box => box.scrollWidth > box.clientWidth)"
+                ".map(box => box.querySelector('th:last-child').textContent)"
+            )
+            assert overflowing == []
+            results = page.locator("div.table").first
+            assert results.locator("thead tr").last.locator("th").count() == 1 + len(WIDE_METRICS) + 1
+            assert results.bounding_box()["width"] <= 1400
+        finally:
+            browser.close()

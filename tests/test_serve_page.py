@@ -1,29 +1,17 @@
 """The comparison page end to end: a real server the test starts, driven in headless Chromium (Debian's
 chromium, through Playwright), with a screenshot saved to runs/test-artifacts/serve-page.png."""
 
-import shutil
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, TINY_LLM, YAML_DIR
+from conftest import CHROMIUM, CHROMIUM_FLAGS, REPO, TINY_LLM, YAML_DIR
 from hopstack.serve import ServedPipeline, create_app
 from hopstack.testing import free_port, wait_ready
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = REPO / "runs" / "test-artifacts" / "serve-page.png"
-# Chromium in a closed sandbox: no sandboxing as root, no GPU, no calls home
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VARIANTS = ["bm25", "decompose-hybrid", "multihop-fixed", "hybrid-rerank-compselect-reader"]
 
 

@@ -18,13 +18,15 @@ from typing import Any
 
 from hopstack.experiments.compare import CompareResult, Comparison, Significance, UnionStats, VariantResult
 
-LOWER_IS_BETTER = {"context_tokens"}
-"""Metrics for which a negative delta against the baseline is an improvement."""
+COST_METRICS = {"context_tokens": "context tokens"}
+"""Metrics that measure what a variant costs, not its quality, by their column label: lower is better; they are
+shown with ms/question under the results table's cost group and never marked ▲ / ▼."""
 
 _TEST_NAMES = {"fisher": "Fisher's randomization test", "student": "paired Student's t-test"}
 _CORRECTION_NAMES = {"none": "no correction", "holm": "Holm's correction", "bonferroni": "Bonferroni's correction"}
 _BETTER, _WORSE = "▲", "▼"
 _MISSING = "—"
+_COST_GROUP = "cost (lower is better)"
 
 
 @dataclass
@@ -33,10 +35,13 @@ class _Table:
     rows: list[list[str]]
     numeric: set[int] = field(default_factory=set)
     """Indexes of right-aligned columns."""
+    groups: list[tuple[str, int]] = field(default_factory=list)
+    """Headers over runs of columns, (label, number of columns) from the first column on (HTML only)."""
 
 
 # A block is (kind, payload): ("h1" | "h2" | "h3" | "p" | "pre", str), ("list", list[str]), ("table", _Table),
-# or ("image", (key of the PNG in write_report's files, alternative text)).
+# ("image", (key of the PNG in write_report's files, alternative text)) or ("details", (summary, blocks)): blocks
+# folded under a summary line.
 _Block = tuple[str, Any]
 
 
@@ -47,43 +52,54 @@ def _metric_names(result: CompareResult) -> list[str]:
 
 
 def _variant_label(variant: VariantResult, result: CompareResult) -> str:
+    """The variant's name, marked "(baseline)" or "(failed)"."""
+    if variant.status != "ok":
+        return f"{variant.name} ({variant.status})"
     return variant.name + (" (baseline)" if variant.name == result.baseline else "")
 
 
 def _mark(metric: str, comparison: Comparison | None) -> str:
-    """▲ for a significant improvement over the baseline, ▼ for a significant regression, else nothing."""
+    """▲ for a significant improvement over the baseline, ▼ for a significant regression, else nothing; a cost
+    metric's significant difference is "lower" or "higher" (no arrow: a cost is no quality)."""
     if comparison is None or not comparison.significant or not comparison.delta:
         return ""
-    return _BETTER if (comparison.delta > 0) != (metric in LOWER_IS_BETTER) else _WORSE
+    if metric in COST_METRICS:
+        return "lower" if comparison.delta < 0 else "higher"
+    return _BETTER if comparison.delta > 0 else _WORSE
 
 
-def _number(metric: str, value: float) -> str:
-    return f"{value:.1f}" if metric == "context_tokens" else f"{value:.4f}"
-
-
-def _ms(value: float | None) -> str:
+def _cost(value: float | None) -> str:
+    """A cost in three significant digits, whole numbers from 1,000 on: 0.123, 45.7, 572, 1,234."""
     if value is None:
         return _MISSING
-    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def _metric_cell(variant: VariantResult, metric: str) -> str:
     if metric not in variant.metrics:
         return _MISSING
     mark = _mark(metric, variant.compared_to_baseline.get(metric))
-    return f"{_number(metric, variant.metrics[metric])} {mark}".rstrip()
+    return f"{variant.metrics[metric]:.3f} {mark}".rstrip()
 
 
 def _variant_table(result: CompareResult) -> _Table:
+    """One row per variant (a failed one named so, with empty cells): its quality metrics (the primary one first;
+    ▲ / ▼ against the baseline), then its costs (ms/question and the :data:`COST_METRICS`)."""
     metrics = _metric_names(result)
+    quality = [m for m in metrics if m not in COST_METRICS]
+    costs = [m for m in metrics if m in COST_METRICS]
     rows = []
     for v in result.variants:
+        cells = [_variant_label(v, result)]
         if v.status == "ok":
-            cells = [_metric_cell(v, m) for m in metrics] + [_ms(v.ms_per_question)]
+            cells += [_metric_cell(v, m) for m in quality]
+            cells += [_cost(v.ms_per_question), *(_cost(v.metrics.get(m)) for m in costs)]
         else:
-            cells = [""] * (len(metrics) + 1)
-        rows.append([_variant_label(v, result), *cells, v.status])
-    return _Table(["variant", *metrics, "ms/question", "status"], rows, set(range(1, len(metrics) + 2)))
+            cells += [""] * (len(quality) + 1 + len(costs))
+        rows.append(cells)
+    header = ["variant", *quality, "ms/question", *(COST_METRICS[m] for m in costs)]
+    groups = [("", 1), ("quality", len(quality)), (_COST_GROUP, 1 + len(costs))]
+    return _Table(header, rows, set(range(1, len(header))), groups)
 
 
 def _test_name(significance: Significance) -> str:
@@ -98,23 +114,39 @@ def _rule(significance: Significance) -> str:
 
 
 def _legend(result: CompareResult) -> str:
+    costs = ", ".join(["ms/question", *(label for m, label in COST_METRICS.items() if m in _metric_names(result))])
     return (
         f"{_BETTER} / {_WORSE}: significantly better / worse than the baseline {result.baseline} "
-        f"({_rule(result.significance)}); {result.n_questions} questions."
+        f"({_rule(result.significance)}); {result.n_questions} questions. Costs ({costs}): lower is better."
     )
 
 
-def _significance_blocks(result: CompareResult) -> list[_Block]:
-    rows = [
+def _significance_rows(result: CompareResult, metrics: set[str] | None = None) -> list[list[str]]:
+    """(variant, metric, delta, p-value, adjusted p-value, mark) of every test against the baseline, or of those
+    on ``metrics``."""
+    return [
         [v.name, metric, f"{c.delta:+.4f}", f"{c.p_value:.4f}", f"{c.p_adjusted:.4f}", _mark(metric, c)]
         for v in result.ok()
         for metric, c in v.compared_to_baseline.items()
+        if metrics is None or metric in metrics
     ]
-    if not rows:
+
+
+def _significance_header(result: CompareResult) -> list[str]:
+    return ["variant", "metric", "delta", "p-value", f"p-value ({result.significance.correction})", "significant"]
+
+
+def _significance_blocks(result: CompareResult) -> list[_Block]:
+    """The primary metric's tests against the baseline, every metric's folded under them."""
+    every = _significance_rows(result)
+    if not every:
         return [("p", f"No variant could be compared with the baseline {result.baseline}.")]
-    correction = result.significance.correction
-    header = ["variant", "metric", "delta", "p-value", f"p-value ({correction})", "significant"]
-    return [("table", _Table(header, rows, {2, 3, 4}))]
+    header = _significance_header(result)
+    primary = [[name, *cells] for name, _, *cells in _significance_rows(result, {result.primary_metric})]
+    compact = [header[0], f"delta {result.primary_metric}", *header[3:]]
+    blocks: list[_Block] = [("table", _Table(compact, primary, {1, 2, 3}))] if primary else []
+    summary = f"Every metric against the baseline: {len(every)} tests, each metric corrected over the variants"
+    return blocks + [("details", (summary, [("table", _Table(header, every, {2, 3, 4}))]))]
 
 
 def _node_table(result: CompareResult) -> _Table:
@@ -123,8 +155,8 @@ def _node_table(result: CompareResult) -> _Table:
             v.name,
             node,
             info.type,
-            f"{info.wall_s:.3f}",
-            _ms(info.ms_per_question),
+            _cost(info.wall_s),
+            _cost(info.ms_per_question),
             "yes" if info.cached else "",
             ", ".join(info.shared_with),
             info.fingerprint[:12],
@@ -180,7 +212,8 @@ def _md_table(table: _Table) -> list[str]:
 
 
 def _to_markdown(blocks: list[_Block], files: dict[str, Path] | None = None) -> str:
-    """Markdown for the blocks; images link to the PNG files beside the report."""
+    """Markdown for the blocks; images link to the PNG files beside the report, folded blocks are in a
+    ``<details>`` element (as GitHub renders it)."""
     out: list[str] = []
     for kind, payload in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -194,6 +227,10 @@ def _to_markdown(blocks: list[_Block], files: dict[str, Path] | None = None) -> 
             lines = [fence, payload.rstrip("\n"), fence]
         elif kind == "table":
             lines = _md_table(payload)
+        elif kind == "details":
+            summary, inner = payload
+            folded = _to_markdown(inner, files).rstrip("\n")
+            lines = [f"<details><summary>{html.escape(summary)}</summary>", "", folded, "", "</details>"]
         else:
             key, alt = payload
             lines = [f"![{_md_text(alt)}]({files[key].name})"]
@@ -202,29 +239,55 @@ def _to_markdown(blocks: list[_Block], files: dict[str, Path] | None = None) -> 
 
 
 def _html_table(table: _Table) -> str:
-    def row(tag: str, cells: list[str]) -> str:
-        classes = [' class="num"' if i in table.numeric else "" for i in range(len(cells))]
-        return "<tr>" + "".join(f"<{tag}{cls}>{html.escape(c)}</{tag}>" for cls, c in zip(classes, cells)) + "</tr>"
+    """The table in a box that scrolls sideways rather than the page; headers may wrap before "@" and after "/",
+    cells after "," and "["; a group after the first has a rule on its left."""
+    firsts = [sum(span for _, span in table.groups[:i]) for i in range(len(table.groups))]
+    starts = set(firsts[1:])
 
+    def cell(tag: str, i: int, text: str) -> str:
+        classes = " ".join(name for name, on in (("num", i in table.numeric), ("start", i in starts)) if on)
+        attribute = f' class="{classes}"' if classes else ""
+        content = html.escape(text)
+        if tag == "th":
+            content = content.replace("@", "<wbr>@").replace("/", "/<wbr>")
+        else:  # a grid variant's name breaks between its parameters first
+            content = content.replace(",", ",<wbr>").replace("[", "[<wbr>")
+        return f"<{tag}{attribute}>{content}</{tag}>"
+
+    def row(tag: str, cells: list[str]) -> str:
+        return "<tr>" + "".join(cell(tag, i, c) for i, c in enumerate(cells)) + "</tr>"
+
+    groups = "".join(
+        f'<th colspan="{span}" class="group{" start" if first in starts else ""}">{html.escape(label)}</th>'
+        for (label, span), first in zip(table.groups, firsts)
+    )
+    head = (f"<tr>{groups}</tr>" if groups else "") + row("th", table.header)
     body = "".join(row("td", r) for r in table.rows)
-    return f"<table><thead>{row('th', table.header)}</thead><tbody>{body}</tbody></table>"
+    return f'<div class="table"><table><thead>{head}</thead><tbody>{body}</tbody></table></div>'
 
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 90rem;
        padding: 0 1rem; color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.92rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
-thead th { background: #f0f0f0; }
+p, ul, pre, summary { max-width: 72rem; }
+div.table { overflow-x: auto; margin: 0.5rem 0 1rem; }
+table { border-collapse: collapse; font-size: 0.8rem; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.3rem; text-align: left; vertical-align: top; }
+thead th { background: #f0f0f0; vertical-align: bottom; }
+th.group { text-align: center; }
+th.start, td.start { border-left: 2px solid #888; }
 tbody tr:nth-child(even) { background: #fafafa; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
+td:first-child { overflow-wrap: anywhere; min-width: 7rem; }
+details { margin: 0.5rem 0 1rem; }
+summary { cursor: pointer; }
 pre { background: #f6f6f6; border: 1px solid #ddd; padding: 0.6rem; overflow-x: auto; white-space: pre-wrap; }
-img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0 1rem; }
+img { max-width: min(100%, 64rem); height: auto; display: block; margin: 0.5rem 0 1rem; }
 """
 
 
-def _to_html(blocks: list[_Block], files: dict[str, Path], title: str) -> str:
-    """One self-contained HTML page for the blocks: inline CSS, images as base64 data URIs."""
+def _html_blocks(blocks: list[_Block], files: dict[str, Path]) -> list[str]:
     body = []
     for kind, payload in blocks:
         if kind in ("h1", "h2", "h3", "p"):
@@ -235,20 +298,29 @@ def _to_html(blocks: list[_Block], files: dict[str, Path], title: str) -> str:
             body.append(f"<pre>{html.escape(payload)}</pre>")
         elif kind == "table":
             body.append(_html_table(payload))
+        elif kind == "details":
+            summary, inner = payload
+            folded = "\n".join(_html_blocks(inner, files))
+            body.append(f"<details><summary>{html.escape(summary)}</summary>\n{folded}\n</details>")
         else:
             key, alt = payload
             data = base64.b64encode(files[key].read_bytes()).decode("ascii")
             body.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+    return body
+
+
+def _to_html(blocks: list[_Block], files: dict[str, Path], title: str) -> str:
+    """One self-contained HTML page for the blocks: inline CSS, images as base64 data URIs."""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
+        + "\n".join(_html_blocks(blocks, files))
         + "\n</body>\n</html>\n"
     )
 
 
 def markdown_table(result: CompareResult) -> str:
-    """A GitHub-flavoured Markdown table with one row per variant (metrics, ms/question, status) and a legend line
+    """A GitHub-flavoured Markdown table with one row per variant (quality metrics and costs) and a legend line
     under it; ▲ / ▼ mark significant improvements / regressions against the baseline."""
     return _to_markdown([("table", _variant_table(result)), ("p", _legend(result))])
 
@@ -256,7 +328,7 @@ def markdown_table(result: CompareResult) -> str:
 def significance_table(result: CompareResult) -> str:
     """A Markdown table of every (variant, metric) against the baseline: the delta, the raw p-value and the p-value
     after the multiple-comparison correction (named in the column's header)."""
-    return _to_markdown(_significance_blocks(result))
+    return _to_markdown([("table", _Table(_significance_header(result), _significance_rows(result), {2, 3, 4}))])
 
 
 def _quality_points(result: CompareResult) -> list[VariantResult]:
@@ -344,7 +416,8 @@ def plot_quality_latency(result: CompareResult, path: str | Path) -> Path:
     sizes = []
     for v in points:
         is_baseline = v.name == result.baseline
-        group = "baseline" if is_baseline else _mark(primary, v.compared_to_baseline.get(primary))
+        mark = _mark(primary, v.compared_to_baseline.get(primary))  # a lower cost is the better one
+        group = "baseline" if is_baseline else {"lower": _BETTER, "higher": _WORSE}.get(mark, mark)
         axes.scatter(v.ms_per_question, v.metrics[primary], label=names.pop(group, None), **styles[group])
         sizes.append(styles[group]["s"])
     if log:
@@ -413,33 +486,36 @@ def plot_node_times(result: CompareResult, path: str | Path) -> Path:
     return path
 
 
-_PLOTS = [
-    ("quality_latency", "primary metric against ms per question", plot_quality_latency, _quality_points),
-    ("node_times", "wall time per node and variant", plot_node_times, _timed_variants),
-]
-"""The plots of a report: key, alternative text, the function that draws it, the variants it shows."""
+_PLOTS = {
+    "quality_latency": ("primary metric against ms per question", plot_quality_latency, _quality_points),
+    "node_times": ("wall time per node and variant", plot_node_times, _timed_variants),
+}
+"""The plots of a report by key: alternative text, the function that draws it, the variants it shows."""
 
 
-def _report_blocks(result: CompareResult, files: dict[str, Path], skipped: list[str]) -> list[_Block]:
+def _plot_block(key: str, files: dict[str, Path]) -> _Block:
+    """The plot, or why there is none (every variant that had the data for it failed)."""
+    alt = _PLOTS[key][0]
+    if key in files:
+        return ("image", (key, alt))
+    return ("p", f"No plot of {alt}: no variant that finished has the data for it.")
+
+
+def _report_blocks(result: CompareResult, files: dict[str, Path]) -> list[_Block]:
+    """The report: the results table and the quality/cost plot first, the primary metric's tests (every metric's
+    folded), failures and warnings, then where the time went and how the run was set up."""
     failed = [v for v in result.variants if v.status != "ok"]
     n = len(result.variants)
     blocks: list[_Block] = [
         ("h1", f"Comparison of {n} pipeline variant{'s' * (n != 1)} on {result.dataset}"),
-        ("h2", "Run"),
-        ("table", _run_table(result)),
         ("h2", "Results"),
         ("table", _variant_table(result)),
         ("p", _legend(result)),
+        _plot_block("quality_latency", files),
         ("p", f"Each variant's answer, document ids and metrics, question by question: {files['per_question'].name}"),
         ("h2", "Against the baseline"),
         *_significance_blocks(result),
-        ("h2", "Plots"),
     ]
-    blocks += [("image", (key, alt)) for key, alt, *_ in _PLOTS if key in files]
-    blocks += [("p", text) for text in skipped]
-    if _timed_variants(result):
-        blocks += [("h2", "Node timings"), ("table", _node_table(result))]
-    blocks += [("h2", "Shared and cached nodes"), ("table", _union_table(result.union))]
     if failed:
         blocks.append(("h2", "Failed variants"))
         for v in failed:
@@ -447,7 +523,12 @@ def _report_blocks(result: CompareResult, files: dict[str, Path], skipped: list[
     warnings = result.warnings + [f"{v.name}: {w}" for v in result.variants for w in v.warnings]
     if warnings:
         blocks += [("h2", "Warnings"), ("list", warnings)]
-    return blocks
+    blocks += [("h2", "Time per node"), _plot_block("node_times", files)]
+    if _timed_variants(result):
+        rows = _node_table(result)
+        blocks.append(("details", (f"Node timings: {len(rows.rows)} nodes of the variants", [("table", rows)])))
+    blocks += [("h2", "Shared and cached nodes"), ("table", _union_table(result.union))]
+    return blocks + [("h2", "Run"), ("table", _run_table(result))]
 
 
 def per_question_rows(result: CompareResult) -> list[dict[str, Any]]:
@@ -503,13 +584,10 @@ def write_report(result: CompareResult, out_dir: str | Path) -> dict[str, Path]:
     files["json"].write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
     rows = per_question_rows(result)
     files["per_question"].write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), "utf-8")
-    skipped = []
-    for key, alt, plot, shown in _PLOTS:
+    for key, (_, plot, shown) in _PLOTS.items():
         if shown(result):
             files[key] = plot(result, out_dir / f"{key}.png")
-        else:
-            skipped.append(f"No plot of {alt}: no variant that finished has the data for it.")
-    blocks = _report_blocks(result, files, skipped)
+    blocks = _report_blocks(result, files)
     files["markdown"] = out_dir / "report.md"
     files["markdown"].write_text(_to_markdown(blocks, files), encoding="utf-8")
     files["html"] = out_dir / "report.html"
