@@ -2,7 +2,7 @@
 the comparison report.
 
 Without options it uses the sample that ships with the package (a small fictional world written for
-this project: 40 documents, 24 one- and two-hop questions with gold document ids and answers), indexed
+this project: 185 documents, 66 one- and two-hop questions with gold document ids and answers), indexed
 in memory. Given a local copy of MultiHop-RAG (``--multihop-rag DIR`` or ``$HOPSTACK_MULTIHOP_RAG``) it
 indexes that corpus once (under ``$HOPSTACK_HOME/indexes/multihop-rag``, rebuilt only when the corpus
 changes) and compares the pipelines on its questions (all 2,255, or the first ``--limit``). Each run writes

@@ -67,7 +67,7 @@ def test_run_questions_file_writes_one_line_each_with_traces(cli, sample_corpus,
     )
     assert code == 0, err
     lines = [json.loads(line) for line in out_file.read_text().splitlines()]
-    assert len(lines) == 24 and lines[0]["id"] == "q01" and lines[-1]["id"] == "q24"
+    assert len(lines) == 66 and lines[0]["id"] == "q01" and lines[-1]["id"] == "q66"
     assert "bm25" in lines[0]["trace"]
 
 

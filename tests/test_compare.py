@@ -210,10 +210,14 @@ def test_demo_compares_the_shipped_pipelines(cli, tmp_path, monkeypatch):
     assert code == 0, err
     result = json.loads(json_out.read_text())
     assert {v["name"] for v in result["variants"]} >= {"bm25", "dense", "hybrid", "hybrid-rrf"}
-    assert result["n_questions"] == 24 and result["baseline"] == "bm25"
-    for variant in result["variants"]:
-        # measured on the shipped sample: every pipeline has all gold documents in its top 5 for most questions
-        assert variant["status"] == "ok" and variant["metrics"]["AllGold@5"] > 0.5, variant
+    assert result["n_questions"] == 66 and result["baseline"] == "bm25"
+    assert all(variant["status"] == "ok" for variant in result["variants"])
+    # the sample tells the pipelines apart (docs/getting-started.md): none has every gold document in its top 5,
+    # and their MRR@10 and AllGold@5 spread over more than 5 points (measured: 8.6 and 9.1)
+    metrics = [variant["metrics"] for variant in result["variants"]]
+    assert all(0.5 < m["AllGold@5"] < 1 for m in metrics), metrics
+    for name in ("MRR@10", "AllGold@5"):
+        assert max(m[name] for m in metrics) - min(m[name] for m in metrics) > 0.05, name
     assert "| hybrid |" in out and f"report: {tmp_path / 'demo' / 'report.html'}" in out
 
 

@@ -82,7 +82,7 @@ def test_corpus_errors_name_file_and_line(tmp_path):
 
 def test_corpus_keeps_extra_fields_as_meta(sample_corpus):
     docs = corpus_documents(sample_corpus)
-    assert len(docs) == 40 and docs[0].id == "d01"
+    assert len(docs) == 185 and docs[0].id == "d01"
     assert docs[0].meta["title"] == "Brannock Looms" and docs[0].meta["doc_id"] == "d01"
 
 
@@ -119,5 +119,5 @@ def test_batched_bm25_scores_equal_bm25s_get_scores(sample_corpus, sample_questi
     model = retriever._model
     token_ids = model.tokenizer.tokenize(queries, update_vocab=False, show_progress=False, return_as="ids")
     reference = np.vstack([model.bm25.get_scores(ids) if ids else np.zeros(batched.shape[1]) for ids in token_ids])
-    assert batched.shape == (len(queries), 40)
+    assert batched.shape == (len(queries), 185)
     np.testing.assert_allclose(batched, reference, rtol=1e-5, atol=1e-5)

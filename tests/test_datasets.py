@@ -73,7 +73,7 @@ def test_every_form_names_its_corpus():
 
 def test_the_sample_is_a_generic_dataset_and_splits_then_limits():
     data = load_dataset(str(SAMPLE))
-    assert (data.name, data.format, len(data.questions)) == ("sample", "generic", 24)
+    assert (data.name, data.format, len(data.questions)) == ("sample", "generic", 66)
     first = data.questions[0]
     assert (first.id, first.gold_ids, first.answers, first.question_type) == (
         "q01",
@@ -85,6 +85,18 @@ def test_the_sample_is_a_generic_dataset_and_splits_then_limits():
     ids = [q.id for q in data.questions]
     assert [q.id for q in load_dataset(str(SAMPLE), "dev").questions] == ids[::5]
     assert [q.id for q in load_dataset(str(SAMPLE), "test", limit=3).questions] == [ids[1], ids[2], ids[3]]
+
+
+def test_every_sample_answer_is_in_its_gold_documents():
+    """The sample's labels hold together: each answer (but yes/no) is written in one of the question's gold
+    documents, and a two-hop question (bridge, comparison) has a gold document per hop."""
+    documents = {d.id: f"{d.title} {d.text}" for d in read_corpus(SAMPLE / "corpus.jsonl")}
+    questions = load_dataset(str(SAMPLE)).questions
+    assert {q.question_type for q in questions} == {"single", "bridge", "comparison", "paraphrase"}
+    for q in questions:
+        gold = " ".join(documents[g] for g in q.gold_ids)
+        assert q.answers[0] in ("yes", "no") or any(a in gold for a in q.answers), q.id
+        assert len(set(q.gold_ids)) == len(q.gold_ids) >= (2 if q.question_type in ("bridge", "comparison") else 1)
 
 
 # -- bad input -------------------------------------------------------------------------------------

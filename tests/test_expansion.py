@@ -130,7 +130,7 @@ def test_empty_feedback_leaves_the_query_unchanged_and_is_counted(sample_corpus)
     assert out["feedback"][0] == {"feedback_docs": 0, "expansion_terms": {}, "unchanged": True}
     assert out["feedback"][1]["unchanged"] is False
     # documents were fed back but every term of theirs is too common to expand with: plain BM25
-    no_terms = BM25RM3Retriever(index=str(sample_corpus), max_df_ratio=0.01).run(query=query)
+    no_terms = BM25RM3Retriever(index=str(sample_corpus), max_df_ratio=0.001).run(query=query)
     assert no_terms["feedback"] == {"feedback_docs": 10, "expansion_terms": {}, "unchanged": True}
     assert_outputs_equal(no_terms["documents"], BM25Retriever(index=str(sample_corpus)).run(query=query)["documents"])
 

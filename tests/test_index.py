@@ -37,7 +37,7 @@ def test_real_corpora_are_detected_and_read(relative, expected_format, count):
 
 
 def test_jsonl_and_folder_formats(tmp_path, sample_corpus):
-    assert detect_format(sample_corpus) == "jsonl" and len(read_corpus(sample_corpus)) == 40
+    assert detect_format(sample_corpus) == "jsonl" and len(read_corpus(sample_corpus)) == 185
     folder = tmp_path / "notes"
     (folder / "sub").mkdir(parents=True)
     (folder / "a.md").write_text("# Alpha notes\nAlpha text.\n", encoding="utf-8")
@@ -102,7 +102,7 @@ def sparse_index(tmp_path_factory, sample_corpus):
 def test_manifest_records_settings_counts_and_file_hashes(sparse_index):
     folder = open_index(sparse_index)
     manifest = folder.manifest
-    assert manifest["format_version"] == 1 and manifest["counts"] == {"documents": 40, "chunks": 40}
+    assert manifest["format_version"] == 1 and manifest["counts"] == {"documents": 185, "chunks": 185}
     assert manifest["chunker"] == {"max_tokens": 256, "overlap_tokens": 25, "tokenizer": "minilm"}
     assert manifest["dense"] is None and "documents.sqlite" in manifest["files"]
     assert len(manifest["source"]["sha256"]) == 64
@@ -185,7 +185,7 @@ def test_retrievers_of_one_folder_share_it_checked_once_and_a_rebuild_is_reopene
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda retriever: retriever.warm_up(), [bm25, dense, linked]))
     assert len(hashed) == files, "every file hashed once, whichever retriever opened the folder first"
-    assert bm25._documents is dense._documents is linked._documents and len(bm25._documents) == 40
+    assert bm25._documents is dense._documents is linked._documents and len(bm25._documents) == 185
     assert open_index(out).sparse() is bm25._model and open_index(out).faiss() is dense._faiss_index
     assert len(hashed) == files
 
@@ -297,7 +297,7 @@ def test_index_command_builds_and_prints_info(cli, tmp_path, sample_corpus):
     out = tmp_path / "idx"
     code, _, err = cli("index", sample_corpus, "--out", out, "--no-dense", "--tokenizer", "words")
     assert code == 0, err
-    assert "indexed 40 documents as 40 chunks" in err
+    assert "indexed 185 documents as 185 chunks" in err
     code, printed, _ = cli("index", "--info", out)
     assert code == 0 and json.loads(printed)["chunker"]["tokenizer"] == "words"
     code, _, err = cli("index", "--info", tmp_path)
