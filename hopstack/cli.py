@@ -259,8 +259,11 @@ def evaluate_command(
     for name, value in result["metrics"].items():
         table.add_row(name, f"{value:.1f}" if name == "context_tokens" else f"{value:.4f}")
     table.add_section()
-    table.add_row("ms/question", f"{result['timings']['ms_per_question']:.1f}")
-    for name, node in result["timings"]["nodes"].items():
+    timings = result["timings"]
+    table.add_row("cost ms/question", f"{timings['ms_per_question']:.1f}")
+    if timings["wall_ms_per_question"] < 0.95 * timings["ms_per_question"]:
+        table.add_row("  wall ms/question (cache hits)", f"{timings['wall_ms_per_question']:.1f}")
+    for name, node in timings["nodes"].items():
         table.add_row(f"  {name}", f"{node['ms_per_question']:.1f}")
     out.print(table)
     for warning in result["warnings"]:

@@ -36,8 +36,8 @@ QUESTIONS = [
 ]
 
 
-def _node(type_: str, wall_s: float, shared_with: list[str], cached: bool = False) -> NodeCost:
-    return NodeCost(type_, "ab12cd34ef56ab12cd34", wall_s, 1000 * wall_s / 100, cached, shared_with)
+def _node(type_: str, cost_s: float, shared_with: list[str], cached: bool = False) -> NodeCost:
+    return NodeCost(type_, "ab12cd34ef56ab12cd34", cost_s, 1000 * cost_s / 100, cached, shared_with)
 
 
 def _compared(**tests: tuple[float, float, float, bool]) -> dict[str, Comparison]:
@@ -195,7 +195,7 @@ def test_the_report_leads_with_the_results_and_folds_the_details(result, tmp_pat
         "<h2>Against the baseline</h2>",
         "<details><summary>Every metric against the baseline: 4 tests",
         "<h2>Failed variants</h2>",
-        '<img alt="wall time per node and variant"',
+        '<img alt="cost per node and variant"',
         "<details><summary>Node timings: 7 nodes",
         "<h2>Run</h2>",
     ]
@@ -285,7 +285,7 @@ def test_write_report_with_one_variant_and_missing_metrics(result, tmp_path):
     result.variants, result.baseline = [only], "hybrid"
     files = write_report(result, tmp_path)
     assert set(files) == {"json", "per_question", "markdown", "html", "quality_latency"}
-    assert "No plot of wall time per node and variant" in files["markdown"].read_text()
+    assert "No plot of cost per node and variant" in files["markdown"].read_text()
     del only.metrics["MRR@10"]
     files = write_report(result, tmp_path / "no-primary")
     assert "quality_latency" not in files

@@ -59,7 +59,7 @@ class NodeCost:
 
     type: str
     fingerprint: str  # its first 12 characters
-    wall_s: float
+    cost_s: float  # seconds computing every question costs, caches aside
     ms_per_question: float
     cached: bool
     shared_with: list[str]
@@ -322,7 +322,7 @@ def _variant_nodes(union: UnionGraph, result: RunResult, variant: str, n: int) -
         nodes[node] = NodeCost(
             type=stats.type,
             fingerprint=union.variants[variant].fingerprints[node][:12],
-            wall_s=compute_s,
+            cost_s=compute_s,
             ms_per_question=1000 * compute_s / max(n, 1),
             cached=stats.items == 0 and (stats.cached > 0 or stats.cached_compute_s > 0),
             shared_with=[v for v in union.sharing[union_node] if v != variant],

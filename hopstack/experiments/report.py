@@ -155,7 +155,7 @@ def _node_table(result: CompareResult) -> _Table:
             v.name,
             node,
             info.type,
-            _cost(info.wall_s),
+            _cost(info.cost_s),
             _cost(info.ms_per_question),
             "yes" if info.cached else "",
             ", ".join(info.shared_with),
@@ -164,7 +164,7 @@ def _node_table(result: CompareResult) -> _Table:
         for v in result.ok()
         for node, info in v.nodes.items()
     ]
-    header = ["variant", "node", "type", "wall s", "ms/question", "cached", "shared with", "fingerprint"]
+    header = ["variant", "node", "type", "cost s", "ms/question", "cached", "shared with", "fingerprint"]
     return _Table(header, rows, {3, 4})
 
 
@@ -175,7 +175,7 @@ def _union_table(union: UnionStats) -> _Table:
         ["runs saved by sharing", str(union.variant_nodes - union.distinct_nodes)],
         ["nodes computed", str(union.computed_nodes)],
         ["runs saved by the cache", str(union.cached_nodes)],
-        ["wall time", f"{union.wall_s:.1f} s"],
+        ["wall time actually spent", f"{union.wall_s:.1f} s (costs count every node as if its variant ran alone)"],
         ["warm-up", f"{union.warm_up_s:.1f} s"],
     ]
     return _Table(["quantity", "value"], rows, {1})
@@ -444,8 +444,9 @@ def plot_quality_latency(result: CompareResult, path: str | Path) -> Path:
 
 
 def plot_node_times(result: CompareResult, path: str | Path) -> Path:
-    """Horizontal stacked bars of the nodes' wall time, one bar per ok variant, into a PNG: one colour per node name,
-    nodes shared with other variants hatched, cached nodes labelled " (cached)" in the legend."""
+    """Horizontal stacked bars of the nodes' costs (as if each variant ran alone), one bar per ok variant, into a
+    PNG: one colour per node name, nodes shared with other variants hatched, cached nodes labelled " (cached)"
+    in the legend."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -466,9 +467,9 @@ def plot_node_times(result: CompareResult, path: str | Path) -> Path:
         for node, info in v.nodes.items():
             label = node + (" (cached)" if info.cached else "")
             hatch = "///" if info.shared_with else None
-            axes.barh(row, info.wall_s, left=left, color=colours[node], hatch=hatch, edgecolor="white", height=0.6)
+            axes.barh(row, info.cost_s, left=left, color=colours[node], hatch=hatch, edgecolor="white", height=0.6)
             legend.setdefault(label, Patch(facecolor=colours[node], label=label))
-            left += info.wall_s
+            left += info.cost_s
         cached = sum(info.cached for info in v.nodes.values())
         totals.append((left, f" {left:.2f} s" + (f" ({cached} cached)" if cached else "")))
     for row, (total, text) in enumerate(totals):
@@ -478,7 +479,7 @@ def plot_node_times(result: CompareResult, path: str | Path) -> Path:
     axes.set_yticks(range(len(variants)), [_variant_label(v, result) for v in variants], fontsize=9)
     axes.invert_yaxis()
     axes.set_xlim(0, max(total for total, _ in totals) * 1.25 or 1)
-    axes.set_xlabel("node wall time (s); a shared node is counted in full in every variant that uses it")
+    axes.set_xlabel("node cost (s): a shared or cached node counts in full, what it took when computed")
     axes.set_title(f"Time per node: {_about(result)}")
     axes.grid(True, axis="x", alpha=0.3)
     axes.legend(handles=list(legend.values()), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="node")
@@ -488,7 +489,7 @@ def plot_node_times(result: CompareResult, path: str | Path) -> Path:
 
 _PLOTS = {
     "quality_latency": ("primary metric against ms per question", plot_quality_latency, _quality_points),
-    "node_times": ("wall time per node and variant", plot_node_times, _timed_variants),
+    "node_times": ("cost per node and variant", plot_node_times, _timed_variants),
 }
 """The plots of a report by key: alternative text, the function that draws it, the variants it shows."""
 
