@@ -226,9 +226,3 @@ def test_a_bad_corpus_is_refused_naming_the_file(name, tmp_path):
     path.write_text(content + "\n", encoding="utf-8")
     with pytest.raises(HopstackInputError, match=re.escape(f"{path}{message}")):
         read_corpus(path, corpus_format)
-
-
-def test_a_folder_without_documents_says_what_it_holds(tmp_path):
-    (tmp_path / "corpus.jsonl").write_text('{"id": "a", "text": "t"}\n', encoding="utf-8")
-    with pytest.raises(HopstackInputError, match=r"no \.txt or \.md documents .*corpus\.jsonl\); pass the \.jsonl"):
-        read_corpus(tmp_path)

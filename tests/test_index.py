@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, YAML_DIR
 from hopstack.components.retrieval import BM25Retriever, DenseRetriever
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import SentenceChunker, load_tokenizer
-from hopstack.index.formats import SourceDocument, detect_format, read_corpus
-from hopstack.index.store import build_index, open_index, recover_swap
+from hopstack.index.formats import SourceDocument, corpus_files, detect_format, read_corpus
+from hopstack.index.store import build_index, corpus_hash, open_index, recover_swap
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
 
@@ -45,6 +45,50 @@ def test_jsonl_and_folder_formats(tmp_path, sample_corpus):
     (folder / "ignored.bin").write_bytes(b"\x00")
     documents = read_corpus(folder)
     assert [(d.id, d.title) for d in documents] == [("a.md", "Alpha notes"), ("sub/b.txt", "b")]
+
+
+def test_a_folder_reads_jsonl_files_beside_text_files_and_skips_questions(tmp_path, sample_corpus):
+    folder = tmp_path / "docs"
+    (folder / "beir").mkdir(parents=True)
+    (folder / "a.md").write_text("# Alpha\nAlpha text.\n", encoding="utf-8")
+    (folder / "corpus.jsonl").write_text(
+        '{"id": "d1", "title": "One", "text": "one", "year": 1871}\n{"id": "d2", "text": "two"}\n', encoding="utf-8"
+    )
+    (folder / "beir" / "corpus.jsonl").write_text('{"_id": "b1", "title": "B", "text": "bee"}\n', encoding="utf-8")
+    for name in ("questions.jsonl", "beir/queries.jsonl"):  # a dataset's questions, BEIR's queries: not documents
+        (folder / name).write_text('{"_id": "q1", "id": "q1", "text": "?", "question": "?"}\n', encoding="utf-8")
+    (folder / "corpus.json").write_text("[]", encoding="utf-8")  # a folder's .json files are not read
+    documents = read_corpus(folder)
+    assert [(d.id, d.title, d.text) for d in documents] == [
+        ("a.md", "Alpha", "# Alpha\nAlpha text.\n"),
+        ("b1", "B", "bee"),
+        ("d1", "One", "one"),
+        ("d2", "", "two"),
+    ]
+    assert documents[2].meta == {"year": 1871} and documents[0].meta == {"path": "a.md"}
+    assert corpus_files(folder) == [folder / "a.md", folder / "beir" / "corpus.jsonl", folder / "corpus.jsonl"]
+    # a dataset folder (questions.jsonl beside corpus.jsonl) is read, and hashed, as its corpus
+    assert [d.id for d in read_corpus(sample_corpus.parent)] == [d.id for d in read_corpus(sample_corpus)]
+    assert corpus_hash(sample_corpus.parent) == corpus_hash(sample_corpus) != corpus_hash(folder)
+    (folder / "corpus.jsonl").write_text('{"id": "d1", "text": "one"}\n{"text": "no id"}\n', encoding="utf-8")
+    with pytest.raises(HopstackInputError, match=r"docs/corpus.jsonl:2: a corpus line needs 'id' and 'text'"):
+        read_corpus(folder)
+
+
+@pytest.mark.parametrize(
+    ("names", "hint"),
+    [
+        (["corpus.json", "MultiHopRAG.json"], "a folder's .json files are not read: pass the .json corpus file itself"),
+        (["questions.jsonl"], "questions.jsonl and queries.jsonl hold questions, not documents"),
+        (["documents.sqlite"], "it looks like an index folder without its manifest"),
+    ],
+)
+def test_a_folder_without_documents_says_what_to_do(tmp_path, names, hint):
+    for name in names:
+        (tmp_path / name).write_text("[]", encoding="utf-8")
+    with pytest.raises(HopstackInputError) as caught:
+        read_corpus(tmp_path)
+    assert "no .txt, .md or .jsonl documents in this folder" in str(caught.value) and hint in str(caught.value)
 
 
 def test_bad_corpora_are_refused_with_the_file_named(tmp_path):
@@ -291,6 +335,24 @@ def test_rank_bm25_okapi_ranks_like_bm25s_robertson(sample_corpus, sample_questi
         assert list(np.argsort(-reference, kind="stable")[:5]) == list(np.argsort(-ours, kind="stable")[:5])
         compared += 1
     assert compared >= 20
+
+
+def test_index_and_run_take_a_folder_of_markdown_and_jsonl_documents(cli, tmp_path):
+    """The README's quickstart: a folder of .txt/.md/.jsonl files is indexed, or read in memory by --index."""
+    folder = tmp_path / "my_documents"
+    folder.mkdir()
+    (folder / "looms.md").write_text("# Brannock Looms\nBrannock Looms was founded by Edda Varrow.\n", encoding="utf-8")
+    (folder / "corpus.jsonl").write_text(
+        '{"id": "d2", "title": "Edda Varrow", "text": "Edda Varrow was born in Hollin Ford.", "year": 1841}\n',
+        encoding="utf-8",
+    )
+    code, _, err = cli("index", folder, "--out", tmp_path / "my-index", "--no-dense")
+    assert code == 0 and "indexed 2 documents as 2 chunks" in err, err
+    for index in (tmp_path / "my-index", folder):
+        code, out, err = cli("run", YAML_DIR / "bm25.yaml", "--index", index, "-q", "Where was Edda Varrow born?")
+        assert code == 0, err
+        documents = json.loads(out)["outputs"]["bm25"]["documents"]
+        assert [d["meta"]["doc_id"] for d in documents] == ["d2", "looms.md"] and documents[0]["meta"]["year"] == 1841
 
 
 def test_index_command_builds_and_prints_info(cli, tmp_path, sample_corpus):

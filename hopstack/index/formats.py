@@ -8,8 +8,10 @@ Supported, detected from the path and the first record:
 - HotpotQA format (HotpotQA, 2WikiMultihopQA): a JSON list of questions with ``context`` =
   ``[[title, [sentences]], ...]``; the corpus is the pooled paragraphs, one document per title.
 - plain JSONL: lines ``{"id", "title"?, "text", ...meta}``.
-- a folder of ``.txt`` / ``.md`` files: one document each, id = the relative path, title = the first
-  Markdown heading or the file name.
+- a folder, searched recursively: each ``.txt`` / ``.md`` file one document (id = the relative path, title =
+  the first Markdown heading or the file name), each ``.jsonl`` file one document a line (plain JSONL or
+  BEIR, as above; a dataset's ``questions.jsonl`` and BEIR's ``queries.jsonl`` are not documents and are
+  skipped). ``.json`` files are not read in a folder: pass such a corpus file itself.
 
 Every error names the file and, where there is one, the line or record; non-UTF-8 input, empty
 corpora and duplicate ids are refused.
@@ -117,7 +119,7 @@ def detect_format(path: Path) -> str:
             f"{path}: a .json corpus must be MultiHop-RAG's corpus.json (a list of articles with 'body') or a "
             "HotpotQA-format file (a list of questions with 'context')"
         )
-    raise HopstackInputError(f"{path}: unknown corpus format; use .jsonl, .json or a folder of .txt/.md files")
+    raise HopstackInputError(f"{path}: unknown corpus format; use .jsonl, .json or a folder of .txt/.md/.jsonl files")
 
 
 def _multihop_rag(path: Path) -> Iterator[SourceDocument]:
@@ -163,9 +165,24 @@ def _jsonl(path: Path) -> Iterator[SourceDocument]:
         yield SourceDocument(doc_id, title, text, record)
 
 
+FOLDER_SUFFIXES = (".txt", ".md", ".jsonl")
+NOT_DOCUMENTS = ("questions.jsonl", "queries.jsonl")  # a generic dataset's questions, BEIR's queries
+
+
+def _folder_files(path: Path) -> list[Path]:
+    """The files of a folder corpus, in reading order."""
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES and p.name.lower() not in NOT_DOCUMENTS
+    )
+
+
 def _folder(path: Path) -> Iterator[SourceDocument]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
-    for file in files:
+    for file in _folder_files(path):
+        if file.suffix.lower() == ".jsonl":
+            yield from _READERS[detect_format(file)](file)
+            continue
         text = _read_text(file)
         heading = next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")), "")
         relative = file.relative_to(path).as_posix()
@@ -195,9 +212,11 @@ def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[Sour
         hint = f" (it holds {', '.join(found)})" if found else ""
         if (path / "documents.sqlite").exists():
             hint = " (it looks like an index folder without its manifest: unfinished or damaged; rebuild it)"
-        elif any(name.endswith((".jsonl", ".json")) for name in found):
-            hint += "; pass the .jsonl or .json file itself"
-        raise HopstackInputError(f"{path}: no .txt or .md documents in this folder{hint}")
+        elif any(name.endswith(".json") for name in found):
+            hint += "; a folder's .json files are not read: pass the .json corpus file itself"
+        elif any(name.lower() in NOT_DOCUMENTS for name in found):
+            hint += f"; {' and '.join(NOT_DOCUMENTS)} hold questions, not documents"
+        raise HopstackInputError(f"{path}: no .txt, .md or .jsonl documents in this folder{hint}")
     if not documents:
         raise HopstackInputError(f"{path}: the corpus is empty")
     return documents
@@ -205,6 +224,4 @@ def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[Sour
 
 def corpus_files(path: Path) -> list[Path]:
     """The files a corpus consists of (for its content hash)."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
-    return [path]
+    return _folder_files(path) if path.is_dir() else [path]

@@ -169,10 +169,13 @@ def build_index(
 
 
 def corpus_hash(source: Path) -> str:
-    """The sha256 of a corpus file, or of a folder's files and their relative paths (as manifests record it)."""
+    """The sha256 of a corpus file, or of a folder's files and the relative paths of its .txt/.md files (their
+    document ids; a .jsonl file's documents carry their own, so a folder holding just corpus.jsonl hashes as that
+    file), as manifests record it."""
     digest = hashlib.sha256()
     for path in corpus_files(source):
-        digest.update(path.relative_to(source).as_posix().encode() if source.is_dir() else b"")
+        named = source.is_dir() and path.suffix.lower() != ".jsonl"
+        digest.update(path.relative_to(source).as_posix().encode() if named else b"")
         digest.update(_sha256(path).encode())
     return digest.hexdigest()
 
