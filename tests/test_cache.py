@@ -104,6 +104,10 @@ def test_dense_query_embeddings_come_from_the_cache_on_a_rerun(tmp_path, monkeyp
     first = retriever.run_batch(query=queries)["documents"]
     second = retriever.run_batch(query=queries + ["a new question"])["documents"]
     assert encoded == [*queries, "a new question"]  # the rerun encoded only the new query
+    other = DenseRetriever(index=str(sample_corpus), top_k=5, device="cpu")
+    other.warm_up()
+    assert other._encoder is retriever._encoder and len(encoded) == 3, "the in-memory corpus is embedded once"
+    assert [d.id for d in other.run_batch(query=queries[:1])["documents"][0][:3]] == [d.id for d in first[0]]
     assert [[d.id for d in docs] for docs in first] == [[d.id for d in docs] for docs in second[:2]]
     np.testing.assert_allclose([d.score for d in first[0]], [d.score for d in second[0]], rtol=1e-6)
     assert (tmp_path / "cache" / "calls.sqlite").exists()

@@ -230,7 +230,10 @@ class DenseRetriever(_IndexReader):
                 documents = corpus_documents(path)
                 encoder = load_sentence_transformer(self.model, self.device)
                 texts = [indexed_text(d.meta.get("title", ""), d.content, self.title_prefix) for d in documents]
-                vectors = embed_texts(encoder, texts, self.batch_size, self.normalize)
+                # through the call cache: the variants of a comparison that read the same corpus file embed it once
+                vectors = embed_texts(
+                    encoder, texts, self.batch_size, self.normalize, cache=call_cache(self.cache), model_id=self.model
+                )
                 faiss_index = build_faiss(vectors, DenseSettings(model=self.model, normalize=self.normalize))
             self._search_params = search_parameters(faiss_index, self.ef_search, self.nprobe)
             self._encoder = encoder or load_sentence_transformer(self.model, self.device)
