@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (the message on stderr), 1 internal error.
 import json
 import os
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -80,6 +81,37 @@ def _runner(file: Path, index: str | None, batch_size: int | None):
     return BatchRunner(load_pipeline(file, {"index": index}), batch_size=batch_size)
 
 
+def _print_answer(number: str, pipeline: str, question: str, outputs: dict[str, Any], shown: int) -> None:
+    """One question's result as a person reads it: the answer, its confidence and whether its sources support
+    it (:mod:`hopstack.core.outputs`), then the first ``shown`` sources, numbered, with a snippet each."""
+    from rich.markup import escape
+    from rich.rule import Rule
+
+    from hopstack.core.outputs import pipeline_output
+    from hopstack.core.text import first_words
+
+    result = pipeline_output(outputs)
+    out.print(Rule(f"{escape(number)} · {escape(pipeline)}", align="left", style="dim"))
+    out.print(escape(question), style="bold")
+    if result.has_answer:
+        confidence = "" if result.confidence is None else f"   [dim]confidence {result.confidence:.2f}[/dim]"
+        out.print(f"[bold green]Answer:[/bold green] {escape(result.text) or '[dim](none)[/dim]'}{confidence}")
+        if not result.supported:
+            out.print(f"[yellow]unsupported: {escape('; '.join(result.unsupported_because))}[/yellow]")
+    out.print(f"[bold]{'Sources' if result.has_answer else 'Documents'}[/bold]" + ("" if result.sources else ": none"))
+    for position, document in enumerate(result.sources[:shown], start=1):
+        meta = document.meta or {}
+        title = str(meta.get("title") or meta.get("source_id") or document.id)
+        score = "" if document.score is None else f", score {document.score:.3f}"
+        out.print(f"{position:>2}. [bold]{escape(title)}[/bold]  [dim]{escape(document.id)}{score}[/dim]")
+        words = (document.content or "").split()
+        snippet = first_words(" ".join(words), 30) + (" …" if len(words) > 30 else "")
+        indent = " " * 4
+        out.print(textwrap.fill(snippet, out.width, initial_indent=indent, subsequent_indent=indent), style="dim")
+    if len(result.sources) > shown:
+        out.print(f"[dim]    … and {len(result.sources) - shown} more (--sources N, or --json for all)[/dim]")
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="pipeline YAML file")],
@@ -90,9 +122,15 @@ def run(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL output (one line a question)")] = None,
     index: IndexOption = None,
     batch_size: BatchOption = None,
-    trace: Annotated[bool, typer.Option("--trace", help="include every node's outputs per question")] = False,
+    trace: Annotated[bool, typer.Option("--trace", help="include every node's outputs per question (JSON)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines on stdout even on a terminal (always when stdout is not one)")
+    ] = False,
+    sources: Annotated[int, typer.Option("--sources", min=0, help="sources shown per question on a terminal")] = 5,
 ) -> None:
-    """Run a pipeline over one question (printed as JSON) or a questions file (one JSON line a question)."""
+    """Run a pipeline over one question or a questions file. On a terminal, each question's answer, its
+    confidence and support and its numbered sources; piped, with --json or --trace, one JSON line a question;
+    with --output, JSON lines into that file."""
     from hopstack.datasets.questions import Question, read_questions
     from hopstack.graphs.tracing import jsonable
 
@@ -101,6 +139,7 @@ def run(
     items = [Question("1", question)] if question is not None else read_questions(questions)
     runner = _runner(file, index, batch_size)
     runner.warm_up()
+    view = output is None and not (as_json or trace) and out.is_terminal
     sink = output.open("w", encoding="utf-8") if output else None
     try:
         with Progress(
@@ -108,7 +147,7 @@ def run(
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=err,
+            console=out if view else err,  # one console, so that answers print above the bar
             disable=question is not None,
         ) as progress:
             task = progress.add_task(file.stem, total=len(items))
@@ -120,14 +159,14 @@ def run(
                     item_ids=[q.id for q in chunk],
                 )
                 for i, q in enumerate(chunk):
+                    if view:
+                        _print_answer(q.id, file.stem, q.question, result.outputs[i], sources)
+                        continue
                     record = {"id": q.id, "question": q.question, "outputs": jsonable(result.outputs[i])}
                     if trace:
                         record["trace"] = jsonable(result.traces[i])
-                    if question is not None and sink is None:
-                        out.print_json(data=record)
-                    else:
-                        line = json.dumps(record, ensure_ascii=False)
-                        (sink.write(line + "\n") if sink else print(line))
+                    line = json.dumps(record, ensure_ascii=False)
+                    (sink.write(line + "\n") if sink else print(line))
                 if sink:
                     sink.flush()
                 progress.advance(task, len(chunk))

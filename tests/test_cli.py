@@ -2,10 +2,16 @@
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+
+import pytest
+from haystack import Document
+from haystack.dataclasses import GeneratedAnswer
+from rich.console import Console
 
 from conftest import YAML_DIR
 
@@ -40,12 +46,46 @@ def test_usage_error_exits_2(cli):
 
 
 def test_run_one_question_prints_json(cli, sample_corpus):
+    """Piped (here: captured), the result is one JSON line, as scripts read it."""
     code, out, _ = cli("run", BM25_YAML, "--index", sample_corpus, "--question", "Who founded Brannock Looms?")
-    assert code == 0
+    assert code == 0 and out.count("\n") == 1
     record = json.loads(out)
     docs = record["outputs"]["bm25"]["documents"]
     assert record["question"] == "Who founded Brannock Looms?"
     assert docs[0]["meta"]["title"] == "Brannock Looms" and set(docs[0]) == {"id", "content", "meta", "score"}
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """stdout as a terminal 100 columns wide, without colours."""
+    monkeypatch.setattr("hopstack.cli.out", Console(force_terminal=True, color_system=None, width=100))
+
+
+def test_run_on_a_terminal_shows_numbered_sources_and_json_when_asked(cli, sample_corpus, terminal):
+    question = "Who founded Brannock Looms?"
+    code, out, _ = cli("run", BM25_YAML, "--index", sample_corpus, "-q", question, "--sources", "2")
+    assert code == 0 and out.startswith("1 · bm25 ─") and question in out
+    lines = out.splitlines()
+    assert lines[2] == "Documents"  # no reader: no answer line
+    assert re.fullmatch(r" 1\. Brannock Looms  d01, score \d+\.\d{3}", lines[3]) and lines[4].startswith("    Brannock")
+    assert "\n 2. " in out and "\n 3. " not in out and "… and 8 more (--sources N, or --json for all)" in out
+    code, out, _ = cli("run", BM25_YAML, "--index", sample_corpus, "-q", question, "--json")
+    assert code == 0 and json.loads(out)["outputs"]["bm25"]["documents"][0]["id"] == "d01"
+
+
+def test_the_terminal_view_shows_the_answer_its_confidence_and_why_it_is_unsupported(capsys, terminal):
+    from hopstack.cli import _print_answer
+
+    sources = [Document(id="d02", content="Edda Varrow was born in Hollin Ford.", meta={"title": "Edda Varrow"})]
+    answer = GeneratedAnswer(data="Quillmere", query="q", documents=sources, meta={"confidence": 0.94})
+    _print_answer("q01", "hybrid-reader", "Where was Edda Varrow born?", {"reader": {"answers": [answer]}}, 5)
+    out = capsys.readouterr().out.splitlines()
+    assert out[2:5] == [
+        "Answer: Quillmere   confidence 0.94",
+        "unsupported: no source contains the answer",
+        "Sources",
+    ]
+    assert out[5:7] == [" 1. Edda Varrow  d02", "    Edda Varrow was born in Hollin Ford."]
 
 
 def test_run_questions_file_writes_one_line_each_with_traces(cli, sample_corpus, tmp_path):

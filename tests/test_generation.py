@@ -1,4 +1,4 @@
-"""The reader: answer cleaning, supporting documents, the prompt, batching, evaluation with EM/F1/Acc,
+"""The reader: answer cleaning, the prompt, batching, evaluation with EM/F1/Acc,
 and a real SmolLM2 answer."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 from haystack import Document
 
-from hopstack.components.generation import AnswerGenerator, clean_answer, supporting_ids
+from hopstack.components.generation import AnswerGenerator, clean_answer
 from hopstack.experiments.metrics import final_documents, predicted_answer
 from hopstack.testing import assert_run_batch_matches_run
 
@@ -28,17 +28,6 @@ TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n
 )
 def test_clean_answer_keeps_the_short_answer(reply, answer):
     assert clean_answer(reply) == answer
-
-
-def test_supporting_documents_contain_the_answer_as_whole_words():
-    documents = [
-        Document(id="a", content="Ada Brannock founded the mill."),
-        Document(id="b", content="The Brannocks sold it."),
-        Document(id="c", content="ADA BRANNOCK, founder"),
-    ]
-    assert supporting_ids("Ada Brannock", documents) == ["a", "c"]
-    assert supporting_ids("Brannock", documents) == ["a", "c"], "whole words: not 'Brannocks'"
-    assert supporting_ids("Yes", documents) == [] and supporting_ids("", documents) == []
 
 
 class _Reader:

@@ -68,9 +68,11 @@ def test_retrieve(client):
     assert len(body["documents"]) == 10 and set(body) == {"pipeline", "question", "documents", "timings"}
 
 
-def test_pipelines_health_metrics_docs_graph_and_page(client):
+def test_pipelines_health_metrics_docs_graph_and_page(client, sample_questions):
     listed = client.get("/v1/pipelines").json()
     assert listed["default"] == "bm25" and [p["name"] for p in listed["pipelines"]] == ["bm25", "hybrid"]
+    # the page's placeholder: the first question of the dataset whose corpus the index holds (the sample's)
+    assert listed["pipelines"][0]["sample_question"] == sample_questions[0].question
     hybrid = listed["pipelines"][1]
     assert hybrid["mermaid"].startswith("flowchart LR") and "n_bm25 -- " in hybrid["mermaid"]
     assert hybrid["retrieves"] and not hybrid["answers"]
@@ -151,6 +153,11 @@ def test_a_request_that_waits_too_long_gets_a_504(sample_corpus):
         assert 'hopstack_errors_total{endpoint="/v1/answer",kind="timeout"} 1.0' in test_client.get("/metrics").text
 
 
+def test_an_index_of_ones_own_documents_has_no_sample_question(tmp_path):
+    (tmp_path / "looms.md").write_text("# Brannock Looms\n\nFounded in 1871.\n", encoding="utf-8")
+    assert ServedPipeline("bm25", YAML_DIR / "bm25.yaml", {"index": str(tmp_path)}).sample_question is None
+
+
 def test_duplicate_names_are_refused(sample_corpus):
     with pytest.raises(HopstackInputError, match="same name"):
         create_app(served(sample_corpus, "bm25", "bm25"))
@@ -168,6 +175,7 @@ def test_reader_pipeline_answers_with_clues_and_retrieve_skips_the_llm(sample_co
         # the documents are what evaluation scores: those the reader read, here the clues
         assert [d["id"] for d in body["documents"]] == [c["id"] for c in body["clues"]] == body["answer"]["documents"]
         assert isinstance(body["answer"]["text"], str) and 0 <= body["answer"]["confidence"] <= 1
+        assert body["answer"]["supported"] is (body["answer"]["unsupported_because"] == [])
         cut = test_client.post("/v1/answer", json={"question": QUESTION, "top_k": 2, "return": ["documents", "clues"]})
         cut = cut.json()  # top_k cuts the documents shown; the reader still reads what the file says
         assert [d["id"] for d in cut["documents"]] == [d["id"] for d in body["documents"][:2]]

@@ -13,6 +13,7 @@ from hopstack.testing import free_port, wait_ready
 
 SCREENSHOT = REPO / "runs" / "test-artifacts" / "serve-page.png"
 VARIANTS = ["bm25", "decompose-hybrid", "multihop-fixed", "hybrid-rerank-compselect-reader"]
+QUESTION = "Who founded the company that ran the steamer Heron?"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def server_url(sample_corpus):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_page_compares_variants_side_by_side(server_url, tmp_path):
+def test_page_compares_variants_side_by_side(server_url, tmp_path, sample_questions):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -47,7 +48,9 @@ def test_page_compares_variants_side_by_side(server_url, tmp_path):
             expect(page.get_by_test_id("ready")).to_have_text("ready", timeout=300_000)
             for name in VARIANTS:
                 expect(page.get_by_test_id(f"variant-{name}")).to_be_checked()
-            page.fill("#question", "Who founded the company that ran the steamer Heron?")
+            # the placeholder is a question of the served index's dataset: the sample's first
+            expect(page.locator("#question")).to_have_attribute("placeholder", sample_questions[0].question)
+            page.fill("#question", QUESTION)
             page.fill("#top-k", "3")
             page.get_by_test_id("ask").click()
             cards = page.locator("article.variant[data-done=true]")
@@ -67,6 +70,12 @@ def test_page_compares_variants_side_by_side(server_url, tmp_path):
             expect(hops).to_contain_text("stopped: budget after 3 hop(s)")
             reader = page.get_by_test_id("result-hybrid-rerank-compselect-reader")
             expect(reader.get_by_test_id("answer")).not_to_be_empty()
+            request = {"question": QUESTION, "pipeline": "hybrid-rerank-compselect-reader", "top_k": 3}
+            answer = httpx.post(server_url + "/v1/answer", json=request, timeout=300).json()["answer"]
+            flag = reader.get_by_test_id("unsupported")  # shown exactly when the service says unsupported
+            expect(flag).to_have_count(0 if answer["supported"] else 1)
+            if not answer["supported"]:
+                expect(flag).to_have_text("unsupported: " + "; ".join(answer["unsupported_because"]))
             expect(reader.get_by_test_id("clues")).to_have_count(1)
 
             graph = bm25.locator("details.graph")

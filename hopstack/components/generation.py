@@ -16,7 +16,8 @@ from haystack import Document, component
 from haystack.dataclasses import GeneratedAnswer
 
 from hopstack.core.batch import BatchComponent
-from hopstack.core.text import normalize_answer, numbered_passages, prompt_passages
+from hopstack.core.outputs import supporting_ids
+from hopstack.core.text import numbered_passages, prompt_passages
 from hopstack.models.cache import LLMUser
 
 READER_SYSTEM = (
@@ -54,14 +55,6 @@ def clean_answer(text: str) -> str:
     if yes_no:
         return yes_no.group(1).capitalize()
     return line[:-1].rstrip() if line.endswith(".") else line
-
-
-def supporting_ids(answer: str, documents: list[Document]) -> list[str]:
-    """Ids of the documents whose normalised text contains the normalised answer (none for yes/no)."""
-    target = normalize_answer(answer)
-    if not target or target in ("yes", "no"):
-        return []
-    return [d.id for d in documents if f" {target} " in f" {normalize_answer(d.content or '')} "]
 
 
 @component

@@ -9,6 +9,10 @@ A pipeline's outputs for one question are what ``Pipeline.run`` (or the batched 
   documents its answer was read from (CompSelect's clues, when the reader reads clues).
 
 Metrics score exactly these documents and this answer, and ``/v1/answer`` returns them.
+
+An answer is **supported** when the reader is confident enough (:data:`MIN_CONFIDENCE`, when it reports a
+confidence) and one of its sources contains it: ``hopstack run``, ``/v1/answer`` and the serve page flag the
+others with the reasons (:attr:`PipelineOutput.unsupported_because`).
 """
 
 from collections.abc import Collection, Mapping
@@ -18,7 +22,12 @@ from typing import Any
 from haystack import Document
 from haystack.dataclasses import ChatMessage
 
+from hopstack.core.text import normalize_answer, passage_text
+
 ANSWER_SOCKETS = ("answers", "replies")
+MIN_CONFIDENCE = 0.5
+"""A reader confidence (the mean probability of its answer's tokens) below this makes the answer unsupported."""
+YES_NO = ("yes", "no")
 
 Outputs = Mapping[str, Mapping[str, Any]]
 
@@ -43,6 +52,15 @@ def answer_item(outputs: Outputs) -> tuple[bool, Any]:
     return False, None
 
 
+def supporting_ids(answer: str, documents: list[Document]) -> list[str]:
+    """Ids of the documents whose normalised ``"title. text"`` (as a reader reads them) contains the normalised
+    answer as whole words (none for an empty answer, or for yes and no, which are judgements, not spans)."""
+    target = normalize_answer(answer)
+    if not target or target in YES_NO:
+        return []
+    return [d.id for d in documents if f" {target} " in f" {normalize_answer(passage_text(d))} "]
+
+
 @dataclass(frozen=True)
 class PipelineOutput:
     """One question's result: ``documents`` (see the module docstring), whether the pipeline answers
@@ -55,6 +73,33 @@ class PipelineOutput:
     text: str = ""
     read: list[Document] = field(default_factory=list)
     confidence: float | None = None
+
+    @property
+    def sources(self) -> list[Document]:
+        """The documents the answer rests on: those the reader read, else the documents returned."""
+        return self.read or self.documents
+
+    @property
+    def unsupported_because(self) -> list[str]:
+        """Why the answer is unsupported (empty when it is supported, or when there is no answer output): it
+        is empty, the reader's confidence is below :data:`MIN_CONFIDENCE`, or no source contains it
+        (:func:`supporting_ids`; a yes or no answer is judged by its confidence alone)."""
+        if not self.has_answer:
+            return []
+        target = normalize_answer(self.text)
+        if not target:
+            return ["the answer is empty"]
+        reasons = []
+        if self.confidence is not None and self.confidence < MIN_CONFIDENCE:
+            reasons.append(f"confidence {self.confidence:.2f} is below {MIN_CONFIDENCE:g}")
+        if target not in YES_NO and not supporting_ids(self.text, self.sources):
+            reasons.append("no source contains the answer")
+        return reasons
+
+    @property
+    def supported(self) -> bool | None:
+        """Whether the answer is supported (see :attr:`unsupported_because`); None without an answer output."""
+        return not self.unsupported_because if self.has_answer else None
 
 
 def pipeline_output(outputs: Outputs) -> PipelineOutput:

@@ -10,6 +10,7 @@ A dataset is given by name (``multihop-rag``, ``2wikimultihopqa``, ``scifact``; 
 - ``generic``: a folder with ``questions.jsonl`` and ``corpus.jsonl``.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,18 @@ from hopstack.datasets import beir, generic, hotpotqa, multihop_rag
 from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, split_items
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.errors import HopstackInputError
+from hopstack.index.corpus import resolve_index_path
 from hopstack.index.formats import detect_format
+from hopstack.index.store import MANIFEST, is_index
 
-__all__ = ["BenchmarkDataset", "BenchmarkQuestion", "dataset_corpus", "load_dataset", "locate_dataset"]
+__all__ = [
+    "BenchmarkDataset",
+    "BenchmarkQuestion",
+    "dataset_corpus",
+    "load_dataset",
+    "locate_dataset",
+    "sample_question",
+]
 
 # format -> load_questions(source, corpus)
 _LOADERS = {
@@ -105,3 +115,23 @@ def load_dataset(name_or_path: str, split: str = "all", limit: int | None = None
 def dataset_corpus(name_or_path: str) -> Path:
     """The corpus file of a dataset, for ``hopstack index --dataset``."""
     return locate_dataset(name_or_path).corpus
+
+
+def sample_question(index: str | None) -> str | None:
+    """The first question of the dataset whose corpus ``index`` holds (an index folder's manifest names the
+    corpus it was built from; a corpus file or folder is its own), for a form's placeholder; None when the
+    corpus belongs to no dataset (a folder of one's own documents) or the index cannot be read."""
+    try:
+        source = resolve_index_path(index)
+        if is_index(source):
+            source = Path(json.loads((source / MANIFEST).read_text(encoding="utf-8"))["source"]["path"])
+    except (HopstackInputError, OSError, ValueError, KeyError, TypeError):
+        return None
+    for candidate in [source] if source.is_dir() else [source.parent, source]:
+        try:
+            dataset = load_dataset(str(candidate), limit=1)
+        except (HopstackInputError, OSError):
+            continue
+        if dataset.questions:
+            return dataset.questions[0].question
+    return None

@@ -6,8 +6,8 @@ a response shows:
 
 - answer and documents: what :func:`hopstack.core.outputs.pipeline_output` reads from the pipeline's
   unconsumed outputs, exactly what evaluation scores: the first ``answers`` (or ``replies``) output, with the
-  reader's confidence when it gives one, and the unconsumed ``documents`` output or, in a pipeline that ends
-  in a reader, the documents the reader read;
+  reader's confidence when it gives one and whether it is supported, and the unconsumed ``documents`` output
+  or, in a pipeline that ends in a reader, the documents the reader read;
 - clues: the documents output of the last clue selector (:class:`~hopstack.core.roles.ClueSelector`);
 - sub-questions: every node with a ``sub_questions`` output (question decomposition);
 - hops: the trace of every hop loop (:class:`~hopstack.core.roles.HopLoop`).
@@ -26,6 +26,7 @@ import networkx as nx
 
 from hopstack.core.outputs import ANSWER_SOCKETS, pipeline_output, unconsumed
 from hopstack.core.roles import ClueSelector, HopLoop
+from hopstack.datasets.benchmark import sample_question
 from hopstack.errors import HopstackInputError
 from hopstack.graphs.runner import BatchRunner, RunResult
 from hopstack.graphs.tracing import jsonable
@@ -72,6 +73,10 @@ class ServedPipeline:
         self.hop_nodes = [n for n in self._order if isinstance(self._instance(n), HopLoop)]
         self._top_k_socket = self.documents_node is not None and self._free_socket(self.documents_node, "top_k")
         self._documents_are_output = output_documents is not None
+        indexes = [getattr(self._instance(n), "index", None) for n in self._order]
+        self.sample_question = sample_question(
+            (overrides or {}).get("index") or next((i for i in indexes if isinstance(i, str)), None)
+        )
 
     # -- planning -----------------------------------------------------------------------------
     def _instance(self, name: str) -> Any:
@@ -119,11 +124,13 @@ class ServedPipeline:
         return self._svg
 
     def describe(self) -> dict[str, Any]:
-        """Name, file name, description, graph (Mermaid), and what its responses can hold."""
+        """Name, file name, description, a sample question of its index's dataset (None when its corpus is in
+        no dataset), graph (Mermaid), and what its responses can hold."""
         return {
             "name": self.name,
             "file": self.file.name,
             "description": self.description,
+            "sample_question": self.sample_question,
             "mermaid": self.mermaid,
             "answers": self.answer_node is not None,
             "retrieves": self.documents_node is not None,
@@ -201,4 +208,10 @@ class ServedPipeline:
         if self.answer_node is None:
             return None
         output = pipeline_output(unconsumed(outputs, self._leaves))
-        return {"text": output.text, "confidence": output.confidence, "documents": [d.id for d in output.read]}
+        return {
+            "text": output.text,
+            "confidence": output.confidence,
+            "documents": [d.id for d in output.read],
+            "supported": output.supported,
+            "unsupported_because": output.unsupported_because,
+        }

@@ -38,6 +38,8 @@ async function loadPipelines() {
   const response = await fetch("/v1/pipelines");
   const body = await response.json();
   pipelines = body.pipelines;
+  const sample = pipelines.find((p) => p.name === body.default).sample_question;
+  if (sample) document.getElementById("question").placeholder = sample;
   const box = document.getElementById("variants");
   box.replaceChildren();
   for (const p of pipelines) {
@@ -81,6 +83,10 @@ function renderVariant(card, pipeline, body) {
   if (answer) {
     const confidence = answer.confidence == null ? "" : ` (confidence ${fmt(answer.confidence, 2)})`;
     card.append(el("h3", { text: "answer" }), el("p", { class: "answer", "data-testid": "answer", text: (answer.text || "—") + confidence }));
+    if (answer.supported === false) {
+      const why = `unsupported: ${answer.unsupported_because.join("; ")}`;
+      card.append(el("p", { class: "unsupported", "data-testid": "unsupported", text: why }));
+    }
   }
   const trace = body.trace || {};
   for (const [node, subs] of Object.entries(trace.sub_questions || {})) {
