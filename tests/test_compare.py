@@ -136,7 +136,7 @@ def test_compare_scores_a_variant_exactly_as_eval_does(cli, tmp_path):
     assert code == 0, err
     compared = json.loads((tmp_path / "r" / "results.json").read_text())
     assert compared["variants"][0]["metrics"] == json.loads((tmp_path / "eval.json").read_text())["metrics"]
-    assert len(load_dataset(str(SAMPLE_DIR)).questions) == compared["n_questions"] == 24
+    assert len(load_dataset(str(SAMPLE_DIR)).questions) == compared["n_questions"] == 66
 
 
 def test_compare_refuses_an_unknown_baseline(cli, tmp_path):
