@@ -281,7 +281,7 @@ def evaluate_command(
     ],
     index_dir: Annotated[str, typer.Option("--index", help="index folder (or corpus file) for the retrievers")],
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
-    split: Annotated[str, typer.Option("--split", help="all, dev (every 5th question) or test (the rest)")] = "all",
+    split: Annotated[str, typer.Option("--split", help="all, train or test (dev: alias of train)")] = "all",
     batch_size: BatchOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
 ) -> None:
@@ -459,7 +459,7 @@ def compare_command(
         str | None, typer.Option("--baseline", help="variant the others are tested against (default: the first)")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
-    split: Annotated[str, typer.Option("--split", help="all, dev (every 5th question) or test (the rest)")] = "all",
+    split: Annotated[str, typer.Option("--split", help="all, train or test (dev: alias of train)")] = "all",
     metric: Annotated[
         str | None, typer.Option("--metric", help="the quality metric of the plot (default: F1, else MRR@10)")
     ] = None,

@@ -27,10 +27,10 @@ def test_multihop_rag_queries_leave_out_null_queries():
 
 def test_splits_partition_the_questions():
     items = list(range(23))
-    dev, test = split_items(items, "dev"), split_items(items, "test")
-    assert dev == [0, 5, 10, 15, 20] and sorted(dev + test) == items
+    train, test = split_items(items, "train"), split_items(items, "test")
+    assert train == split_items(items, "dev") == [0, 5, 10, 15, 20] and sorted(train + test) == items
     with pytest.raises(HopstackInputError, match="split must be one of"):
-        split_items(items, "train")
+        split_items(items, "validation")
 
 
 @needs_data

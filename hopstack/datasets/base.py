@@ -1,12 +1,14 @@
-"""The benchmark records every dataset loader produces, and the fixed dev/test split."""
+"""The benchmark records every dataset loader produces, and the fixed train/test splits."""
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hopstack.errors import HopstackInputError
 
-SPLITS = ("all", "dev", "test")
+SPLITS = ("all", "train", "test", "dev")  # dev: the former name of train, kept as an alias
+HASH_TRAIN_SHARE = 0.3  # the share of a hash-split dataset's questions in its train split
 
 
 @dataclass
@@ -33,14 +35,36 @@ class BenchmarkDataset:
     source: Path  # the file the questions came from
 
 
-def split_items(items: list, split: str) -> list:
-    """A fixed split for tuning without peeking: ``dev`` is every fifth item (positions 0, 5, 10, ...),
-    ``test`` the other four fifths, ``all`` everything."""
+def canonical_split(split: str) -> str:
+    """``all``, ``train`` or ``test``: ``split`` checked, ``dev`` read as ``train``."""
     if split not in SPLITS:
         raise HopstackInputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return "train" if split == "dev" else split
+
+
+def split_items(items: list, split: str) -> list:
+    """The positional split (MultiHop-RAG's): ``train`` (alias ``dev``) is every fifth item (positions 0, 5,
+    10, ...), ``test`` the other four fifths, ``all`` everything."""
+    split = canonical_split(split)
     if split == "all":
         return items
-    return [item for i, item in enumerate(items) if (i % 5 == 0) == (split == "dev")]
+    return [item for i, item in enumerate(items) if (i % 5 == 0) == (split == "train")]
+
+
+def in_hash_train(question_id: str) -> bool:
+    """Whether a question belongs to the train split of a hash-split dataset: the first 8 bytes of the
+    sha256 of its id, as a fraction of 2**64, below :data:`HASH_TRAIN_SHARE`."""
+    digest = hashlib.sha256(question_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < HASH_TRAIN_SHARE * 2**64
+
+
+def split_by_hash(questions: list[BenchmarkQuestion], split: str) -> list[BenchmarkQuestion]:
+    """The hash split (2WikiMultihopQA, HotpotQA-format and generic sets): ``train`` holds the questions
+    whose id hashes into the first 30% (:func:`in_hash_train`), ``test`` the others, ``all`` everything."""
+    split = canonical_split(split)
+    if split == "all":
+        return questions
+    return [q for q in questions if in_hash_train(q.id) == (split == "train")]
 
 
 def distinct(values: list[str]) -> list[str]:

@@ -8,14 +8,17 @@ A dataset is given by name (``multihop-rag``, ``2wikimultihopqa``, ``scifact``; 
 - ``beir``: a folder with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv``, or a qrels ``.tsv``
   file inside such a folder (``.../qrels/train.tsv``) to evaluate on other judgements;
 - ``generic``: a folder with ``questions.jsonl`` and ``corpus.jsonl``.
+
+Every dataset has fixed, disjoint train and test splits (:func:`split_questions`); nothing is tuned or
+trained on the questions a result is reported on.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hopstack.datasets import beir, generic, hotpotqa, multihop_rag
-from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, split_items
+from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, canonical_split, split_by_hash, split_items
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.errors import HopstackInputError
 from hopstack.index.corpus import resolve_index_path
@@ -98,15 +101,48 @@ def locate_dataset(name_or_path: str) -> DatasetLocation:
     )
 
 
+def _qrels_splits(location: DatasetLocation) -> dict[str, Path] | None:
+    """A BEIR set's own split files, ``qrels/train.tsv`` and ``qrels/test.tsv``, when it has both."""
+    if location.format != "beir":
+        return None
+    files = {split: beir.root_of(location.source) / "qrels" / f"{split}.tsv" for split in ("train", "test")}
+    return files if all(path.is_file() for path in files.values()) else None
+
+
+def split_location(location: DatasetLocation, split: str) -> DatasetLocation:
+    """Where a split's questions are read from: a BEIR set with ``qrels/train.tsv`` and ``qrels/test.tsv``
+    (SciFact) reads its train and test splits from them, whichever qrels file was given; any other
+    location is unchanged."""
+    split, files = canonical_split(split), _qrels_splits(location)
+    return replace(location, source=files[split]) if files and split != "all" else location
+
+
+def split_questions(location: DatasetLocation, questions: list[BenchmarkQuestion], split: str) -> list:
+    """The questions of ``split`` (``all``, ``train`` or its alias ``dev``, ``test``) among ``questions``,
+    read from ``split_location(location, split)``:
+
+    - MultiHop-RAG: train is every fifth query (positions 0, 5, 10, ...), test the rest;
+    - a BEIR set with ``qrels/train.tsv`` and ``qrels/test.tsv`` (SciFact): each file is its split;
+    - any other set (2WikiMultihopQA, HotpotQA-format, generic, BEIR without those files): a hash of the
+      question id puts 30% of the questions in train, the rest in test.
+    """
+    split = canonical_split(split)
+    if split == "all" or _qrels_splits(location):
+        return questions
+    if location.format == "multihop-rag":
+        return split_items(questions, split)
+    return split_by_hash(questions, split)
+
+
 def load_dataset(name_or_path: str, split: str = "all", limit: int | None = None) -> BenchmarkDataset:
-    """A benchmark's questions (``split`` all, dev or test; then the first ``limit``), its corpus file and
-    the file the questions came from."""
-    location = locate_dataset(name_or_path)
+    """A benchmark's questions (``split`` all, train or test, :func:`split_questions`; then the first
+    ``limit``), its corpus file and the file the questions came from."""
+    location = split_location(locate_dataset(name_or_path), split)
     questions = _LOADERS[location.format](location.source, location.corpus)
     return BenchmarkDataset(
         name=location.name,
         format=location.format,
-        questions=split_items(questions, split)[:limit],
+        questions=split_questions(location, questions, split)[:limit],
         corpus=location.corpus,
         source=location.source,
     )
