@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from haystack import Document, Pipeline, component
 
+from hopstack.errors import HopstackInputError
 from hopstack.experiments.variants import expand_variants, read_grid
 from hopstack.graphs.node_cache import NodeCache
 from hopstack.graphs.runner import BatchRunner
@@ -200,6 +201,32 @@ def test_grid_errors_name_the_file_and_key(write_yaml, sample_corpus):
     unused = write_yaml("parameters:\n  rerank.top_k: [1, 2]\n", name="g3.yaml")
     with pytest.raises(HopstackInputError, match=r"g3\.yaml: no pipeline has the component of rerank\.top_k"):
         expand_variants([YAML_DIR / "bm25.yaml"], read_grid(unused), {"index": str(sample_corpus)})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("parameters: &p {bm25.k1: [1.0]}\npipelines: *p\n", "YAML aliases (*name) are not read"),
+        ("parameters:\n  bm25.k1: [1.0]\n  bm25.k1: [2.0]\n", "duplicate key 'bm25.k1'"),
+        ("parameters: {bm25.k1: " + "[" * 100 + "]" * 100 + "}\n", "nested deeper than 64 levels"),
+        ("pipelines: [p.yaml, ./p.yaml, p.yaml]\n", "pipelines lists ./p.yaml twice (entries 1 and 2)"),
+        ("pipelines: [p.yaml]\n5: x\n~: y\n", "unknown key(s) 5, None; a grid file has pipelines, parameters"),
+        ("pipelines: [p.yaml]\nx: !!timestamp not-a-time\n", "cannot read 'not-a-time' as tag:yaml.org,2002:timestamp"),
+        ("pipelines: [p.yaml]\n#" + "x" * (1 << 18) + "\n", "over 262,144 characters; grid files are read up to that"),
+    ],
+)
+def test_grid_files_are_read_as_safely_as_pipeline_files(write_yaml, text, message):
+    path = write_yaml(text, name="grid.yaml")
+    with pytest.raises(HopstackInputError) as info:
+        read_grid(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_a_grid_that_lists_no_pipeline_names_itself_when_nothing_else_is_compared(write_yaml):
+    grid = read_grid(write_yaml("parameters: {bm25.k1: [1.0]}\n", name="grid.yaml"))
+    with pytest.raises(HopstackInputError) as info:
+        expand_variants([], grid)
+    assert str(info.value).startswith("no pipelines to compare") and f"; {grid.path} lists none" in str(info.value)
 
 
 def test_a_grid_point_that_does_not_validate_keeps_its_error_and_the_others_load(write_yaml, sample_corpus):

@@ -1,11 +1,12 @@
 """Every validation problem names the file, line, column, component and socket; nothing runs after one."""
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from hopstack.spec.loading import load_pipeline
-from hopstack.spec.validate import PipelineValidationError, validate_file
+from hopstack.spec.validate import PipelineValidationError, validate_file, validate_text
 
 BM25 = "hopstack.components.retrieval.BM25Retriever"
 RANKER = "haystack.components.rankers.meta_field.MetaFieldRanker"
@@ -295,6 +296,8 @@ def test_load_pipeline_raises_with_all_problems_and_builds_nothing(write_yaml):
 def test_unreadable_file_is_one_problem(tmp_path):
     [problem] = problems_of(tmp_path / "missing.yaml")
     assert "cannot read the file" in problem.message
+    [problem] = problems_of(tmp_path / ("x" * 300 + ".yaml"))
+    assert "cannot read the file: [Errno 36] File name too long" in problem.message
 
 
 def test_nested_spec_problems_are_located_at_the_nested_key(write_yaml):
@@ -391,6 +394,14 @@ ODD_FILES = {
     "nested-1000-deep": BM25_COMPONENT + "metadata: " + "[" * 1000 + "]" * 1000 + "\n",
     "type-of-2000-parts": "components:\n  x:\n    type: " + "a." * 2000 + "X\n",
     "alias-bomb": BM25_COMPONENT + "metadata:\n  " + BOMB.replace("\n", "\n  "),
+    "component-name-not-text": f"components:\n  5:\n    type: {BM25}\nconnections: []\n",
+    "init-parameters-falsy": f"components:\n  bm25:\n    type: {BM25}\n    init_parameters: 0\n",
+    "nested-init-parameters-falsy": (
+        "components:\n  m:\n    type: hopstack.components.decomposition.MultiQueryRetriever\n    init_parameters:\n"
+        f"      retriever: {{type: {BM25}, init_parameters: []}}\n"
+    ),
+    "connections-null": BM25_COMPONENT + "connections:\n",
+    "tag-that-does-not-fit": BM25_COMPONENT + "metadata: {hopstack: {description: !!timestamp x}}\n",
     "cli-module": "components:\n  x:\n    type: hopstack.__main__.X\n",
     "cli-module-nested": (
         "components:\n  r:\n    type: hopstack.components.rerankers.PointwiseReranker\n    init_parameters:\n"
@@ -404,6 +415,7 @@ def test_odd_files_get_problems_never_a_crash_or_a_hang(name, write_yaml, cli):
     path = write_yaml(ODD_FILES[name])
     problems = problems_of(path)
     assert problems and all(p.source == str(path) for p in problems)
+    assert not any(p.message.startswith("cannot check this file") for p in problems), "a check failed"
     assert all(len(p.message) < 600 for p in problems), "echoed values are shortened"
     code, _, err = cli("validate", path)
     assert code == 2 and err.count(str(path)) >= 1 and "Traceback" not in err
@@ -418,10 +430,23 @@ def test_the_cli_and_main_modules_are_never_imported(write_yaml, monkeypatch):
     assert imported == []
 
 
+def test_what_is_not_a_regular_file_is_refused_unread(tmp_path):
+    [problem] = problems_of(tmp_path)
+    assert problem.message == "cannot read the file: not a regular file"
+    if Path("/dev/zero").exists():  # endless: reading it whole never ends
+        [problem] = problems_of("/dev/zero")
+        assert problem.message == "cannot read the file: not a regular file"
+
+
+def test_text_with_a_lone_surrogate_is_a_problem_not_a_failed_check():
+    _, [problem] = validate_text("components:\n  x: {type: \ud800}\n", "p.yaml")
+    assert (problem.line, problem.column, problem.message) == (2, 13, "not text: a lone surrogate (U+D800)")
+
+
 def test_a_huge_file_is_refused_before_it_is_parsed(write_yaml):
-    path = write_yaml(BM25_COMPONENT + "metadata: {hopstack: {description: '" + "x" * (1 << 20) + "'}}\n")
+    path = write_yaml(BM25_COMPONENT + "metadata: {hopstack: {description: '" + "x" * (1 << 18) + "'}}\n")
     [problem] = problems_of(path)
-    assert "pipeline files are read up to 1,048,576" in problem.message
+    assert "over 262,144 characters; pipeline files are read up to that" in problem.message
 
 
 FUSE = "hopstack.components.fusion.DocumentFusion"
@@ -432,6 +457,7 @@ WRONG_VALUES = {
     "k1 text": (BM25, "k1: '10'", "init parameter 'k1' of BM25Retriever must be float, got '10'"),
     "k1 null": (BM25, "k1: null", "must be float, got None"),
     "k1 negative": (BM25, "k1: -1", "k1 >= 0 and 0 <= b <= 1"),
+    "k1 too large for a float": (BM25, "k1: 1" + "0" * 400, "init parameter 'k1' of BM25Retriever must be float"),
     "weights nan": (FUSE, "weights: [0.5, .nan]", "init parameter 'weights' of DocumentFusion must be"),
     "weights negative": (FUSE, "weights: [0.5, -1]", "weights must be finite and non-negative"),
 }

@@ -183,7 +183,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
     if hint is str:
         return isinstance(value, str)
     if origin in (list, collections.abc.Sequence):
@@ -193,6 +193,14 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint in (list, dict):
         return isinstance(value, hint)
     return True
+
+
+def _finite(number: int | float) -> bool:
+    """Whether ``number`` is a finite float or an int that a float holds."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _hint_name(hint: Any) -> str:
@@ -250,7 +258,8 @@ def check_spec(spec: Any, where: str) -> tuple[type, dict[str, Any]]:
         cls = resolve_nested_class(spec["type"])
     except (ValueError, PermissionError) as exc:
         raise SpecError(f"{where}: {exc}", where, ("type",)) from exc
-    params = spec.get("init_parameters") or {}
+    params = spec.get("init_parameters")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise SpecError(f"{where}: init_parameters must be a mapping", where, ("init_parameters",))
     for key, _, problem in parameter_problems(cls, params):

@@ -25,7 +25,7 @@ import yaml
 
 from hopstack.errors import HopstackInputError
 from hopstack.spec.loading import load_pipeline_data
-from hopstack.spec.validate import PipelineValidationError, validate_text
+from hopstack.spec.validate import MAX_FILE_CHARACTERS, PipelineValidationError, load_yaml, validate_text
 
 GRID_KEYS = ("pipelines", "parameters")
 
@@ -57,7 +57,14 @@ def read_grid(path: str | Path) -> Grid:
     if not path.is_file():
         raise HopstackInputError(f"grid file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_FILE_CHARACTERS + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HopstackInputError(f"{path}: cannot read the file: {exc}") from exc
+    if len(text) > MAX_FILE_CHARACTERS:
+        raise HopstackInputError(f"{path}: over {MAX_FILE_CHARACTERS:,} characters; grid files are read up to that")
+    try:
+        _, data = load_yaml(text)  # as pipeline files: no aliases, bounded nesting, no duplicate keys
     except yaml.YAMLError as exc:
         raise HopstackInputError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not (data.get("parameters") or data.get("pipelines")):
@@ -65,7 +72,7 @@ def read_grid(path: str | Path) -> Grid:
             f"{path}: a grid file needs 'pipelines' (a list of files) and/or 'parameters' "
             "(a mapping of component.parameter: [values])"
         )
-    unknown = sorted(set(data) - set(GRID_KEYS))
+    unknown = sorted(str(key) for key in data if key not in GRID_KEYS)
     if unknown:
         raise HopstackInputError(f"{path}: unknown key(s) {', '.join(unknown)}; a grid file has {', '.join(GRID_KEYS)}")
     if not isinstance(data.get("parameters") or {}, dict):
@@ -81,7 +88,13 @@ def read_grid(path: str | Path) -> Grid:
     pipelines = data.get("pipelines") or []
     if not isinstance(pipelines, list):
         raise HopstackInputError(f"{path}: 'pipelines' must be a list of pipeline files")
-    return Grid(path, parameters, [(path.parent / str(p)).resolve() for p in pipelines])
+    files: dict[Path, int] = {}
+    for number, entry in enumerate(pipelines, start=1):
+        file = (path.parent / str(entry)).resolve()
+        if file in files:
+            raise HopstackInputError(f"{path}: pipelines lists {entry} twice (entries {files[file]} and {number})")
+        files[file] = number
+    return Grid(path, parameters, list(files))
 
 
 def _value_text(value: Any) -> str:
@@ -106,7 +119,8 @@ def expand_variants(
     """
     files = list(files) + (grid.pipelines if grid else [])
     if not files:
-        raise HopstackInputError("no pipelines to compare: give pipeline files or a grid file with 'pipelines'")
+        where = f"; {grid.path} lists none" if grid else ""
+        raise HopstackInputError(f"no pipelines to compare: give pipeline files or a grid file with 'pipelines'{where}")
     variants: list[Variant] = []
     used_keys: set[str] = set()
     for file in files:
