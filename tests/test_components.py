@@ -36,7 +36,7 @@ def test_bm25_returns_nothing_for_a_query_without_known_terms(sample_corpus):
 @pytest.mark.slow
 def test_dense_run_batch_matches_run(sample_corpus, sample_questions):
     retriever = DenseRetriever(index=str(sample_corpus), top_k=4, device="cpu")
-    inputs = [{"query": q.question, "top_k": None} for q in sample_questions]
+    inputs = [{"query": q.question, "top_k": None} for q in sample_questions[:24]]  # each also run alone
     single = assert_run_batch_matches_run(retriever, inputs, rel=1e-4)
     assert all(len(out["documents"]) == 4 for out in single)
 
