@@ -203,14 +203,19 @@ def test_a_node_whose_model_calls_the_cache_served_is_charged_what_they_took(
 
     monkeypatch.setenv("HOPSTACK_CACHE", "on")
     monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    stored_s = []  # the seconds the call cache holds before and after each run (warm-up embeds the corpus)
     stats = []
     for top_k in (5, 3):  # two dense retrievers that embed the same queries: the second finds them cached
         data = load_pipeline_data(YAML_DIR / "dense.yaml", {"index": str(sample_corpus)})
         data["components"]["dense"]["init_parameters"].update(top_k=top_k, device="cpu")
         runner = BatchRunner(Pipeline.from_dict(data, allowed_modules=["hopstack"]))
+        runner.warm_up()
+        db = sqlite3.connect(tmp_path / "cache" / "calls.sqlite")
+        stored_s.append(db.execute("SELECT COALESCE(SUM(seconds), 0) FROM calls_v3").fetchone()[0])
         stats.append(runner.run([runner.question_input(q.question) for q in sample_questions]).stats["dense"])
-    db = sqlite3.connect(tmp_path / "cache" / "calls.sqlite")
-    (embedding_s,) = db.execute("SELECT SUM(seconds) FROM calls_v3").fetchone()
+        stored_s.append(db.execute("SELECT SUM(seconds) FROM calls_v3").fetchone()[0])
+    embedding_s = stored_s[1] - stored_s[0]  # the first run's query embeddings
+    assert stored_s[3] == stored_s[2], "the second run embedded nothing new"
     assert stats[0].call_cached_s == 0 and embedding_s > 0
     assert stats[1].call_cached_s == pytest.approx(embedding_s)
     assert stats[1].compute_s == pytest.approx(stats[1].wall_s + embedding_s)
