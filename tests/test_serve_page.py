@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from conftest import CHROMIUM, CHROMIUM_FLAGS, REPO, TINY_LLM, YAML_DIR
-from hopstack.serve import ServedPipeline, create_app
+from hopstack.serve import ServedPipeline, ServiceLimits, create_app
 from hopstack.testing import free_port, wait_ready
 
 SCREENSHOT = REPO / "runs" / "test-artifacts" / "serve-page.png"
@@ -23,7 +23,9 @@ def server_url(sample_corpus):
     overrides = {"index": str(sample_corpus), "llm": TINY_LLM, "max_tokens": 24}
     pipelines = [ServedPipeline(name, YAML_DIR / f"{name}.yaml", overrides) for name in VARIANTS]
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(pipelines), host="127.0.0.1", port=port, log_level="warning"))
+    # the CompSelect reader variant takes minutes on busy shared cores: the page, not the 504, is under test here
+    app = create_app(pipelines, ServiceLimits(timeout_s=600))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
