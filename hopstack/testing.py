@@ -3,10 +3,14 @@
 ``assert_run_batch_matches_run`` holds a component's ``run_batch`` against its ``run`` on any inputs:
 use it in the tests of every component that defines ``run_batch``. ``free_port``, ``wait_ready`` and
 ``stop_process`` start and stop the servers of tests and benchmarks (``hopstack serve``, Hayhooks).
+``odd_value``, ``replace_somewhere``, ``mutate_data`` and ``mutate_text`` make the mutants of the fuzz
+tests (tests/test_fuzz.py) and of benchmarks/fuzz.py from shipped files and odd values.
 """
 
+import copy
 import dataclasses
 import math
+import random
 import socket
 import subprocess
 import time
@@ -114,3 +118,185 @@ def stop_process(process: subprocess.Popen, timeout_s: float) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+# -- mutants for fuzzing -----------------------------------------------------------------------------------
+
+ODD_SCALARS: tuple[Any, ...] = (
+    None, True, False, 0, -1, -(2**63), 2**64, 10**400, 1.5, -0.0, 1e308,
+    float("nan"), float("inf"), float("-inf"),
+    "", " ", "0", "-1", "1.5", "1e999", "NaN", "null", "yes", "~", "x" * 5000, "\u00e9\u6f22\U0001f642",
+    "\u202etxt.exe", "\x00", "\ud800", "a\nb", "\t", "../../../etc/passwd", "/dev/zero", "${HOME}", "{{ 7 * 7 }}",
+    "%s%n", "os.system", "hopstack.__main__.main", "builtins.eval",
+)  # fmt: skip
+"""Values a file's author would not write: NaN and infinities, negative and huge numbers, empty, long,
+control and non-BMP text, a lone surrogate, paths, templates and the names of dangerous callables."""
+
+YAML_SNIPPETS: tuple[str, ...] = (
+    "a: &a [1, 2]\nb: *a\n",
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b]\n",
+    "<<: {top_k: 3}\n",
+    "? [1, 2]\n: value\n",
+    "? {a: 1}\n: value\n",
+    "key: !!binary aGVsbG8=\n",
+    "key: !!set {a, b}\n",
+    "key: !!omap [a: 1, b: 2]\n",
+    "key: !!timestamp 2001-12-14t21:59:43.10-05:00\n",
+    "key: !!float .nan\n",
+    "key: !custom tag\n",
+    "key: |\n  block\n   text\n",
+    "%YAML 1.1\n---\n",
+    "---\n...\n---\n",
+    "key: " + "[" * 70 + "]" * 70 + "\n",
+    'key: "\\ud800"\n',
+    "\tkey: tab\n",
+    "key: value\nkey: again\n",
+)
+"""YAML constructs that pipeline files do not use: aliases (one of them a small expansion bomb), merge keys,
+complex keys, tags, directives, several documents, deep flow nesting, escapes, tabs, duplicate keys."""
+
+
+def odd_value(rng: random.Random, depth: int = 0) -> Any:
+    """A value for a mutant: one of :data:`ODD_SCALARS`, a random number or text, a deeply nested list, or a
+    short list or mapping of odd values."""
+    roll = rng.random()
+    if roll < 0.45:
+        return rng.choice(ODD_SCALARS)
+    if roll < 0.6:
+        return rng.choice([rng.randint(-(2**70), 2**70), rng.uniform(-1e6, 1e6), rng.random()])
+    if roll < 0.72:
+        alphabet = "ab zAZ09_.:-/\\'\"{}[]#&*!|>%@`\u00e9\u00df\u4e2d\u0430\U0001f600\u200b\n\t"
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
+    if roll < 0.8:
+        value: Any = rng.choice([0, "x", None])
+        for _ in range(rng.randint(2, 120)):
+            value = [value] if rng.random() < 0.5 else {"k": value}
+        return value
+    if depth >= 2 or roll < 0.9:
+        return [odd_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {str(odd_value(rng, depth + 1))[:20]: odd_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+
+
+def replace_somewhere(data: Any, rng: random.Random, value: Any) -> Any:
+    """``data`` with one randomly chosen place (a value, a key's value, a list item) replaced by ``value``."""
+    if isinstance(data, dict) and data and rng.random() < 0.8:
+        key = rng.choice(list(data))
+        return {**data, key: replace_somewhere(data[key], rng, value)}
+    if isinstance(data, list) and data and rng.random() < 0.8:
+        i = rng.randrange(len(data))
+        return [*data[:i], replace_somewhere(data[i], rng, value), *data[i + 1 :]]
+    return value
+
+
+def _containers(data: Any) -> list[Any]:
+    """Every mapping and list inside ``data``, ``data`` first."""
+    found, stack = [], [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (dict, list)):
+            found.append(item)
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return found
+
+
+def _retyped(value: Any, rng: random.Random) -> Any:
+    """``value`` changed in type or size: a number as text, text as its length or in a list, a list as a
+    mapping or its first item, a mapping as its values or keys."""
+    if isinstance(value, bool) or value is None:
+        return rng.choice([str(value).lower(), int(bool(value)), [value]])
+    if isinstance(value, (int, float)):  # as text, in a list, negated, scaled, or a number of the other kind
+        return rng.choice([str(value), [value], -value, value * 1000, 0.5 if isinstance(value, int) else 1])
+    if isinstance(value, str):
+        return rng.choice([len(value), [value], {value: value}, value.upper(), value[: len(value) // 2]])
+    if isinstance(value, list):
+        return rng.choice([{str(i): item for i, item in enumerate(value)}, value[0] if value else None, str(value)])
+    return rng.choice([list(value.values()), list(value), str(value)[:200]])
+
+
+def mutate_data(data: Any, rng: random.Random, changes: int = 1) -> Any:
+    """A copy of ``data`` (a parsed YAML or JSON document) with ``changes`` random changes, each in a random
+    mapping or list inside it: a key deleted, renamed or duplicated, two values swapped, a value replaced
+    by :func:`odd_value` or turned into another type, a list item removed or repeated, a list emptied."""
+    data = copy.deepcopy(data)
+    for _ in range(changes):
+        containers = _containers(data)
+        if not containers:
+            return odd_value(rng)
+        target = rng.choice(containers)
+        if isinstance(target, dict) and target:
+            key = rng.choice(list(target))
+            operation = rng.randrange(6)
+            if operation == 0:
+                del target[key]
+            elif operation == 1:
+                renamed = rng.choice([f"{key}_", str(key)[:-1], str(key).upper(), "", 5, None, f"{key}.{key}"])
+                target[renamed] = target.pop(key)
+            elif operation == 2:
+                target[f"{key}2"] = copy.deepcopy(target[key])
+            elif operation == 3 and len(target) > 1:
+                other = rng.choice([k for k in target if k != key])
+                target[key], target[other] = target[other], target[key]
+            elif operation == 4:
+                target[key] = _retyped(target[key], rng)
+            else:
+                target[key] = odd_value(rng)
+        elif isinstance(target, list) and target:
+            i = rng.randrange(len(target))
+            operation = rng.randrange(5)
+            if operation == 0:
+                del target[i]
+            elif operation == 1:
+                target.insert(i, copy.deepcopy(target[i]))
+            elif operation == 2:
+                target[i] = _retyped(target[i], rng)
+            elif operation == 3:
+                target.clear()
+            else:
+                target[i] = odd_value(rng)
+        elif isinstance(target, dict):
+            target[str(odd_value(rng))[:20]] = odd_value(rng)
+        else:
+            target.append(odd_value(rng))
+    return data
+
+
+def mutate_text(text: str, rng: random.Random, snippets: Sequence[str] = ()) -> str:
+    """``text`` with one random textual change: a line deleted, repeated, swapped with another or indented
+    differently, a cut at a random character, random characters or a ``snippets`` entry inserted, a word
+    replaced by an odd scalar, a byte-order mark, NUL or carriage return added, a line repeated many times."""
+    lines = text.splitlines(keepends=True) or [""]
+    i = rng.randrange(len(lines))
+    operation = rng.randrange(11 if snippets else 10)
+    if operation == 0:
+        del lines[i]
+    elif operation == 1:
+        lines.insert(i, lines[i])
+    elif operation == 2:
+        j = rng.randrange(len(lines))
+        lines[i], lines[j] = lines[j], lines[i]
+    elif operation == 3:
+        lines[i] = rng.choice([" ", "  ", "\t", ""]) + (
+            lines[i][rng.randint(0, 2) :] if rng.random() < 0.5 else lines[i]
+        )
+    elif operation == 4:
+        return text[: rng.randrange(len(text) + 1)]
+    elif operation == 5:
+        at = rng.randrange(len(text) + 1)
+        noise = "".join(
+            rng.choice(":-[]{}#&*!|>'\"%@`,?\\\x00\r\n\t \u00e9\ufeff\ud800") for _ in range(rng.randint(1, 8))
+        )
+        return text[:at] + noise + text[at:]
+    elif operation == 6:
+        words = lines[i].split(" ")
+        k = rng.randrange(len(words))
+        words[k] = str(rng.choice(ODD_SCALARS))[:200] + ("\n" if words[k].endswith("\n") else "")
+        lines[i] = " ".join(words)
+    elif operation == 7:
+        return rng.choice(["\ufeff", "\x00", "\r\n", "\r"]).join([text[: len(text) // 2], text[len(text) // 2 :]])
+    elif operation == 8:
+        lines[i] = lines[i] * rng.choice([2, 50, 5000])
+    elif operation == 9:
+        lines[i] = lines[i].replace(":", rng.choice([" :", "::", ": :", ""]), 1)
+    else:
+        lines.insert(i, rng.choice(snippets))
+    return "".join(lines)

@@ -16,6 +16,7 @@ from hopstack.datasets.questions import read_questions
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import read_corpus
 from hopstack.spec.validate import validate_text
+from hopstack.testing import YAML_SNIPPETS, mutate_data, mutate_text, replace_somewhere
 
 SHIPPED = [p.read_text(encoding="utf-8") for p in sorted(YAML_DIR.glob("*.yaml"))]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -27,24 +28,28 @@ json_values = st.recursive(
 )
 
 
-def _mutate(data: object, rng: random.Random, value: object) -> object:
-    """``data`` with one randomly chosen place (a value, a key's value, a list item) replaced by ``value``."""
-    if isinstance(data, dict) and data and rng.random() < 0.8:
-        key = rng.choice(list(data))
-        return {**data, key: _mutate(data[key], rng, value)}
-    if isinstance(data, list) and data and rng.random() < 0.8:
-        i = rng.randrange(len(data))
-        return [*data[:i], _mutate(data[i], rng, value), *data[i + 1 :]]
-    return value
-
-
 @FUZZ
 @given(st.integers(0, len(SHIPPED) - 1), st.integers(0, 2**32), json_values)
 def test_mutated_pipeline_files_get_problems_or_pass_never_an_exception(which, seed, value):
     data = yaml.safe_load(SHIPPED[which])
-    text = yaml.safe_dump(_mutate(data, random.Random(seed), value), allow_unicode=True)
+    text = yaml.safe_dump(replace_somewhere(data, random.Random(seed), value), allow_unicode=True)
     parsed, problems = validate_text(text, "fuzz.yaml")
     assert all(p.source == "fuzz.yaml" and p.line >= 1 and len(p.message) < 2000 for p in problems)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_mutants_of_every_shipped_file_get_problems_or_pass(seed):
+    """The mutations benchmarks/fuzz.py makes at scale (keys deleted, renamed, duplicated; values retyped or
+    odd; lines cut, repeated, re-indented; aliases, tags, deep nesting), 50 of them per seed."""
+    rng = random.Random(seed)
+    for number in range(50):
+        text = SHIPPED[number % len(SHIPPED)]
+        if number % 2:
+            text = yaml.safe_dump(mutate_data(yaml.safe_load(text), rng, rng.randint(1, 3)), allow_unicode=True)
+        else:
+            text = mutate_text(text, rng, YAML_SNIPPETS)
+        _, problems = validate_text(text, "fuzz.yaml")
+        assert not any(p.message.startswith("cannot check this file") for p in problems), problems
 
 
 @FUZZ
