@@ -319,14 +319,21 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("list")
 def models_list() -> None:
-    """List the registry's models, their roles and sources, and whether they are ready to use."""
-    from hopstack.models.registry import REGISTRY, is_available
+    """List the registry's models and the models `hopstack train` made, their roles and sources, and whether
+    they are ready to use."""
+    from hopstack.models.registry import REGISTRY, is_available, trained_models
 
     table = Table(title="hopstack model registry")
     for column in ("name", "role", "source", "ready"):
         table.add_column(column)
     for name, model in REGISTRY.items():
         table.add_row(name, model.role, model.source, "yes" if is_available(name) else "no (hopstack models pull)")
+    for name, manifest in trained_models().items():
+        if "error" in manifest:
+            table.add_row(name, "trained model", manifest["error"], "no")
+            continue
+        source = f"hopstack train from {manifest['base_model']} on {manifest['dataset']} ({manifest['split']})"
+        table.add_row(name, manifest["role"], source, "yes")
     out.print(table)
 
 
@@ -349,6 +356,86 @@ def models_pull(names: Annotated[list[str], typer.Argument(help="registry names"
 
             path = ensure_model(name, report)
         out.print(f"{name}: {path}")
+
+
+train_app = typer.Typer(help="Train CPU-fast models on a dataset's train split.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("reranker")
+def train_reranker_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="multihop-rag, 2wikimultihopqa, scifact, or a path")],
+    index_dir: Annotated[str, typer.Option("--index", help="index folder (or corpus file) of the dataset's corpus")],
+    name: Annotated[str, typer.Option("--out", help="model name: $HOPSTACK_HOME/models/NAME")],
+    split: Annotated[str, typer.Option("--split", help="train (the only split training reads)")] = "train",
+    base: Annotated[str, typer.Option("--base", help="registry name, Hugging Face id or folder")] = "minilm",
+    negatives: Annotated[
+        str, typer.Option("--negatives", help="first-stage pipeline whose top candidates give hard negatives")
+    ] = "yaml/hybrid.yaml",
+    depth: Annotated[int, typer.Option("--depth", min=1, help="first-stage candidates per question")] = 30,
+    num_negatives: Annotated[int, typer.Option("--num-negatives", min=1, help="hard negatives per question")] = 6,
+    max_positives: Annotated[int, typer.Option("--max-positives", min=1, help="gold passages per question")] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="tokens per pair")] = 192,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="pairs per step")] = 16,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=0.0)] = 4e-5,
+    dev_share: Annotated[
+        float, typer.Option("--dev-share", min=0.0, max=0.9, help="train questions held out to fit the weight")
+    ] = 0.2,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions of the split")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoint")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing model of that name")] = False,
+) -> None:
+    """Train a cross-encoder reranker on gold passages and hard negatives (docs/methods/trained-reranker.md)."""
+    import time
+
+    from rich.progress import TimeRemainingColumn
+
+    from hopstack.training.reranker import RerankerTraining, partial_dir, train_reranker
+
+    config = RerankerTraining(
+        dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
+        num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
+        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
+    )  # fmt: skip
+    bar = Progress(
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+        TimeRemainingColumn(), console=err, disable=not err.is_terminal,
+    )  # fmt: skip
+    printed = [0.0]
+
+    def status(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    def show(description: str, done: int, total: int, loss: str) -> None:
+        tasks = {t.description: t.id for t in bar.tasks}
+        task = tasks.get(description) or bar.add_task(description, total=total, loss="")
+        bar.update(task, completed=done, total=total, loss=loss)
+        if not err.is_terminal and (done == total or time.monotonic() - printed[0] >= 30):
+            err.print(f"  {description} {done}/{total} {loss}", markup=False, highlight=False)
+            printed[0] = time.monotonic()
+
+    def report(step: int, steps: int, loss: float | None) -> None:
+        show("training", step, steps, "loss -" if loss is None else f"loss {loss:.4f}")
+
+    try:
+        with bar:
+            manifest = train_reranker(
+                config, resume, force, status, lambda node, done, total: show(node, done, total, ""), report
+            )
+    except KeyboardInterrupt:
+        err.print(f"interrupted: the last epoch's checkpoint is kept in {partial_dir(name)}; continue with --resume")
+        raise typer.Exit(130) from None
+    pairs, dev = manifest["training_pairs"], manifest["dev"]
+    out.print(
+        f"trained {name}: {pairs['pairs']} pairs from {pairs['questions']} questions in {manifest['seconds']:.0f} s "
+        f"({manifest['pairs_per_second']:.1f} pairs/s); first_stage_weight {manifest['first_stage_weight']}"
+    )
+    if dev:
+        for label, metrics in dev["metrics"].items():
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+            out.print(f"  held out ({dev['n_questions']} q) {label}: {shown}")
 
 
 cache_app = typer.Typer(help="The call cache and the node cache: inspect, verify, clear.", no_args_is_help=True)

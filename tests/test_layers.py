@@ -1,6 +1,6 @@
 """Imports go one way through hopstack's layers, with no exceptions (module-level and function-level imports
-alike): errors and core at the bottom; then models, index, datasets; components; graphs; spec; experiments;
-serve; and the command line on top. A module may import its own layer and any layer below it."""
+alike): errors and core at the bottom; then models, index, datasets; components; graphs; spec; experiments
+and training; serve; and the command line on top. A module may import its own layer and any layer below it."""
 
 import ast
 from pathlib import Path
@@ -17,7 +17,7 @@ LAYERS = [
     ("hopstack.components",),
     ("hopstack.graphs",),
     ("hopstack.spec",),
-    ("hopstack.experiments",),
+    ("hopstack.experiments", "hopstack.training"),
     ("hopstack.serve", "hopstack.demo"),
     ("hopstack.cli", "hopstack.__main__", "hopstack.testing"),
 ]

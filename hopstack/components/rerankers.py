@@ -20,7 +20,7 @@ import numpy as np
 from haystack import Document, component
 
 from hopstack.core.batch import BatchComponent
-from hopstack.core.ranking import candidate_top_ks, in_order, min_max, reorder_each
+from hopstack.core.ranking import candidate_top_ks, in_order, interpolate, min_max, reorder_each
 from hopstack.core.text import first_words, passage_text, prompt_passages
 from hopstack.models.cache import LLMUser
 from hopstack.models.scorers import ScorerUser, make_scorer, score_all
@@ -61,14 +61,30 @@ class PointwiseReranker(ScorerUser, Reranker):
     :param top_k: documents returned unless the ``top_k`` input overrides it.
     :param title_prefix: passages are ``"title. text"`` when a document has a title.
     :param device: ``auto | cpu | cuda | cuda:N`` for an encoder scorer (an LLM's is in its spec).
+    :param first_stage_weight: 0 (the default) orders by the scorer alone (its raw scores); ``w`` in (0, 1]
+        orders each question's candidates by ``w * min_max(first-stage score) + (1 - w) * min_max(scorer
+        score)`` (:func:`hopstack.core.ranking.interpolate`), keeping the first stage's signal; ``hopstack
+        train reranker`` fits ``w`` on the train split (docs/methods/trained-reranker.md).
     """
 
-    def __init__(self, scorer: dict[str, Any], top_k: int = 10, title_prefix: bool = True, device: str = "auto"):
+    first_stage_weight = 0.0  # what subclasses that do not take the parameter use
+
+    def __init__(
+        self,
+        scorer: dict[str, Any],
+        top_k: int = 10,
+        title_prefix: bool = True,
+        device: str = "auto",
+        first_stage_weight: float = 0.0,
+    ):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if not 0.0 <= first_stage_weight <= 1.0:
+            raise ValueError(f"first_stage_weight must be between 0 and 1, got {first_stage_weight}")
         self.use_scorer(scorer, device)
         self.top_k = top_k
         self.title_prefix = title_prefix
+        self.first_stage_weight = first_stage_weight
 
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
@@ -76,7 +92,24 @@ class PointwiseReranker(ScorerUser, Reranker):
         """Rerank a batch: all (question, candidate) pairs of the batch in one scorer call."""
         ks = candidate_top_ks(query, documents, top_k, self.top_k)
         scores = score_all(self._scorer, self._pairs(query, documents), type(self).__name__)
+        if self.first_stage_weight > 0:
+            scores = self._interpolated(documents, scores)
         return {"documents": reorder_each(documents, scores, ks)}
+
+    def _interpolated(self, documents: list[list[Document]], scores: np.ndarray) -> np.ndarray:
+        """Each question's scores interpolated with its candidates' first-stage scores."""
+        mixed, offset = [], 0
+        for candidates in documents:
+            unscored = [d.id for d in candidates if d.score is None]
+            if unscored:
+                raise ValueError(
+                    f"{type(self).__name__}: first_stage_weight needs the candidates' first-stage scores; "
+                    f"document {unscored[0]!r} has none"
+                )
+            first = np.array([d.score for d in candidates], dtype=np.float64)
+            mixed.append(interpolate(first, scores[offset : offset + len(candidates)], self.first_stage_weight))
+            offset += len(candidates)
+        return np.concatenate(mixed) if mixed else np.zeros(0)
 
     def _pairs(self, query: list[str], documents: list[list[Document]]) -> list[tuple[str, str]]:
         """The (text, passage) pairs the scorer scores, one per candidate of the batch, in order."""

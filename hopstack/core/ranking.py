@@ -57,6 +57,12 @@ def min_max(values: np.ndarray, flat: float = 0.0) -> np.ndarray:
     return (values - values.min()) / spread if spread > 0 else np.full_like(values, flat)
 
 
+def interpolate(first_stage: np.ndarray, reranker: np.ndarray, first_stage_weight: float) -> np.ndarray:
+    """``w * min_max(first_stage) + (1 - w) * min_max(reranker)`` with ``w = first_stage_weight``: one question's
+    candidates scored by both stages on a common [0, 1] scale (a flat list scores 0)."""
+    return first_stage_weight * min_max(first_stage) + (1 - first_stage_weight) * min_max(reranker)
+
+
 def reorder(candidates: Sequence[Document], scores: Sequence[float], k: int) -> list[Document]:
     """The ``k`` best candidates by ``scores``, each carrying its new score; ties keep input order."""
     values = np.asarray(scores, dtype=np.float64)

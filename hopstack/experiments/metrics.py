@@ -24,6 +24,21 @@ def _squash(text: str) -> str:
     return text.replace(" ", "").replace("\n", "")
 
 
+def matched_facts(text: str, facts: Sequence[str]) -> list[str]:
+    """The evidence facts (spaces and newlines removed) that a chunk's text contains (spaces and newlines
+    removed): MultiHop-RAG's rule for a relevant chunk."""
+    chunk = _squash(text)
+    return [g for g in map(_squash, facts) if g in chunk]
+
+
+def is_gold(question: BenchmarkQuestion, document: Document, dataset_format: str) -> bool:
+    """Whether a retrieved chunk is gold for a question, as the metrics judge it: a MultiHop-RAG chunk when
+    it contains an evidence fact (:func:`matched_facts`), any other when its source document is a gold id."""
+    if dataset_format == "multihop-rag":
+        return bool(matched_facts(document.content or "", question.facts))
+    return source_id(document) in question.gold_ids
+
+
 def multihop_rag_query_metrics(retrieved: Sequence[str], facts: Sequence[str]) -> dict[str, float]:
     """MultiHop-RAG's Hits@10, Hits@4, MAP@10 and MRR@10 for one query, as its ``retrieval_evaluate.py``
     computes them.
@@ -39,8 +54,7 @@ def multihop_rag_query_metrics(retrieved: Sequence[str], facts: Sequence[str]) -
     first_relevant = None
     hits4 = hits10 = False
     for rank, text in enumerate(retrieved[:10], start=1):
-        chunk = _squash(text)
-        matched = [g for g in gold if g in chunk]
+        matched = matched_facts(text, gold)
         if not matched:
             continue
         hits10 = True
@@ -131,10 +145,15 @@ def answer_scores(prediction: str, answers: Sequence[str]) -> dict[str, float]:
     return best
 
 
+def source_id(document: Document) -> str:
+    """The source-document id of a retrieved chunk: ``meta["doc_id"]``, else the document id."""
+    return str(document.meta.get("doc_id", document.id))
+
+
 def source_ids(documents: Sequence[Document]) -> list[str]:
-    """The ranked source-document ids of retrieved chunks (``meta["doc_id"]``, else the document id); a
-    document retrieved through several chunks counts once, at its first rank."""
-    return distinct([str(d.meta.get("doc_id", d.id)) for d in documents])
+    """The ranked source-document ids of retrieved chunks (:func:`source_id`); a document retrieved through
+    several chunks counts once, at its first rank."""
+    return distinct([source_id(d) for d in documents])
 
 
 def document_metrics(ranked: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, list[float]]:

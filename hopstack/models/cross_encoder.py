@@ -1,16 +1,20 @@
 """Cross-encoder relevance scoring for any Hugging Face cross-encoder id or path (sentence-transformers).
 
 No cross-encoder ships offline here; users pass e.g. ``cross-encoder/ms-marco-MiniLM-L-6-v2`` on a
-machine that has it. Models load once per process per device and are shared.
+machine that has it, or the name of one that ``hopstack train reranker`` made. Models load once per
+process per device and are shared; scores go through the call cache.
 """
 
+import hashlib
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from hopstack.models.cache import CallCache, call_cache
 from hopstack.models.devices import resolve_device
-from hopstack.models.registry import resolve_model
+from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str, int], object] = {}
@@ -23,14 +27,21 @@ class CrossEncoderScorer:
     :param device: ``auto | cpu | cuda | cuda:N``.
     :param batch_size: pairs per forward pass.
     :param max_length: tokens per pair; longer pairs are truncated (the passage side first).
+    :param cache: keep scores in the on-disk call cache (``HOPSTACK_CACHE=off`` overrides); a trained
+        model's scores are keyed by its manifest, so retraining it under the same name misses the cache.
     """
 
-    def __init__(self, model: str, device: str = "auto", batch_size: int = 32, max_length: int = 512):
+    def __init__(
+        self, model: str, device: str = "auto", batch_size: int = 32, max_length: int = 512, cache: bool = True
+    ):
         self.model = model
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
+        self.cache = cache
         self._encoder = None
+        self._call_cache: CallCache | None = None
+        self._identity: dict[str, object] = {}
 
     def warm_up(self) -> None:
         """Load the model (shared per process, device and length)."""
@@ -42,13 +53,22 @@ class CrossEncoderScorer:
 
                     _MODELS[key] = CrossEncoder(key[0], device=key[1], max_length=key[2])
                 self._encoder = _MODELS[key]
+            self._call_cache = call_cache(self.cache)
+            manifest = Path(key[0]) / TRAINED_MANIFEST
+            version = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""
+            self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per pair (the model's raw output; higher is more relevant)."""
         self.warm_up()
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        scores = self._encoder.predict(
-            [list(p) for p in pairs], batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
-        )
-        return np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
+        items = [list(p) for p in pairs]
+        if self._call_cache is None or not self._call_cache.enabled:
+            return self._predict(items)
+        return np.asarray(self._call_cache.cached_map(self._identity, items, lambda m: self._predict(m).tolist()))
+
+    def _predict(self, items: list[list[str]]) -> np.ndarray:
+        predict = self._encoder.predict
+        scores = predict(items, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True)
+        return np.asarray(scores, dtype=np.float32).reshape(len(items), -1)[:, 0]

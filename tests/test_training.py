@@ -1,0 +1,166 @@
+"""`hopstack train reranker` end to end on a tiny randomly initialised BERT and a tiny generic dataset: the
+model folder and its manifest, loading it by name, and bad input refused before anything is written."""
+
+import hashlib
+import json
+
+import pytest
+from haystack import Document
+
+from conftest import REPO, save_tiny_bert
+from hopstack.components.rerankers import PointwiseReranker
+from hopstack.datasets.base import in_hash_train
+from hopstack.errors import HopstackInputError
+from hopstack.models.registry import resolve_model, trained_model_dir
+from hopstack.training.reranker import RerankerTraining, partial_dir, train_reranker
+
+BM25 = str(REPO / "yaml" / "bm25.yaml")
+
+
+def _write_dataset(folder, questions: list[dict], corpus: list[dict]):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    return folder
+
+
+def _widgets(folder, count: int = 60, gold: bool = True):
+    """Per question ``Is the widgetN approved?`` one gold passage saying it is approved and four that do not."""
+    corpus, questions = [], []
+    for i in range(count):
+        name = f"widget{i}"
+        corpus.append({"id": f"g{i}", "title": name, "text": f"The {name} is certified and approved by the registry."})
+        for j, colour in enumerate(["red", "blue", "green", "grey"]):
+            corpus.append({"id": f"n{i}-{j}", "title": name, "text": f"The {name} was painted {colour} in a shed."})
+        gold_ids = [f"g{i}"] if gold else []
+        questions.append({"id": f"q{i}", "question": f"Is the {name} approved?", "answers": [], "gold_ids": gold_ids})
+    return _write_dataset(folder, questions, corpus)
+
+
+def _config(data, **changes) -> RerankerTraining:
+    settings = {
+        "dataset": str(data), "index": str(data / "corpus.jsonl"), "out": "tiny-reranker", "base": "",
+        "negatives": BM25, "depth": 5, "num_negatives": 4, "epochs": 6, "batch_size": 8, "learning_rate": 1e-3,
+        "max_length": 48, "dev_share": 0.25, "device": "cpu",
+    }  # fmt: skip
+    return RerankerTraining(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained once for the module: (its manifest, the dataset folder, the training config)."""
+    root = tmp_path_factory.mktemp("training")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOPSTACK_HOME", str(root / "home"))
+        base = save_tiny_bert(root / "tiny-bert", "BertForSequenceClassification", num_labels=1)
+        data = _widgets(root / "widgets")
+        config = _config(data, base=base)
+        steps = []
+        manifest = train_reranker(config, report=lambda step, total, loss: steps.append((step, total)))
+        yield manifest, data, config, steps, root / "home"
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    monkeypatch.setenv("HOPSTACK_HOME", str(trained[4]))
+    return trained[4]
+
+
+def test_the_manifest_says_how_the_model_was_made(trained, home):
+    manifest, data, config, steps, _ = trained
+    folder = trained_model_dir("tiny-reranker")
+    assert json.loads((folder / "manifest.json").read_text()) == manifest
+    assert (manifest["role"], manifest["base_model"], manifest["dataset"], manifest["split"]) == (
+        "cross-encoder reranker",
+        config.base,
+        "widgets",
+        "train",
+    )
+    pairs = (folder / "training_pairs.jsonl").read_bytes()
+    assert manifest["training_pairs"]["sha256"] == hashlib.sha256(pairs).hexdigest()
+    lines = [json.loads(line) for line in pairs.decode().splitlines()]
+    train_ids = {f"q{i}" for i in range(60) if in_hash_train(f"q{i}")}
+    assert {p["id"] for p in lines} < train_ids  # train questions only, less the held-out ones
+    assert manifest["training_pairs"]["pairs"] == len(lines) == 5 * manifest["training_pairs"]["questions"]
+    assert manifest["training_pairs"]["positives"] == sum(p["label"] for p in lines) == len({p["id"] for p in lines})
+    assert len(manifest["negatives"]["fingerprint"]) == 64 and manifest["negatives"]["pipeline"] == BM25
+    hyper = manifest["hyperparameters"]
+    assert (hyper["epochs"], hyper["max_length"], hyper["batch_size"]) == (6, 48, 8)
+    assert hyper["loss"] == "BinaryCrossEntropyLoss"
+    assert manifest["seconds"] > 0 and manifest["pairs_per_second"] > 0
+    dev = manifest["dev"]
+    assert dev["n_questions"] == len(train_ids) - manifest["training_pairs"]["questions"] > 0
+    assert set(dev["by_weight"]) == {str(w / 10) for w in range(11)}
+    assert manifest["first_stage_weight"] == dev["first_stage_weight"]
+    assert steps[-1][0] == steps[-1][1] == 6 * -(-len(lines) // 8)  # every step reported
+    assert not partial_dir("tiny-reranker").exists() and not (folder / "checkpoints").exists()
+
+
+def test_the_model_loads_by_name_and_ranks_a_planted_positive_first(trained, home, cli):
+    assert resolve_model("tiny-reranker") == str(trained_model_dir("tiny-reranker"))
+    scorer = {"type": "cross-encoder", "init_parameters": {"model": "tiny-reranker", "max_length": 48}}
+    reranker = PointwiseReranker(scorer, top_k=5, device="cpu")
+    texts = [f"The gadget7 was painted {colour} in a shed." for colour in ["red", "teal", "grey", "blue"]]
+    candidates = [Document(id=f"n{i}", content=t, score=5.0 - i) for i, t in enumerate(texts)]
+    planted = Document(id="gold", content="The gadget7 is certified and approved by the registry.", score=0.0)
+    ranked = reranker.run(query="Is the gadget7 approved?", documents=[*candidates, planted])["documents"]
+    assert ranked[0].id == "gold"
+    code, out, _ = cli("models", "list")
+    assert code == 0 and "tiny-reranker" in out and "cross-encoder reranker" in out
+
+
+def test_first_stage_weight_one_keeps_the_first_stage_order(trained, home):
+    scorer = {"type": "cross-encoder", "init_parameters": {"model": "tiny-reranker", "max_length": 48}}
+    reranker = PointwiseReranker(scorer, top_k=3, device="cpu", first_stage_weight=1.0)
+    documents = [Document(id=str(i), content=f"passage {i} approved", score=float(i)) for i in range(4)]
+    assert [d.id for d in reranker.run(query="q", documents=documents)["documents"]] == ["3", "2", "1"]
+    with pytest.raises(ValueError, match="first_stage_weight must be between 0 and 1"):
+        PointwiseReranker(scorer, first_stage_weight=1.5)
+
+
+def _unchanged(home, action) -> str:
+    """Run ``action`` (a refused training) and check it changed no file under ``home``; returns its stderr."""
+    before = {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
+    code, _, err = action()
+    assert code == 2, err
+    assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
+    return err
+
+
+def _train_cli(cli, config: RerankerTraining, *extra: str):
+    args = [
+        "train", "reranker", "--dataset", config.dataset, "--index", config.index, "--out", config.out,
+        "--base", config.base, "--negatives", config.negatives, "--depth", "5", "--epochs", "1", "--device", "cpu",
+        "--max-length", "48", *extra,
+    ]  # fmt: skip
+    return lambda: cli(*args)
+
+
+def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp_path):
+    _, data, config, _, _ = trained
+    err = _unchanged(home, _train_cli(cli, config))
+    assert "model 'tiny-reranker' exists" in err and "--force" in err
+    fresh = RerankerTraining(**{**config.__dict__, "out": "fresh"})
+    err = _unchanged(home, _train_cli(cli, fresh, "--split", "test"))
+    assert "reads only a train split" in err
+    err = _unchanged(home, _train_cli(cli, RerankerTraining(**{**fresh.__dict__, "base": str(tmp_path / "none")})))
+    assert "--base" in err and "cannot load it as a cross-encoder" in err
+    unlabelled = _widgets(tmp_path / "unlabelled", count=20, gold=False)
+    err = _unchanged(home, _train_cli(cli, _config(unlabelled, base=config.base, out="fresh")))
+    assert "no question of the train split has gold_ids" in err
+    ids = ["q01", "q02", "q03", "q04"]  # all in the test split (tests/test_splits.py pins it)
+    assert not any(map(in_hash_train, ids))
+    corpus = [{"id": "d", "title": "", "text": "a passage"}]
+    empty = _write_dataset(tmp_path / "empty", [{"id": i, "question": "?", "gold_ids": ["d"]} for i in ids], corpus)
+    err = _unchanged(home, _train_cli(cli, _config(empty, base=config.base, out="fresh")))
+    assert "the train split has no questions" in err
+    err = _unchanged(home, _train_cli(cli, fresh, "--resume"))
+    assert "no interrupted training of 'fresh'" in err
+
+
+def test_an_unusable_name_is_refused():
+    from hopstack.training.reranker import check_request
+
+    for name, message in [("../up", "a model name is"), ("minilm", "registry model's name")]:
+        with pytest.raises(HopstackInputError, match=message):
+            check_request(RerankerTraining(dataset="d", index="i", out=name), resume=False, force=False)
