@@ -35,3 +35,17 @@ def test_models_are_shared(tiny_cross_encoder):
     a.warm_up()
     b.warm_up()
     assert a._encoder is b._encoder
+
+
+def test_scores_go_through_the_call_cache_keyed_by_a_trained_models_manifest(tiny_cross_encoder, monkeypatch, tmp_path):
+    from hopstack.models.cache import saved_compute
+
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    monkeypatch.setenv("HOPSTACK_CACHE", "on")
+    first = CrossEncoderScorer(tiny_cross_encoder, device="cpu", max_length=64)
+    scores = first.score(PAIRS[:2])
+    again = CrossEncoderScorer(tiny_cross_encoder, device="cpu", max_length=64)
+    with saved_compute() as meter:
+        np.testing.assert_allclose(again.score(PAIRS[:2]), scores, atol=1e-6)
+    assert meter.seconds > 0  # served by the cache
+    assert first._identity["version"] == ""  # no manifest: the path names the model

@@ -105,6 +105,8 @@ def test_the_model_loads_by_name_and_ranks_a_planted_positive_first(trained, hom
     planted = Document(id="gold", content="The gadget7 is certified and approved by the registry.", score=0.0)
     ranked = reranker.run(query="Is the gadget7 approved?", documents=[*candidates, planted])["documents"]
     assert ranked[0].id == "gold"
+    manifest = (trained_model_dir("tiny-reranker") / "manifest.json").read_bytes()
+    assert reranker._scorer._identity["version"] == hashlib.sha256(manifest).hexdigest()  # the call cache's key
     code, out, _ = cli("models", "list")
     assert code == 0 and "tiny-reranker" in out and "cross-encoder reranker" in out
 
