@@ -234,8 +234,9 @@ class NaturalLogicProver(LLMUser):
     def prove(self, claims: Sequence[str], evidence: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
         """One proof per claim from its evidence sentences: ``{"claim", "evidence", "steps": [{"claim_span",
         "evidence_span", "similarity", "asked", "p_yes", "operator"}], "operators", "verdict", "calibration"}``
-        (``calibration``: the content-free log-odds per operator, or ``None``). The batch's texts are
-        embedded in two calls and every operator question of the batch goes to the LLM in one call."""
+        (``calibration``: the content-free log-odds per operator when its operators were asked, else ``None``).
+        The batch's texts are embedded in two calls and every operator question of the batch goes to the LLM in
+        one call."""
         self.warm_up()
         chosen = self._closest_sentences(list(claims), [list(s) for s in evidence])
         chunks = [chunk_claim(claim, self.max_chunks) for claim in claims]
@@ -251,13 +252,15 @@ class NaturalLogicProver(LLMUser):
                 step["asked"] = decidable
             proofs.append({"claim": claim, "evidence": sentences, "steps": steps})
             questions += [(step, op) for step in steps if decidable for op in OPERATOR_QUESTIONS]
-        baseline = self.content_free_log_odds() if questions else self._baseline
+        baseline = self.content_free_log_odds() if questions else None
         p_yes = self._p_yes([operator_question(op, s["claim_span"], s["evidence_span"]) for s, op in questions])
         for (step, op), p in zip(questions, p_yes):
             step["p_yes"][op] = p
         for proof in proofs:
-            proof["calibration"] = baseline
-            decide_operators(proof, self.yes_threshold, baseline)
+            # only a proof whose operators were asked used the baseline: the others report none, whatever the
+            # batch or the questions before it held
+            proof["calibration"] = baseline if any(step["asked"] for step in proof["steps"]) else None
+            decide_operators(proof, self.yes_threshold, proof["calibration"])
         return proofs
 
     def _p_yes(self, questions: list[str]) -> list[float]:
