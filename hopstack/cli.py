@@ -321,7 +321,7 @@ app.add_typer(models_app, name="models")
 def models_list() -> None:
     """List the registry's models and the models `hopstack train` made, their roles and sources, and whether
     they are ready to use."""
-    from hopstack.models.registry import REGISTRY, is_available, trained_models
+    from hopstack.models.registry import REGISTRY, is_available, is_shipped_model, trained_models
 
     table = Table(title="hopstack model registry")
     for column in ("name", "role", "source", "ready"):
@@ -332,8 +332,9 @@ def models_list() -> None:
         if "error" in manifest:
             table.add_row(name, "trained model", manifest["error"], "no")
             continue
-        source = f"hopstack train from {manifest['base_model']} on {manifest['dataset']} ({manifest['split']})"
-        table.add_row(name, manifest["role"], source, "yes")
+        base = f" from {manifest['base_model']}" if manifest.get("base_model") else ""
+        source = f"hopstack train{base} on {manifest['dataset']} ({manifest['split']})"
+        table.add_row(name, manifest["role"], f"shipped: {source}" if is_shipped_model(name) else source, "yes")
     out.print(table)
 
 
@@ -384,10 +385,20 @@ def train_reranker_command(
     ] = 0.2,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions of the split")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
+    cross_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--cross-encoder/--no-cross-encoder", help="train a cross-encoder whose score the learned ranker reads"
+        ),
+    ] = True,
+    named_fields: Annotated[
+        str, typer.Option("--named-fields", help="comma-separated metadata fields matched against the question")
+    ] = "source,title,published_at",  # learned_ranking.DEFAULT_NAMED_FIELDS (not imported: CLI start-up)
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoint")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace an existing model of that name")] = False,
 ) -> None:
-    """Train a cross-encoder reranker on gold passages and hard negatives (docs/methods/trained-reranker.md)."""
+    """Train a reranker: a cross-encoder on gold passages and hard negatives, and a LambdaRank ranker over
+    first-stage, metadata and cross-encoder features (docs/methods/trained-reranker.md)."""
     import time
 
     from rich.progress import TimeRemainingColumn
@@ -398,6 +409,7 @@ def train_reranker_command(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
         num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
         batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
+        cross_encoder=cross_encoder, named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
     )  # fmt: skip
     bar = Progress(
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
@@ -428,9 +440,14 @@ def train_reranker_command(
         err.print(f"interrupted: the last epoch's checkpoint is kept in {partial_dir(name)}; continue with --resume")
         raise typer.Exit(130) from None
     pairs, dev = manifest["training_pairs"], manifest["dev"]
+    if pairs:
+        out.print(
+            f"trained {name}: cross-encoder on {pairs['pairs']} pairs from {pairs['questions']} questions "
+            f"({manifest['pairs_per_second']:.1f} pairs/s); first_stage_weight {manifest['first_stage_weight']}"
+        )
     out.print(
-        f"trained {name}: {pairs['pairs']} pairs from {pairs['questions']} questions in {manifest['seconds']:.0f} s "
-        f"({manifest['pairs_per_second']:.1f} pairs/s); first_stage_weight {manifest['first_stage_weight']}"
+        f"trained {name}: LambdaRank ranker on {manifest['questions']['training']} questions; "
+        f"{manifest['seconds']:.0f} s in all"
     )
     if dev:
         for label, metrics in dev["metrics"].items():

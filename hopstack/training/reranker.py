@@ -11,6 +11,11 @@
 4. On the held-out questions the trained scores are interpolated with the first stage's
    (:func:`hopstack.core.ranking.interpolate`) for weights 0, 0.1, ..., 1; the weight with the best MRR@10 is
    written to the manifest (``first_stage_weight``) beside the held-out metrics.
+5. A LightGBM LambdaRank model is fitted over the candidates' features
+   (:class:`hopstack.components.learned_ranking.RankingFeatures`: first-stage, chunk, named-field and, with a
+   cross-encoder, its scores) and saved as ``ranker.txt``, for
+   :class:`~hopstack.components.learned_ranking.LearnedReranker`. With ``cross_encoder`` off, steps 2-4 are
+   skipped and the ranker uses the other features alone (seconds to train).
 
 The model is built in ``$HOPSTACK_HOME/models/.NAME.partial`` (checkpoints included, so an interrupted run
 continues with ``resume``) and moved to ``$HOPSTACK_HOME/models/NAME`` when done.
@@ -20,6 +25,7 @@ import hashlib
 import json
 import math
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -31,6 +37,7 @@ import numpy as np
 from haystack import Document, Pipeline
 
 from hopstack import __version__
+from hopstack.components.learned_ranking import DEFAULT_NAMED_FIELDS, RankingFeatures
 from hopstack.core.ranking import interpolate
 from hopstack.core.settings import models_home
 from hopstack.core.text import passage_text
@@ -41,13 +48,27 @@ from hopstack.experiments.metrics import final_documents, is_gold
 from hopstack.graphs.fingerprint import pipeline_fingerprints
 from hopstack.graphs.runner import BatchRunner, Progress
 from hopstack.models.devices import resolve_device
-from hopstack.models.registry import REGISTRY, TRAINED_MANIFEST, resolve_model, trained_model_dir
+from hopstack.models.registry import REGISTRY, TRAINED_MANIFEST, is_shipped_model, resolve_model, trained_model_dir
 from hopstack.spec.loading import load_pipeline_data
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PAIRS_FILE = "training_pairs.jsonl"
 CHECKPOINTS = "checkpoints"
+RANKER_FILE = "ranker.txt"
 WEIGHTS = tuple(i / 10 for i in range(11))
+# LightGBM LambdaRank settings, fixed beforehand (not tuned on any test split)
+LAMBDARANK = {
+    "objective": "lambdarank",
+    "n_estimators": 200,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_child_samples": 20,
+    "lambdarank_truncation_level": 10,
+    "deterministic": True,
+    "force_row_wise": True,
+    "n_jobs": 1,
+    "verbose": -1,
+}
 Status = Callable[[str], None]
 StepReport = Callable[[int, int, float | None], None]  # (step, steps, last logged loss)
 
@@ -73,6 +94,8 @@ class RerankerTraining:
     limit: int | None = None
     seed: int = 0
     device: str = "auto"
+    cross_encoder: bool = True
+    named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
 
 
 @dataclass
@@ -94,8 +117,8 @@ def check_request(config: RerankerTraining, resume: bool, force: bool) -> None:
     exists (without ``force`` or ``resume``), or a ``resume`` with nothing to resume."""
     if not NAME.fullmatch(config.out):
         raise HopstackInputError(f"--out {config.out!r}: a model name is letters, digits, '.', '_' and '-'")
-    if config.out in REGISTRY:
-        raise HopstackInputError(f"--out {config.out!r} is a registry model's name; choose another")
+    if config.out in REGISTRY or is_shipped_model(config.out):
+        raise HopstackInputError(f"--out {config.out!r} is a registry or shipped model's name; choose another")
     if canonical_split(config.split) != "train":
         raise HopstackInputError(f"hopstack train reads only a train split (--split train), got {config.split!r}")
     if not 0 <= config.dev_share < 1:
@@ -273,31 +296,115 @@ def ranking_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[st
     return {"MRR@10": sum(mrr) / n, "Hits@4": sum(hits) / n}
 
 
-def fit_first_stage_weight(model, held_out: list[Ranked], config: RerankerTraining) -> dict[str, Any] | None:
-    """The first-stage weight with the best MRR@10 on the held-out questions (ties: the smaller weight), with
-    the metrics of every weight; None without held-out questions."""
-    if not held_out:
-        return None
-    pairs = [(r.question.question, passage_text(d, True)) for r in held_out for d in r.documents]
+def cross_encoder_scores(model, items: list[Ranked], config: RerankerTraining) -> list[np.ndarray]:
+    """The trained cross-encoder's score of each question's candidates."""
+    pairs = [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
     predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
-    trained, offset = [], 0
-    for r in held_out:
-        trained.append(np.asarray(predicted[offset : offset + len(r.documents)], dtype=np.float64))
-        offset += len(r.documents)
+    sizes = [len(r.documents) for r in items]
+    return np.split(np.asarray(predicted, dtype=np.float64), np.cumsum(sizes)[:-1]) if items else []
+
+
+def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
+    """The first-stage weight with the best held-out MRR@10 (ties: the smaller weight) and every weight's
+    metrics."""
     first = [np.array([d.score or 0.0 for d in r.documents], dtype=np.float64) for r in held_out]
     gold = [r.gold for r in held_out]
     by_weight = {str(w): ranking_metrics(gold, [interpolate(f, t, w) for f, t in zip(first, trained)]) for w in WEIGHTS}
     best = max(WEIGHTS, key=lambda w: (by_weight[str(w)]["MRR@10"], -w))
-    return {
-        "n_questions": len(held_out),
-        "first_stage_weight": best,
-        "metrics": {
-            "first_stage": ranking_metrics(gold, [-np.arange(len(r.documents)) for r in held_out]),
-            "reranker": by_weight["0.0"],
-            "interpolated": by_weight[str(best)],
-        },
-        "by_weight": by_weight,
-    }
+    return {"first_stage_weight": best, "by_weight": by_weight}
+
+
+def command_line(config: RerankerTraining) -> str:
+    """The ``hopstack train reranker`` command that trains ``config`` again (every option spelled out)."""
+    options = [
+        ("--dataset", config.dataset), ("--split", config.split), ("--index", config.index), ("--out", config.out),
+        ("--negatives", config.negatives), ("--depth", config.depth), ("--dev-share", config.dev_share),
+        ("--named-fields", ",".join(config.named_fields)),
+    ]  # fmt: skip
+    if config.cross_encoder:
+        options += [
+            ("--base", config.base), ("--num-negatives", config.num_negatives),
+            ("--max-positives", config.max_positives), ("--epochs", config.epochs),
+            ("--max-length", config.max_length), ("--batch-size", config.batch_size),
+            ("--learning-rate", config.learning_rate),
+        ]  # fmt: skip
+    if config.limit is not None:
+        options.append(("--limit", config.limit))
+    words = ["hopstack", "train", "reranker", *(w for name, value in options for w in (name, str(value)))]
+    if not config.cross_encoder:
+        words.append("--no-cross-encoder")
+    return shlex.join(words)
+
+
+def _feature_matrix(
+    features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The stacked features, gold labels and group sizes of ``items`` (LightGBM's ranking input)."""
+    own = scores if scores is not None else [None] * len(items)
+    matrices = [features.compute(r.question.question, r.documents, s) for r, s in zip(items, own)]
+    labels = np.concatenate([np.asarray(r.gold, dtype=np.int32) for r in items])
+    return np.vstack(matrices), labels, [len(r.documents) for r in items]
+
+
+def fit_lambdarank(features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None, seed: int):
+    """A LightGBM LambdaRank booster (:data:`LAMBDARANK`) fitted on ``items``' candidates; questions without
+    a gold candidate carry no ranking signal and are left out."""
+    try:
+        import lightgbm
+    except ImportError as exc:  # pragma: no cover - lightgbm is a dependency
+        raise HopstackInputError("the learned ranker needs lightgbm: pip install lightgbm") from exc
+    keep = [i for i, r in enumerate(items) if any(r.gold) and not all(r.gold)]
+    if not keep:
+        raise HopstackInputError("no training question has both gold and non-gold candidates to rank")
+    kept_scores = None if scores is None else [scores[i] for i in keep]
+    matrix, labels, groups = _feature_matrix(features, [items[i] for i in keep], kept_scores)
+    ranker = lightgbm.LGBMRanker(**LAMBDARANK, random_state=seed)
+    ranker.fit(matrix, labels, group=groups, feature_name=features.names())
+    return ranker.booster_
+
+
+def learned_scores(booster, features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None):
+    """Each question's candidates' ranker scores."""
+    if not items:
+        return []
+    matrix, _, groups = _feature_matrix(features, items, scores)
+    predicted = booster.predict(matrix)
+    return np.split(np.asarray(predicted, dtype=np.float64), np.cumsum(groups)[:-1])
+
+
+def held_out_report(
+    held_out: list[Ranked], trained: list[np.ndarray] | None, booster, features: RankingFeatures
+) -> dict[str, Any] | None:
+    """MRR@10 and Hits@4 on the held-out questions of the first stage, the cross-encoder alone, its best
+    interpolation (whose weight becomes ``first_stage_weight``) and the learned ranker; None without
+    held-out questions."""
+    if not held_out:
+        return None
+    gold = [r.gold for r in held_out]
+    report: dict[str, Any] = {"n_questions": len(held_out)}
+    metrics = {"first_stage": ranking_metrics(gold, [-np.arange(len(r.documents)) for r in held_out])}
+    if trained is not None:
+        fitted = fit_first_stage_weight(held_out, trained)
+        metrics["reranker"] = fitted["by_weight"]["0.0"]
+        metrics["interpolated"] = fitted["by_weight"][str(fitted["first_stage_weight"])]
+        report.update(fitted)
+    metrics["learned"] = ranking_metrics(gold, learned_scores(booster, features, held_out, trained))
+    report["metrics"] = metrics
+    return report
+
+
+def _start_folder(folder: Path, pairs: list[dict[str, Any]], resume: bool) -> None:
+    """A fresh build folder holding the pairs, or, on ``resume``, a check that the pairs are the same."""
+    if resume:
+        recorded = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        if recorded["pairs_sha256"] != pairs_sha256(pairs):
+            raise HopstackInputError(f"--resume: the pairs differ from those the run in {folder} trained on")
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if pairs:
+        (folder / PAIRS_FILE).write_bytes(_pairs_bytes(pairs))
+        (folder / "training.json").write_text(json.dumps({"pairs_sha256": pairs_sha256(pairs)}), encoding="utf-8")
 
 
 def train_reranker(
@@ -308,66 +415,93 @@ def train_reranker(
     progress: Progress | None = None,
     report: StepReport | None = None,
 ) -> dict[str, Any]:
-    """Train a cross-encoder reranker (module docstring) into ``$HOPSTACK_HOME/models/NAME``; returns its
-    manifest. Bad input is refused before anything is written; an interrupted run keeps its checkpoints in
+    """Train a reranker (module docstring) into ``$HOPSTACK_HOME/models/NAME``; returns its manifest. Bad
+    input is refused before anything is written; an interrupted run keeps its checkpoints in
     :func:`partial_dir` for ``resume``."""
     status = status or (lambda message: None)
     check_request(config, resume, force)
-    status(f"loading the base model {config.base}")
-    model = load_base(config)
+    model = None
+    if config.cross_encoder:
+        status(f"loading the base model {config.base}")
+        model = load_base(config)
     status(f"loading {config.dataset} ({config.split})")
     data = load_dataset(config.dataset, config.split, config.limit)
     questions = labelled(data)
     status(f"ranking {len(questions)} question(s) with {config.negatives} (top {config.depth})")
     ranked, fingerprint = first_stage(config, data, questions, progress)
     held_out = [r for r in ranked if is_held_out(r.question.id, config.dev_share)]
-    pairs = make_pairs([r for r in ranked if not is_held_out(r.question.id, config.dev_share)], config)
-    if not pairs:
-        raise HopstackInputError(
-            f"{data.source}: no training question has a gold passage among its top {config.depth} candidates"
-        )
+    training = [r for r in ranked if not is_held_out(r.question.id, config.dev_share)]
     folder = partial_dir(config.out)
-    if resume:
-        recorded = json.loads((folder / "training.json").read_text(encoding="utf-8"))
-        if recorded["pairs_sha256"] != pairs_sha256(pairs):
-            raise HopstackInputError(f"--resume: the pairs differ from those the run in {folder} trained on")
+    pairs: list[dict[str, Any]] = []
+    seconds, training_scores, held_out_scores = 0.0, None, None
+    if model is not None:
+        pairs = make_pairs(training, config)
+        if not pairs:
+            raise HopstackInputError(
+                f"{data.source}: no training question has a gold passage among its top {config.depth} candidates"
+            )
+        _start_folder(folder, pairs, resume)
+        status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
+        seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
+        model.save_pretrained(str(folder), create_model_card=False)
+        status(f"scoring the candidates of {len(ranked)} question(s) with the trained cross-encoder")
+        training_scores = cross_encoder_scores(model, training, config)
+        held_out_scores = cross_encoder_scores(model, held_out, config)
     else:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        (folder / PAIRS_FILE).write_bytes(_pairs_bytes(pairs))
-        (folder / "training.json").write_text(json.dumps({"pairs_sha256": pairs_sha256(pairs)}), encoding="utf-8")
-    status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
-    seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
-    status(f"fitting the first-stage weight on {len(held_out)} held-out question(s)")
-    dev = fit_first_stage_weight(model, held_out, config)
-    model.save_pretrained(str(folder), create_model_card=False)
+        _start_folder(folder, [], resume=False)
+    features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None)
+    status(f"fitting the LambdaRank ranker on {len(training)} question(s)")
+    started = time.perf_counter()
+    booster = fit_lambdarank(features, training, training_scores, config.seed)
+    booster.save_model(str(folder / RANKER_FILE))
+    ranker_seconds = time.perf_counter() - started
+    dev = held_out_report(held_out, held_out_scores, booster, features)
     manifest = {
         "name": config.out,
-        "role": "cross-encoder reranker",
-        "base_model": config.base,
+        "role": "learned reranker" + (" with a cross-encoder" if model is not None else ""),
+        "cross_encoder": model is not None,
+        "base_model": config.base if model is not None else None,
         "dataset": data.name,
-        "dataset_source": str(data.source),
+        "dataset_source": Path(data.source).name,
         "split": canonical_split(config.split),
+        "questions": {
+            "training": len(training),
+            "held_out": len(held_out),
+            "without_gold_candidate": sum(1 for r in ranked if not any(r.gold)),
+        },
         "training_pairs": {
             "file": PAIRS_FILE,
             "sha256": pairs_sha256(pairs),
             "pairs": len(pairs),
             "positives": sum(p["label"] == 1.0 for p in pairs),
             "questions": len({p["id"] for p in pairs}),
-            "questions_without_gold_candidate": sum(1 for r in ranked if not any(r.gold)),
-        },
+        }
+        if pairs
+        else None,
         "negatives": {"pipeline": str(config.negatives), "fingerprint": fingerprint, "index": str(config.index)},
-        "hyperparameters": {**asdict(config), "loss": "BinaryCrossEntropyLoss"},
-        "seconds": round(seconds, 1),
-        "pairs_per_second": round(len(pairs) * config.epochs / max(seconds, 1e-9), 2),
-        "first_stage_weight": dev["first_stage_weight"] if dev else 0.0,
+        "hyperparameters": {
+            **asdict(config),
+            "named_fields": list(config.named_fields),
+            "loss": "BinaryCrossEntropyLoss" if model is not None else None,
+        },
+        "ranker": {
+            "file": RANKER_FILE,
+            "features": features.to_dict(),
+            "title_prefix": True,
+            "lightgbm": LAMBDARANK,
+            "seconds": round(ranker_seconds, 1),
+        },
+        "seconds": round(seconds + ranker_seconds, 1),
+        "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
+        "first_stage_weight": dev.get("first_stage_weight", 0.0) if dev else 0.0,
         "dev": dev,
+        "command": command_line(config),
         "hopstack_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (folder / TRAINED_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-    (folder / "training.json").unlink()
+    (folder / "training.json").unlink(missing_ok=True)
     target = trained_model_dir(config.out)
     if target.exists():
         shutil.rmtree(target)

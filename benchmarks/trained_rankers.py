@@ -1,0 +1,113 @@
+"""Trained rankers against hybrid retrieval on each dataset's test split (docs/methods/trained-reranker.md).
+
+For every ``--dataset NAME=INDEX`` the script trains, unless it exists, a features-only LambdaRank ranker
+``NAME-ranker`` on the dataset's train split (``hopstack train reranker --no-cross-encoder``, behind
+yaml/hybrid.yaml), then compares yaml/hybrid.yaml with yaml/hybrid-learned.yaml using that ranker on the test
+split: the benchmark's metrics, Fisher's randomization test against hybrid, and milliseconds a question.
+``--ranker NAME=MODEL`` uses a model of your own for a dataset instead (trained elsewhere, e.g. on other
+datasets for an out-of-domain run, or with a cross-encoder).
+
+    python benchmarks/trained_rankers.py --dataset multihop-rag=runs/mhr-index \\
+        --dataset scifact=runs/scifact-index --dataset 2wikimultihopqa=runs/2wikimultihopqa-index \\
+        --json benchmarks/results/trained_rankers.json
+
+Prints a table per dataset and writes JSON. Not a test: speed is never asserted in the test suite.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from results_file import write_results
+
+from hopstack.experiments.compare import compare
+from hopstack.experiments.variants import Grid
+from hopstack.models.registry import is_trained_model
+from hopstack.training.reranker import RerankerTraining, train_reranker
+
+REPO = Path(__file__).resolve().parent.parent
+HYBRID = REPO / "yaml" / "hybrid.yaml"
+LEARNED = REPO / "yaml" / "hybrid-learned.yaml"
+METRICS = {
+    "multihop-rag": ["MRR@10", "Hits@4", "Hits@10", "MAP@10", "AllGold@5"],
+    "scifact": ["nDCG@10", "MRR@10", "Recall@10"],
+    "2wikimultihopqa": ["AllGold@5", "AllGold@2", "AnyGold@5", "Recall@10"],
+}
+
+
+def pairs(values: list[str], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict."""
+    found = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            sys.exit(f"{option} {value!r}: expected NAME=VALUE")
+        found[name] = rest
+    return found
+
+
+def ranker_for(dataset: str, index: str, model: str | None) -> str:
+    """The ranker to use for ``dataset``: ``model`` if given, else ``DATASET-ranker``, trained when missing."""
+    if model:
+        return model
+    name = f"{dataset}-ranker"
+    if not is_trained_model(name):
+        config = RerankerTraining(dataset=dataset, index=index, out=name, negatives=str(HYBRID), cross_encoder=False)
+        manifest = train_reranker(config, status=lambda message: print(f"  {message}", flush=True))
+        print(f"  trained {name} in {manifest['seconds']} s")
+    return name
+
+
+def measure(dataset: str, index: str, ranker: str, limit: int | None) -> dict:
+    """hybrid against hybrid + the ranker on the test split: per variant its metrics, significance marks and
+    ms a question."""
+    grid = Grid(path=Path("(benchmark)"), parameters={"rerank.model": [ranker]})
+    result = compare([HYBRID, LEARNED], dataset, index, grid=grid, limit=limit, split="test")
+    rows = {}
+    for variant in result.variants:
+        comparison = variant.compared_to_baseline
+        rows[variant.name] = {
+            "status": variant.status,
+            "error": variant.error,
+            "metrics": variant.metrics,
+            "ms_per_question": variant.ms_per_question,
+            "p_values": {m: c.p_adjusted for m, c in comparison.items()},
+            "better": [m for m, c in comparison.items() if c.significant and c.delta > 0],
+            "worse": [m for m, c in comparison.items() if c.significant and c.delta < 0],
+        }
+    return {"n_questions": result.n_questions, "ranker": ranker, "rows": rows}
+
+
+def print_table(dataset: str, measured: dict) -> None:
+    metrics = METRICS.get(dataset) or sorted(next(iter(measured["rows"].values()))["metrics"] or {})
+    print(f"\n{dataset} test split, n = {measured['n_questions']} (ranker {measured['ranker']})")
+    print(" | ".join(["variant", *metrics, "ms/question"]))
+    for name, row in measured["rows"].items():
+        if row["status"] != "ok":
+            print(f"{name}: {row['status']} {row['error']}")
+            continue
+        marks = {m: "▲" if m in row["better"] else "▼" if m in row["worse"] else "" for m in metrics}
+        values = [f"{row['metrics'].get(m, float('nan')):.3f}{marks[m]}" for m in metrics]
+        print(" | ".join([name, *values, f"{row['ms_per_question']:.1f}"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", action="append", required=True, help="NAME=INDEX (repeatable)")
+    parser.add_argument("--ranker", action="append", default=[], help="NAME=MODEL: use MODEL for dataset NAME")
+    parser.add_argument("--limit", type=int, help="first N test questions of each dataset")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    datasets, rankers = pairs(args.dataset, "--dataset"), pairs(args.ranker, "--ranker")
+    report = {"cpu_count": os.cpu_count(), "python": sys.version, "limit": args.limit, "datasets": {}}
+    for dataset, index in datasets.items():
+        print(f"{dataset}: index {index}", flush=True)
+        measured = measure(dataset, index, ranker_for(dataset, index, rankers.get(dataset)), args.limit)
+        report["datasets"][dataset] = measured
+        print_table(dataset, measured)
+        write_results(args.json, report)
+
+
+if __name__ == "__main__":
+    main()

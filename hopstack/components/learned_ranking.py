@@ -1,0 +1,227 @@
+"""Learned reranking: a LambdaRank model (LightGBM) over features of each candidate (docs/methods/trained-reranker.md).
+
+:class:`LearnedReranker` reorders a first stage's candidates by a gradient-boosted ranker that
+``hopstack train reranker`` fits on a dataset's train split. Its features (:class:`RankingFeatures`) are
+cheap and read only the question, the candidate list and the candidates' metadata, plus, when the model
+has one, the trained cross-encoder's score:
+
+- the first stage: its score, the gap to the top score, the z-score within the list, the rank;
+- the chunk: its position in its document (``meta.position``) and how many better-ranked candidates
+  come from the same document (``meta.doc_id``);
+- named fields (``source``, ``title``, ``published_at`` by default): whether the candidate's value of the
+  field is named in the question (case and spacing ignored; an ISO date-time value also matches as
+  "October 7, 2023" or "13:41:30"), how many better-ranked candidates share that value, and how many
+  distinct values of the field the list's candidates name. Questions that say where or when something
+  was reported ("as reported by TechCrunch on October 7, 2023") are matched to the chunks that carry it;
+- the cross-encoder (optional): its score, z-score within the list and rank.
+
+A model is a folder (``$HOPSTACK_HOME/models/NAME`` or a path) holding ``manifest.json``, whose
+``ranker`` section names the features and the LightGBM text model file, and, when the ranker uses one,
+the cross-encoder's weights. The ranker expects the first stage it was trained behind (the manifest's
+``negatives`` pipeline): its scores are features.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from haystack import Document, component
+
+from hopstack.components.rerankers import Reranker
+from hopstack.core.ranking import candidate_top_ks, reorder_each
+from hopstack.core.text import passage_text
+from hopstack.errors import HopstackInputError
+from hopstack.models.cross_encoder import CrossEncoderScorer
+from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
+from hopstack.models.scorers import score_all
+
+DEFAULT_NAMED_FIELDS = ("source", "title", "published_at")
+_SPACES = re.compile(r"\s+")
+
+
+def _normalised(text: str) -> str:
+    return _SPACES.sub(" ", text).strip().lower()
+
+
+def _spellings(value: Any) -> list[str]:
+    """How a field value may be written in a question: itself, and for an ISO date-time also
+    "Month D, YYYY" and "HH:MM:SS"."""
+    text = _normalised(str(value))
+    if not text:
+        return []
+    spellings = [text]
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return spellings
+    spellings.append(_normalised(f"{moment:%B} {moment.day}, {moment.year}"))
+    if "t" in text or ":" in text:
+        spellings.append(f"{moment:%H:%M:%S}")
+    return spellings
+
+
+def _earlier_same(values: list[Any]) -> list[int]:
+    """For each position, how many earlier positions hold the same (non-empty) value."""
+    seen: dict[Any, int] = {}
+    counts = []
+    for value in values:
+        counts.append(seen.get(value, 0) if value not in (None, "") else 0)
+        if value not in (None, ""):
+            seen[value] = seen.get(value, 0) + 1
+    return counts
+
+
+def _list_stats(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per score: the gap to the list's best, the z-score within the list, and the rank (0 = best)."""
+    if scores.size == 0:
+        return scores, scores, scores
+    std = scores.std()
+    z = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+    rank = np.empty_like(scores)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(scores.size)
+    return scores - scores.max(), z, rank
+
+
+@dataclass(frozen=True)
+class RankingFeatures:
+    """The features :class:`LearnedReranker` ranks by (module docstring); ``names()`` lists them in column order.
+
+    :param named_fields: metadata fields matched against the question.
+    :param with_scorer: whether the cross-encoder's score is a feature.
+    """
+
+    named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
+    with_scorer: bool = False
+
+    def names(self) -> list[str]:
+        """The feature names, one per column of :meth:`compute`'s matrix."""
+        names = ["first_stage_score", "first_stage_gap", "first_stage_z", "first_stage_rank"]
+        names += ["chunk_position", "same_document_earlier"]
+        for field in self.named_fields:
+            names += [f"{field}_named", f"{field}_earlier_same", f"{field}_values_named"]
+        if self.with_scorer:
+            names += ["scorer_score", "scorer_z", "scorer_rank"]
+        return names
+
+    def compute(self, query: str, documents: list[Document], scorer_scores: np.ndarray | None = None) -> np.ndarray:
+        """The ``len(documents) x len(names())`` feature matrix of one question's candidates (first-stage
+        order). A candidate without a first-stage score counts as scoring the list's lowest."""
+        n = len(documents)
+        if self.with_scorer and (scorer_scores is None or len(scorer_scores) != n):
+            raise ValueError("RankingFeatures: with_scorer needs one scorer score per candidate")
+        given = [d.score for d in documents if d.score is not None]
+        floor = min(given) if given else 0.0
+        first = np.array([floor if d.score is None else d.score for d in documents], dtype=np.float64)
+        columns = [first, *_list_stats(first)[:2], np.arange(n, dtype=np.float64)]
+        columns.append(np.array([float(d.meta.get("position") or 0) for d in documents]))
+        columns.append(np.array(_earlier_same([d.meta.get("doc_id", d.id) for d in documents]), dtype=np.float64))
+        question = _normalised(query)
+        for field in self.named_fields:
+            values = [d.meta.get(field) for d in documents]
+            named = np.array(
+                [float(any(s in question for s in _spellings(v))) if v not in (None, "") else 0.0 for v in values]
+            )
+            distinct_named = len({str(v) for v, hit in zip(values, named) if hit})
+            columns += [named, np.array(_earlier_same([str(v) for v in values]), dtype=np.float64)]
+            columns.append(np.full(n, float(distinct_named)))
+        if self.with_scorer:
+            scores = np.asarray(scorer_scores, dtype=np.float64)
+            _, z, rank = _list_stats(scores)
+            columns += [scores, z, rank]
+        return np.column_stack(columns) if n else np.zeros((0, len(self.names())))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``features`` entry."""
+        return {"named_fields": list(self.named_fields), "with_scorer": self.with_scorer, "names": self.names()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RankingFeatures":
+        """The features a manifest's ``features`` entry describes (its ``names`` must match)."""
+        features = cls(tuple(data["named_fields"]), bool(data["with_scorer"]))
+        if data.get("names") != features.names():
+            raise ValueError(f"the features {data.get('names')} are not the ones this hopstack computes")
+        return features
+
+
+def ranker_manifest(model: str) -> tuple[Path, dict[str, Any]]:
+    """A learned ranker's folder and manifest; refuses a model without a ``ranker`` section."""
+    folder = Path(resolve_model(model))
+    path = folder / TRAINED_MANIFEST
+    if not path.is_file():
+        raise HopstackInputError(f"LearnedReranker model {model!r}: no {TRAINED_MANIFEST} in {folder}")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(manifest.get("ranker"), dict):
+        raise HopstackInputError(
+            f"LearnedReranker model {model!r}: {path} has no 'ranker' section (train it with hopstack train reranker)"
+        )
+    return folder, manifest
+
+
+@component
+class LearnedReranker(Reranker):
+    """Rerank a first stage's candidates by a trained LambdaRank model over first-stage, metadata and
+    (optionally) cross-encoder features (module docstring).
+
+    :param model: a model ``hopstack train reranker`` made: its name under ``$HOPSTACK_HOME/models`` or a folder.
+    :param top_k: documents returned unless the ``top_k`` input overrides it.
+    :param device: ``auto | cpu | cuda | cuda:N`` for the model's cross-encoder, if it has one.
+    :param batch_size: pairs per cross-encoder forward pass.
+    """
+
+    def __init__(self, model: str, top_k: int = 10, device: str = "auto", batch_size: int = 32):
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.model = model
+        self.top_k = top_k
+        self.device = device
+        self.batch_size = batch_size
+        self._booster = None
+        self._features: RankingFeatures | None = None
+        self._scorer: CrossEncoderScorer | None = None
+        self._title_prefix = True
+
+    def warm_up(self) -> None:
+        """Read the manifest, load the LightGBM model and, when the ranker uses one, the cross-encoder."""
+        if self._booster is not None:
+            return
+        import lightgbm
+
+        folder, manifest = ranker_manifest(self.model)
+        ranker = manifest["ranker"]
+        self._features = RankingFeatures.from_dict(ranker["features"])
+        self._title_prefix = bool(ranker.get("title_prefix", True))
+        if self._features.with_scorer:
+            length = int(manifest.get("hyperparameters", {}).get("max_length", 512))
+            self._scorer = CrossEncoderScorer(str(folder), self.device, self.batch_size, max_length=length)
+            self._scorer.warm_up()
+        self._booster = lightgbm.Booster(model_file=str(folder / ranker["file"]))
+
+    def content_identity(self) -> str | None:
+        """The manifest's sha256 (it holds the ranker file's), so retraining under the same name changes
+        the fingerprint; None while the model does not exist."""
+        path = Path(resolve_model(self.model)) / TRAINED_MANIFEST
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    def run_batch(
+        self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
+    ) -> dict[str, list[Any]]:
+        """Rerank a batch: every candidate's cross-encoder pair in one call, then one ranker prediction."""
+        ks = candidate_top_ks(query, documents, top_k, self.top_k)
+        self.warm_up()
+        scorer_scores: np.ndarray | None = None
+        if self._scorer is not None:
+            pairs = [(q, passage_text(d, self._title_prefix)) for q, cands in zip(query, documents) for d in cands]
+            scorer_scores = score_all(self._scorer, pairs, type(self).__name__)
+        matrices, offset = [], 0
+        for q, candidates in zip(query, documents):
+            own = None if scorer_scores is None else scorer_scores[offset : offset + len(candidates)]
+            matrices.append(self._features.compute(q, candidates, own))
+            offset += len(candidates)
+        matrix = np.vstack(matrices) if matrices else np.zeros((0, len(self._features.names())))
+        scores = self._booster.predict(matrix) if len(matrix) else np.zeros(0)
+        return {"documents": reorder_each(documents, np.asarray(scores, dtype=np.float64), ks)}

@@ -1,0 +1,153 @@
+"""The learned reranker: its features, `hopstack train reranker --no-cross-encoder` end to end on a tiny dataset
+where only the chunks' metadata tells gold from not, and loading the ranker by name in a pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+from haystack import Document
+
+from conftest import REPO
+from hopstack.components.learned_ranking import LearnedReranker, RankingFeatures
+from hopstack.errors import HopstackInputError
+from hopstack.models.registry import trained_model_dir
+
+SOURCES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli"]
+
+
+def _document(i: int, score: float | None, **meta) -> Document:
+    return Document(id=f"d{i}", content=f"passage {i}", score=score, meta=meta)
+
+
+def test_named_fields_dates_and_times_are_matched_in_the_question():
+    features = RankingFeatures(("source", "published_at"))
+    documents = [
+        _document(0, 3.0, source="TechCrunch", published_at="2023-10-07T14:00:29+00:00", doc_id="a"),
+        _document(1, 2.0, source="The Verge", published_at="2023-11-01T13:41:30+00:00", doc_id="a"),
+        _document(2, 1.0, source="TechCrunch", published_at="2023-12-24T09:00:00+00:00", doc_id="b"),
+        _document(3, None, source="Wired", doc_id="c"),
+    ]
+    query = "After the  techcrunch report on October 7, 2023, what did the Verge say at 13:41:30?"
+    matrix = features.compute(query, documents)
+    column = dict(zip(features.names(), matrix.T))
+    assert column["source_named"].tolist() == [1, 1, 1, 0]
+    assert column["source_earlier_same"].tolist() == [0, 0, 1, 0]
+    assert column["source_values_named"].tolist() == [2] * 4
+    assert column["published_at_named"].tolist() == [1, 1, 0, 0]  # the date of one, the time of the other
+    assert column["same_document_earlier"].tolist() == [0, 1, 0, 0]
+    assert column["first_stage_rank"].tolist() == [0, 1, 2, 3]
+    assert column["first_stage_score"].tolist() == [3.0, 2.0, 1.0, 1.0]  # no score: the list's lowest
+    assert column["first_stage_gap"].tolist() == [0.0, -1.0, -2.0, -2.0]
+
+
+def test_scorer_features_need_one_score_per_candidate():
+    features = RankingFeatures(("source",), with_scorer=True)
+    documents = [_document(i, float(i)) for i in range(3)]
+    matrix = features.compute("q", documents, np.array([0.5, 2.0, 1.0]))
+    column = dict(zip(features.names(), matrix.T))
+    assert column["scorer_rank"].tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="one scorer score per candidate"):
+        features.compute("q", documents, np.array([1.0]))
+    assert features.compute("q", [], np.zeros(0)).shape == (0, len(features.names()))
+    with pytest.raises(ValueError, match="not the ones this hopstack computes"):
+        RankingFeatures.from_dict({**features.to_dict(), "names": ["first_stage_score"]})
+
+
+def _sources_dataset(folder, count: int = 150):
+    """Per question ``What did SOURCE report about widgetN?`` five chunks of the same words, one per source:
+    only the chunk's ``source`` field says which is gold."""
+    folder.mkdir(parents=True)
+    corpus, questions = [], []
+    for i in range(count):
+        named = SOURCES[i % len(SOURCES)]
+        for j, source in enumerate(SOURCES):
+            text = f"A report about widget{i}, item {j}: sales rose."
+            corpus.append({"id": f"w{i}-{source}", "title": f"widget{i}", "text": text, "source": source})
+        question = f"What did {named} report about widget{i}?"
+        questions.append({"id": f"q{i}", "question": question, "answers": [], "gold_ids": [f"w{i}-{named}"]})
+    (folder / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ranker_home(tmp_path_factory):
+    """A features-only ranker ``sources-ranker`` trained once through the CLI's code path."""
+    from hopstack.training.reranker import RerankerTraining, train_reranker
+
+    root = tmp_path_factory.mktemp("learned")
+    data = _sources_dataset(root / "sources")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOPSTACK_HOME", str(root / "home"))
+        config = RerankerTraining(
+            dataset=str(data), index=str(data / "corpus.jsonl"), out="sources-ranker",
+            negatives=str(REPO / "yaml" / "bm25.yaml"), depth=5, dev_share=0.25, cross_encoder=False,
+            named_fields=("source",),
+        )  # fmt: skip
+        manifest = train_reranker(config)
+    return root / "home", manifest
+
+
+def test_a_features_only_ranker_learns_what_the_metadata_says(ranker_home, monkeypatch):
+    home, manifest = ranker_home
+    monkeypatch.setenv("HOPSTACK_HOME", str(home))
+    folder = trained_model_dir("sources-ranker")
+    assert json.loads((folder / "manifest.json").read_text()) == manifest
+    assert manifest["cross_encoder"] is False and manifest["training_pairs"] is None
+    assert manifest["ranker"]["features"]["names"] == RankingFeatures(("source",)).names()
+    assert (folder / manifest["ranker"]["file"]).is_file() and not (folder / "model.safetensors").exists()
+    dev = manifest["dev"]["metrics"]
+    assert dev["learned"]["MRR@10"] == 1.0 and dev["first_stage"]["MRR@10"] < 0.8
+    reranker = LearnedReranker("sources-ranker", top_k=3)
+    candidates = [_document(i, 10.0 - i, source=s) for i, s in enumerate(["Acme", "Globex", "Initech", "Wired"])]
+    planted = _document(9, 0.0, source="Hooli")
+    ranked = reranker.run(query="What did Hooli report about gadget7?", documents=[*candidates, planted])
+    assert [d.id for d in ranked["documents"]][0] == "d9" and len(ranked["documents"]) == 3
+    assert reranker.content_identity() is not None
+
+
+@pytest.mark.slow
+def test_a_pipeline_runs_the_ranker_by_name(ranker_home, monkeypatch, cli, tmp_path):
+    home, _ = ranker_home
+    monkeypatch.setenv("HOPSTACK_HOME", str(home))
+    text = (REPO / "yaml" / "hybrid-learned.yaml").read_text().replace("model: mhr-ranker", "model: sources-ranker")
+    pipeline = tmp_path / "learned.yaml"
+    pipeline.write_text(text)
+    data = home.parent / "sources"
+    code, out, err = cli(
+        "eval", pipeline, "--dataset", data, "--index", data / "corpus.jsonl", "--split", "test", "--limit", "20",
+        "--json", tmp_path / "eval.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["MRR@10"] == 1.0
+
+
+def test_a_model_without_a_ranker_is_refused_by_name(ranker_home, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    folder = tmp_path / "models" / "plain"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": "plain"}))
+    with pytest.raises(HopstackInputError, match="has no 'ranker' section"):
+        LearnedReranker("plain").warm_up()
+
+
+def test_a_features_only_model_is_no_cross_encoder(ranker_home, monkeypatch):
+    from hopstack.components.rerankers import PointwiseReranker
+
+    monkeypatch.setenv("HOPSTACK_HOME", str(ranker_home[0]))
+    reranker = PointwiseReranker({"type": "cross-encoder", "init_parameters": {"model": "sources-ranker"}})
+    with pytest.raises(HopstackInputError, match="has no cross-encoder"):
+        reranker.warm_up()
+
+
+def test_the_shipped_ranker_loads_by_name_from_a_fresh_home(cli, tmp_path, monkeypatch):
+    from hopstack.models.registry import resolve_model, shipped_model_dir
+
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    assert resolve_model("mhr-ranker") == str(shipped_model_dir("mhr-ranker"))
+    reranker = LearnedReranker("mhr-ranker")
+    reranker.warm_up()  # the manifest's feature names are the ones this code computes
+    manifest = json.loads((shipped_model_dir("mhr-ranker") / "manifest.json").read_text())
+    assert manifest["split"] == "train" and manifest["command"].startswith("hopstack train reranker")
+    code, out, _ = cli("models", "list")
+    assert code == 0 and "mhr-ranker" in out and "shipped: hopstack train on multihop-rag (train)" in out
