@@ -42,10 +42,21 @@ from hopstack.models.embedders import embed_texts, load_sentence_transformer
 from hopstack.models.scorers import ScorerUser, score_all
 
 
-def _clue(document: Document, number: int, sentence: str, **scores: float) -> Document:
-    meta = {**document.meta, "source_id": document.id, "sentence": number, **scores}
-    meta.setdefault("doc_id", document.id)
-    return Document(id=f"{document.id}:{number}", content=sentence, meta=meta)
+def sentence_clues(documents: list[Document], min_words: int = 4) -> list[Document]:
+    """The sentences of ``documents`` that :class:`ClueExtractor` scores, in order, as clues without scores:
+    those of at least ``min_words`` words, each once (a repeat after :func:`~hopstack.core.text.normalize_answer`,
+    such as the overlap of adjacent chunks, is dropped)."""
+    seen: set[str] = set()
+    clues = []
+    for document in documents:
+        for number, sentence in enumerate(split_sentences(document.content or "")):
+            key = normalize_answer(sentence)
+            if len(sentence.split()) >= min_words and key not in seen:
+                seen.add(key)
+                meta = {**document.meta, "source_id": document.id, "sentence": number}
+                meta.setdefault("doc_id", document.id)
+                clues.append(Document(id=f"{document.id}:{number}", content=sentence, meta=meta))
+    return clues
 
 
 @component
@@ -115,10 +126,10 @@ class ClueExtractor(ScorerUser, BatchComponent):
         """The clues of a batch: one scorer call and one embedding call for every sentence of the batch."""
         batch_size_of({"query": query, "documents": documents})
         self.warm_up()
-        candidates = [self._sentences(docs[: self.max_documents]) for docs in documents]
-        pairs = [(q, self._scored_text(d, s)) for q, found in zip(query, candidates) for d, _, s in found]
+        candidates = [sentence_clues(docs[: self.max_documents], self.min_words) for docs in documents]
+        pairs = [(q, passage_text(c, self.title_prefix)) for q, found in zip(query, candidates) for c in found]
         scores = score_all(self._scorer, pairs, type(self).__name__)
-        vectors = self._embed([s for found in candidates for _, _, s in found])
+        vectors = self._embed([c.content for found in candidates for c in found])
         clues, offset = [], 0
         for found in candidates:
             part = slice(offset, offset + len(found))
@@ -126,26 +137,12 @@ class ClueExtractor(ScorerUser, BatchComponent):
             offset += len(found)
         return {"documents": clues}
 
-    def _sentences(self, documents: list[Document]) -> list[tuple[Document, int, str]]:
-        seen: set[str] = set()
-        found = []
-        for document in documents:
-            for number, sentence in enumerate(split_sentences(document.content or "")):
-                key = normalize_answer(sentence)
-                if len(sentence.split()) >= self.min_words and key not in seen:
-                    seen.add(key)
-                    found.append((document, number, sentence))
-        return found
-
-    def _scored_text(self, document: Document, sentence: str) -> str:
-        return passage_text(Document(content=sentence, meta=document.meta), self.title_prefix)
-
     def _embed(self, sentences: list[str]) -> np.ndarray | None:
         if self._encoder is None or not sentences:
             return None
         return embed_texts(self._encoder, sentences, 64, True, cache=call_cache(self.cache), model_id=self.embedder)
 
-    def _select(self, found: list[tuple[Document, int, str]], scores: np.ndarray, vectors: np.ndarray | None):
+    def _select(self, found: list[Document], scores: np.ndarray, vectors: np.ndarray | None):
         order = np.argsort(-scores, kind="stable")
         kept = order[: self.top_m].tolist()
         neighbours: list[int] = []
@@ -156,7 +153,11 @@ class ClueExtractor(ScorerUser, BatchComponent):
         chosen = sorted(kept + neighbours, key=lambda i: -scores[i])
         flagged = set(neighbours)
         return [
-            _clue(found[i][0], found[i][1], found[i][2], clue_score=float(scores[i]), neighbour=i in flagged)
+            Document(
+                id=found[i].id,
+                content=found[i].content,
+                meta={**found[i].meta, "clue_score": float(scores[i]), "neighbour": i in flagged},
+            )
             for i in chosen
         ]
 
