@@ -74,8 +74,8 @@ StepReport = Callable[[int, int, float | None], None]  # (step, steps, last logg
 
 
 @dataclass
-class RerankerTraining:
-    """What ``hopstack train reranker`` trains: data, first stage, and hyper-parameters."""
+class TrainingConfig:
+    """What every ``hopstack train`` command reads: data, first stage, and the cross-encoder's hyper-parameters."""
 
     dataset: str
     index: str
@@ -94,6 +94,12 @@ class RerankerTraining:
     limit: int | None = None
     seed: int = 0
     device: str = "auto"
+
+
+@dataclass
+class RerankerTraining(TrainingConfig):
+    """What ``hopstack train reranker`` trains: data, first stage, and hyper-parameters."""
+
     cross_encoder: bool = True
     named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
 
@@ -112,7 +118,7 @@ def partial_dir(name: str) -> Path:
     return models_home() / f".{name}.partial"
 
 
-def check_request(config: RerankerTraining, resume: bool, force: bool) -> None:
+def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
     """Refuse, before anything is read or written, a bad name, a split other than train, a model that
     exists (without ``force`` or ``resume``), or a ``resume`` with nothing to resume."""
     if not NAME.fullmatch(config.out):
@@ -138,7 +144,7 @@ def check_request(config: RerankerTraining, resume: bool, force: bool) -> None:
         )
 
 
-def load_base(config: RerankerTraining):
+def load_base(config: TrainingConfig):
     """The base model as a one-label ``CrossEncoder`` (a bi-encoder such as MiniLM gets a new head)."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
@@ -180,7 +186,7 @@ def _deepened(pipeline_file: str, index: str, depth: int) -> dict[str, Any]:
 
 
 def first_stage(
-    config: RerankerTraining, data: BenchmarkDataset, questions: list[BenchmarkQuestion], progress: Progress | None
+    config: TrainingConfig, data: BenchmarkDataset, questions: list[BenchmarkQuestion], progress: Progress | None
 ) -> tuple[list[Ranked], str]:
     """Each question's first-stage candidates with gold flags, and the pipeline's fingerprint."""
     pipeline = Pipeline.from_dict(_deepened(config.negatives, config.index, config.depth), allowed_modules=["hopstack"])
@@ -202,7 +208,7 @@ def is_held_out(question_id: str, dev_share: float) -> bool:
     return int.from_bytes(digest[:8], "big") < dev_share * 2**64
 
 
-def make_pairs(ranked: list[Ranked], config: RerankerTraining, title_prefix: bool = True) -> list[dict[str, Any]]:
+def make_pairs(ranked: list[Ranked], config: TrainingConfig, title_prefix: bool = True) -> list[dict[str, Any]]:
     """``{"id", "query", "passage", "label"}`` pairs: each question's first gold candidates (label 1) and its
     best-ranked other candidates (label 0); a question with no gold candidate gives none."""
     pairs = []
@@ -220,6 +226,17 @@ def make_pairs(ranked: list[Ranked], config: RerankerTraining, title_prefix: boo
 def pairs_sha256(pairs: list[dict[str, Any]]) -> str:
     """The sha256 of the pairs as the JSON lines file the model folder keeps."""
     return hashlib.sha256(_pairs_bytes(pairs)).hexdigest()
+
+
+def pairs_record(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``training_pairs`` entry: the pairs file, its sha256 and counts."""
+    return {
+        "file": PAIRS_FILE,
+        "sha256": pairs_sha256(pairs),
+        "pairs": len(pairs),
+        "positives": sum(p["label"] == 1.0 for p in pairs),
+        "questions": len({p["id"] for p in pairs}),
+    }
 
 
 def _pairs_bytes(pairs: list[dict[str, Any]]) -> bytes:
@@ -244,7 +261,7 @@ def _callback(report: StepReport):
     return Report()
 
 
-def fit(model, pairs: list[dict[str, Any]], config: RerankerTraining, folder: Path, resume: bool, report: StepReport):
+def fit(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path, resume: bool, report: StepReport):
     """Train ``model`` on ``pairs`` with the library's trainer, a checkpoint per epoch in ``folder``; returns
     the seconds spent (this run's part when resumed)."""
     from datasets import Dataset
@@ -296,7 +313,7 @@ def ranking_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[st
     return {"MRR@10": sum(mrr) / n, "Hits@4": sum(hits) / n}
 
 
-def cross_encoder_scores(model, items: list[Ranked], config: RerankerTraining) -> list[np.ndarray]:
+def cross_encoder_scores(model, items: list[Ranked], config: TrainingConfig) -> list[np.ndarray]:
     """The trained cross-encoder's score of each question's candidates."""
     pairs = [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
     predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
@@ -469,15 +486,7 @@ def train_reranker(
             "held_out": len(held_out),
             "without_gold_candidate": sum(1 for r in ranked if not any(r.gold)),
         },
-        "training_pairs": {
-            "file": PAIRS_FILE,
-            "sha256": pairs_sha256(pairs),
-            "pairs": len(pairs),
-            "positives": sum(p["label"] == 1.0 for p in pairs),
-            "questions": len({p["id"] for p in pairs}),
-        }
-        if pairs
-        else None,
+        "training_pairs": pairs_record(pairs) if pairs else None,
         "negatives": {"pipeline": str(config.negatives), "fingerprint": fingerprint, "index": str(config.index)},
         "hyperparameters": {
             **asdict(config),
@@ -499,11 +508,17 @@ def train_reranker(
         "hopstack_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    install(folder, manifest)
+    return manifest
+
+
+def install(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` into the build ``folder``, drop its checkpoints and move it to
+    ``$HOPSTACK_HOME/models/NAME`` (NAME: the manifest's ``name``), replacing a model of that name."""
     (folder / TRAINED_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     (folder / "training.json").unlink(missing_ok=True)
-    target = trained_model_dir(config.out)
+    target = trained_model_dir(manifest["name"])
     if target.exists():
         shutil.rmtree(target)
     folder.rename(target)
-    return manifest
