@@ -197,7 +197,8 @@ class LearnedReranker(Reranker):
         self._title_prefix = bool(ranker.get("title_prefix", True))
         if self._features.with_scorer:
             length = int(manifest.get("hyperparameters", {}).get("max_length", 512))
-            self._scorer = CrossEncoderScorer(str(folder), self.device, self.batch_size, max_length=length)
+            # by the model's name, as PointwiseReranker would: both share its scores in the call cache
+            self._scorer = CrossEncoderScorer(self.model, self.device, self.batch_size, max_length=length)
             self._scorer.warm_up()
         self._booster = lightgbm.Booster(model_file=str(folder / ranker["file"]))
 
