@@ -363,54 +363,40 @@ train_app = typer.Typer(help="Train CPU-fast models on a dataset's train split."
 app.add_typer(train_app, name="train")
 
 
-@train_app.command("reranker")
-def train_reranker_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="multihop-rag, 2wikimultihopqa, scifact, or a path")],
-    index_dir: Annotated[str, typer.Option("--index", help="index folder (or corpus file) of the dataset's corpus")],
-    name: Annotated[str, typer.Option("--out", help="model name: $HOPSTACK_HOME/models/NAME")],
-    split: Annotated[str, typer.Option("--split", help="train (the only split training reads)")] = "train",
-    base: Annotated[str, typer.Option("--base", help="registry name, Hugging Face id or folder")] = "minilm",
-    negatives: Annotated[
-        str, typer.Option("--negatives", help="first-stage pipeline whose top candidates give hard negatives")
-    ] = "yaml/hybrid.yaml",
-    depth: Annotated[int, typer.Option("--depth", min=1, help="first-stage candidates per question")] = 30,
-    num_negatives: Annotated[int, typer.Option("--num-negatives", min=1, help="hard negatives per question")] = 6,
-    max_positives: Annotated[int, typer.Option("--max-positives", min=1, help="gold passages per question")] = 3,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
-    max_length: Annotated[int, typer.Option("--max-length", min=16, help="tokens per pair")] = 192,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="pairs per step")] = 16,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", min=0.0)] = 4e-5,
-    dev_share: Annotated[
-        float, typer.Option("--dev-share", min=0.0, max=0.9, help="train questions held out to fit the weight")
-    ] = 0.2,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions of the split")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
-    cross_encoder: Annotated[
-        bool,
-        typer.Option(
-            "--cross-encoder/--no-cross-encoder", help="train a cross-encoder whose score the learned ranker reads"
-        ),
-    ] = True,
-    named_fields: Annotated[
-        str, typer.Option("--named-fields", help="comma-separated metadata fields matched against the question")
-    ] = "source,title,published_at",  # learned_ranking.DEFAULT_NAMED_FIELDS (not imported: CLI start-up)
-    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoint")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing model of that name")] = False,
-) -> None:
-    """Train a reranker: a cross-encoder on gold passages and hard negatives, and a LambdaRank ranker over
-    first-stage, metadata and cross-encoder features (docs/methods/trained-reranker.md)."""
+# the options every `hopstack train` command takes (each command sets its own defaults)
+TrainDataset = Annotated[str, typer.Option("--dataset", help="multihop-rag, 2wikimultihopqa, scifact, or a path")]
+TrainIndex = Annotated[str, typer.Option("--index", help="index folder (or corpus file) of the dataset's corpus")]
+TrainOut = Annotated[str, typer.Option("--out", help="model name: $HOPSTACK_HOME/models/NAME")]
+TrainSplit = Annotated[str, typer.Option("--split", help="train (the only split training reads)")]
+TrainBase = Annotated[str, typer.Option("--base", help="registry name, Hugging Face id or folder")]
+TrainNegatives = Annotated[
+    str, typer.Option("--negatives", help="first-stage pipeline whose top candidates give hard negatives")
+]
+TrainDepth = Annotated[int, typer.Option("--depth", min=1, help="first-stage candidates per question")]
+TrainNumNegatives = Annotated[int, typer.Option("--num-negatives", min=1, help="hard negatives per question")]
+TrainMaxPositives = Annotated[int, typer.Option("--max-positives", min=1, help="gold candidates per question")]
+TrainEpochs = Annotated[int, typer.Option("--epochs", min=1)]
+TrainMaxLength = Annotated[int, typer.Option("--max-length", min=16, help="tokens per pair")]
+TrainBatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="pairs per step")]
+TrainLearningRate = Annotated[float, typer.Option("--learning-rate", min=0.0)]
+TrainDevShare = Annotated[
+    float, typer.Option("--dev-share", min=0.0, max=0.9, help="train questions held out of the pairs (for evaluation)")
+]
+TrainLimit = Annotated[int | None, typer.Option("--limit", min=1, help="first N questions of the split")]
+TrainDevice = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+TrainResume = Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoint")]
+TrainForce = Annotated[bool, typer.Option("--force", help="replace an existing model of that name")]
+
+
+def _train(train, config, resume: bool, force: bool) -> dict[str, Any]:
+    """Run ``train`` (``train_reranker`` or ``train_clues``) on ``config`` with status lines on stderr and a
+    progress bar (first stage, then the training steps with the loss); Ctrl-C keeps the checkpoint."""
     import time
 
     from rich.progress import TimeRemainingColumn
 
-    from hopstack.training.reranker import RerankerTraining, partial_dir, train_reranker
+    from hopstack.training.reranker import partial_dir
 
-    config = RerankerTraining(
-        dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
-        num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
-        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
-        cross_encoder=cross_encoder, named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
-    )  # fmt: skip
     bar = Progress(
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
         TimeRemainingColumn(), console=err, disable=not err.is_terminal,
@@ -433,12 +419,55 @@ def train_reranker_command(
 
     try:
         with bar:
-            manifest = train_reranker(
-                config, resume, force, status, lambda node, done, total: show(node, done, total, ""), report
-            )
+            return train(config, resume, force, status, lambda node, done, total: show(node, done, total, ""), report)
     except KeyboardInterrupt:
-        err.print(f"interrupted: the last epoch's checkpoint is kept in {partial_dir(name)}; continue with --resume")
+        err.print(
+            f"interrupted: the last epoch's checkpoint is kept in {partial_dir(config.out)}; continue with --resume"
+        )
         raise typer.Exit(130) from None
+
+
+@train_app.command("reranker")
+def train_reranker_command(
+    dataset: TrainDataset,
+    index_dir: TrainIndex,
+    name: TrainOut,
+    split: TrainSplit = "train",
+    base: TrainBase = "minilm",
+    negatives: TrainNegatives = "yaml/hybrid.yaml",
+    depth: TrainDepth = 30,
+    num_negatives: TrainNumNegatives = 6,
+    max_positives: TrainMaxPositives = 3,
+    epochs: TrainEpochs = 1,
+    max_length: TrainMaxLength = 192,
+    batch_size: TrainBatchSize = 16,
+    learning_rate: TrainLearningRate = 4e-5,
+    dev_share: TrainDevShare = 0.2,
+    limit: TrainLimit = None,
+    device: TrainDevice = "auto",
+    cross_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--cross-encoder/--no-cross-encoder", help="train a cross-encoder whose score the learned ranker reads"
+        ),
+    ] = True,
+    named_fields: Annotated[
+        str, typer.Option("--named-fields", help="comma-separated metadata fields matched against the question")
+    ] = "source,title,published_at",  # learned_ranking.DEFAULT_NAMED_FIELDS (not imported: CLI start-up)
+    resume: TrainResume = False,
+    force: TrainForce = False,
+) -> None:
+    """Train a reranker: a cross-encoder on gold passages and hard negatives, and a LambdaRank ranker over
+    first-stage, metadata and cross-encoder features (docs/methods/trained-reranker.md)."""
+    from hopstack.training.reranker import RerankerTraining, train_reranker
+
+    config = RerankerTraining(
+        dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
+        num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
+        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
+        cross_encoder=cross_encoder, named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
+    )  # fmt: skip
+    manifest = _train(train_reranker, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]
     if pairs:
         out.print(
@@ -448,6 +477,49 @@ def train_reranker_command(
     out.print(
         f"trained {name}: LambdaRank ranker on {manifest['questions']['training']} questions; "
         f"{manifest['seconds']:.0f} s in all"
+    )
+    if dev:
+        for label, metrics in dev["metrics"].items():
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+            out.print(f"  held out ({dev['n_questions']} q) {label}: {shown}")
+
+
+@train_app.command("clues")
+def train_clues_command(
+    dataset: TrainDataset,
+    index_dir: TrainIndex,
+    name: TrainOut,
+    split: TrainSplit = "train",
+    base: TrainBase = "minilm",
+    negatives: TrainNegatives = "yaml/hybrid.yaml",
+    depth: TrainDepth = 10,
+    num_negatives: TrainNumNegatives = 6,
+    max_positives: TrainMaxPositives = 3,
+    epochs: TrainEpochs = 1,
+    max_length: TrainMaxLength = 96,
+    batch_size: TrainBatchSize = 32,
+    learning_rate: TrainLearningRate = 4e-5,
+    dev_share: TrainDevShare = 0.2,
+    limit: TrainLimit = None,
+    device: TrainDevice = "auto",
+    resume: TrainResume = False,
+    force: TrainForce = False,
+) -> None:
+    """Train a clue scorer for CompSelect: a cross-encoder on gold sentences (MultiHop-RAG's evidence facts,
+    HotpotQA-format supporting facts) and hard-negative sentences of the first stage's top chunks
+    (docs/methods/compselect.md#trained-clue-scorer)."""
+    from hopstack.training.clues import ClueTraining, train_clues
+
+    config = ClueTraining(
+        dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
+        num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
+        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
+    )  # fmt: skip
+    manifest = _train(train_clues, config, resume, force)
+    pairs, dev = manifest["training_pairs"], manifest["dev"]
+    out.print(
+        f"trained {name}: clue scorer on {pairs['pairs']} pairs from {pairs['questions']} questions "
+        f"({manifest['pairs_per_second']:.1f} pairs/s); {manifest['seconds']:.0f} s"
     )
     if dev:
         for label, metrics in dev["metrics"].items():

@@ -3,7 +3,9 @@
 Each record has ``question``, ``answer``, ``supporting_facts`` = ``[[title, sentence index], ...]`` and
 ``context`` = ``[[title, [sentences]], ...]``; ``_id`` and ``type`` are kept when present. The corpus is
 the same file: ``hopstack index`` pools the context paragraphs, one document per title with the title as
-its id, so a question's gold ids are its distinct supporting-fact titles in order.
+its id, so a question's gold ids are its distinct supporting-fact titles in order. The supporting facts'
+sentences are kept in ``extra["supporting_sentences"]`` as ``[title, sentence]`` pairs (a fact whose index is
+not in its paragraph has none): the sentence-level gold of ``hopstack train clues``.
 """
 
 import json
@@ -26,6 +28,16 @@ def _records(path: Path) -> list:
     return records
 
 
+def _supporting_sentences(paragraphs: dict[str, object], facts: list) -> list[list[str]]:
+    """``[title, sentence]`` of each supporting fact whose sentence index is in its paragraph."""
+    found = []
+    for title, index in facts:
+        sentences = paragraphs[str(title)]
+        if isinstance(sentences, list) and isinstance(index, int) and 0 <= index < len(sentences):
+            found.append([str(title), str(sentences[index])])
+    return found
+
+
 def _question(path: Path, index: int, record: object) -> BenchmarkQuestion:
     where = f"{path}: record {index}"
     if not isinstance(record, dict):
@@ -40,10 +52,10 @@ def _question(path: Path, index: int, record: object) -> BenchmarkQuestion:
         raise HopstackInputError(f"{where}: 'context' must be a list of [title, sentences]")
     if not isinstance(facts, list) or not all(isinstance(f, list) and len(f) == 2 for f in facts):
         raise HopstackInputError(f"{where}: 'supporting_facts' must be a list of [title, sentence index]")
-    titles = {str(title) for title, _ in context}
+    paragraphs = {str(title): sentences for title, sentences in context}
     gold_ids = distinct([str(title) for title, _ in facts])
     for title in gold_ids:
-        if title not in titles:
+        if title not in paragraphs:
             raise HopstackInputError(f"{where}: supporting-fact title {title!r} is not in the question's context")
     return BenchmarkQuestion(
         id=str(record.get("_id", index)),
@@ -52,7 +64,10 @@ def _question(path: Path, index: int, record: object) -> BenchmarkQuestion:
         gold_ids=gold_ids,
         facts=[],
         question_type=str(record.get("type", "")),
-        extra={key: value for key, value in record.items() if key not in MAPPED},
+        extra={
+            **{key: value for key, value in record.items() if key not in MAPPED},
+            "supporting_sentences": _supporting_sentences(paragraphs, facts),
+        },
     )
 
 

@@ -410,7 +410,7 @@ def held_out_report(
     return report
 
 
-def _start_folder(folder: Path, pairs: list[dict[str, Any]], resume: bool) -> None:
+def start_folder(folder: Path, pairs: list[dict[str, Any]], resume: bool) -> None:
     """A fresh build folder holding the pairs, or, on ``resume``, a check that the pairs are the same."""
     if resume:
         recorded = json.loads((folder / "training.json").read_text(encoding="utf-8"))
@@ -457,7 +457,7 @@ def train_reranker(
             raise HopstackInputError(
                 f"{data.source}: no training question has a gold passage among its top {config.depth} candidates"
             )
-        _start_folder(folder, pairs, resume)
+        start_folder(folder, pairs, resume)
         status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
         seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
         model.save_pretrained(str(folder), create_model_card=False)
@@ -465,7 +465,7 @@ def train_reranker(
         training_scores = cross_encoder_scores(model, training, config)
         held_out_scores = cross_encoder_scores(model, held_out, config)
     else:
-        _start_folder(folder, [], resume=False)
+        start_folder(folder, [], resume=False)
     features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None)
     status(f"fitting the LambdaRank ranker on {len(training)} question(s)")
     started = time.perf_counter()

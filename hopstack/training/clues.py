@@ -1,0 +1,248 @@
+"""``hopstack train clues``: a cross-encoder clue scorer for CompSelect, trained on a dataset's train split
+(docs/methods/compselect.md#trained-clue-scorer).
+
+1. The train split's questions run through a first-stage pipeline (``yaml/hybrid.yaml`` by default), its last
+   stage deepened to ``depth`` chunks (:func:`hopstack.training.reranker.first_stage`).
+2. Their sentences are the clues :class:`~hopstack.components.compression.ClueExtractor` would score
+   (:func:`~hopstack.components.compression.sentence_clues`). A sentence is gold when it overlaps
+   (:func:`overlaps`) one of the question's evidence texts (:func:`evidence`): MultiHop-RAG's evidence facts,
+   or a HotpotQA-format record's supporting-fact sentences (in the chunks of that sentence's title only).
+   Other formats have no sentence-level gold and are refused.
+3. Pairs: per question its first ``max_positives`` gold sentences (label 1) and ``num_negatives`` hard
+   negatives (label 0): the non-gold sentences sharing the most content words with the question (stopwords
+   left out; ties: the better-ranked chunk's sentence first). A share ``dev_share`` of the questions is held
+   out and gives none.
+4. The cross-encoder is trained as ``hopstack train reranker`` trains its own
+   (:func:`hopstack.training.reranker.fit`), and its folder is built, resumed and installed the same way.
+5. On the held-out questions, the gold sentences' MRR@10 and Recall@5 among all candidate sentences, ranked
+   by the trained cross-encoder and by MiniLM cosine (ClueExtractor's default scorer), go to the manifest.
+"""
+
+import re
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from haystack import Document
+
+from hopstack import __version__
+from hopstack.components.compression import sentence_clues
+from hopstack.components.stopping import STOPWORDS
+from hopstack.core.text import normalize_answer, passage_text
+from hopstack.datasets.base import BenchmarkQuestion, canonical_split
+from hopstack.datasets.benchmark import BenchmarkDataset, load_dataset
+from hopstack.errors import HopstackInputError
+from hopstack.experiments.metrics import source_id
+from hopstack.graphs.runner import Progress
+from hopstack.models.scorers import make_scorer, score_all
+from hopstack.training.reranker import (
+    Ranked,
+    Status,
+    StepReport,
+    TrainingConfig,
+    check_request,
+    cross_encoder_scores,
+    first_stage,
+    fit,
+    install,
+    is_held_out,
+    labelled,
+    load_base,
+    make_pairs,
+    pairs_record,
+    partial_dir,
+    start_folder,
+)
+
+SENTENCE_GOLD = ("multihop-rag", "hotpotqa")  # the formats whose questions say which sentences are gold
+MINILM = {"type": "bi-encoder", "init_parameters": {"model": "minilm"}}  # ClueExtractor's default scorer
+GOLD_RULE = "case-folded, whitespace removed: the sentence contains the evidence text or the text the sentence"
+NEGATIVES_RULE = "non-gold sentences sharing the most question content words; ties: the better-ranked chunk first"
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass
+class ClueTraining(TrainingConfig):
+    """What ``hopstack train clues`` trains: data, first stage, and hyper-parameters (sentence-sized pairs)."""
+
+    depth: int = 10
+    max_length: int = 96
+    batch_size: int = 32
+
+
+def evidence(question: BenchmarkQuestion, dataset_format: str) -> list[tuple[str | None, str]]:
+    """A question's sentence-level gold as ``(source document id, text)``: MultiHop-RAG's evidence facts (any
+    document: its metrics judge chunks by the fact alone) or a HotpotQA-format record's supporting-fact
+    sentences (the document of the fact's title)."""
+    if dataset_format == "multihop-rag":
+        return [(None, fact) for fact in question.facts]
+    return [(str(title), str(text)) for title, text in question.extra.get("supporting_sentences", [])]
+
+
+def _folded(text: str) -> str:
+    return _SPACE.sub("", text).casefold()
+
+
+def overlaps(sentence: str, text: str) -> bool:
+    """Whether a sentence overlaps an evidence text: with all whitespace removed and case folded, one
+    contains the other (a fact of several sentences contains each; a fact that is part of a sentence is
+    contained in it)."""
+    a, b = _folded(sentence), _folded(text)
+    return bool(a and b) and (a in b or b in a)
+
+
+def is_gold_sentence(clue: Document, gold: Sequence[tuple[str | None, str]]) -> bool:
+    """Whether a clue overlaps one of the evidence texts ``gold`` (:func:`evidence`) of its own document."""
+    own = source_id(clue)
+    return any(source in (None, own) and overlaps(clue.content or "", text) for source, text in gold)
+
+
+def with_sentence_gold(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
+    """The train split's questions with sentence-level gold; a format without it, an empty split or one
+    without any gold is refused."""
+    if data.format not in SENTENCE_GOLD:
+        raise HopstackInputError(
+            f"{data.source}: hopstack train clues needs sentence-level gold (MultiHop-RAG's evidence facts or "
+            f"HotpotQA-format supporting facts); dataset {data.name!r} ({data.format} format) has none"
+        )
+    found = [q for q in labelled(data) if evidence(q, data.format)]
+    if not found:
+        raise HopstackInputError(f"{data.source}: no question of the train split has a supporting-fact sentence")
+    return found
+
+
+def _content_words(text: str) -> set[str]:
+    return set(normalize_answer(text).split()) - STOPWORDS
+
+
+def clue_candidates(item: Ranked, dataset_format: str) -> Ranked:
+    """A question's candidate sentences (the clues of its first-stage chunks), hardest first: by the number of
+    the question's content words they hold, ties in chunk order; with their gold flags."""
+    clues = sentence_clues(item.documents)
+    words = _content_words(item.question.question)
+    ordered = sorted(clues, key=lambda clue: -len(words & _content_words(clue.content or "")))  # stable
+    gold = evidence(item.question, dataset_format)
+    return Ranked(item.question, ordered, [is_gold_sentence(clue, gold) for clue in ordered])
+
+
+def clue_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[str, float]:
+    """Mean MRR@10 (the first gold sentence's rank) and Recall@5 (the share of the gold sentences in the top 5)
+    of each question's candidate sentences ordered by its scores (ties: candidate order)."""
+    mrr, recall = [], []
+    for flags, values in zip(gold, scores):
+        order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
+        ranks = [rank for rank, i in enumerate(order.tolist(), start=1) if flags[i]]
+        mrr.append(1 / ranks[0] if ranks and ranks[0] <= 10 else 0.0)
+        recall.append(sum(rank <= 5 for rank in ranks) / max(len(ranks), 1))
+    n = max(len(gold), 1)
+    return {"MRR@10": sum(mrr) / n, "Recall@5": sum(recall) / n}
+
+
+def minilm_scores(items: list[Ranked], device: str) -> list[np.ndarray]:
+    """MiniLM cosine (ClueExtractor's default scorer) of each question's candidate sentences, read as the
+    extractor reads them (``"title. sentence"``)."""
+    scorer = make_scorer(MINILM, device)
+    scorer.warm_up()
+    pairs = [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
+    scores = score_all(scorer, pairs, "hopstack train clues")
+    return np.split(scores, np.cumsum([len(r.documents) for r in items])[:-1]) if items else []
+
+
+def held_out_report(model, held_out: list[Ranked], config: ClueTraining) -> dict[str, Any] | None:
+    """The held-out questions' clue metrics (:func:`clue_metrics`) by the trained cross-encoder and by MiniLM
+    cosine, over the questions with a gold sentence among their candidates; None without any."""
+    judged = [r for r in held_out if any(r.gold)]
+    if not judged:
+        return None
+    gold = [r.gold for r in judged]
+    return {
+        "n_questions": len(judged),
+        "candidates_per_question": round(sum(len(r.documents) for r in judged) / len(judged), 1),
+        "gold_per_question": round(sum(sum(g) for g in gold) / len(judged), 2),
+        "metrics": {
+            "clue_scorer": clue_metrics(gold, cross_encoder_scores(model, judged, config)),
+            "minilm": clue_metrics(gold, minilm_scores(judged, config.device)),
+        },
+    }
+
+
+def command_line(config: ClueTraining) -> str:
+    """The ``hopstack train clues`` command that trains ``config`` again (every option spelled out)."""
+    words = ["hopstack", "train", "clues"]
+    for field in fields(config):
+        value = getattr(config, field.name)
+        if field.name != "seed" and value is not None:  # the seed is fixed; no --limit is all questions
+            words += [f"--{field.name.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def train_clues(
+    config: ClueTraining,
+    resume: bool = False,
+    force: bool = False,
+    status: Status | None = None,
+    progress: Progress | None = None,
+    report: StepReport | None = None,
+) -> dict[str, Any]:
+    """Train a clue scorer (module docstring) into ``$HOPSTACK_HOME/models/NAME``; returns its manifest. Bad
+    input is refused before anything is written; an interrupted run keeps its checkpoints in
+    :func:`~hopstack.training.reranker.partial_dir` for ``resume``."""
+    status = status or (lambda message: None)
+    check_request(config, resume, force)
+    status(f"loading {config.dataset} ({config.split})")
+    data = load_dataset(config.dataset, config.split, config.limit)
+    questions = with_sentence_gold(data)
+    status(f"loading the base model {config.base}")
+    model = load_base(config)
+    status(f"ranking {len(questions)} question(s) with {config.negatives} (top {config.depth})")
+    ranked, fingerprint = first_stage(config, data, questions, progress)
+    candidates = [clue_candidates(r, data.format) for r in ranked]
+    held_out = [c for c in candidates if is_held_out(c.question.id, config.dev_share)]
+    training = [c for c in candidates if not is_held_out(c.question.id, config.dev_share)]
+    pairs = make_pairs(training, config)
+    if not pairs:
+        raise HopstackInputError(
+            f"{data.source}: no training question has a gold sentence among its top {config.depth} chunks"
+        )
+    folder = partial_dir(config.out)
+    start_folder(folder, pairs, resume)
+    status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
+    seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
+    model.save_pretrained(str(folder), create_model_card=False)
+    status(f"ranking the sentences of {len(held_out)} held-out question(s) with the clue scorer and MiniLM")
+    dev = held_out_report(model, held_out, config)
+    manifest = {
+        "name": config.out,
+        "role": "clue scorer",
+        "cross_encoder": True,
+        "base_model": config.base,
+        "dataset": data.name,
+        "dataset_source": Path(data.source).name,
+        "split": canonical_split(config.split),
+        "questions": {
+            "training": len(training),
+            "held_out": len(held_out),
+            "without_gold_sentence": sum(1 for c in candidates if not any(c.gold)),
+        },
+        "gold_sentences": {"rule": GOLD_RULE, "sentences": sum(sum(c.gold) for c in candidates)},
+        "training_pairs": pairs_record(pairs),
+        "negatives": {
+            "pipeline": str(config.negatives),
+            "fingerprint": fingerprint,
+            "index": str(config.index),
+            "rule": NEGATIVES_RULE,
+        },
+        "hyperparameters": {**asdict(config), "loss": "BinaryCrossEntropyLoss"},
+        "seconds": round(seconds, 1),
+        "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
+        "dev": dev,
+        "command": command_line(config),
+        "hopstack_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    install(folder, manifest)
+    return manifest

@@ -1,0 +1,190 @@
+"""`hopstack train clues` end to end on a tiny randomly initialised BERT and a tiny MultiHop-RAG-format dataset:
+the gold-sentence rule, the manifest, the model as CompSelect's clue scorer, and bad input refused before
+anything is written."""
+
+import hashlib
+import io
+import json
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+import torch
+from haystack import Document
+from test_training import _unchanged, _widgets
+
+from conftest import REPO, save_tiny_bert
+from hopstack.components.compression import ClueExtractor, ClueReranker, sentence_clues
+from hopstack.datasets.benchmark import load_dataset
+from hopstack.models.registry import trained_model_dir
+from hopstack.training.clues import evidence, is_gold_sentence, overlaps, with_sentence_gold
+from hopstack.training.reranker import is_held_out, partial_dir
+
+BM25 = str(REPO / "yaml" / "bm25.yaml")
+COLOURS = ["red", "blue", "green", "grey"]
+QUESTIONS = 100  # MultiHop-RAG's train split is every fifth query: 20 here
+
+
+def _sentences(name: str) -> tuple[str, list[str]]:
+    """``name``'s answerable sentence and four that are not."""
+    return f"The {name} is certified and approved by the registry.", [
+        f"The {name} was painted {colour} in a shed." for colour in COLOURS
+    ]
+
+
+def _multihop_rag(folder):
+    """Per query ``Is the widgetN approved?`` an article whose sentence saying so is the evidence fact (written
+    with other case and spacing) among four sentences that do not say it."""
+    folder.mkdir(parents=True)
+    articles, queries = [], []
+    for i in range(QUESTIONS):
+        gold, others = _sentences(f"widget{i}")
+        url, title = f"https://news.example/{i}", f"Widget report {i}"
+        body = " ".join([*others[:2], gold, *others[2:]])
+        articles.append({"title": title, "url": url, "source": "Example", "body": body})
+        fact = {"fact": f"the Widget{i} is  certified and approved", "url": url, "title": title}
+        queries.append({"query": f"Is the widget{i} approved?", "question_type": "inference", "evidence_list": [fact]})
+    (folder / "MultiHopRAG.json").write_text(json.dumps(queries))
+    (folder / "corpus.json").write_text(json.dumps(articles))
+    return folder
+
+
+def _arguments(data, base, out: str = "tiny-clues", *extra: str) -> list[str]:
+    return [
+        "train", "clues", "--dataset", str(data), "--index", str(data / "corpus.json"), "--out", out,
+        "--base", base, "--negatives", BM25, "--depth", "3", "--num-negatives", "4", "--epochs", "10",
+        "--batch-size", "4", "--learning-rate", "1e-3", "--max-length", "48", "--dev-share", "0.25",
+        "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+def _run_cli(*args: str) -> tuple[int, str, str]:
+    """The hopstack command in process, as the ``cli`` fixture runs it (for a module-scoped fixture)."""
+    from hopstack.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
+        patch.setattr(sys, "argv", ["hopstack", *args])
+        patch.setenv("COLUMNS", "200")
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A clue scorer trained once for the module through the command: (manifest, stdout, data folder, base
+    model, $HOPSTACK_HOME)."""
+    root = tmp_path_factory.mktemp("clues")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model's steps are 10x slower when two threads share busy cores
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("HOPSTACK_HOME", str(root / "home"))
+            base = save_tiny_bert(root / "tiny-bert", "BertForSequenceClassification", num_labels=1)
+            data = _multihop_rag(root / "widgets")
+            code, out, err = _run_cli(*_arguments(data, base))
+            assert code == 0, err
+            manifest = json.loads((trained_model_dir("tiny-clues") / "manifest.json").read_text())
+    finally:
+        torch.set_num_threads(threads)
+    return manifest, out, data, base, root / "home"
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    monkeypatch.setenv("HOPSTACK_HOME", str(trained[4]))
+    return trained[4]
+
+
+def test_a_sentence_is_gold_when_it_and_the_evidence_text_contain_one_another():
+    fact = "Alpha  beta gamma delta. EPSILON zeta eta theta."
+    assert overlaps("epsilon zeta eta theta.", fact)  # the fact contains the sentence (case, spaces aside)
+    assert overlaps("So said: Alpha beta gamma delta. Epsilon zeta eta theta. Then more.", fact)  # and conversely
+    assert not overlaps("Gamma delta. Epsilon zeta.", fact)  # a partial overlap is not enough
+    assert not overlaps("", fact) and not overlaps("Alpha beta.", "")
+
+
+def test_supporting_fact_sentences_are_gold_only_in_their_own_document(tmp_path):
+    paragraphs = [["T1", ["Alpha beta gamma delta.", "Epsilon zeta eta theta."]], ["T2", ["Epsilon zeta eta theta."]]]
+    record = {"_id": "h1", "question": "Who?", "answer": "Theta", "supporting_facts": [["T1", 1], ["T2", 7]]}
+    path = tmp_path / "hotpot.json"
+    path.write_text(json.dumps([{**record, "context": paragraphs}]))
+    data = load_dataset(str(path))
+    question = data.questions[0]
+    assert question.extra["supporting_sentences"] == [["T1", "Epsilon zeta eta theta."]]  # index 7: not in T2
+    gold = evidence(question, data.format)
+    t1 = Document(id="T1#0", content="Alpha beta gamma delta.Epsilon zeta eta theta.", meta={"doc_id": "T1"})
+    t2 = Document(id="T2#0", content="Epsilon zeta eta theta.", meta={"doc_id": "T2"})
+    clues = sentence_clues([t1, t2])
+    assert [c.content for c in clues] == ["Alpha beta gamma delta.", "Epsilon zeta eta theta."]  # a repeat once
+    assert [is_gold_sentence(c, gold) for c in clues] == [False, True]
+    assert not is_gold_sentence(sentence_clues([t2])[0], gold)  # the same words under another title
+    assert with_sentence_gold(data) == [question]
+
+
+def test_the_manifest_says_how_the_clue_scorer_was_made(trained, home):
+    manifest, out, data, base, _ = trained
+    folder = trained_model_dir("tiny-clues")
+    described = (manifest["role"], manifest["base_model"], manifest["dataset"], manifest["split"])
+    assert described == ("clue scorer", base, "widgets", "train")
+    pairs = (folder / "training_pairs.jsonl").read_bytes()
+    assert manifest["training_pairs"]["sha256"] == hashlib.sha256(pairs).hexdigest()
+    lines = [json.loads(line) for line in pairs.decode().splitlines()]
+    train_ids = {f"q{i:04d}" for i in range(0, QUESTIONS, 5)}
+    held_out = {q for q in train_ids if is_held_out(q, 0.25)}
+    assert held_out and {p["id"] for p in lines} == train_ids - held_out
+    for pair in lines:  # its own widget's sentence, found through the folded fact, and 4 hard negatives
+        number = int(pair["id"][1:])
+        gold, others = _sentences(f"widget{number}")
+        assert (pair["passage"] == f"Widget report {number}. {gold}") == (pair["label"] == 1.0)
+        assert pair["label"] == 1.0 or pair["passage"].removeprefix(f"Widget report {number}. ") in others
+    assert manifest["training_pairs"]["pairs"] == len(lines) == 5 * len(train_ids - held_out)
+    questions = {"training": len(train_ids - held_out), "held_out": len(held_out), "without_gold_sentence": 0}
+    assert manifest["questions"] == questions and manifest["gold_sentences"]["sentences"] == len(train_ids)
+    hyper = manifest["hyperparameters"]
+    assert (hyper["depth"], hyper["max_length"], hyper["epochs"]) == (3, 48, 10)
+    assert hyper["loss"] == "BinaryCrossEntropyLoss"
+    assert manifest["negatives"]["pipeline"] == BM25 and len(manifest["negatives"]["fingerprint"]) == 64
+    dev = manifest["dev"]
+    assert (dev["n_questions"], dev["gold_per_question"]) == (len(held_out), 1.0)
+    assert dev["candidates_per_question"] > 5  # the sentences of the top 3 chunks
+    assert set(dev["metrics"]) == {"clue_scorer", "minilm"}
+    for metrics in dev["metrics"].values():
+        assert set(metrics) == {"MRR@10", "Recall@5"} and all(0 <= value <= 1 for value in metrics.values())
+    assert manifest["command"].startswith("hopstack train clues --dataset ") and "--depth 3" in manifest["command"]
+    assert "trained tiny-clues: clue scorer on" in out and "held out" in out and "clue_scorer: MRR@10" in out
+    assert not partial_dir("tiny-clues").exists() and not (folder / "checkpoints").exists()
+
+
+def test_the_scorer_puts_a_planted_answerable_clue_first_in_compselect(trained, home, cli):
+    scorer = {"type": "cross-encoder", "init_parameters": {"model": "tiny-clues", "max_length": 48}}
+    planted, others = _sentences("gadget7")
+    title = {"title": "Gadget report 7"}
+    clues = [Document(id=f"c{i}", content=t, meta={**title, "clue_score": 1.0 - i / 10}) for i, t in enumerate(others)]
+    answerable = Document(id="gold", content=planted, meta={**title, "clue_score": 0.0})
+    reranker = ClueReranker(answerability=scorer, weight=1.0, device="cpu")
+    ranked = reranker.run(query="Is the gadget7 approved?", documents=[*clues, answerable])["documents"]
+    assert ranked[0].id == "gold" and ranked[0].meta["answerability"] == 1.0
+    extractor = ClueExtractor(scorer=scorer, top_m=2, knn_threshold=0.0, device="cpu")
+    document = Document(id="d", content=" ".join([*others[:2], planted, *others[2:]]), meta=title)
+    extracted = extractor.run(query="Is the gadget7 approved?", documents=[document])["documents"]
+    assert extracted[0].content == planted and extracted[0].id == "d:2"
+    code, out, _ = cli("models", "list")
+    assert code == 0 and "tiny-clues" in out and "clue scorer" in out
+
+
+def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp_path):
+    _, _, data, base, _ = trained
+    err = _unchanged(home, lambda: cli(*_arguments(data, base)))
+    assert "model 'tiny-clues' exists" in err and "--force" in err
+    err = _unchanged(home, lambda: cli(*_arguments(data, base, "fresh", "--split", "test")))
+    assert "reads only a train split" in err
+    generic = _widgets(tmp_path / "generic", count=20)  # gold documents, no gold sentences
+    arguments = _arguments(generic, base, "fresh")
+    arguments[arguments.index("--index") + 1] = str(generic / "corpus.jsonl")
+    err = _unchanged(home, lambda: cli(*arguments))
+    assert "needs sentence-level gold" in err and "dataset 'generic' (generic format) has none" in err
