@@ -19,10 +19,9 @@
 """
 
 import re
-import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from hopstack.training.reranker import (
     StepReport,
     TrainingConfig,
     check_request,
+    command_line,
     cross_encoder_scores,
     first_stage,
     fit,
@@ -170,16 +170,6 @@ def held_out_report(model, held_out: list[Ranked], config: ClueTraining) -> dict
     }
 
 
-def command_line(config: ClueTraining) -> str:
-    """The ``hopstack train clues`` command that trains ``config`` again (every option spelled out)."""
-    words = ["hopstack", "train", "clues"]
-    for field in fields(config):
-        value = getattr(config, field.name)
-        if field.name != "seed" and value is not None:  # the seed is fixed; no --limit is all questions
-            words += [f"--{field.name.replace('_', '-')}", str(value)]
-    return shlex.join(words)
-
-
 def train_clues(
     config: ClueTraining,
     resume: bool = False,
@@ -240,7 +230,7 @@ def train_clues(
         "seconds": round(seconds, 1),
         "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
         "dev": dev,
-        "command": command_line(config),
+        "command": command_line("clues", config),
         "hopstack_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

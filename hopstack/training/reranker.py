@@ -29,7 +29,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PAIRS_FILE = "training_pairs.jsonl"
 CHECKPOINTS = "checkpoints"
 RANKER_FILE = "ranker.txt"
+# what only the cross-encoder reads (left out of a --no-cross-encoder model's command line)
+CROSS_ENCODER_OPTIONS = (
+    "base", "num_negatives", "max_positives", "epochs", "max_length", "batch_size", "learning_rate",
+)  # fmt: skip
 WEIGHTS = tuple(i / 10 for i in range(11))
 # LightGBM LambdaRank settings, fixed beforehand (not tuned on any test split)
 LAMBDARANK = {
@@ -331,25 +335,20 @@ def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) ->
     return {"first_stage_weight": best, "by_weight": by_weight}
 
 
-def command_line(config: RerankerTraining) -> str:
-    """The ``hopstack train reranker`` command that trains ``config`` again (every option spelled out)."""
-    options = [
-        ("--dataset", config.dataset), ("--split", config.split), ("--index", config.index), ("--out", config.out),
-        ("--negatives", config.negatives), ("--depth", config.depth), ("--dev-share", config.dev_share),
-        ("--named-fields", ",".join(config.named_fields)),
-    ]  # fmt: skip
-    if config.cross_encoder:
-        options += [
-            ("--base", config.base), ("--num-negatives", config.num_negatives),
-            ("--max-positives", config.max_positives), ("--epochs", config.epochs),
-            ("--max-length", config.max_length), ("--batch-size", config.batch_size),
-            ("--learning-rate", config.learning_rate),
-        ]  # fmt: skip
-    if config.limit is not None:
-        options.append(("--limit", config.limit))
-    words = ["hopstack", "train", "reranker", *(w for name, value in options for w in (name, str(value)))]
-    if not config.cross_encoder:
-        words.append("--no-cross-encoder")
+def command_line(command: str, config: TrainingConfig, skip: tuple[str, ...] = ()) -> str:
+    """The ``hopstack train COMMAND`` line that trains ``config`` again, every option spelled out: a flag
+    ``--x/--no-x`` for a boolean, a comma list for a tuple; the fixed seed, unset options (no ``--limit``:
+    all questions) and ``skip`` are left out."""
+    words = ["hopstack", "train", command]
+    for field in fields(config):
+        value = getattr(config, field.name)
+        option = "--" + field.name.replace("_", "-")
+        if field.name == "seed" or field.name in skip or value is None:
+            continue
+        if isinstance(value, bool):
+            words.append(option if value else f"--no-{option[2:]}")
+        else:
+            words += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
     return shlex.join(words)
 
 
@@ -504,7 +503,7 @@ def train_reranker(
         "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
         "first_stage_weight": dev.get("first_stage_weight", 0.0) if dev else 0.0,
         "dev": dev,
-        "command": command_line(config),
+        "command": command_line("reranker", config, skip=() if config.cross_encoder else CROSS_ENCODER_OPTIONS),
         "hopstack_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
