@@ -317,12 +317,21 @@ def ranking_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[st
     return {"MRR@10": sum(mrr) / n, "Hits@4": sum(hits) / n}
 
 
-def cross_encoder_scores(model, items: list[Ranked], config: TrainingConfig) -> list[np.ndarray]:
-    """The trained cross-encoder's score of each question's candidates."""
-    pairs = [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
-    predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
-    sizes = [len(r.documents) for r in items]
-    return np.split(np.asarray(predicted, dtype=np.float64), np.cumsum(sizes)[:-1]) if items else []
+def cross_encoder_scores(
+    model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None, step: int = 32
+) -> list[np.ndarray]:
+    """The trained cross-encoder's score of each question's candidates, ``step`` questions at a time;
+    ``progress("scoring", done, total)`` hears how many questions are scored."""
+    scores: list[np.ndarray] = []
+    for start in range(0, len(items), step):
+        part = items[start : start + step]
+        pairs = [(r.question.question, passage_text(d, True)) for r in part for d in r.documents]
+        predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
+        sizes = [len(r.documents) for r in part]
+        scores += np.split(np.asarray(predicted, dtype=np.float64), np.cumsum(sizes)[:-1])
+        if progress:
+            progress("scoring", start + len(part), len(items))
+    return scores
 
 
 def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
@@ -461,8 +470,8 @@ def train_reranker(
         seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
         model.save_pretrained(str(folder), create_model_card=False)
         status(f"scoring the candidates of {len(ranked)} question(s) with the trained cross-encoder")
-        training_scores = cross_encoder_scores(model, training, config)
-        held_out_scores = cross_encoder_scores(model, held_out, config)
+        scores = cross_encoder_scores(model, training + held_out, config, progress)
+        training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
     else:
         start_folder(folder, [], resume=False)
     features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None)
