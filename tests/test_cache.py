@@ -141,7 +141,8 @@ def test_a_damaged_file_is_reported_once_and_the_calls_made(tmp_path, caplog):
     assert not path.exists()
 
 
-def test_past_its_limit_the_least_recently_used_entries_are_evicted(tmp_path):
+def test_past_its_limit_the_least_recently_used_entries_are_evicted(tmp_path, monkeypatch):
+    monkeypatch.setattr("hopstack.models.cache.TOUCH_INTERVAL_NS", 0)  # every read marks its entry used
     cache = CallCache(tmp_path / "calls.sqlite", enabled=True, limit_bytes=20_000)
     value = "x" * 900  # about 1 KB an entry with its key
     cache.put_many({"kept": value})
@@ -154,6 +155,23 @@ def test_past_its_limit_the_least_recently_used_entries_are_evicted(tmp_path):
     assert cache.get_many(["k0", "k1"]) == {} and "k59" in cache.get_many(["k59"])
     reopened = CallCache(tmp_path / "calls.sqlite", enabled=True, limit_bytes=20_000)
     assert reopened.info()["stored"] == info["stored"], "the size is kept in the file, not counted again"
+
+
+def test_a_hot_entry_is_marked_used_at_most_once_a_minute(tmp_path, monkeypatch):
+    cache = CallCache(tmp_path / "calls.sqlite", enabled=True)
+    cache.put_many({"hot": "v"})
+
+    def used() -> int:
+        with sqlite3.connect(tmp_path / "calls.sqlite") as db:
+            return db.execute("SELECT used FROM calls_v3 WHERE key = 'hot'").fetchone()[0]
+
+    cache.get_many(["hot"])
+    first = used()
+    cache.get_many(["hot"])
+    assert used() == first, "a second read within the interval writes nothing"
+    monkeypatch.setattr("hopstack.models.cache.TOUCH_INTERVAL_NS", 0)
+    cache.get_many(["hot"])
+    assert used() > first
 
 
 def test_the_limit_comes_from_the_environment_and_bad_values_are_refused(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ from haystack.dataclasses import ChatMessage, ExtractedAnswer, GeneratedAnswer
 
 from hopstack import __version__
 from hopstack.core.settings import cache_home
-from hopstack.models.cache import SignedStore
+from hopstack.models.cache import SignedStore, key_chunks
 
 SKIPPED = None
 """Stored for an item the node did not run for (a branch that did not fire), so reruns skip it too."""
@@ -200,9 +200,7 @@ class NodeCache(SignedStore):
         """Delete entries, and the documents no other entry references."""
         super()._remove(keys)
         digests = set()
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in key_chunks(keys):
             digests.update(
                 d for (d,) in self._db.execute(f"SELECT digest FROM references_v3 WHERE key IN ({marks})", chunk)
             )

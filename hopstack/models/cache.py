@@ -27,6 +27,15 @@ from hopstack.core.spec import NestedComponents
 from hopstack.models.llm import Prompt
 
 logger = logging.getLogger(__name__)
+TOUCH_INTERVAL_NS = 60 * 10**9  # how stale an entry's last-use time may get before a read rewrites it
+SQL_CHUNK = 500  # keys per "IN (?, ...)" statement (SQLite limits a statement's parameters)
+
+
+def key_chunks(keys: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """``keys`` in chunks of :data:`SQL_CHUNK`, each with its ``?,?,...`` placeholders."""
+    for start in range(0, len(keys), SQL_CHUNK):
+        chunk = list(keys[start : start + SQL_CHUNK])
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def call_key(identity: dict[str, Any], item: Any) -> str:
@@ -100,6 +109,7 @@ class SignedStore:
         self._db: sqlite3.Connection | None = None
         self._secret: bytes | None = None
         self._reported: set[str] = set()
+        self._touched: dict[str, int] = {}  # key -> when this store last marked it used (ns)
 
     def _connection(self) -> sqlite3.Connection | None:
         """The open database (call with the lock held), or None, and the store off, when the file is not one."""
@@ -162,16 +172,21 @@ class SignedStore:
 
     def _select(self, columns: str, keys: Sequence[str]) -> Iterator[tuple]:
         """``(key, *columns)`` of those ``keys`` that are present (call with the lock held)."""
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in key_chunks(keys):
             yield from self._db.execute(f"SELECT key, {columns} FROM {self.entries} WHERE key IN ({marks})", chunk)
 
     def _touch(self, keys: Sequence[str]) -> None:
-        """Mark entries as used now (call with the lock held)."""
+        """Mark entries as used now (call with the lock held). An entry this store marked less than
+        :data:`TOUCH_INTERVAL_NS` ago is left as it is, so a hot entry read on every request costs no write."""
         now = time.time_ns()
-        self._db.executemany(f"UPDATE {self.entries} SET used = ? WHERE key = ?", [(now, key) for key in keys])
+        stale = [key for key in keys if now - self._touched.get(key, 0) >= TOUCH_INTERVAL_NS]
+        if not stale:
+            return
+        self._db.executemany(f"UPDATE {self.entries} SET used = ? WHERE key = ?", [(now, key) for key in stale])
         self._db.commit()
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        self._touched.update(dict.fromkeys(stale, now))
 
     def _remove(self, keys: Sequence[str]) -> None:
         """Delete entries (call with the lock held; a subclass also deletes what only they referenced)."""
