@@ -135,6 +135,14 @@ class RankingFeatures:
             columns += [scores, z, rank]
         return np.column_stack(columns) if n else np.zeros((0, len(self.names())))
 
+    def stacked(
+        self, queries: list[str], documents: list[list[Document]], scorer_scores: list[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The feature matrices of several questions' candidates, one under the other (LightGBM's input)."""
+        own = scorer_scores if scorer_scores is not None else [None] * len(queries)
+        matrices = [self.compute(q, d, s) for q, d, s in zip(queries, documents, own)]
+        return np.vstack(matrices) if matrices else np.zeros((0, len(self.names())))
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``features`` entry."""
         return {"named_fields": list(self.named_fields), "with_scorer": self.with_scorer, "names": self.names()}
@@ -218,11 +226,9 @@ class LearnedReranker(Reranker):
         if self._scorer is not None:
             pairs = [(q, passage_text(d, self._title_prefix)) for q, cands in zip(query, documents) for d in cands]
             scorer_scores = score_all(self._scorer, pairs, type(self).__name__)
-        matrices, offset = [], 0
-        for q, candidates in zip(query, documents):
-            own = None if scorer_scores is None else scorer_scores[offset : offset + len(candidates)]
-            matrices.append(self._features.compute(q, candidates, own))
-            offset += len(candidates)
-        matrix = np.vstack(matrices) if matrices else np.zeros((0, len(self._features.names())))
+        per_question = None
+        if scorer_scores is not None:
+            per_question = np.split(scorer_scores, np.cumsum([len(c) for c in documents])[:-1]) if documents else []
+        matrix = self._features.stacked(query, documents, per_question)
         scores = self._booster.predict(matrix) if len(matrix) else np.zeros(0)
         return {"documents": reorder_each(documents, np.asarray(scores, dtype=np.float64), ks)}

@@ -50,7 +50,8 @@ class CrossEncoderScorer:
         if self._encoder is None:
             key = (resolve_model(self.model), resolve_device(self.device), self.max_length)
             manifest = Path(key[0]) / TRAINED_MANIFEST
-            if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("cross_encoder") is False:
+            recorded = manifest.read_bytes() if manifest.is_file() else b""
+            if recorded and json.loads(recorded).get("cross_encoder") is False:
                 raise HopstackInputError(
                     f"model {self.model!r} has no cross-encoder (trained with --no-cross-encoder); rank with "
                     "hopstack.components.learned_ranking.LearnedReranker"
@@ -62,7 +63,7 @@ class CrossEncoderScorer:
                     _MODELS[key] = CrossEncoder(key[0], device=key[1], max_length=key[2])
                 self._encoder = _MODELS[key]
             self._call_cache = call_cache(self.cache)
-            version = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""
+            version = hashlib.sha256(recorded).hexdigest() if recorded else ""
             self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

@@ -365,19 +365,16 @@ def _feature_matrix(
     features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """The stacked features, gold labels and group sizes of ``items`` (LightGBM's ranking input)."""
-    own = scores if scores is not None else [None] * len(items)
-    matrices = [features.compute(r.question.question, r.documents, s) for r, s in zip(items, own)]
+    matrix = features.stacked([r.question.question for r in items], [r.documents for r in items], scores)
     labels = np.concatenate([np.asarray(r.gold, dtype=np.int32) for r in items])
-    return np.vstack(matrices), labels, [len(r.documents) for r in items]
+    return matrix, labels, [len(r.documents) for r in items]
 
 
 def fit_lambdarank(features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None, seed: int):
     """A LightGBM LambdaRank booster (:data:`LAMBDARANK`) fitted on ``items``' candidates; questions without
     a gold candidate carry no ranking signal and are left out."""
-    try:
-        import lightgbm
-    except ImportError as exc:  # pragma: no cover - lightgbm is a dependency
-        raise HopstackInputError("the learned ranker needs lightgbm: pip install lightgbm") from exc
+    import lightgbm
+
     keep = [i for i, r in enumerate(items) if any(r.gold) and not all(r.gold)]
     if not keep:
         raise HopstackInputError("no training question has both gold and non-gold candidates to rank")
