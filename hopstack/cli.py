@@ -364,8 +364,13 @@ app.add_typer(train_app, name="train")
 
 
 # the options every `hopstack train` command takes (each command sets its own defaults)
-TrainDataset = Annotated[str, typer.Option("--dataset", help="multihop-rag, 2wikimultihopqa, scifact, or a path")]
-TrainIndex = Annotated[str, typer.Option("--index", help="index folder (or corpus file) of the dataset's corpus")]
+TrainDataset = Annotated[
+    list[str],
+    typer.Option("--dataset", help="multihop-rag, 2wikimultihopqa, scifact, or a path; repeat it to train on several"),
+]
+TrainIndex = Annotated[
+    list[str], typer.Option("--index", help="index folder (or corpus file) of the dataset's corpus; one per --dataset")
+]
 TrainOut = Annotated[str, typer.Option("--out", help="model name: $HOPSTACK_HOME/models/NAME")]
 TrainSplit = Annotated[str, typer.Option("--split", help="train (the only split training reads)")]
 TrainBase = Annotated[str, typer.Option("--base", help="registry name, Hugging Face id or folder")]
@@ -384,6 +389,20 @@ TrainDevShare = Annotated[
 ]
 TrainLimit = Annotated[int | None, typer.Option("--limit", min=1, help="first N questions of the split")]
 TrainDevice = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+TrainTeacher = Annotated[
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="distil from a scorer: a model name, id or path (a cross-encoder), or a YAML spec such as "
+        "'{type: llm, init_parameters: {llm: qwen2.5-0.5b}}'",
+    ),
+]
+TrainLayers = Annotated[
+    int | None, typer.Option("--layers", min=1, help="keep the base model's first N transformer layers (faster)")
+]
+TrainFloat16 = Annotated[
+    bool, typer.Option("--float16/--no-float16", help="store the cross-encoder's weights in float16 (half the size)")
+]
 TrainResume = Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoint")]
 TrainForce = Annotated[bool, typer.Option("--force", help="replace an existing model of that name")]
 
@@ -445,6 +464,9 @@ def train_reranker_command(
     dev_share: TrainDevShare = 0.2,
     limit: TrainLimit = None,
     device: TrainDevice = "auto",
+    teacher: TrainTeacher = None,
+    layers: TrainLayers = None,
+    float16: TrainFloat16 = False,
     cross_encoder: Annotated[
         bool,
         typer.Option(
@@ -465,7 +487,8 @@ def train_reranker_command(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
         num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
         batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
-        cross_encoder=cross_encoder, named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
+        teacher=teacher, layers=layers, float16=float16, cross_encoder=cross_encoder,
+        named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
     )  # fmt: skip
     manifest = _train(train_reranker, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]
@@ -502,6 +525,9 @@ def train_clues_command(
     dev_share: TrainDevShare = 0.2,
     limit: TrainLimit = None,
     device: TrainDevice = "auto",
+    teacher: TrainTeacher = None,
+    layers: TrainLayers = None,
+    float16: TrainFloat16 = False,
     resume: TrainResume = False,
     force: TrainForce = False,
 ) -> None:
@@ -514,6 +540,7 @@ def train_clues_command(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
         num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
         batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
+        teacher=teacher, layers=layers, float16=float16,
     )  # fmt: skip
     manifest = _train(train_clues, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]

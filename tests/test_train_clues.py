@@ -148,7 +148,10 @@ def test_the_manifest_says_how_the_clue_scorer_was_made(trained, home):
     hyper = manifest["hyperparameters"]
     assert (hyper["depth"], hyper["max_length"], hyper["epochs"]) == (3, 48, 10)
     assert hyper["loss"] == "BinaryCrossEntropyLoss"
-    assert manifest["negatives"]["pipeline"] == BM25 and len(manifest["negatives"]["fingerprint"]) == 64
+    assert manifest["negatives"]["pipeline"] == BM25 and manifest["negatives"]["rule"].startswith("non-gold sentences")
+    (entry,) = manifest["datasets"]
+    assert entry["name"] == "widgets" and len(entry["negatives_fingerprint"]) == 64
+    assert entry["questions"] == questions and manifest["teacher"] is None
     dev = manifest["dev"]
     assert (dev["n_questions"], dev["gold_per_question"]) == (len(held_out), 1.0)
     assert dev["candidates_per_question"] > 5  # the sentences of the top 3 chunks

@@ -13,7 +13,13 @@ from hopstack.components.rerankers import PointwiseReranker
 from hopstack.datasets.base import in_hash_train
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import resolve_model, trained_model_dir
-from hopstack.training.reranker import RerankerTraining, partial_dir, train_reranker
+from hopstack.training.reranker import (
+    RerankerTraining,
+    check_request,
+    partial_dir,
+    teacher_spec,
+    train_reranker,
+)
 
 BM25 = str(REPO / "yaml" / "bm25.yaml")
 
@@ -84,7 +90,10 @@ def test_the_manifest_says_how_the_model_was_made(trained, home):
     assert {p["id"] for p in lines} < train_ids  # train questions only, less the held-out ones
     assert manifest["training_pairs"]["pairs"] == len(lines) == 5 * manifest["training_pairs"]["questions"]
     assert manifest["training_pairs"]["positives"] == sum(p["label"] for p in lines) == len({p["id"] for p in lines})
-    assert len(manifest["negatives"]["fingerprint"]) == 64 and manifest["negatives"]["pipeline"] == BM25
+    assert manifest["negatives"] == {"pipeline": BM25} and manifest["teacher"] is None
+    (entry,) = manifest["datasets"]
+    assert (entry["name"], entry["index"], len(entry["negatives_fingerprint"])) == ("widgets", config.index[0], 64)
+    assert entry["questions"] == manifest["questions"]
     hyper = manifest["hyperparameters"]
     assert (hyper["epochs"], hyper["max_length"], hyper["batch_size"]) == (6, 48, 8)
     assert hyper["loss"] == "BinaryCrossEntropyLoss"
@@ -141,7 +150,7 @@ def _unchanged(home, action) -> str:
 
 def _train_cli(cli, config: RerankerTraining, *extra: str):
     args = [
-        "train", "reranker", "--dataset", config.dataset, "--index", config.index, "--out", config.out,
+        "train", "reranker", "--dataset", *config.dataset, "--index", *config.index, "--out", config.out,
         "--base", config.base, "--negatives", config.negatives, "--depth", "5", "--epochs", "1", "--device", "cpu",
         "--max-length", "48", *extra,
     ]  # fmt: skip
@@ -168,11 +177,11 @@ def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp
     assert "the train split has no questions" in err
     err = _unchanged(home, _train_cli(cli, fresh, "--resume"))
     assert "no interrupted training of 'fresh'" in err
+    err = _unchanged(home, _train_cli(cli, fresh, "--layers", "9"))
+    assert "--layers 9: the base model" in err and "has 2 layers" in err
 
 
 def test_an_unusable_name_is_refused():
-    from hopstack.training.reranker import check_request
-
     for name, message in [
         ("../up", "a model name is"),
         ("minilm", "registry or shipped model's name"),
@@ -180,3 +189,66 @@ def test_an_unusable_name_is_refused():
     ]:
         with pytest.raises(HopstackInputError, match=message):
             check_request(RerankerTraining(dataset="d", index="i", out=name), resume=False, force=False)
+
+
+def test_several_datasets_train_one_model_each_on_its_own_index(home, tmp_path):
+    first, second = _widgets(tmp_path / "widgets", count=40), _widgets(tmp_path / "gadgets", count=20)
+    config = RerankerTraining(
+        dataset=(str(first), str(second)), index=(str(first / "corpus.jsonl"), str(second / "corpus.jsonl")),
+        out="two-sets", negatives=BM25, depth=5, dev_share=0.25, device="cpu", cross_encoder=False,
+    )  # fmt: skip
+    manifest = train_reranker(config)
+    assert manifest["dataset"] == "widgets+gadgets"
+    widgets, gadgets = manifest["datasets"]
+    assert (widgets["name"], gadgets["name"]) == ("widgets", "gadgets")
+    assert gadgets["index"] == str(second / "corpus.jsonl")
+    for entry, count in [(widgets, 40), (gadgets, 20)]:
+        train_count = sum(in_hash_train(f"q{i}") for i in range(count))
+        assert entry["questions"]["training"] + entry["questions"]["held_out"] == train_count
+    assert manifest["questions"]["training"] == widgets["questions"]["training"] + gadgets["questions"]["training"]
+    command = manifest["command"]
+    assert f"--dataset {first} --dataset {second} --index {first}/corpus.jsonl --index {second}/corpus.jsonl" in command
+
+
+def test_datasets_and_indexes_must_pair_up(home):
+    for dataset, index, message in [
+        (("a", "b"), ("i",), "give one --index per --dataset"),
+        (("a", "a"), ("i", "j"), "names a dataset twice"),
+    ]:
+        with pytest.raises(HopstackInputError, match=message):
+            check_request(RerankerTraining(dataset=dataset, index=index, out="x"), resume=False, force=False)
+
+
+def test_a_teacher_is_a_model_name_or_a_scorer_spec(home):
+    assert teacher_spec("mhr-reranker") == {"type": "cross-encoder", "init_parameters": {"model": "mhr-reranker"}}
+    spec = "{type: llm, init_parameters: {llm: qwen2.5-0.5b}}"
+    assert teacher_spec(spec) == {"type": "llm", "init_parameters": {"llm": "qwen2.5-0.5b"}}
+    for bad, message in [("{type: [", "not a model name nor a YAML scorer spec"), ("[1, 2]", "give a model name")]:
+        with pytest.raises(HopstackInputError, match=message):
+            teacher_spec(bad)
+    with pytest.raises(ValueError, match="no-such-scorer"):
+        check_request(RerankerTraining("d", "i", "x", teacher="{type: no-such-scorer}"), resume=False, force=False)
+    with pytest.raises(HopstackInputError, match="needs --cross-encoder"):
+        train_reranker(RerankerTraining("d", "i", "x", teacher="minilm", cross_encoder=False))
+
+
+def test_a_student_distilled_from_a_teacher_ranks_the_planted_positive_first(trained, home, tmp_path):
+    _, data, config, _, _ = trained
+    changes = {"out": "student", "teacher": "tiny-reranker", "layers": 1, "float16": True, "epochs": 12}
+    manifest = train_reranker(RerankerTraining(**{**config.__dict__, **changes}))
+    saved = json.loads((trained_model_dir("student") / "config.json").read_text())
+    assert (saved["num_hidden_layers"], saved["dtype"]) == (1, "float16")  # the tiny base has 2 layers
+    assert "--layers 1" in manifest["command"] and "--float16" in manifest["command"]
+    assert manifest["hyperparameters"]["loss"] == "MarginMSELoss"
+    assert manifest["teacher"] == {"type": "cross-encoder", "init_parameters": {"model": "tiny-reranker"}}
+    assert manifest["training_pairs"]["teacher_scored"] is True
+    assert "--teacher tiny-reranker" in manifest["command"]
+    lines = (trained_model_dir("student") / "training_pairs.jsonl").read_text().splitlines()
+    teacher = [json.loads(line)["teacher"] for line in lines]
+    assert len(set(teacher)) > 1  # the teacher's own scores, not the labels
+    scorer = {"type": "cross-encoder", "init_parameters": {"model": "student", "max_length": 48}}
+    reranker = PointwiseReranker(scorer, top_k=5, device="cpu")
+    texts = [f"The gadget3 was painted {colour} in a shed." for colour in ["red", "teal", "grey", "blue"]]
+    candidates = [Document(id=f"n{i}", content=t, score=5.0 - i) for i, t in enumerate(texts)]
+    planted = Document(id="gold", content="The gadget3 is certified and approved by the registry.", score=0.0)
+    assert reranker.run(query="Is the gadget3 approved?", documents=[*candidates, planted])["documents"][0].id == "gold"

@@ -58,9 +58,12 @@ class CrossEncoderScorer:
                 )
             with _LOCK:
                 if key not in _MODELS:
+                    import torch
                     from sentence_transformers import CrossEncoder
 
-                    _MODELS[key] = CrossEncoder(key[0], device=key[1], max_length=key[2])
+                    # weights stored in float16 (the shipped models) are computed in float32 on a CPU
+                    dtype = {"dtype": torch.float32} if key[1] == "cpu" else {}
+                    _MODELS[key] = CrossEncoder(key[0], device=key[1], max_length=key[2], model_kwargs=dtype)
                 self._encoder = _MODELS[key]
             self._call_cache = call_cache(self.cache)
             version = hashlib.sha256(recorded).hexdigest() if recorded else ""

@@ -1,8 +1,8 @@
 """``hopstack train clues``: a cross-encoder clue scorer for CompSelect, trained on a dataset's train split
 (docs/methods/compselect.md#trained-clue-scorer).
 
-1. The train split's questions run through a first-stage pipeline (``yaml/hybrid.yaml`` by default), its last
-   stage deepened to ``depth`` chunks (:func:`hopstack.training.reranker.first_stage`).
+1. Each dataset's train split runs through a first-stage pipeline (``yaml/hybrid.yaml`` by default) on the
+   dataset's own index, its last stage deepened to ``depth`` chunks (:func:`hopstack.training.reranker.training_sets`).
 2. Their sentences are the clues :class:`~hopstack.components.compression.ClueExtractor` would score
    (:func:`~hopstack.components.compression.sentence_clues`). A sentence is gold when it overlaps
    (:func:`overlaps`) one of the question's evidence texts (:func:`evidence`): MultiHop-RAG's evidence facts,
@@ -13,7 +13,8 @@
    left out; ties: the better-ranked chunk's sentence first). A share ``dev_share`` of the questions is held
    out and gives none.
 4. The cross-encoder is trained as ``hopstack train reranker`` trains its own
-   (:func:`hopstack.training.reranker.fit`), and its folder is built, resumed and installed the same way.
+   (:func:`hopstack.training.reranker.fit`; with a ``teacher``, distilled from its scores), and its folder is
+   built, resumed and installed the same way.
 5. On the held-out questions, the gold sentences' MRR@10 and Recall@5 among all candidate sentences, ranked
    by the trained cross-encoder and by MiniLM cosine (ClueExtractor's default scorer), go to the manifest.
 """
@@ -21,8 +22,7 @@
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,8 +32,8 @@ from hopstack import __version__
 from hopstack.components.compression import sentence_clues
 from hopstack.components.stopping import STOPWORDS
 from hopstack.core.text import normalize_answer, passage_text
-from hopstack.datasets.base import BenchmarkQuestion, canonical_split
-from hopstack.datasets.benchmark import BenchmarkDataset, load_dataset
+from hopstack.datasets.base import BenchmarkQuestion
+from hopstack.datasets.benchmark import BenchmarkDataset
 from hopstack.errors import HopstackInputError
 from hopstack.experiments.metrics import source_id
 from hopstack.graphs.runner import Progress
@@ -46,16 +46,22 @@ from hopstack.training.reranker import (
     check_request,
     command_line,
     cross_encoder_scores,
-    first_stage,
+    dataset_records,
     fit,
+    hyperparameters,
     install,
     is_held_out,
     labelled,
     load_base,
+    loss_name,
     make_pairs,
     pairs_record,
     partial_dir,
+    save_cross_encoder,
     start_folder,
+    teacher_spec,
+    training_sets,
+    with_teacher_scores,
 )
 
 SENTENCE_GOLD = ("multihop-rag", "hotpotqa")  # the formats whose questions say which sentences are gold
@@ -126,7 +132,7 @@ def clue_candidates(item: Ranked, dataset_format: str) -> Ranked:
     words = _content_words(item.question.question)
     ordered = sorted(clues, key=lambda clue: -len(words & _content_words(clue.content or "")))  # stable
     gold = evidence(item.question, dataset_format)
-    return Ranked(item.question, ordered, [is_gold_sentence(clue, gold) for clue in ordered])
+    return Ranked(item.question, ordered, [is_gold_sentence(clue, gold) for clue in ordered], item.dataset)
 
 
 def clue_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[str, float]:
@@ -183,26 +189,27 @@ def train_clues(
     :func:`~hopstack.training.reranker.partial_dir` for ``resume``."""
     status = status or (lambda message: None)
     check_request(config, resume, force)
-    status(f"loading {config.dataset} ({config.split})")
-    data = load_dataset(config.dataset, config.split, config.limit)
-    questions = with_sentence_gold(data)
     status(f"loading the base model {config.base}")
     model = load_base(config)
-    status(f"ranking {len(questions)} question(s) with {config.negatives} (top {config.depth})")
-    ranked, fingerprint = first_stage(config, data, questions, progress)
-    candidates = [clue_candidates(r, data.format) for r in ranked]
+    sets = [
+        replace(part, ranked=[clue_candidates(r, part.data.format) for r in part.ranked])
+        for part in training_sets(config, with_sentence_gold, status, progress)
+    ]
+    candidates = [c for part in sets for c in part.ranked]
     held_out = [c for c in candidates if is_held_out(c.question.id, config.dev_share)]
     training = [c for c in candidates if not is_held_out(c.question.id, config.dev_share)]
     pairs = make_pairs(training, config)
     if not pairs:
         raise HopstackInputError(
-            f"{data.source}: no training question has a gold sentence among its top {config.depth} chunks"
+            f"{', '.join(part.data.source for part in sets)}: no training question has a gold sentence among its "
+            f"top {config.depth} chunks"
         )
+    pairs = with_teacher_scores(pairs, config, status)
     folder = partial_dir(config.out)
     start_folder(folder, pairs, resume)
     status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
     seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
-    model.save_pretrained(str(folder), create_model_card=False)
+    save_cross_encoder(model, config, folder)
     status(f"ranking the sentences of {len(held_out)} held-out question(s) with the clue scorer and MiniLM")
     dev = held_out_report(model, held_out, config)
     manifest = {
@@ -210,23 +217,12 @@ def train_clues(
         "role": "clue scorer",
         "cross_encoder": True,
         "base_model": config.base,
-        "dataset": data.name,
-        "dataset_source": Path(data.source).name,
-        "split": canonical_split(config.split),
-        "questions": {
-            "training": len(training),
-            "held_out": len(held_out),
-            "without_gold_sentence": sum(1 for c in candidates if not any(c.gold)),
-        },
+        **dataset_records(sets, config, lambda c: not any(c.gold), "without_gold_sentence"),
         "gold_sentences": {"rule": GOLD_RULE, "sentences": sum(sum(c.gold) for c in candidates)},
         "training_pairs": pairs_record(pairs),
-        "negatives": {
-            "pipeline": str(config.negatives),
-            "fingerprint": fingerprint,
-            "index": str(config.index),
-            "rule": NEGATIVES_RULE,
-        },
-        "hyperparameters": {**asdict(config), "loss": "BinaryCrossEntropyLoss"},
+        "negatives": {"pipeline": str(config.negatives), "rule": NEGATIVES_RULE},
+        "teacher": teacher_spec(config.teacher) if config.teacher else None,
+        "hyperparameters": {**hyperparameters(config), "loss": loss_name(config)},
         "seconds": round(seconds, 1),
         "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
         "dev": dev,

@@ -1,13 +1,18 @@
-"""``hopstack train reranker``: a cross-encoder trained on a dataset's train split (docs/methods/trained-reranker.md).
+"""``hopstack train reranker``: a cross-encoder trained on datasets' train splits (docs/methods/trained-reranker.md).
 
-1. The train split's questions run through a first-stage pipeline (``yaml/hybrid.yaml`` by default) whose
-   last stage is deepened to ``depth`` candidates.
+1. Each dataset's train split (one or several datasets, each with its own index) runs through a
+   first-stage pipeline (``yaml/hybrid.yaml`` by default) whose last stage is deepened to ``depth``
+   candidates.
 2. Pairs: per question its gold candidates (as the metrics judge them, :func:`hopstack.experiments.metrics.is_gold`;
    at most ``max_positives``) labelled 1 and its best-ranked non-gold candidates (hard negatives; at most
    ``num_negatives``) labelled 0. A share ``dev_share`` of the questions (by a hash of their id) gives no
-   pairs: it is held out to fit the first-stage weight.
+   pairs: it is held out to fit the first-stage weight. With a ``teacher`` (any scorer spec), the teacher
+   scores every pair too.
 3. A sentence-transformers ``CrossEncoder`` initialised from ``base`` is trained on the pairs with the
-   library's ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss``, checkpointing every epoch.
+   library's ``CrossEncoderTrainer``, checkpointing every epoch: on the gold labels with
+   ``BinaryCrossEntropyLoss``, or, with a teacher, on (question, gold, hard negative) triplets with
+   ``MarginMSELoss`` towards the teacher's score margin (Hofstaetter et al., 2020: gold says which passage is
+   the positive, the teacher how far apart the two are).
 4. On the held-out questions the trained scores are interpolated with the first stage's
    (:func:`hopstack.core.ranking.interpolate`) for weights 0, 0.1, ..., 1; the weight with the best MRR@10 is
    written to the manifest (``first_stage_weight``) beside the held-out metrics.
@@ -29,11 +34,12 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from haystack import Document, Pipeline
 
 from hopstack import __version__
@@ -49,6 +55,7 @@ from hopstack.graphs.fingerprint import pipeline_fingerprints
 from hopstack.graphs.runner import BatchRunner, Progress
 from hopstack.models.devices import resolve_device
 from hopstack.models.registry import REGISTRY, TRAINED_MANIFEST, is_shipped_model, resolve_model, trained_model_dir
+from hopstack.models.scorers import make_scorer, score_all
 from hopstack.spec.loading import load_pipeline_data
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -57,7 +64,8 @@ CHECKPOINTS = "checkpoints"
 RANKER_FILE = "ranker.txt"
 # what only the cross-encoder reads (left out of a --no-cross-encoder model's command line)
 CROSS_ENCODER_OPTIONS = (
-    "base", "num_negatives", "max_positives", "epochs", "max_length", "batch_size", "learning_rate",
+    "base", "num_negatives", "max_positives", "epochs", "max_length", "batch_size", "learning_rate", "teacher",
+    "layers", "float16",
 )  # fmt: skip
 WEIGHTS = tuple(i / 10 for i in range(11))
 # LightGBM LambdaRank settings, fixed beforehand (not tuned on any test split)
@@ -79,10 +87,16 @@ StepReport = Callable[[int, int, float | None], None]  # (step, steps, last logg
 
 @dataclass
 class TrainingConfig:
-    """What every ``hopstack train`` command reads: data, first stage, and the cross-encoder's hyper-parameters."""
+    """What every ``hopstack train`` command reads: data, first stage, and the cross-encoder's hyper-parameters.
 
-    dataset: str
-    index: str
+    ``dataset`` and ``index`` pair up by position (one index per dataset); a single string is one dataset.
+    ``teacher`` is a scorer spec (:func:`teacher_spec`) whose scores the cross-encoder is distilled from;
+    ``layers`` keeps the base model's first N transformer layers (:func:`keep_first_layers`); ``float16``
+    stores the weights in half precision (:func:`save_cross_encoder`).
+    """
+
+    dataset: tuple[str, ...] = field(metadata={"repeated": True})
+    index: tuple[str, ...] = field(metadata={"repeated": True})
     out: str
     split: str = "train"
     base: str = "minilm"
@@ -98,6 +112,13 @@ class TrainingConfig:
     limit: int | None = None
     seed: int = 0
     device: str = "auto"
+    teacher: str | None = None
+    layers: int | None = None
+    float16: bool = False
+
+    def __post_init__(self) -> None:
+        self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+        self.index = (self.index,) if isinstance(self.index, str) else tuple(self.index)
 
 
 @dataclass
@@ -110,11 +131,33 @@ class RerankerTraining(TrainingConfig):
 
 @dataclass
 class Ranked:
-    """One question's first-stage candidates, best first, and which of them are gold."""
+    """One question's first-stage candidates, best first, which of them are gold, and its dataset's name."""
 
     question: BenchmarkQuestion
     documents: list[Document]
     gold: list[bool]
+    dataset: str = ""
+
+
+@dataclass
+class TrainingSet:
+    """One dataset's train split as training reads it: the data, its index, the first stage's fingerprint on
+    that index, and each selected question's candidates."""
+
+    data: BenchmarkDataset
+    index: str
+    fingerprint: str
+    ranked: list[Ranked]
+
+    def record(self, counts: dict[str, int]) -> dict[str, Any]:
+        """The manifest's entry for this dataset: name, source file, index, fingerprint and question ``counts``."""
+        return {
+            "name": self.data.name,
+            "source": Path(self.data.source).name,
+            "index": self.index,
+            "negatives_fingerprint": self.fingerprint,
+            "questions": counts,
+        }
 
 
 def partial_dir(name: str) -> Path:
@@ -133,6 +176,15 @@ def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
         raise HopstackInputError(f"hopstack train reads only a train split (--split train), got {config.split!r}")
     if not 0 <= config.dev_share < 1:
         raise HopstackInputError(f"dev_share must be in [0, 1), got {config.dev_share}")
+    if not config.dataset or len(config.dataset) != len(config.index):
+        raise HopstackInputError(
+            f"give one --index per --dataset, in the same order: {len(config.dataset)} dataset(s), "
+            f"{len(config.index)} index(es)"
+        )
+    if len(set(config.dataset)) != len(config.dataset):
+        raise HopstackInputError(f"--dataset names a dataset twice: {', '.join(config.dataset)}")
+    if config.teacher is not None:
+        make_scorer(teacher_spec(config.teacher), config.device)  # an unknown type is refused here, unloaded
     if resume and force:
         raise HopstackInputError("--resume and --force exclude each other")
     if resume and not (partial_dir(config.out) / CHECKPOINTS).is_dir():
@@ -160,9 +212,35 @@ def load_base(config: TrainingConfig):
     path = resolve_model(config.base)
     try:
         device = resolve_device(config.device)
-        return CrossEncoder(path, num_labels=1, max_length=config.max_length, device=device, local_files_only=True)
+        model = CrossEncoder(path, num_labels=1, max_length=config.max_length, device=device, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise HopstackInputError(f"--base {config.base!r}: cannot load it as a cross-encoder ({exc})") from exc
+    if config.layers is not None:
+        keep_first_layers(model, config.layers, config.base)
+    return model
+
+
+def keep_first_layers(model, layers: int, base: str) -> None:
+    """Cut a cross-encoder's transformer to its first ``layers`` layers (top-layer dropping, which Sajjad et
+    al., 2023, "On the effect of dropping layers of pre-trained transformer models", found the best way to
+    shrink a model before fine-tuning): proportionally less compute a pair, fewer weights to store."""
+    encoder = getattr(model.model.base_model, "encoder", None)
+    stack = getattr(encoder, "layer", None)
+    if stack is None:
+        raise HopstackInputError(f"--layers: the base model {base!r} has no encoder.layer stack to cut")
+    if not 1 <= layers <= len(stack):
+        raise HopstackInputError(f"--layers {layers}: the base model {base!r} has {len(stack)} layers")
+    encoder.layer = stack[:layers]
+    model.model.config.num_hidden_layers = layers
+
+
+def save_cross_encoder(model, config: TrainingConfig, folder: Path) -> None:
+    """Save the trained cross-encoder into ``folder``; with ``float16`` its weights are rounded to float16 first
+    (half the size on disk; the scores computed afterwards, and by every user, read the rounded weights)."""
+    if config.float16:
+        model.model.half()
+    model.save_pretrained(str(folder), create_model_card=False)
+    model.model.float()
 
 
 def labelled(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
@@ -175,6 +253,21 @@ def labelled(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
     if not found:
         raise HopstackInputError(f"{data.source}: no question of the train split has {label}: nothing to learn from")
     return found
+
+
+def teacher_spec(text: str) -> dict[str, Any]:
+    """The scorer spec a ``--teacher`` names: a YAML mapping ``{type: ..., init_parameters: {...}}`` (any
+    hopstack scorer: ``llm``, ``llm-graded``, ``cross-encoder``, ...) or a model name, id or path, read as
+    ``{type: cross-encoder, init_parameters: {model: TEXT}}``."""
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise HopstackInputError(f"--teacher {text!r}: not a model name nor a YAML scorer spec ({exc})") from exc
+    if isinstance(spec, str):
+        return {"type": "cross-encoder", "init_parameters": {"model": spec}}
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise HopstackInputError(f"--teacher {text!r}: give a model name or a mapping {{type: ..., init_parameters}}")
+    return spec
 
 
 def _deepened(pipeline_file: str, index: str, depth: int) -> dict[str, Any]:
@@ -190,10 +283,14 @@ def _deepened(pipeline_file: str, index: str, depth: int) -> dict[str, Any]:
 
 
 def first_stage(
-    config: TrainingConfig, data: BenchmarkDataset, questions: list[BenchmarkQuestion], progress: Progress | None
+    config: TrainingConfig,
+    index: str,
+    data: BenchmarkDataset,
+    questions: list[BenchmarkQuestion],
+    progress: Progress | None,
 ) -> tuple[list[Ranked], str]:
-    """Each question's first-stage candidates with gold flags, and the pipeline's fingerprint."""
-    pipeline = Pipeline.from_dict(_deepened(config.negatives, config.index, config.depth), allowed_modules=["hopstack"])
+    """Each question's first-stage candidates on ``index`` with gold flags, and the pipeline's fingerprint."""
+    pipeline = Pipeline.from_dict(_deepened(config.negatives, index, config.depth), allowed_modules=["hopstack"])
     fingerprint = hashlib.sha256(json.dumps(pipeline_fingerprints(pipeline), sort_keys=True).encode()).hexdigest()
     runner = BatchRunner(pipeline)
     runner.warm_up()
@@ -202,8 +299,29 @@ def first_stage(
     ranked = []
     for question, outputs in zip(questions, result.outputs):
         documents = final_documents(outputs)
-        ranked.append(Ranked(question, documents, [is_gold(question, d, data.format) for d in documents]))
+        ranked.append(Ranked(question, documents, [is_gold(question, d, data.format) for d in documents], data.name))
     return ranked, fingerprint
+
+
+def training_sets(
+    config: TrainingConfig,
+    select: Callable[[BenchmarkDataset], list[BenchmarkQuestion]],
+    status: Status,
+    progress: Progress | None,
+) -> list[TrainingSet]:
+    """Each ``config.dataset``'s train split: the questions ``select`` keeps, ranked by the first stage on
+    the dataset's own index. Every dataset is loaded and checked before the first stage runs."""
+    loaded = []
+    for name in config.dataset:
+        status(f"loading {name} ({config.split})")
+        data = load_dataset(name, config.split, config.limit)
+        loaded.append((data, select(data)))
+    sets = []
+    for (data, questions), index in zip(loaded, config.index):
+        status(f"ranking {len(questions)} {data.name} question(s) with {config.negatives} (top {config.depth})")
+        ranked, fingerprint = first_stage(config, index, data, questions, progress)
+        sets.append(TrainingSet(data, index, fingerprint, ranked))
+    return sets
 
 
 def is_held_out(question_id: str, dev_share: float) -> bool:
@@ -223,8 +341,49 @@ def make_pairs(ranked: list[Ranked], config: TrainingConfig, title_prefix: bool 
             continue
         for document, label in [(d, 1.0) for d in positives] + [(d, 0.0) for d in negatives]:
             text = passage_text(document, title_prefix)
-            pairs.append({"id": item.question.id, "query": item.question.question, "passage": text, "label": label})
+            pair = {"id": item.question.id, "query": item.question.question, "passage": text, "label": label}
+            pairs.append({"dataset": item.dataset, **pair})
     return pairs
+
+
+def with_teacher_scores(pairs: list[dict[str, Any]], config: TrainingConfig, status: Status) -> list[dict[str, Any]]:
+    """``pairs`` with the teacher's score of each under ``"teacher"``; unchanged without a teacher."""
+    if config.teacher is None or not pairs:
+        return pairs
+    teacher = make_scorer(teacher_spec(config.teacher), config.device)
+    status(f"scoring {len(pairs)} pairs with the teacher {config.teacher}")
+    teacher.warm_up()
+    scores = score_all(teacher, [(p["query"], p["passage"]) for p in pairs], "the teacher")
+    if not np.isfinite(scores).all():
+        raise HopstackInputError(f"--teacher {config.teacher!r} gave a score that is not a finite number")
+    return [{**p, "teacher": float(s)} for p, s in zip(pairs, scores)]
+
+
+def margin_triplets(pairs: list[dict[str, Any]]) -> dict[str, list]:
+    """MarginMSE's training columns from teacher-scored pairs: per question every (gold, hard negative)
+    combination, labelled with the teacher's score margin between them."""
+    by_question: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for pair in pairs:
+        by_question.setdefault((pair["dataset"], pair["id"]), []).append(pair)
+    columns: dict[str, list] = {"query": [], "positive": [], "negative": [], "label": []}
+    for group in by_question.values():
+        for positive in (p for p in group if p["label"] == 1.0):
+            for negative in (p for p in group if p["label"] == 0.0):
+                columns["query"].append(positive["query"])
+                columns["positive"].append(positive["passage"])
+                columns["negative"].append(negative["passage"])
+                columns["label"].append(positive["teacher"] - negative["teacher"])
+    return columns
+
+
+def hyperparameters(config: TrainingConfig) -> dict[str, Any]:
+    """The manifest's ``hyperparameters``: every option of ``config``, tuples as lists (as JSON reads back)."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
+
+
+def loss_name(config: TrainingConfig) -> str:
+    """The sentence-transformers loss the cross-encoder trains with."""
+    return "BinaryCrossEntropyLoss" if config.teacher is None else "MarginMSELoss"
 
 
 def pairs_sha256(pairs: list[dict[str, Any]]) -> str:
@@ -239,7 +398,8 @@ def pairs_record(pairs: list[dict[str, Any]]) -> dict[str, Any]:
         "sha256": pairs_sha256(pairs),
         "pairs": len(pairs),
         "positives": sum(p["label"] == 1.0 for p in pairs),
-        "questions": len({p["id"] for p in pairs}),
+        "questions": len({(p["dataset"], p["id"]) for p in pairs}),
+        "teacher_scored": "teacher" in pairs[0] if pairs else False,
     }
 
 
@@ -266,17 +426,25 @@ def _callback(report: StepReport):
 
 
 def fit(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path, resume: bool, report: StepReport):
-    """Train ``model`` on ``pairs`` with the library's trainer, a checkpoint per epoch in ``folder``; returns
-    the seconds spent (this run's part when resumed)."""
+    """Train ``model`` on ``pairs`` with the library's trainer, a checkpoint per epoch in ``folder``: binary
+    cross-entropy on the gold labels, or MarginMSE on :func:`margin_triplets` when the pairs carry teacher
+    scores. Returns the seconds spent (this run's part when resumed)."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MarginMSELoss
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the caller's report shows progress
 
-    steps = math.ceil(len(pairs) / config.batch_size) * config.epochs
+    if pairs and "teacher" in pairs[0]:
+        columns, loss = margin_triplets(pairs), MarginMSELoss(model)
+        if not columns["label"]:
+            raise HopstackInputError("no training question has both a gold passage and a hard negative to distil")
+    else:
+        columns = {key: [p[key] for p in pairs] for key in ("query", "passage", "label")}
+        loss = BinaryCrossEntropyLoss(model)
+    steps = math.ceil(len(columns["label"]) / config.batch_size) * config.epochs
     args = CrossEncoderTrainingArguments(
         output_dir=str(folder / CHECKPOINTS),
         num_train_epochs=config.epochs,
@@ -291,12 +459,11 @@ def fit(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path
         disable_tqdm=True,
         use_cpu=resolve_device(config.device) == "cpu",
     )
-    columns = {key: [p[key] for p in pairs] for key in ("query", "passage", "label")}
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_dict(columns),
-        loss=BinaryCrossEntropyLoss(model),
+        loss=loss,
         callbacks=[_callback(report)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
@@ -346,16 +513,19 @@ def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) ->
 
 def command_line(command: str, config: TrainingConfig, skip: tuple[str, ...] = ()) -> str:
     """The ``hopstack train COMMAND`` line that trains ``config`` again, every option spelled out: a flag
-    ``--x/--no-x`` for a boolean, a comma list for a tuple; the fixed seed, unset options (no ``--limit``:
+    ``--x/--no-x`` for a boolean, the option repeated for each dataset and index, a comma list for another
+    tuple; the fixed seed, unset options (no ``--limit``:
     all questions) and ``skip`` are left out."""
     words = ["hopstack", "train", command]
-    for field in fields(config):
-        value = getattr(config, field.name)
-        option = "--" + field.name.replace("_", "-")
-        if field.name == "seed" or field.name in skip or value is None:
+    for option_field in fields(config):
+        value = getattr(config, option_field.name)
+        option = "--" + option_field.name.replace("_", "-")
+        if option_field.name == "seed" or option_field.name in skip or value is None:
             continue
         if isinstance(value, bool):
             words.append(option if value else f"--no-{option[2:]}")
+        elif option_field.metadata.get("repeated"):
+            words += [word for item in value for word in (option, item)]
         else:
             words += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
     return shlex.join(words)
@@ -442,15 +612,14 @@ def train_reranker(
     :func:`partial_dir` for ``resume``."""
     status = status or (lambda message: None)
     check_request(config, resume, force)
+    if config.teacher is not None and not config.cross_encoder:
+        raise HopstackInputError("--teacher distils into the cross-encoder: it needs --cross-encoder")
     model = None
     if config.cross_encoder:
         status(f"loading the base model {config.base}")
         model = load_base(config)
-    status(f"loading {config.dataset} ({config.split})")
-    data = load_dataset(config.dataset, config.split, config.limit)
-    questions = labelled(data)
-    status(f"ranking {len(questions)} question(s) with {config.negatives} (top {config.depth})")
-    ranked, fingerprint = first_stage(config, data, questions, progress)
+    sets = training_sets(config, labelled, status, progress)
+    ranked = [r for part in sets for r in part.ranked]
     held_out = [r for r in ranked if is_held_out(r.question.id, config.dev_share)]
     training = [r for r in ranked if not is_held_out(r.question.id, config.dev_share)]
     folder = partial_dir(config.out)
@@ -460,12 +629,14 @@ def train_reranker(
         pairs = make_pairs(training, config)
         if not pairs:
             raise HopstackInputError(
-                f"{data.source}: no training question has a gold passage among its top {config.depth} candidates"
+                f"{', '.join(part.data.source for part in sets)}: no training question has a gold passage among "
+                f"its top {config.depth} candidates"
             )
+        pairs = with_teacher_scores(pairs, config, status)
         start_folder(folder, pairs, resume)
         status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
         seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
-        model.save_pretrained(str(folder), create_model_card=False)
+        save_cross_encoder(model, config, folder)
         status(f"scoring the candidates of {len(ranked)} question(s) with the trained cross-encoder")
         scores = cross_encoder_scores(model, training + held_out, config, progress)
         training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
@@ -483,21 +654,11 @@ def train_reranker(
         "role": "learned reranker" + (" with a cross-encoder" if model is not None else ""),
         "cross_encoder": model is not None,
         "base_model": config.base if model is not None else None,
-        "dataset": data.name,
-        "dataset_source": Path(data.source).name,
-        "split": canonical_split(config.split),
-        "questions": {
-            "training": len(training),
-            "held_out": len(held_out),
-            "without_gold_candidate": sum(1 for r in ranked if not any(r.gold)),
-        },
+        **dataset_records(sets, config, lambda r: not any(r.gold), "without_gold_candidate"),
         "training_pairs": pairs_record(pairs) if pairs else None,
-        "negatives": {"pipeline": str(config.negatives), "fingerprint": fingerprint, "index": str(config.index)},
-        "hyperparameters": {
-            **asdict(config),
-            "named_fields": list(config.named_fields),
-            "loss": "BinaryCrossEntropyLoss" if model is not None else None,
-        },
+        "negatives": {"pipeline": str(config.negatives)},
+        "teacher": teacher_spec(config.teacher) if config.teacher and model is not None else None,
+        "hyperparameters": {**hyperparameters(config), "loss": loss_name(config) if model is not None else None},
         "ranker": {
             "file": RANKER_FILE,
             "features": features.to_dict(),
@@ -515,6 +676,25 @@ def train_reranker(
     }
     install(folder, manifest)
     return manifest
+
+
+def dataset_records(
+    sets: list[TrainingSet], config: TrainingConfig, unlabelled: Callable[[Ranked], bool], unlabelled_key: str
+) -> dict[str, Any]:
+    """The manifest's data entries: ``dataset`` (the names joined by "+"), ``split``, the question counts in
+    all (training, held out, and ``unlabelled_key``: those ``unlabelled`` says give no gold) and per dataset."""
+    per_set = []
+    for part in sets:
+        held = sum(is_held_out(r.question.id, config.dev_share) for r in part.ranked)
+        counts = {"training": len(part.ranked) - held, "held_out": held}
+        per_set.append((part, {**counts, unlabelled_key: sum(map(unlabelled, part.ranked))}))
+    keys = ("training", "held_out", unlabelled_key)
+    return {
+        "dataset": "+".join(part.data.name for part in sets),
+        "split": canonical_split(config.split),
+        "questions": {key: sum(counts[key] for _, counts in per_set) for key in keys},
+        "datasets": [part.record(counts) for part, counts in per_set],
+    }
 
 
 def install(folder: Path, manifest: dict[str, Any]) -> None:
