@@ -528,6 +528,10 @@ def train_clues_command(
     teacher: TrainTeacher = None,
     layers: TrainLayers = None,
     float16: TrainFloat16 = False,
+    bi_encoder: Annotated[
+        bool,
+        typer.Option("--bi-encoder/--cross-encoder", help="fine-tune a bi-encoder (cosine) instead of a cross-encoder"),
+    ] = False,
     resume: TrainResume = False,
     force: TrainForce = False,
 ) -> None:
@@ -540,7 +544,7 @@ def train_clues_command(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
         num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
         batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
-        teacher=teacher, layers=layers, float16=float16,
+        teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder,
     )  # fmt: skip
     manifest = _train(train_clues, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]

@@ -16,6 +16,7 @@ from test_training import _unchanged, _widgets
 from conftest import REPO, save_tiny_bert
 from hopstack.components.compression import ClueExtractor, ClueReranker, sentence_clues
 from hopstack.datasets.benchmark import load_dataset
+from hopstack.errors import HopstackInputError
 from hopstack.models.registry import trained_model_dir
 from hopstack.training.clues import evidence, is_gold_sentence, overlaps, with_sentence_gold
 from hopstack.training.reranker import is_held_out, partial_dir
@@ -191,3 +192,38 @@ def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp
     arguments[arguments.index("--index") + 1] = str(generic / "corpus.jsonl")
     err = _unchanged(home, lambda: cli(*arguments))
     assert "needs sentence-level gold" in err and "dataset 'generic' (generic format) has none" in err
+
+
+def test_a_bi_encoder_clue_scorer_puts_a_planted_answerable_clue_first(trained, home, cli, tmp_path):
+    _, _, data, _, _ = trained
+    base = save_tiny_bert(tmp_path / "tiny-bert-encoder", "BertModel")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, out, err = cli(*_arguments(data, base, "tiny-bi-clues", "--bi-encoder", "--float16"))
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err
+    manifest = json.loads((trained_model_dir("tiny-bi-clues") / "manifest.json").read_text())
+    assert (manifest["role"], manifest["cross_encoder"], manifest["bi_encoder"]) == (
+        "clue scorer (bi-encoder)",
+        False,
+        True,
+    )
+    assert manifest["hyperparameters"]["loss"] == "MultipleNegativesRankingLoss"
+    assert "--bi-encoder" in manifest["command"] and set(manifest["dev"]["metrics"]) == {"clue_scorer", "minilm"}
+    planted, others = _sentences("gadget7")
+    title = {"title": "Gadget report 7"}
+    extractor = ClueExtractor(
+        scorer={"type": "bi-encoder", "init_parameters": {"model": "tiny-bi-clues"}},
+        top_m=2,
+        knn_threshold=0.0,
+        device="cpu",
+    )
+    document = Document(id="d", content=" ".join([*others[:2], planted, *others[2:]]), meta=title)
+    extracted = extractor.run(query="Is the gadget7 approved?", documents=[document])["documents"]
+    assert extracted[0].content == planted
+    with pytest.raises(
+        HopstackInputError, match="a clue scorer \\(bi-encoder\\)\\): score with \\{type: bi-encoder\\}"
+    ):
+        ClueReranker(answerability={"type": "cross-encoder", "init_parameters": {"model": "tiny-bi-clues"}}).warm_up()

@@ -51,10 +51,15 @@ class CrossEncoderScorer:
             key = (resolve_model(self.model), resolve_device(self.device), self.max_length)
             manifest = Path(key[0]) / TRAINED_MANIFEST
             recorded = manifest.read_bytes() if manifest.is_file() else b""
-            if recorded and json.loads(recorded).get("cross_encoder") is False:
+            described = json.loads(recorded) if recorded else {}
+            if described.get("cross_encoder") is False:
+                use = (
+                    "score with {type: bi-encoder}"
+                    if described.get("bi_encoder")
+                    else "rank with hopstack.components.learned_ranking.LearnedReranker"
+                )
                 raise HopstackInputError(
-                    f"model {self.model!r} has no cross-encoder (trained with --no-cross-encoder); rank with "
-                    "hopstack.components.learned_ranking.LearnedReranker"
+                    f"model {self.model!r} has no cross-encoder (a {described.get('role', 'trained model')}): {use}"
                 )
             with _LOCK:
                 if key not in _MODELS:

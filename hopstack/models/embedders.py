@@ -22,7 +22,11 @@ def load_sentence_transformer(model: str, device: str = "auto"):
 
             transformers_logging.disable_progress_bar()
 
-            _MODELS[key] = SentenceTransformer(key[0], device=resolved_device)
+            import torch
+
+            # weights stored in float16 (a trained model with --float16) are computed in float32 on a CPU
+            dtype = {"dtype": torch.float32} if resolved_device == "cpu" else {}
+            _MODELS[key] = SentenceTransformer(key[0], device=resolved_device, model_kwargs=dtype)
         return _MODELS[key]
 
 

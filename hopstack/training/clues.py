@@ -14,15 +14,18 @@
    out and gives none.
 4. The cross-encoder is trained as ``hopstack train reranker`` trains its own
    (:func:`hopstack.training.reranker.fit`; with a ``teacher``, distilled from its scores), and its folder is
-   built, resumed and installed the same way.
+   built, resumed and installed the same way. With ``bi_encoder`` the base model is fine-tuned as a
+   bi-encoder instead (:func:`fit_bi_encoder`): it keeps MiniLM's cosine scoring, which ClueExtractor
+   already uses, and learns where the question's gold sentences lie.
 5. On the held-out questions, the gold sentences' MRR@10 and Recall@5 among all candidate sentences, ranked
-   by the trained cross-encoder and by MiniLM cosine (ClueExtractor's default scorer), go to the manifest.
+   by the trained scorer and by MiniLM cosine (ClueExtractor's default scorer), go to the manifest.
 """
 
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ from hopstack.datasets.benchmark import BenchmarkDataset
 from hopstack.errors import HopstackInputError
 from hopstack.experiments.metrics import source_id
 from hopstack.graphs.runner import Progress
+from hopstack.models.embedders import embed_texts
 from hopstack.models.scorers import make_scorer, score_all
 from hopstack.training.reranker import (
     Ranked,
@@ -57,10 +61,12 @@ from hopstack.training.reranker import (
     make_pairs,
     pairs_record,
     partial_dir,
-    save_cross_encoder,
+    run_trainer,
+    save_trained,
     start_folder,
     teacher_spec,
     training_sets,
+    triplets,
     with_teacher_scores,
 )
 
@@ -73,11 +79,13 @@ _SPACE = re.compile(r"\s+")
 
 @dataclass
 class ClueTraining(TrainingConfig):
-    """What ``hopstack train clues`` trains: data, first stage, and hyper-parameters (sentence-sized pairs)."""
+    """What ``hopstack train clues`` trains: data, first stage, and hyper-parameters (sentence-sized pairs);
+    ``bi_encoder`` fine-tunes a bi-encoder instead of training a cross-encoder."""
 
     depth: int = 10
     max_length: int = 96
     batch_size: int = 32
+    bi_encoder: bool = False
 
 
 def evidence(question: BenchmarkQuestion, dataset_format: str) -> list[tuple[str | None, str]]:
@@ -148,29 +156,69 @@ def clue_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[str, 
     return {"MRR@10": sum(mrr) / n, "Recall@5": sum(recall) / n}
 
 
-def minilm_scores(items: list[Ranked], device: str) -> list[np.ndarray]:
-    """MiniLM cosine (ClueExtractor's default scorer) of each question's candidate sentences, read as the
-    extractor reads them (``"title. sentence"``)."""
-    scorer = make_scorer(MINILM, device)
-    scorer.warm_up()
-    pairs = [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
-    scores = score_all(scorer, pairs, "hopstack train clues")
+def fit_bi_encoder(model, pairs: list[dict[str, Any]], config: ClueTraining, folder: Path, resume: bool, report):
+    """Fine-tune the bi-encoder ``model`` on the (question, gold, hard negative) triplets of ``pairs``
+    (:func:`~hopstack.training.reranker.triplets`) with the library's trainer: MultipleNegativesRankingLoss
+    (the other questions' sentences of a batch are negatives too; no question twice in a batch), or
+    MarginMSE towards a teacher's margins. Returns the seconds spent (this run's part when resumed)."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    columns = triplets(pairs)
+    loss = losses.MarginMSELoss(model) if "label" in columns else losses.MultipleNegativesRankingLoss(model)
+    trainer = (SentenceTransformerTrainer, SentenceTransformerTrainingArguments)
+    sampler = BatchSamplers.NO_DUPLICATES
+    return run_trainer(trainer, model, columns, loss, config, folder, resume, report, batch_sampler=sampler)
+
+
+def clue_loss_name(config: ClueTraining) -> str:
+    """The sentence-transformers loss the clue scorer trains with."""
+    if config.bi_encoder and config.teacher is None:
+        return "MultipleNegativesRankingLoss"
+    return loss_name(config)
+
+
+def _split(scores: np.ndarray, items: list[Ranked]) -> list[np.ndarray]:
     return np.split(scores, np.cumsum([len(r.documents) for r in items])[:-1]) if items else []
 
 
+def _sentence_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
+    """(question, ``"title. sentence"``) for each candidate sentence: what the extractor reads."""
+    return [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
+
+
+def minilm_scores(items: list[Ranked], device: str) -> list[np.ndarray]:
+    """MiniLM cosine (ClueExtractor's default scorer) of each question's candidate sentences."""
+    scorer = make_scorer(MINILM, device)
+    scorer.warm_up()
+    return _split(score_all(scorer, _sentence_pairs(items), "hopstack train clues"), items)
+
+
+def bi_encoder_scores(model, items: list[Ranked]) -> list[np.ndarray]:
+    """The trained bi-encoder's cosine of each question's candidate sentences (no call cache: the model is
+    still in its build folder)."""
+    pairs = _sentence_pairs(items)
+    row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
+    vectors = embed_texts(model, list(row_of), normalize=True)
+    scores = np.einsum("ij,ij->i", vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]])
+    return _split(scores.astype(np.float64), items)
+
+
 def held_out_report(model, held_out: list[Ranked], config: ClueTraining) -> dict[str, Any] | None:
-    """The held-out questions' clue metrics (:func:`clue_metrics`) by the trained cross-encoder and by MiniLM
+    """The held-out questions' clue metrics (:func:`clue_metrics`) by the trained scorer and by MiniLM
     cosine, over the questions with a gold sentence among their candidates; None without any."""
     judged = [r for r in held_out if any(r.gold)]
     if not judged:
         return None
     gold = [r.gold for r in judged]
+    trained = bi_encoder_scores(model, judged) if config.bi_encoder else cross_encoder_scores(model, judged, config)
     return {
         "n_questions": len(judged),
         "candidates_per_question": round(sum(len(r.documents) for r in judged) / len(judged), 1),
         "gold_per_question": round(sum(sum(g) for g in gold) / len(judged), 2),
         "metrics": {
-            "clue_scorer": clue_metrics(gold, cross_encoder_scores(model, judged, config)),
+            "clue_scorer": clue_metrics(gold, trained),
             "minilm": clue_metrics(gold, minilm_scores(judged, config.device)),
         },
     }
@@ -190,7 +238,7 @@ def train_clues(
     status = status or (lambda message: None)
     check_request(config, resume, force)
     status(f"loading the base model {config.base}")
-    model = load_base(config)
+    model = load_base(config, bi_encoder=config.bi_encoder)
     sets = [
         replace(part, ranked=[clue_candidates(r, part.data.format) for r in part.ranked])
         for part in training_sets(config, with_sentence_gold, status, progress)
@@ -208,21 +256,23 @@ def train_clues(
     folder = partial_dir(config.out)
     start_folder(folder, pairs, resume)
     status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
-    seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
-    save_cross_encoder(model, config, folder)
+    train = fit_bi_encoder if config.bi_encoder else fit
+    seconds = train(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
+    save_trained(model, config, folder)
     status(f"ranking the sentences of {len(held_out)} held-out question(s) with the clue scorer and MiniLM")
     dev = held_out_report(model, held_out, config)
     manifest = {
         "name": config.out,
-        "role": "clue scorer",
-        "cross_encoder": True,
+        "role": "clue scorer (bi-encoder)" if config.bi_encoder else "clue scorer",
+        "cross_encoder": not config.bi_encoder,
+        "bi_encoder": config.bi_encoder,
         "base_model": config.base,
         **dataset_records(sets, config, lambda c: not any(c.gold), "without_gold_sentence"),
         "gold_sentences": {"rule": GOLD_RULE, "sentences": sum(sum(c.gold) for c in candidates)},
         "training_pairs": pairs_record(pairs),
         "negatives": {"pipeline": str(config.negatives), "rule": NEGATIVES_RULE},
         "teacher": teacher_spec(config.teacher) if config.teacher else None,
-        "hyperparameters": {**hyperparameters(config), "loss": loss_name(config)},
+        "hyperparameters": {**hyperparameters(config), "loss": clue_loss_name(config)},
         "seconds": round(seconds, 1),
         "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
         "dev": dev,

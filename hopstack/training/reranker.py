@@ -92,7 +92,7 @@ class TrainingConfig:
     ``dataset`` and ``index`` pair up by position (one index per dataset); a single string is one dataset.
     ``teacher`` is a scorer spec (:func:`teacher_spec`) whose scores the cross-encoder is distilled from;
     ``layers`` keeps the base model's first N transformer layers (:func:`keep_first_layers`); ``float16``
-    stores the weights in half precision (:func:`save_cross_encoder`).
+    stores the weights in half precision (:func:`save_trained`).
     """
 
     dataset: tuple[str, ...] = field(metadata={"repeated": True})
@@ -200,8 +200,10 @@ def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
         )
 
 
-def load_base(config: TrainingConfig):
-    """The base model as a one-label ``CrossEncoder`` (a bi-encoder such as MiniLM gets a new head)."""
+def load_base(config: TrainingConfig, bi_encoder: bool = False):
+    """The base model as a one-label ``CrossEncoder`` (a bi-encoder such as MiniLM gets a new head), or with
+    ``bi_encoder`` as a ``SentenceTransformer`` reading ``max_length`` tokens a text."""
+    from sentence_transformers import SentenceTransformer
     from sentence_transformers.cross_encoder import CrossEncoder
 
     try:
@@ -212,9 +214,14 @@ def load_base(config: TrainingConfig):
     path = resolve_model(config.base)
     try:
         device = resolve_device(config.device)
-        model = CrossEncoder(path, num_labels=1, max_length=config.max_length, device=device, local_files_only=True)
+        if bi_encoder:
+            model = SentenceTransformer(path, device=device, local_files_only=True)
+            model.max_seq_length = config.max_length
+        else:
+            model = CrossEncoder(path, num_labels=1, max_length=config.max_length, device=device, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise HopstackInputError(f"--base {config.base!r}: cannot load it as a cross-encoder ({exc})") from exc
+        kind = "a bi-encoder" if bi_encoder else "a cross-encoder"
+        raise HopstackInputError(f"--base {config.base!r}: cannot load it as {kind} ({exc})") from exc
     if config.layers is not None:
         keep_first_layers(model, config.layers, config.base)
     return model
@@ -224,23 +231,29 @@ def keep_first_layers(model, layers: int, base: str) -> None:
     """Cut a cross-encoder's transformer to its first ``layers`` layers (top-layer dropping, which Sajjad et
     al., 2023, "On the effect of dropping layers of pre-trained transformer models", found the best way to
     shrink a model before fine-tuning): proportionally less compute a pair, fewer weights to store."""
-    encoder = getattr(model.model.base_model, "encoder", None)
+    transformer = transformer_of(model)
+    encoder = getattr(transformer.base_model, "encoder", None)
     stack = getattr(encoder, "layer", None)
     if stack is None:
         raise HopstackInputError(f"--layers: the base model {base!r} has no encoder.layer stack to cut")
     if not 1 <= layers <= len(stack):
         raise HopstackInputError(f"--layers {layers}: the base model {base!r} has {len(stack)} layers")
     encoder.layer = stack[:layers]
-    model.model.config.num_hidden_layers = layers
+    transformer.config.num_hidden_layers = layers
 
 
-def save_cross_encoder(model, config: TrainingConfig, folder: Path) -> None:
-    """Save the trained cross-encoder into ``folder``; with ``float16`` its weights are rounded to float16 first
-    (half the size on disk; the scores computed afterwards, and by every user, read the rounded weights)."""
+def transformer_of(model):
+    """The Hugging Face transformer inside a sentence-transformers ``CrossEncoder`` or ``SentenceTransformer``."""
+    return model.model if hasattr(model, "predict") else model[0].auto_model
+
+
+def save_trained(model, config: TrainingConfig, folder: Path) -> None:
+    """Save the trained model into ``folder``; with ``float16`` its weights are rounded to float16 first (half
+    the size on disk; the scores computed afterwards, and by every user, read the rounded weights)."""
     if config.float16:
-        model.model.half()
+        model.half()
     model.save_pretrained(str(folder), create_model_card=False)
-    model.model.float()
+    model.float()
 
 
 def labelled(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
@@ -359,20 +372,22 @@ def with_teacher_scores(pairs: list[dict[str, Any]], config: TrainingConfig, sta
     return [{**p, "teacher": float(s)} for p, s in zip(pairs, scores)]
 
 
-def margin_triplets(pairs: list[dict[str, Any]]) -> dict[str, list]:
-    """MarginMSE's training columns from teacher-scored pairs: per question every (gold, hard negative)
-    combination, labelled with the teacher's score margin between them."""
+def triplets(pairs: list[dict[str, Any]]) -> dict[str, list]:
+    """Per question every (query, gold, hard negative) combination of its pairs, as training columns; when
+    the pairs carry teacher scores, a ``label`` column holds the teacher's margin between the two (MarginMSE)."""
     by_question: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for pair in pairs:
         by_question.setdefault((pair["dataset"], pair["id"]), []).append(pair)
-    columns: dict[str, list] = {"query": [], "positive": [], "negative": [], "label": []}
+    distilled = bool(pairs) and "teacher" in pairs[0]
+    columns: dict[str, list] = {"query": [], "positive": [], "negative": [], **({"label": []} if distilled else {})}
     for group in by_question.values():
         for positive in (p for p in group if p["label"] == 1.0):
             for negative in (p for p in group if p["label"] == 0.0):
                 columns["query"].append(positive["query"])
                 columns["positive"].append(positive["passage"])
                 columns["negative"].append(negative["passage"])
-                columns["label"].append(positive["teacher"] - negative["teacher"])
+                if distilled:
+                    columns["label"].append(positive["teacher"] - negative["teacher"])
     return columns
 
 
@@ -426,26 +441,46 @@ def _callback(report: StepReport):
 
 
 def fit(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path, resume: bool, report: StepReport):
-    """Train ``model`` on ``pairs`` with the library's trainer, a checkpoint per epoch in ``folder``: binary
-    cross-entropy on the gold labels, or MarginMSE on :func:`margin_triplets` when the pairs carry teacher
-    scores. Returns the seconds spent (this run's part when resumed)."""
-    from datasets import Dataset
+    """Train the cross-encoder ``model`` on ``pairs`` (:func:`run_trainer`): binary cross-entropy on the gold
+    labels, or MarginMSE on :func:`triplets` when the pairs carry teacher scores. Returns the seconds spent
+    (this run's part when resumed)."""
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MarginMSELoss
+
+    if pairs and "teacher" in pairs[0]:
+        columns, loss = triplets(pairs), MarginMSELoss(model)
+    else:
+        columns = {key: [p[key] for p in pairs] for key in ("query", "passage", "label")}
+        loss = BinaryCrossEntropyLoss(model)
+    trainer = (CrossEncoderTrainer, CrossEncoderTrainingArguments)
+    return run_trainer(trainer, model, columns, loss, config, folder, resume, report)
+
+
+def run_trainer(
+    trainer_classes: tuple[type, type],
+    model,
+    columns: dict[str, list],
+    loss,
+    config: TrainingConfig,
+    folder: Path,
+    resume: bool,
+    report: StepReport,
+    **arguments: Any,
+) -> float:
+    """Train ``model`` on ``columns`` with ``loss`` by a sentence-transformers (trainer, training arguments)
+    class pair, a checkpoint per epoch in ``folder`` (``arguments``: more training arguments); returns the
+    seconds spent (this run's part when resumed)."""
+    from datasets import Dataset
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the caller's report shows progress
-
-    if pairs and "teacher" in pairs[0]:
-        columns, loss = margin_triplets(pairs), MarginMSELoss(model)
-        if not columns["label"]:
-            raise HopstackInputError("no training question has both a gold passage and a hard negative to distil")
-    else:
-        columns = {key: [p[key] for p in pairs] for key in ("query", "passage", "label")}
-        loss = BinaryCrossEntropyLoss(model)
-    steps = math.ceil(len(columns["label"]) / config.batch_size) * config.epochs
-    args = CrossEncoderTrainingArguments(
+    rows = len(next(iter(columns.values())))
+    if not rows:
+        raise HopstackInputError("no training question has both a gold passage and a hard negative to learn from")
+    steps = math.ceil(rows / config.batch_size) * config.epochs
+    trainer_class, arguments_class = trainer_classes
+    args = arguments_class(
         output_dir=str(folder / CHECKPOINTS),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -458,13 +493,10 @@ def fit(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path
         seed=config.seed,
         disable_tqdm=True,
         use_cpu=resolve_device(config.device) == "cpu",
+        **arguments,
     )
-    trainer = CrossEncoderTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_dict(columns),
-        loss=loss,
-        callbacks=[_callback(report)],
+    trainer = trainer_class(
+        model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss, callbacks=[_callback(report)]
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
     started = time.perf_counter()
@@ -636,7 +668,7 @@ def train_reranker(
         start_folder(folder, pairs, resume)
         status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
         seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
-        save_cross_encoder(model, config, folder)
+        save_trained(model, config, folder)
         status(f"scoring the candidates of {len(ranked)} question(s) with the trained cross-encoder")
         scores = cross_encoder_scores(model, training + held_out, config, progress)
         training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
