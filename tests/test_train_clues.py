@@ -223,6 +223,8 @@ def test_a_bi_encoder_clue_scorer_puts_a_planted_answerable_clue_first(trained, 
     document = Document(id="d", content=" ".join([*others[:2], planted, *others[2:]]), meta=title)
     extracted = extractor.run(query="Is the gadget7 approved?", documents=[document])["documents"]
     assert extracted[0].content == planted
+    recorded = (trained_model_dir("tiny-bi-clues") / "manifest.json").read_bytes()
+    assert extractor._scorer._model_id == f"tiny-bi-clues@{hashlib.sha256(recorded).hexdigest()}"  # cache key
     with pytest.raises(
         HopstackInputError, match="a clue scorer \\(bi-encoder\\)\\): score with \\{type: bi-encoder\\}"
     ):

@@ -9,14 +9,13 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from hopstack.errors import HopstackInputError
 from hopstack.models.cache import CallCache, call_cache
 from hopstack.models.devices import resolve_device
-from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
+from hopstack.models.registry import resolve_model, trained_manifest_bytes
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str, int], object] = {}
@@ -49,8 +48,7 @@ class CrossEncoderScorer:
         """Load the model (shared per process, device and length)."""
         if self._encoder is None:
             key = (resolve_model(self.model), resolve_device(self.device), self.max_length)
-            manifest = Path(key[0]) / TRAINED_MANIFEST
-            recorded = manifest.read_bytes() if manifest.is_file() else b""
+            recorded = trained_manifest_bytes(key[0])
             described = json.loads(recorded) if recorded else {}
             if described.get("cross_encoder") is False:
                 use = (

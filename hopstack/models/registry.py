@@ -185,6 +185,13 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def trained_manifest_bytes(name_or_path: str) -> bytes:
+    """The manifest of the trained model ``name_or_path`` resolves to, as stored (its sha256 versions the
+    model's cached outputs, so retraining under the same name invalidates them); empty for any other model."""
+    manifest = Path(resolve_model(name_or_path)) / TRAINED_MANIFEST
+    return manifest.read_bytes() if manifest.is_file() else b""
+
+
 def cached_path(name: str) -> Path:
     """Where a GGUF registry model lives once reassembled."""
     return models_home() / REGISTRY[name].filename

@@ -18,6 +18,7 @@ whose type is a class path or one of these short names:
   answerability.
 """
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from hopstack.core.spec import NestedComponents, build, is_spec
 from hopstack.core.text import first_words
 from hopstack.models.cache import CallCache, LLMUser, call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.registry import trained_manifest_bytes
 
 Pair = tuple[str, str]
 
@@ -63,12 +65,15 @@ class BiEncoderScorer:
         self.cache = cache
         self._encoder = None
         self._call_cache: CallCache | None = None
+        self._model_id = model
 
     def warm_up(self) -> None:
         """Load the embedder (shared per process and device)."""
         if self._encoder is None:
             self._call_cache = call_cache(self.cache)
             self._encoder = load_sentence_transformer(self.model, self.device)
+            recorded = trained_manifest_bytes(self.model)  # a trained model's cached embeddings follow its version
+            self._model_id = f"{self.model}@{hashlib.sha256(recorded).hexdigest()}" if recorded else self.model
 
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
         """The cosine similarity of each pair's two texts."""
@@ -77,7 +82,7 @@ class BiEncoderScorer:
             return np.zeros(0, dtype=np.float32)
         row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
         vectors = embed_texts(
-            self._encoder, list(row_of), self.batch_size, True, cache=self._call_cache, model_id=self.model
+            self._encoder, list(row_of), self.batch_size, True, cache=self._call_cache, model_id=self._model_id
         )
         queries = vectors[[row_of[q] for q, _ in pairs]]
         passages = vectors[[row_of[p] for _, p in pairs]]
