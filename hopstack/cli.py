@@ -530,7 +530,7 @@ def train_clues_command(
     float16: TrainFloat16 = False,
     bi_encoder: Annotated[
         bool,
-        typer.Option("--bi-encoder/--cross-encoder", help="fine-tune a bi-encoder (cosine) instead of a cross-encoder"),
+        typer.Option("--bi-encoder/--no-bi-encoder", help="fine-tune a bi-encoder (cosine) instead of a cross-encoder"),
     ] = False,
     resume: TrainResume = False,
     force: TrainForce = False,

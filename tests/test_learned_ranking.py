@@ -151,3 +151,30 @@ def test_the_shipped_ranker_loads_by_name_from_a_fresh_home(cli, tmp_path, monke
     assert manifest["split"] == "train" and manifest["command"].startswith("hopstack train reranker")
     code, out, _ = cli("models", "list")
     assert code == 0 and "mhr-ranker" in out and "shipped: hopstack train on multihop-rag (train)" in out
+
+
+def test_the_shipped_cross_encoder_reranker_moves_the_named_source_and_date_first(tmp_path, monkeypatch):
+    from hopstack.models.registry import shipped_model_dir
+
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    folder = shipped_model_dir("hopstack-reranker")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["dataset"] == "multihop-rag+2wikimultihopqa+scifact" and manifest["split"] == "train"
+    saved = json.loads((folder / "config.json").read_text())
+    assert (saved["num_hidden_layers"], saved["dtype"]) == (3, "float16")
+    assert (folder / "model.safetensors").stat().st_size < 50e6 and not (folder / "training_pairs.jsonl").exists()
+    sources = ["The Verge", "Wired", "Engadget", "TechCrunch", "BBC News"]
+    documents = [
+        Document(
+            id=str(i),
+            content=f"A company announced a new chip for laptops, according to report {i}.",
+            score=1.0 - 0.05 * i,
+            meta={"source": source, "published_at": f"2023-10-0{i + 1}T10:00:00+00:00", "doc_id": f"a{i}"},
+        )
+        for i, source in enumerate(sources)
+    ]
+    query = "Which company did TechCrunch report on October 4, 2023 as announcing a new laptop chip?"
+    reranker = LearnedReranker("hopstack-reranker", top_k=5, device="cpu")
+    ranked = reranker.run(query=query, documents=documents)["documents"]
+    assert ranked[0].id == "3"  # the chunk whose source and date the question names
+    assert reranker._scorer.max_length == manifest["hyperparameters"]["max_length"] == 128

@@ -105,9 +105,10 @@ def test_llm_graded_scorer_on_smollm2_is_the_expected_grade_of_its_log_probabili
 
 
 def test_a_pipeline_wide_llm_override_reaches_scorer_specs():
+    data = load_pipeline_data(YAML_DIR / "hybrid-rerank-llm.yaml", {"llm": TINY_LLM})
+    assert data["components"]["pointwise"]["init_parameters"]["scorer"]["init_parameters"]["llm"] == TINY_LLM
     data = load_pipeline_data(YAML_DIR / "decompose-rerank.yaml", {"llm": TINY_LLM})
     assert data["components"]["decompose"]["init_parameters"]["llm"] == TINY_LLM
-    assert data["components"]["rerank"]["init_parameters"]["scorer"]["init_parameters"]["llm"] == TINY_LLM
 
 
 # -- listwise --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 import torch
 from haystack import Document
-from test_training import _unchanged, _widgets
+from test_training import _unchanged, _widgets, command_parses
 
 from conftest import REPO, save_tiny_bert
 from hopstack.components.compression import ClueExtractor, ClueReranker, sentence_clues
@@ -229,3 +229,10 @@ def test_a_bi_encoder_clue_scorer_puts_a_planted_answerable_clue_first(trained, 
         HopstackInputError, match="a clue scorer \\(bi-encoder\\)\\): score with \\{type: bi-encoder\\}"
     ):
         ClueReranker(answerability={"type": "cross-encoder", "init_parameters": {"model": "tiny-bi-clues"}}).warm_up()
+
+
+def test_the_recorded_command_lines_parse(trained, home):
+    for name in ("tiny-clues", "tiny-bi-clues"):  # the second when its test ran first
+        path = trained_model_dir(name) / "manifest.json"
+        if path.is_file():
+            assert command_parses(json.loads(path.read_text())["command"], "clues")["name"] == name

@@ -106,6 +106,8 @@ def test_the_manifest_says_how_the_model_was_made(trained, home):
     assert manifest["first_stage_weight"] == dev["first_stage_weight"]
     assert steps[-1][0] == steps[-1][1] == 6 * -(-len(lines) // 8)  # every step reported
     assert not partial_dir("tiny-reranker").exists() and not (folder / "checkpoints").exists()
+    parsed = command_parses(manifest["command"], "reranker")
+    assert parsed["name"] == "tiny-reranker" and parsed["dataset"] == list(config.dataset)
 
 
 def test_the_model_loads_by_name_and_ranks_a_planted_positive_first(trained, home, cli):
@@ -137,6 +139,20 @@ def test_first_stage_weight_one_keeps_the_first_stage_order(trained, home):
     assert [d.id for d in reranker.run(query="q", documents=documents)["documents"]] == ["3", "2", "1"]
     with pytest.raises(ValueError, match="first_stage_weight must be between 0 and 1"):
         PointwiseReranker(scorer, first_stage_weight=1.5)
+
+
+def command_parses(command: str, subcommand: str) -> dict:
+    """The options of a manifest's ``hopstack train SUBCOMMAND`` line as the CLI parses them (not run)."""
+    import shlex
+
+    import typer
+
+    from hopstack.cli import app
+
+    words = shlex.split(command)
+    assert words[:3] == ["hopstack", "train", subcommand]
+    train = typer.main.get_command(app).commands["train"]
+    return train.commands[subcommand].make_context(subcommand, words[3:]).params
 
 
 def _unchanged(home, action) -> str:
