@@ -236,3 +236,22 @@ def test_the_recorded_command_lines_parse(trained, home):
         path = trained_model_dir(name) / "manifest.json"
         if path.is_file():
             assert command_parses(json.loads(path.read_text())["command"], "clues")["name"] == name
+
+
+def test_the_shipped_clue_scorer_ranks_the_answering_sentence_first(tmp_path, monkeypatch):
+    from hopstack.models.registry import shipped_model_dir
+
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    manifest = json.loads((shipped_model_dir("hopstack-clues") / "manifest.json").read_text())
+    assert (manifest["role"], manifest["dataset"]) == ("clue scorer (bi-encoder)", "multihop-rag+2wikimultihopqa")
+    assert manifest["dev"]["metrics"]["clue_scorer"]["MRR@10"] > manifest["dev"]["metrics"]["minilm"]["MRR@10"]
+    sentences = [
+        "Penicillin is widely used to treat bacterial infections.",
+        "The laboratory at St Mary's Hospital was small and cluttered.",
+        "Alexander Fleming discovered penicillin in 1928.",
+        "Many antibiotics were developed after the Second World War.",
+    ]
+    clues = [Document(id=f"c{i}", content=t, meta={"clue_score": 0.5}) for i, t in enumerate(sentences)]
+    reranker = ClueReranker(answerability={"type": "bi-encoder", "init_parameters": {"model": "hopstack-clues"}})
+    ranked = reranker.run(query="Who discovered penicillin?", documents=clues)["documents"]
+    assert ranked[0].id == "c2" and ranked[0].meta["answerability"] == 1.0
