@@ -33,7 +33,7 @@ import numpy as np
 from haystack import Document, component
 
 from hopstack.components.rerankers import Reranker
-from hopstack.core.ranking import candidate_top_ks, reorder_each
+from hopstack.core.ranking import candidate_top_ks, reorder_each, split_by_sizes
 from hopstack.core.text import passage_text
 from hopstack.errors import HopstackInputError
 from hopstack.models.cross_encoder import CrossEncoderScorer
@@ -226,9 +226,8 @@ class LearnedReranker(Reranker):
         if self._scorer is not None:
             pairs = [(q, passage_text(d, self._title_prefix)) for q, cands in zip(query, documents) for d in cands]
             scorer_scores = score_all(self._scorer, pairs, type(self).__name__)
-        per_question = None
-        if scorer_scores is not None:
-            per_question = np.split(scorer_scores, np.cumsum([len(c) for c in documents])[:-1]) if documents else []
+        sizes = [len(c) for c in documents]
+        per_question = None if scorer_scores is None else split_by_sizes(scorer_scores, sizes)
         matrix = self._features.stacked(query, documents, per_question)
         scores = self._booster.predict(matrix) if len(matrix) else np.zeros(0)
         return {"documents": reorder_each(documents, np.asarray(scores, dtype=np.float64), ks)}

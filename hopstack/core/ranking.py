@@ -75,6 +75,12 @@ def in_order(candidates: Sequence[Document], order: Sequence[int], k: int) -> li
     return [with_score(candidates[j], float(len(order) - rank)) for rank, j in enumerate(order[:k])]
 
 
+def split_by_sizes(values: Sequence[float] | np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """``values`` (as float64) cut into consecutive slices of ``sizes``: one per question of a batch."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
+
+
 def reorder_each(documents: list[list[Document]], scores: np.ndarray, ks: list[int]) -> list[list[Document]]:
     """Each question's candidates reordered by its slice of ``scores`` (the batch's candidates in order)."""
     reranked, offset = [], 0

@@ -34,6 +34,7 @@ from haystack import Document
 from hopstack import __version__
 from hopstack.components.compression import sentence_clues
 from hopstack.components.stopping import STOPWORDS
+from hopstack.core.ranking import split_by_sizes
 from hopstack.core.text import normalize_answer, passage_text
 from hopstack.datasets.base import BenchmarkQuestion
 from hopstack.datasets.benchmark import BenchmarkDataset
@@ -59,6 +60,7 @@ from hopstack.training.reranker import (
     load_base,
     loss_name,
     make_pairs,
+    pair_questions,
     pairs_record,
     partial_dir,
     run_trainer,
@@ -179,10 +181,6 @@ def clue_loss_name(config: ClueTraining) -> str:
     return loss_name(config)
 
 
-def _split(scores: np.ndarray, items: list[Ranked]) -> list[np.ndarray]:
-    return np.split(scores, np.cumsum([len(r.documents) for r in items])[:-1]) if items else []
-
-
 def _sentence_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
     """(question, ``"title. sentence"``) for each candidate sentence: what the extractor reads."""
     return [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
@@ -192,7 +190,8 @@ def minilm_scores(items: list[Ranked], device: str) -> list[np.ndarray]:
     """MiniLM cosine (ClueExtractor's default scorer) of each question's candidate sentences."""
     scorer = make_scorer(MINILM, device)
     scorer.warm_up()
-    return _split(score_all(scorer, _sentence_pairs(items), "hopstack train clues"), items)
+    scores = score_all(scorer, _sentence_pairs(items), "hopstack train clues")
+    return split_by_sizes(scores, [len(r.documents) for r in items])
 
 
 def bi_encoder_scores(model, items: list[Ranked]) -> list[np.ndarray]:
@@ -202,7 +201,7 @@ def bi_encoder_scores(model, items: list[Ranked]) -> list[np.ndarray]:
     row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
     vectors = embed_texts(model, list(row_of), normalize=True)
     scores = np.einsum("ij,ij->i", vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]])
-    return _split(scores.astype(np.float64), items)
+    return split_by_sizes(scores, [len(r.documents) for r in items])
 
 
 def held_out_report(model, held_out: list[Ranked], config: ClueTraining) -> dict[str, Any] | None:
@@ -255,7 +254,7 @@ def train_clues(
     pairs = with_teacher_scores(pairs, config, status)
     folder = partial_dir(config.out)
     start_folder(folder, pairs, resume)
-    status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
+    status(f"training on {len(pairs)} pairs from {pair_questions(pairs)} question(s)")
     train = fit_bi_encoder if config.bi_encoder else fit
     seconds = train(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
     save_trained(model, config, folder)
@@ -267,7 +266,7 @@ def train_clues(
         "cross_encoder": not config.bi_encoder,
         "bi_encoder": config.bi_encoder,
         "base_model": config.base,
-        **dataset_records(sets, config, lambda c: not any(c.gold), "without_gold_sentence"),
+        **dataset_records(sets, config, "without_gold_sentence"),
         "gold_sentences": {"rule": GOLD_RULE, "sentences": sum(sum(c.gold) for c in candidates)},
         "training_pairs": pairs_record(pairs),
         "negatives": {"pipeline": str(config.negatives), "rule": NEGATIVES_RULE},

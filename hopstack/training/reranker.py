@@ -44,7 +44,7 @@ from haystack import Document, Pipeline
 
 from hopstack import __version__
 from hopstack.components.learned_ranking import DEFAULT_NAMED_FIELDS, RankingFeatures
-from hopstack.core.ranking import interpolate
+from hopstack.core.ranking import interpolate, split_by_sizes
 from hopstack.core.settings import models_home
 from hopstack.core.text import passage_text
 from hopstack.datasets.base import BenchmarkQuestion, canonical_split
@@ -406,6 +406,11 @@ def pairs_sha256(pairs: list[dict[str, Any]]) -> str:
     return hashlib.sha256(_pairs_bytes(pairs)).hexdigest()
 
 
+def pair_questions(pairs: list[dict[str, Any]]) -> int:
+    """How many questions (of all the datasets) the pairs come from."""
+    return len({(p["dataset"], p["id"]) for p in pairs})
+
+
 def pairs_record(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """The manifest's ``training_pairs`` entry: the pairs file, its sha256 and counts."""
     return {
@@ -413,7 +418,7 @@ def pairs_record(pairs: list[dict[str, Any]]) -> dict[str, Any]:
         "sha256": pairs_sha256(pairs),
         "pairs": len(pairs),
         "positives": sum(p["label"] == 1.0 for p in pairs),
-        "questions": len({(p["dataset"], p["id"]) for p in pairs}),
+        "questions": pair_questions(pairs),
         "teacher_scored": "teacher" in pairs[0] if pairs else False,
     }
 
@@ -526,8 +531,7 @@ def cross_encoder_scores(
         part = items[start : start + step]
         pairs = [(r.question.question, passage_text(d, True)) for r in part for d in r.documents]
         predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
-        sizes = [len(r.documents) for r in part]
-        scores += np.split(np.asarray(predicted, dtype=np.float64), np.cumsum(sizes)[:-1])
+        scores += split_by_sizes(predicted, [len(r.documents) for r in part])
         if progress:
             progress("scoring", start + len(part), len(items))
     return scores
@@ -592,8 +596,7 @@ def learned_scores(booster, features: RankingFeatures, items: list[Ranked], scor
     if not items:
         return []
     matrix, _, groups = _feature_matrix(features, items, scores)
-    predicted = booster.predict(matrix)
-    return np.split(np.asarray(predicted, dtype=np.float64), np.cumsum(groups)[:-1])
+    return split_by_sizes(booster.predict(matrix), groups)
 
 
 def held_out_report(
@@ -666,7 +669,7 @@ def train_reranker(
             )
         pairs = with_teacher_scores(pairs, config, status)
         start_folder(folder, pairs, resume)
-        status(f"training on {len(pairs)} pairs from {len({p['id'] for p in pairs})} question(s)")
+        status(f"training on {len(pairs)} pairs from {pair_questions(pairs)} question(s)")
         seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
         save_trained(model, config, folder)
         status(f"scoring the candidates of {len(ranked)} question(s) with the trained cross-encoder")
@@ -686,7 +689,7 @@ def train_reranker(
         "role": "learned reranker" + (" with a cross-encoder" if model is not None else ""),
         "cross_encoder": model is not None,
         "base_model": config.base if model is not None else None,
-        **dataset_records(sets, config, lambda r: not any(r.gold), "without_gold_candidate"),
+        **dataset_records(sets, config, "without_gold_candidate"),
         "training_pairs": pairs_record(pairs) if pairs else None,
         "negatives": {"pipeline": str(config.negatives)},
         "teacher": teacher_spec(config.teacher) if config.teacher and model is not None else None,
@@ -710,16 +713,14 @@ def train_reranker(
     return manifest
 
 
-def dataset_records(
-    sets: list[TrainingSet], config: TrainingConfig, unlabelled: Callable[[Ranked], bool], unlabelled_key: str
-) -> dict[str, Any]:
+def dataset_records(sets: list[TrainingSet], config: TrainingConfig, unlabelled_key: str) -> dict[str, Any]:
     """The manifest's data entries: ``dataset`` (the names joined by "+"), ``split``, the question counts in
-    all (training, held out, and ``unlabelled_key``: those ``unlabelled`` says give no gold) and per dataset."""
+    all (training, held out, and under ``unlabelled_key`` those without a gold candidate) and per dataset."""
     per_set = []
     for part in sets:
         held = sum(is_held_out(r.question.id, config.dev_share) for r in part.ranked)
         counts = {"training": len(part.ranked) - held, "held_out": held}
-        per_set.append((part, {**counts, unlabelled_key: sum(map(unlabelled, part.ranked))}))
+        per_set.append((part, {**counts, unlabelled_key: sum(not any(r.gold) for r in part.ranked)}))
     keys = ("training", "held_out", unlabelled_key)
     return {
         "dataset": "+".join(part.data.name for part in sets),
