@@ -403,6 +403,10 @@ TrainLayers = Annotated[
 TrainFloat16 = Annotated[
     bool, typer.Option("--float16/--no-float16", help="store the cross-encoder's weights in float16 (half the size)")
 ]
+TrainBiEncoder = Annotated[
+    bool,
+    typer.Option("--bi-encoder/--no-bi-encoder", help="fine-tune a bi-encoder (cosine) instead of a cross-encoder"),
+]
 TrainResume = Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoint")]
 TrainForce = Annotated[bool, typer.Option("--force", help="replace an existing model of that name")]
 
@@ -467,10 +471,12 @@ def train_reranker_command(
     teacher: TrainTeacher = None,
     layers: TrainLayers = None,
     float16: TrainFloat16 = False,
+    bi_encoder: TrainBiEncoder = False,
     cross_encoder: Annotated[
         bool,
         typer.Option(
-            "--cross-encoder/--no-cross-encoder", help="train a cross-encoder whose score the learned ranker reads"
+            "--cross-encoder/--no-cross-encoder",
+            help="train a scorer model (a cross-encoder; with --bi-encoder a bi-encoder) for the ranker to read",
         ),
     ] = True,
     named_fields: Annotated[
@@ -487,14 +493,14 @@ def train_reranker_command(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
         num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
         batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
-        teacher=teacher, layers=layers, float16=float16, cross_encoder=cross_encoder,
+        teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder, cross_encoder=cross_encoder,
         named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
     )  # fmt: skip
     manifest = _train(train_reranker, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]
     if pairs:
         out.print(
-            f"trained {name}: cross-encoder on {pairs['pairs']} pairs from {pairs['questions']} questions "
+            f"trained {name}: {manifest['role']} on {pairs['pairs']} pairs from {pairs['questions']} questions "
             f"({manifest['pairs_per_second']:.1f} pairs/s); first_stage_weight {manifest['first_stage_weight']}"
         )
     out.print(
@@ -528,10 +534,7 @@ def train_clues_command(
     teacher: TrainTeacher = None,
     layers: TrainLayers = None,
     float16: TrainFloat16 = False,
-    bi_encoder: Annotated[
-        bool,
-        typer.Option("--bi-encoder/--no-bi-encoder", help="fine-tune a bi-encoder (cosine) instead of a cross-encoder"),
-    ] = False,
+    bi_encoder: TrainBiEncoder = False,
     resume: TrainResume = False,
     force: TrainForce = False,
 ) -> None:

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import pytest
+import torch
 from haystack import Document
 
 from conftest import REPO, save_tiny_bert
@@ -13,6 +14,7 @@ from hopstack.components.rerankers import PointwiseReranker
 from hopstack.datasets.base import in_hash_train
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import resolve_model, trained_model_dir
+from hopstack.models.scorers import BiEncoderScorer
 from hopstack.training.reranker import (
     RerankerTraining,
     check_request,
@@ -268,3 +270,35 @@ def test_a_student_distilled_from_a_teacher_ranks_the_planted_positive_first(tra
     candidates = [Document(id=f"n{i}", content=t, score=5.0 - i) for i, t in enumerate(texts)]
     planted = Document(id="gold", content="The gadget3 is certified and approved by the registry.", score=0.0)
     assert reranker.run(query="Is the gadget3 approved?", documents=[*candidates, planted])["documents"][0].id == "gold"
+
+
+def test_a_bi_encoder_ranker_scores_by_cosine_and_ranks_the_planted_positive_first(trained, home, tmp_path):
+    _, data, config, _, _ = trained
+    base = save_tiny_bert(tmp_path / "tiny-bert-encoder", "BertModel")
+    changes = {"out": "tiny-bi-ranker", "base": base, "bi_encoder": True, "float16": True, "epochs": 10}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model's training is then the same on every machine
+    try:
+        manifest = train_reranker(RerankerTraining(**{**config.__dict__, **changes}))
+    finally:
+        torch.set_num_threads(threads)
+    assert (manifest["role"], manifest["cross_encoder"], manifest["bi_encoder"]) == (
+        "learned reranker with a bi-encoder",
+        False,
+        True,
+    )
+    assert manifest["hyperparameters"]["loss"] == "MultipleNegativesRankingLoss"
+    assert "--bi-encoder" in manifest["command"] and command_parses(manifest["command"], "reranker")["bi_encoder"]
+    assert manifest["ranker"]["features"]["with_scorer"] is True
+    texts = [f"The gadget5 was painted {colour} in a shed." for colour in ["red", "teal", "grey", "blue"]]
+    planted = "The gadget5 is certified and approved by the registry."
+    cosine = BiEncoderScorer("tiny-bi-ranker", device="cpu", cache=False)
+    scores = cosine.score([("Is the gadget5 approved?", t) for t in [*texts, planted]])
+    assert scores.argmax() == len(texts)  # the fine-tuned cosine alone puts the approved passage first
+    reranker = LearnedReranker("tiny-bi-ranker", top_k=5, device="cpu")
+    candidates = [Document(id=f"n{i}", content=t, score=5.0 - i) for i, t in enumerate(texts)]
+    documents = [*candidates, Document(id="gold", content=planted, score=0.0)]
+    reranker.run(query="Is the gadget5 approved?", documents=documents)
+    assert isinstance(reranker._scorer, BiEncoderScorer)  # the ranker reads the bi-encoder's cosine
+    with pytest.raises(HopstackInputError, match="--bi-encoder fine-tunes the ranker's scorer model"):
+        train_reranker(RerankerTraining("d", "i", "x", bi_encoder=True, cross_encoder=False))

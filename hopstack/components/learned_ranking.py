@@ -3,7 +3,7 @@
 :class:`LearnedReranker` reorders a first stage's candidates by a gradient-boosted ranker that
 ``hopstack train reranker`` fits on a dataset's train split. Its features (:class:`RankingFeatures`) are
 cheap and read only the question, the candidate list and the candidates' metadata, plus, when the model
-has one, the trained cross-encoder's score:
+has one, the score of its trained scorer model (a cross-encoder, or a bi-encoder's cosine):
 
 - the first stage: its score, the gap to the top score, the z-score within the list, the rank;
 - the chunk: its position in its document (``meta.position``) and how many better-ranked candidates
@@ -13,12 +13,13 @@ has one, the trained cross-encoder's score:
   "October 7, 2023" or "13:41:30"), how many better-ranked candidates share that value, and how many
   distinct values of the field the list's candidates name. Questions that say where or when something
   was reported ("as reported by TechCrunch on October 7, 2023") are matched to the chunks that carry it;
-- the cross-encoder (optional): its score, z-score within the list and rank.
+- the scorer model (optional): its score, z-score within the list and rank.
 
 A model is a folder (``$HOPSTACK_HOME/models/NAME`` or a path) holding ``manifest.json``, whose
 ``ranker`` section names the features and the LightGBM text model file, and, when the ranker uses one,
-the cross-encoder's weights. The ranker expects the first stage it was trained behind (the manifest's
-``negatives`` pipeline): its scores are features.
+the scorer model's weights (``bi_encoder: true`` in the manifest: a bi-encoder, else a cross-encoder).
+The ranker expects the first stage it was trained behind (the manifest's ``negatives`` pipeline): its
+scores are features.
 """
 
 import hashlib
@@ -38,7 +39,7 @@ from hopstack.core.text import passage_text
 from hopstack.errors import HopstackInputError
 from hopstack.models.cross_encoder import CrossEncoderScorer
 from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
-from hopstack.models.scorers import score_all
+from hopstack.models.scorers import BiEncoderScorer, score_all
 
 DEFAULT_NAMED_FIELDS = ("source", "title", "published_at")
 _SPACES = re.compile(r"\s+")
@@ -190,7 +191,7 @@ class LearnedReranker(Reranker):
         self.batch_size = batch_size
         self._booster = None
         self._features: RankingFeatures | None = None
-        self._scorer: CrossEncoderScorer | None = None
+        self._scorer: CrossEncoderScorer | BiEncoderScorer | None = None
         self._title_prefix = True
 
     def warm_up(self) -> None:
@@ -204,9 +205,12 @@ class LearnedReranker(Reranker):
         self._features = RankingFeatures.from_dict(ranker["features"])
         self._title_prefix = bool(ranker.get("title_prefix", True))
         if self._features.with_scorer:
-            length = int(manifest.get("hyperparameters", {}).get("max_length", 512))
             # by the model's name, as PointwiseReranker would: both share its scores in the call cache
-            self._scorer = CrossEncoderScorer(self.model, self.device, self.batch_size, max_length=length)
+            if manifest.get("bi_encoder"):
+                self._scorer = BiEncoderScorer(self.model, self.device, self.batch_size)
+            else:
+                length = int(manifest.get("hyperparameters", {}).get("max_length", 512))
+                self._scorer = CrossEncoderScorer(self.model, self.device, self.batch_size, max_length=length)
             self._scorer.warm_up()
         self._booster = lightgbm.Booster(model_file=str(folder / ranker["file"]))
 

@@ -15,8 +15,8 @@
 4. The cross-encoder is trained as ``hopstack train reranker`` trains its own
    (:func:`hopstack.training.reranker.fit`; with a ``teacher``, distilled from its scores), and its folder is
    built, resumed and installed the same way. With ``bi_encoder`` the base model is fine-tuned as a
-   bi-encoder instead (:func:`fit_bi_encoder`): it keeps MiniLM's cosine scoring, which ClueExtractor
-   already uses, and learns where the question's gold sentences lie.
+   bi-encoder instead (:func:`~hopstack.training.reranker.fit_bi_encoder`): it keeps MiniLM's cosine
+   scoring, which ClueExtractor already uses, and learns where the question's gold sentences lie.
 5. On the held-out questions, the gold sentences' MRR@10 and Recall@5 among all candidate sentences, ranked
    by the trained scorer and by MiniLM cosine (ClueExtractor's default scorer), go to the manifest.
 """
@@ -25,7 +25,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,24 +34,24 @@ from hopstack import __version__
 from hopstack.components.compression import sentence_clues
 from hopstack.components.stopping import STOPWORDS
 from hopstack.core.ranking import split_by_sizes
-from hopstack.core.text import normalize_answer, passage_text
+from hopstack.core.text import normalize_answer
 from hopstack.datasets.base import BenchmarkQuestion
 from hopstack.datasets.benchmark import BenchmarkDataset
 from hopstack.errors import HopstackInputError
 from hopstack.experiments.metrics import source_id
 from hopstack.graphs.runner import Progress
-from hopstack.models.embedders import embed_texts
 from hopstack.models.scorers import make_scorer, score_all
 from hopstack.training.reranker import (
     Ranked,
     Status,
     StepReport,
     TrainingConfig,
+    candidate_pairs,
     check_request,
     command_line,
-    cross_encoder_scores,
     dataset_records,
     fit,
+    fit_bi_encoder,
     hyperparameters,
     install,
     is_held_out,
@@ -63,12 +62,11 @@ from hopstack.training.reranker import (
     pair_questions,
     pairs_record,
     partial_dir,
-    run_trainer,
     save_trained,
     start_folder,
     teacher_spec,
+    trained_scores,
     training_sets,
-    triplets,
     with_teacher_scores,
 )
 
@@ -81,13 +79,11 @@ _SPACE = re.compile(r"\s+")
 
 @dataclass
 class ClueTraining(TrainingConfig):
-    """What ``hopstack train clues`` trains: data, first stage, and hyper-parameters (sentence-sized pairs);
-    ``bi_encoder`` fine-tunes a bi-encoder instead of training a cross-encoder."""
+    """What ``hopstack train clues`` trains: data, first stage, and hyper-parameters (sentence-sized pairs)."""
 
     depth: int = 10
     max_length: int = 96
     batch_size: int = 32
-    bi_encoder: bool = False
 
 
 def evidence(question: BenchmarkQuestion, dataset_format: str) -> list[tuple[str | None, str]]:
@@ -158,49 +154,11 @@ def clue_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[str, 
     return {"MRR@10": sum(mrr) / n, "Recall@5": sum(recall) / n}
 
 
-def fit_bi_encoder(model, pairs: list[dict[str, Any]], config: ClueTraining, folder: Path, resume: bool, report):
-    """Fine-tune the bi-encoder ``model`` on the (question, gold, hard negative) triplets of ``pairs``
-    (:func:`~hopstack.training.reranker.triplets`) with the library's trainer: MultipleNegativesRankingLoss
-    (the other questions' sentences of a batch are negatives too; no question twice in a batch), or
-    MarginMSE towards a teacher's margins. Returns the seconds spent (this run's part when resumed)."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer import losses
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-
-    columns = triplets(pairs)
-    loss = losses.MarginMSELoss(model) if "label" in columns else losses.MultipleNegativesRankingLoss(model)
-    trainer = (SentenceTransformerTrainer, SentenceTransformerTrainingArguments)
-    sampler = BatchSamplers.NO_DUPLICATES
-    return run_trainer(trainer, model, columns, loss, config, folder, resume, report, batch_sampler=sampler)
-
-
-def clue_loss_name(config: ClueTraining) -> str:
-    """The sentence-transformers loss the clue scorer trains with."""
-    if config.bi_encoder and config.teacher is None:
-        return "MultipleNegativesRankingLoss"
-    return loss_name(config)
-
-
-def _sentence_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
-    """(question, ``"title. sentence"``) for each candidate sentence: what the extractor reads."""
-    return [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
-
-
 def minilm_scores(items: list[Ranked], device: str) -> list[np.ndarray]:
     """MiniLM cosine (ClueExtractor's default scorer) of each question's candidate sentences."""
     scorer = make_scorer(MINILM, device)
     scorer.warm_up()
-    scores = score_all(scorer, _sentence_pairs(items), "hopstack train clues")
-    return split_by_sizes(scores, [len(r.documents) for r in items])
-
-
-def bi_encoder_scores(model, items: list[Ranked]) -> list[np.ndarray]:
-    """The trained bi-encoder's cosine of each question's candidate sentences (no call cache: the model is
-    still in its build folder)."""
-    pairs = _sentence_pairs(items)
-    row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
-    vectors = embed_texts(model, list(row_of), normalize=True)
-    scores = np.einsum("ij,ij->i", vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]])
+    scores = score_all(scorer, candidate_pairs(items), "hopstack train clues")
     return split_by_sizes(scores, [len(r.documents) for r in items])
 
 
@@ -211,7 +169,7 @@ def held_out_report(model, held_out: list[Ranked], config: ClueTraining) -> dict
     if not judged:
         return None
     gold = [r.gold for r in judged]
-    trained = bi_encoder_scores(model, judged) if config.bi_encoder else cross_encoder_scores(model, judged, config)
+    trained = trained_scores(model, judged, config)
     return {
         "n_questions": len(judged),
         "candidates_per_question": round(sum(len(r.documents) for r in judged) / len(judged), 1),
@@ -271,7 +229,7 @@ def train_clues(
         "training_pairs": pairs_record(pairs),
         "negatives": {"pipeline": str(config.negatives), "rule": NEGATIVES_RULE},
         "teacher": teacher_spec(config.teacher) if config.teacher else None,
-        "hyperparameters": {**hyperparameters(config), "loss": clue_loss_name(config)},
+        "hyperparameters": {**hyperparameters(config), "loss": loss_name(config)},
         "seconds": round(seconds, 1),
         "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
         "dev": dev,

@@ -54,6 +54,7 @@ from hopstack.experiments.metrics import final_documents, is_gold
 from hopstack.graphs.fingerprint import pipeline_fingerprints
 from hopstack.graphs.runner import BatchRunner, Progress
 from hopstack.models.devices import resolve_device
+from hopstack.models.embedders import embed_texts
 from hopstack.models.registry import REGISTRY, TRAINED_MANIFEST, is_shipped_model, resolve_model, trained_model_dir
 from hopstack.models.scorers import make_scorer, score_all
 from hopstack.spec.loading import load_pipeline_data
@@ -65,7 +66,7 @@ RANKER_FILE = "ranker.txt"
 # what only the cross-encoder reads (left out of a --no-cross-encoder model's command line)
 CROSS_ENCODER_OPTIONS = (
     "base", "num_negatives", "max_positives", "epochs", "max_length", "batch_size", "learning_rate", "teacher",
-    "layers", "float16",
+    "layers", "float16", "bi_encoder",
 )  # fmt: skip
 WEIGHTS = tuple(i / 10 for i in range(11))
 # LightGBM LambdaRank settings, fixed beforehand (not tuned on any test split)
@@ -92,7 +93,8 @@ class TrainingConfig:
     ``dataset`` and ``index`` pair up by position (one index per dataset); a single string is one dataset.
     ``teacher`` is a scorer spec (:func:`teacher_spec`) whose scores the cross-encoder is distilled from;
     ``layers`` keeps the base model's first N transformer layers (:func:`keep_first_layers`); ``float16``
-    stores the weights in half precision (:func:`save_trained`).
+    stores the weights in half precision (:func:`save_trained`); ``bi_encoder`` fine-tunes the base model as a
+    bi-encoder (:func:`fit_bi_encoder`, scoring by cosine) instead of training a cross-encoder.
     """
 
     dataset: tuple[str, ...] = field(metadata={"repeated": True})
@@ -115,6 +117,7 @@ class TrainingConfig:
     teacher: str | None = None
     layers: int | None = None
     float16: bool = False
+    bi_encoder: bool = False
 
     def __post_init__(self) -> None:
         self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
@@ -391,14 +394,21 @@ def triplets(pairs: list[dict[str, Any]]) -> dict[str, list]:
     return columns
 
 
+def scorer_kind(config: TrainingConfig) -> str:
+    """What kind of scorer model ``config`` trains: ``"bi-encoder"`` or ``"cross-encoder"``."""
+    return "bi-encoder" if config.bi_encoder else "cross-encoder"
+
+
 def hyperparameters(config: TrainingConfig) -> dict[str, Any]:
     """The manifest's ``hyperparameters``: every option of ``config``, tuples as lists (as JSON reads back)."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
 
 
 def loss_name(config: TrainingConfig) -> str:
-    """The sentence-transformers loss the cross-encoder trains with."""
-    return "BinaryCrossEntropyLoss" if config.teacher is None else "MarginMSELoss"
+    """The sentence-transformers loss the scorer trains with (:func:`fit`, :func:`fit_bi_encoder`)."""
+    if config.teacher is not None:
+        return "MarginMSELoss"
+    return "MultipleNegativesRankingLoss" if config.bi_encoder else "BinaryCrossEntropyLoss"
 
 
 def pairs_sha256(pairs: list[dict[str, Any]]) -> str:
@@ -461,6 +471,22 @@ def fit(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path
     return run_trainer(trainer, model, columns, loss, config, folder, resume, report)
 
 
+def fit_bi_encoder(model, pairs: list[dict[str, Any]], config: TrainingConfig, folder: Path, resume: bool, report):
+    """Fine-tune the bi-encoder ``model`` on the (question, gold, hard negative) :func:`triplets` of ``pairs``
+    with the library's trainer: MultipleNegativesRankingLoss (the other questions' passages of a batch are
+    negatives too; no question twice in a batch), or MarginMSE towards a teacher's margins. Returns the
+    seconds spent (this run's part when resumed)."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    columns = triplets(pairs)
+    loss = losses.MarginMSELoss(model) if "label" in columns else losses.MultipleNegativesRankingLoss(model)
+    trainer = (SentenceTransformerTrainer, SentenceTransformerTrainingArguments)
+    sampler = BatchSamplers.NO_DUPLICATES
+    return run_trainer(trainer, model, columns, loss, config, folder, resume, report, batch_sampler=sampler)
+
+
 def run_trainer(
     trainer_classes: tuple[type, type],
     model,
@@ -521,16 +547,31 @@ def ranking_metrics(gold: list[list[bool]], scores: list[np.ndarray]) -> dict[st
     return {"MRR@10": sum(mrr) / n, "Hits@4": sum(hits) / n}
 
 
-def cross_encoder_scores(
+def candidate_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
+    """(question, ``"title. text"``) for each question's candidates: what a trained scorer reads."""
+    return [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
+
+
+def trained_scores(
     model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None, step: int = 32
 ) -> list[np.ndarray]:
-    """The trained cross-encoder's score of each question's candidates, ``step`` questions at a time;
+    """The trained scorer's score of each question's candidates, ``step`` questions at a time: the
+    cross-encoder's output, or with ``config.bi_encoder`` the cosine of the two texts' embeddings (each
+    distinct text embedded once; no call cache: the model is still in its build folder).
     ``progress("scoring", done, total)`` hears how many questions are scored."""
     scores: list[np.ndarray] = []
     for start in range(0, len(items), step):
         part = items[start : start + step]
-        pairs = [(r.question.question, passage_text(d, True)) for r in part for d in r.documents]
-        predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
+        pairs = candidate_pairs(part)
+        if not pairs:
+            predicted = np.zeros(0)
+        elif config.bi_encoder:
+            row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
+            vectors = embed_texts(model, list(row_of), config.batch_size * 2, normalize=True)
+            queries, passages = vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]]
+            predicted = np.einsum("ij,ij->i", queries, passages)
+        else:
+            predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False)
         scores += split_by_sizes(predicted, [len(r.documents) for r in part])
         if progress:
             progress("scoring", start + len(part), len(items))
@@ -647,12 +688,13 @@ def train_reranker(
     :func:`partial_dir` for ``resume``."""
     status = status or (lambda message: None)
     check_request(config, resume, force)
-    if config.teacher is not None and not config.cross_encoder:
-        raise HopstackInputError("--teacher distils into the cross-encoder: it needs --cross-encoder")
+    if not config.cross_encoder and (config.teacher is not None or config.bi_encoder):
+        option = "--teacher distils into" if config.teacher is not None else "--bi-encoder fine-tunes"
+        raise HopstackInputError(f"{option} the ranker's scorer model: it needs --cross-encoder")
     model = None
     if config.cross_encoder:
         status(f"loading the base model {config.base}")
-        model = load_base(config)
+        model = load_base(config, bi_encoder=config.bi_encoder)
     sets = training_sets(config, labelled, status, progress)
     ranked = [r for part in sets for r in part.ranked]
     held_out = [r for r in ranked if is_held_out(r.question.id, config.dev_share)]
@@ -670,10 +712,11 @@ def train_reranker(
         pairs = with_teacher_scores(pairs, config, status)
         start_folder(folder, pairs, resume)
         status(f"training on {len(pairs)} pairs from {pair_questions(pairs)} question(s)")
-        seconds = fit(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
+        train = fit_bi_encoder if config.bi_encoder else fit
+        seconds = train(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
         save_trained(model, config, folder)
-        status(f"scoring the candidates of {len(ranked)} question(s) with the trained cross-encoder")
-        scores = cross_encoder_scores(model, training + held_out, config, progress)
+        status(f"scoring the candidates of {len(ranked)} question(s) with the trained {scorer_kind(config)}")
+        scores = trained_scores(model, training + held_out, config, progress)
         training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
     else:
         start_folder(folder, [], resume=False)
@@ -686,8 +729,9 @@ def train_reranker(
     dev = held_out_report(held_out, held_out_scores, booster, features)
     manifest = {
         "name": config.out,
-        "role": "learned reranker" + (" with a cross-encoder" if model is not None else ""),
-        "cross_encoder": model is not None,
+        "role": "learned reranker" + (f" with a {scorer_kind(config)}" if model is not None else ""),
+        "cross_encoder": model is not None and not config.bi_encoder,
+        "bi_encoder": model is not None and config.bi_encoder,
         "base_model": config.base if model is not None else None,
         **dataset_records(sets, config, "without_gold_candidate"),
         "training_pairs": pairs_record(pairs) if pairs else None,
