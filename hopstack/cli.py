@@ -225,6 +225,9 @@ def index(
     method: Annotated[str, typer.Option("--method", help="bm25s variant")] = "lucene",
     device: Annotated[str, typer.Option("--device")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="embedding batch size")] = 64,
+    backend: Annotated[
+        str, typer.Option("--backend", help="the embedder's backend: torch | onnx | onnx-int8 | auto")
+    ] = "torch",
 ) -> None:
     """Build an index folder (chunks in SQLite, bm25s, FAISS) from a corpus, or print one's manifest."""
     from hopstack.datasets.benchmark import dataset_corpus
@@ -232,6 +235,7 @@ def index(
     from hopstack.index.dense import DenseSettings
     from hopstack.index.sparse import BM25Settings
     from hopstack.index.store import build_index, open_index, recover_swap
+    from hopstack.models.onnx_backend import check_backend
 
     if info is not None:
         print(json.dumps(open_index(info).manifest, indent=2))
@@ -242,7 +246,8 @@ def index(
         raise HopstackInputError("--out DIR is required")
     try:
         chunker = SentenceChunker(max_tokens, overlap_tokens, tokenizer)
-        dense_settings = DenseSettings(model=embedder, faiss=faiss_kind) if dense else None
+        check_backend(backend)
+        dense_settings = DenseSettings(model=embedder, faiss=faiss_kind, backend=backend) if dense else None
         bm25 = BM25Settings(k1=k1, b=b, method=method)
     except ValueError as exc:
         raise HopstackInputError(str(exc)) from exc

@@ -206,7 +206,9 @@ def _fake_embedder(monkeypatch):
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     for module in ("hopstack.models.embedders", "hopstack.components.retrieval"):
-        monkeypatch.setattr(f"{module}.load_sentence_transformer", lambda model, device="auto": object())
+        monkeypatch.setattr(
+            f"{module}.load_sentence_transformer", lambda model, device="auto", backend="torch": object()
+        )
     monkeypatch.setattr("hopstack.models.embedders.embed_texts", embed)
 
 

@@ -38,6 +38,7 @@ from hopstack.core.ranking import candidate_top_ks, reorder_each, split_by_sizes
 from hopstack.core.text import passage_text
 from hopstack.errors import HopstackInputError
 from hopstack.models.cross_encoder import CrossEncoderScorer
+from hopstack.models.onnx_backend import check_backend
 from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
 from hopstack.models.scorers import BiEncoderScorer, score_all
 
@@ -180,15 +181,17 @@ class LearnedReranker(Reranker):
     :param top_k: documents returned unless the ``top_k`` input overrides it.
     :param device: ``auto | cpu | cuda | cuda:N`` for the model's cross-encoder, if it has one.
     :param batch_size: pairs per cross-encoder forward pass.
+    :param backend: ``torch | onnx | onnx-int8 | auto`` for the scorer model (docs/concepts/backends.md).
     """
 
-    def __init__(self, model: str, top_k: int = 10, device: str = "auto", batch_size: int = 32):
+    def __init__(self, model: str, top_k: int = 10, device: str = "auto", batch_size: int = 32, backend: str = "torch"):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.model = model
         self.top_k = top_k
         self.device = device
         self.batch_size = batch_size
+        self.backend = check_backend(backend)
         self._booster = None
         self._features: RankingFeatures | None = None
         self._scorer: CrossEncoderScorer | BiEncoderScorer | None = None
@@ -207,10 +210,12 @@ class LearnedReranker(Reranker):
         if self._features.with_scorer:
             # by the model's name, as PointwiseReranker would: both share its scores in the call cache
             if manifest.get("bi_encoder"):
-                self._scorer = BiEncoderScorer(self.model, self.device, self.batch_size)
+                self._scorer = BiEncoderScorer(self.model, self.device, self.batch_size, backend=self.backend)
             else:
                 length = int(manifest.get("hyperparameters", {}).get("max_length", 512))
-                self._scorer = CrossEncoderScorer(self.model, self.device, self.batch_size, max_length=length)
+                self._scorer = CrossEncoderScorer(
+                    self.model, self.device, self.batch_size, max_length=length, backend=self.backend
+                )
             self._scorer.warm_up()
         self._booster = lightgbm.Booster(model_file=str(folder / ranker["file"]))
 

@@ -25,6 +25,7 @@ from hopstack.index.store import IndexFolder, is_index, open_index
 from hopstack.models.cache import call_cache
 from hopstack.models.devices import resolve_device
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.onnx_backend import check_backend
 from hopstack.models.registry import resolve_model
 
 
@@ -169,6 +170,8 @@ class DenseRetriever(_IndexReader):
     :param ef_search: HNSW search breadth (HNSW indexes only).
     :param nprobe: IVF cells visited per query (IVF indexes only).
     :param cache: keep query embeddings in the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
+    :param backend: ``torch | onnx | onnx-int8 | auto`` for the embedder (docs/concepts/backends.md); an
+        index embedded with another backend is read as it is (the vectors agree to a cosine of about 0.99).
     """
 
     def __init__(
@@ -183,11 +186,13 @@ class DenseRetriever(_IndexReader):
         ef_search: int = 128,
         nprobe: int = 16,
         cache: bool = True,
+        backend: str = "torch",
     ):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.index = index
         self.model = model
+        self.backend = check_backend(backend)
         self.top_k = top_k
         self.device = device
         self.batch_size = batch_size
@@ -228,7 +233,7 @@ class DenseRetriever(_IndexReader):
                 documents, faiss_index = self._folder.documents(), self._folder.faiss()
             else:
                 documents = corpus_documents(path)
-                encoder = load_sentence_transformer(self.model, self.device)
+                encoder = load_sentence_transformer(self.model, self.device, self.backend)
                 texts = [indexed_text(d.meta.get("title", ""), d.content, self.title_prefix) for d in documents]
                 # through the call cache: the variants of a comparison that read the same corpus file embed it once
                 vectors = embed_texts(
@@ -236,7 +241,7 @@ class DenseRetriever(_IndexReader):
                 )
                 faiss_index = build_faiss(vectors, DenseSettings(model=self.model, normalize=self.normalize))
             self._search_params = search_parameters(faiss_index, self.ef_search, self.nprobe)
-            self._encoder = encoder or load_sentence_transformer(self.model, self.device)
+            self._encoder = encoder or load_sentence_transformer(self.model, self.device, self.backend)
             self._call_cache = call_cache(self.cache)
             self._documents = documents
             self._faiss_index = to_device(faiss_index, resolve_device(self.device))

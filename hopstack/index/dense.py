@@ -23,6 +23,7 @@ class DenseSettings:
     faiss: str = "flat"
     hnsw_m: int = 32
     ivf_nlist: int = 0  # 0: about 4 * sqrt(number of vectors)
+    backend: str = "torch"  # the embedder's backend (hopstack.models.onnx_backend); the manifest records the one used
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -84,7 +84,7 @@ def build_index(
 
     ``dense=None`` builds a BM25-only index. ``progress(stage, done, total)`` is called as work advances.
     """
-    from hopstack.models.embedders import embed_texts, load_sentence_transformer
+    from hopstack.models.embedders import embed_texts, load_sentence_transformer, loaded_backend
 
     source, out = Path(source), Path(out)
     chunker = chunker or SentenceChunker()
@@ -128,7 +128,7 @@ def build_index(
         lap("bm25")
         dim = None
         if dense is not None:
-            encoder = load_sentence_transformer(dense.model, device)
+            encoder = load_sentence_transformer(dense.model, device, dense.backend)
             lap("embedder_load")
             parts = []
             for start in range(0, len(texts), batch_size * 8):
@@ -153,7 +153,7 @@ def build_index(
             "title_prefix": title_prefix,
             "counts": {"documents": len(documents), "chunks": len(chunks)},
             "bm25": bm25.to_dict(),
-            "dense": None if dense is None else {**dense.to_dict(), "dim": dim},
+            "dense": None if dense is None else {**dense.to_dict(), "backend": loaded_backend(encoder), "dim": dim},
             "files": {
                 str(p.relative_to(building).as_posix()): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
                 for p in sorted(building.rglob("*"))

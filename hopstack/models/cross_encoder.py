@@ -15,10 +15,11 @@ import numpy as np
 from hopstack.errors import HopstackInputError
 from hopstack.models.cache import CallCache, call_cache
 from hopstack.models.devices import resolve_device
+from hopstack.models.onnx_backend import check_backend, resolve_backend, use_backend
 from hopstack.models.registry import resolve_model, trained_manifest_bytes
 
 _LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str, int], object] = {}
+_MODELS: dict[tuple[str, str, int, str], object] = {}
 
 
 class CrossEncoderScorer:
@@ -30,14 +31,23 @@ class CrossEncoderScorer:
     :param max_length: tokens per pair; longer pairs are truncated (the passage side first).
     :param cache: keep scores in the on-disk call cache (``HOPSTACK_CACHE=off`` overrides); a trained
         model's scores are keyed by its manifest, so retraining it under the same name misses the cache.
+    :param backend: ``torch | onnx | onnx-int8 | auto`` (:mod:`hopstack.models.onnx_backend`); the scores of
+        an ONNX backend are cached apart from torch's.
     """
 
     def __init__(
-        self, model: str, device: str = "auto", batch_size: int = 32, max_length: int = 512, cache: bool = True
+        self,
+        model: str,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_length: int = 512,
+        cache: bool = True,
+        backend: str = "torch",
     ):
         self.model = model
         self.device = device
         self.batch_size = batch_size
+        self.backend = check_backend(backend)
         self.max_length = max_length
         self.cache = cache
         self._encoder = None
@@ -47,7 +57,8 @@ class CrossEncoderScorer:
     def warm_up(self) -> None:
         """Load the model (shared per process, device and length)."""
         if self._encoder is None:
-            key = (resolve_model(self.model), resolve_device(self.device), self.max_length)
+            device = resolve_device(self.device)
+            key = (resolve_model(self.model), device, self.max_length, resolve_backend(self.backend, device))
             recorded = trained_manifest_bytes(key[0])
             described = json.loads(recorded) if recorded else {}
             if described.get("cross_encoder") is False:
@@ -66,11 +77,15 @@ class CrossEncoderScorer:
 
                     # weights stored in float16 (the shipped models) are computed in float32 on a CPU
                     dtype = {"dtype": torch.float32} if key[1] == "cpu" else {}
-                    _MODELS[key] = CrossEncoder(key[0], device=key[1], max_length=key[2], model_kwargs=dtype)
+                    encoder = CrossEncoder(key[0], device=key[1], max_length=key[2], model_kwargs=dtype)
+                    encoder.hopstack_backend = use_backend(encoder, key[0], key[3])
+                    _MODELS[key] = encoder
                 self._encoder = _MODELS[key]
             self._call_cache = call_cache(self.cache)
             version = hashlib.sha256(recorded).hexdigest() if recorded else ""
             self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
+            if self._encoder.hopstack_backend != "torch":  # torch's entries keep their keys
+                self._identity["backend"] = self._encoder.hopstack_backend
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per pair (the model's raw output; higher is more relevant)."""

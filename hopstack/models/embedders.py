@@ -8,13 +8,18 @@ from hopstack.models.devices import resolve_device
 from hopstack.models.registry import resolve_model
 
 _LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str], object] = {}
+_MODELS: dict[tuple[str, str, str], object] = {}
 
 
-def load_sentence_transformer(model: str, device: str = "auto"):
-    """The process-wide SentenceTransformer for ``model`` (registry name, hub id or path) on ``device``."""
+def load_sentence_transformer(model: str, device: str = "auto", backend: str = "torch"):
+    """The process-wide SentenceTransformer for ``model`` (registry name, hub id or path) on ``device``, run
+    on ``backend`` (:mod:`hopstack.models.onnx_backend`; ``auto``: ONNX int8 on a CPU when onnxruntime is
+    installed). ``loaded_backend(encoder)`` says which backend it runs on."""
+    from hopstack.models.onnx_backend import resolve_backend, use_backend
+
     resolved_device = resolve_device(device)
-    key = (resolve_model(model), resolved_device)
+    wanted = resolve_backend(backend, resolved_device)
+    key = (resolve_model(model), resolved_device, wanted)
     with _LOCK:
         if key not in _MODELS:
             from sentence_transformers import SentenceTransformer
@@ -26,8 +31,15 @@ def load_sentence_transformer(model: str, device: str = "auto"):
 
             # weights stored in float16 (a trained model with --float16) are computed in float32 on a CPU
             dtype = {"dtype": torch.float32} if resolved_device == "cpu" else {}
-            _MODELS[key] = SentenceTransformer(key[0], device=resolved_device, model_kwargs=dtype)
+            encoder = SentenceTransformer(key[0], device=resolved_device, model_kwargs=dtype)
+            encoder.hopstack_backend = use_backend(encoder, key[0], wanted)
+            _MODELS[key] = encoder
         return _MODELS[key]
+
+
+def loaded_backend(encoder) -> str:
+    """The backend a model from :func:`load_sentence_transformer` runs on: ``torch``, ``onnx`` or ``onnx-int8``."""
+    return getattr(encoder, "hopstack_backend", "torch")
 
 
 def embed_texts(
@@ -50,5 +62,7 @@ def embed_texts(
     if cache is None or not cache.enabled:
         return encode(list(texts))
     identity = {"kind": "embed", "model": model_id or str(model), "normalize": normalize}
+    if loaded_backend(model) != "torch":  # an ONNX backend's vectors are kept apart; torch's keep their keys
+        identity["backend"] = loaded_backend(model)
     rows = cache.cached_map(identity, list(texts), lambda missing: encode(missing).tolist())
     return np.asarray(rows, dtype=np.float32)

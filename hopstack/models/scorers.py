@@ -29,6 +29,7 @@ from hopstack.core.spec import NestedComponents, build, is_spec
 from hopstack.core.text import first_words
 from hopstack.models.cache import CallCache, LLMUser, call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.onnx_backend import check_backend
 from hopstack.models.registry import trained_manifest_bytes
 
 Pair = tuple[str, str]
@@ -56,9 +57,18 @@ class BiEncoderScorer:
     :param device: ``auto | cpu | cuda | cuda:N``.
     :param batch_size: embedding batch size.
     :param cache: keep embeddings in the on-disk call cache (``HOPSTACK_CACHE=off`` overrides).
+    :param backend: ``torch | onnx | onnx-int8 | auto`` (docs/concepts/backends.md).
     """
 
-    def __init__(self, model: str = "minilm", device: str = "auto", batch_size: int = 64, cache: bool = True):
+    def __init__(
+        self,
+        model: str = "minilm",
+        device: str = "auto",
+        batch_size: int = 64,
+        cache: bool = True,
+        backend: str = "torch",
+    ):
+        self.backend = check_backend(backend)
         self.model = model
         self.device = device
         self.batch_size = batch_size
@@ -71,7 +81,7 @@ class BiEncoderScorer:
         """Load the embedder (shared per process and device)."""
         if self._encoder is None:
             self._call_cache = call_cache(self.cache)
-            self._encoder = load_sentence_transformer(self.model, self.device)
+            self._encoder = load_sentence_transformer(self.model, self.device, self.backend)
             recorded = trained_manifest_bytes(self.model)  # a trained model's cached embeddings follow its version
             self._model_id = f"{self.model}@{hashlib.sha256(recorded).hexdigest()}" if recorded else self.model
 
