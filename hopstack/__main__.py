@@ -1,5 +1,5 @@
 """``python -m hopstack`` runs the command line."""
 
-from hopstack.cli import main
+from hopstack.launcher import main
 
 main()

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hopstack import __version__
 from hopstack.errors import HopstackInputError, PipelineRunError
 
 if TYPE_CHECKING:
@@ -43,6 +42,8 @@ BatchOption = Annotated[
 
 def _version(value: bool) -> None:
     if value:
+        from hopstack import __version__
+
         out.print(f"hopstack {__version__}")
         raise typer.Exit()
 

@@ -19,7 +19,7 @@ LAYERS = [
     ("hopstack.spec",),
     ("hopstack.experiments", "hopstack.training"),
     ("hopstack.serve", "hopstack.demo"),
-    ("hopstack.cli", "hopstack.__main__", "hopstack.testing"),
+    ("hopstack.cli", "hopstack.launcher", "hopstack.__main__", "hopstack.testing"),
 ]
 
 
