@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from results_file import write_results
+from results_file import variant_rows, write_results
 
 from hopstack.experiments.compare import compare
 from hopstack.experiments.variants import Grid
@@ -64,19 +64,7 @@ def measure(dataset: str, index: str, ranker: str, limit: int | None) -> dict:
     ms a question."""
     grid = Grid(path=Path("(benchmark)"), parameters={"rerank.model": [ranker]})
     result = compare([HYBRID, LEARNED], dataset, index, grid=grid, limit=limit, split="test")
-    rows = {}
-    for variant in result.variants:
-        comparison = variant.compared_to_baseline
-        rows[variant.name] = {
-            "status": variant.status,
-            "error": variant.error,
-            "metrics": variant.metrics,
-            "ms_per_question": variant.ms_per_question,
-            "p_values": {m: c.p_adjusted for m, c in comparison.items()},
-            "better": [m for m, c in comparison.items() if c.significant and c.delta > 0],
-            "worse": [m for m, c in comparison.items() if c.significant and c.delta < 0],
-        }
-    return {"n_questions": result.n_questions, "ranker": ranker, "rows": rows}
+    return {"n_questions": result.n_questions, "ranker": ranker, "rows": variant_rows(result)}
 
 
 def print_table(dataset: str, measured: dict) -> None:

@@ -222,8 +222,8 @@ def test_retrievers_of_one_folder_share_it_checked_once_and_a_rebuild_is_reopene
     build_index(sample_corpus, out, device="cpu")
     files = len(json.loads((out / "manifest.json").read_text())["files"])
     hashed = []
-    sha256 = store._sha256
-    monkeypatch.setattr(store, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    sha256 = store.file_sha256
+    monkeypatch.setattr(store, "file_sha256", lambda path: hashed.append(path) or sha256(path))
 
     (tmp_path / "link").symlink_to(out)
     bm25, dense = BM25Retriever(index=str(out)), DenseRetriever(index=str(out), device="cpu")

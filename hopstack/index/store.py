@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from haystack import Document
 
+from hopstack.core.files import file_sha256
 from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
@@ -39,14 +40,6 @@ FORMAT_VERSION = 1
 DEFAULT_DENSE = DenseSettings()
 MANIFEST = "manifest.json"
 Progress = Callable[[str, int, int], None]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_documents(path: Path, chunks: list[Chunk]) -> None:
@@ -155,7 +148,7 @@ def build_index(
             "bm25": bm25.to_dict(),
             "dense": None if dense is None else {**dense.to_dict(), "backend": loaded_backend(encoder), "dim": dim},
             "files": {
-                str(p.relative_to(building).as_posix()): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                str(p.relative_to(building).as_posix()): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                 for p in sorted(building.rglob("*"))
                 if p.is_file()
             },
@@ -176,7 +169,7 @@ def corpus_hash(source: Path) -> str:
     for path in corpus_files(source):
         named = source.is_dir() and path.suffix.lower() != ".jsonl"
         digest.update(path.relative_to(source).as_posix().encode() if named else b"")
-        digest.update(_sha256(path).encode())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 
@@ -287,7 +280,7 @@ class IndexFolder:
                     raise HopstackInputError(
                         f"{file}: {size} bytes, the manifest says {expected['bytes']} (truncated or replaced); rebuild"
                     )
-                if hashes and _sha256(file) != expected["sha256"]:
+                if hashes and file_sha256(file) != expected["sha256"]:
                     raise HopstackInputError(
                         f"{file}: content does not match the manifest's sha256 (corrupted); rebuild"
                     )

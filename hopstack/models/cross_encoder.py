@@ -15,7 +15,7 @@ import numpy as np
 from hopstack.errors import HopstackInputError
 from hopstack.models.cache import CallCache, call_cache
 from hopstack.models.devices import resolve_device
-from hopstack.models.onnx_backend import check_backend, resolve_backend, use_backend
+from hopstack.models.onnx_backend import backend_identity, check_backend, resolve_backend, use_backend
 from hopstack.models.registry import resolve_model, trained_manifest_bytes
 
 _LOCK = threading.Lock()
@@ -85,7 +85,7 @@ class CrossEncoderScorer:
             version = hashlib.sha256(recorded).hexdigest() if recorded else ""
             self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
             if self._encoder.hopstack_backend != "torch":  # torch's entries keep their keys
-                self._identity["backend"] = self._encoder.hopstack_backend
+                self._identity.update(backend_identity(self._encoder.hopstack_backend))
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per pair (the model's raw output; higher is more relevant)."""

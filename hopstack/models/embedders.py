@@ -5,6 +5,7 @@ import threading
 import numpy as np
 
 from hopstack.models.devices import resolve_device
+from hopstack.models.onnx_backend import backend_identity
 from hopstack.models.registry import resolve_model
 
 _LOCK = threading.Lock()
@@ -63,6 +64,6 @@ def embed_texts(
         return encode(list(texts))
     identity = {"kind": "embed", "model": model_id or str(model), "normalize": normalize}
     if loaded_backend(model) != "torch":  # an ONNX backend's vectors are kept apart; torch's keep their keys
-        identity["backend"] = loaded_backend(model)
+        identity.update(backend_identity(loaded_backend(model)))
     rows = cache.cached_map(identity, list(texts), lambda missing: encode(missing).tolist())
     return np.asarray(rows, dtype=np.float32)
