@@ -19,8 +19,8 @@ from hopstack.index.dense import DenseSettings
 from hopstack.index.store import build_index, open_index
 from hopstack.models import cross_encoder, embedders, onnx_backend
 from hopstack.models.cross_encoder import CrossEncoderScorer
-from hopstack.models.embedders import embed_texts, load_sentence_transformer, loaded_backend
-from hopstack.models.onnx_backend import export_key, onnx_home, resolve_backend
+from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.onnx_backend import export_key, loaded_backend, onnx_home, resolve_backend
 from hopstack.models.registry import resolve_model
 
 
@@ -46,17 +46,24 @@ def test_every_backend_retrieves_the_same_top_10_on_the_sample(home, sample_corp
     questions = [q.question for q in sample_questions]
     torch_encoder = load_sentence_transformer("minilm", "cpu", "torch")
     reference = embed_texts(torch_encoder, questions)
-    top = {}
+    top, scores = {}, {}
     for backend in ("torch", "onnx", "onnx-int8"):
         retriever = DenseRetriever(index=str(sample_corpus), top_k=10, device="cpu", backend=backend, cache=False)
         retriever.warm_up()
         assert loaded_backend(retriever._encoder) == backend
         cosine = np.einsum("ij,ij->i", retriever.embed_queries(questions), reference)
-        assert cosine.min() > (0.9999 if backend == "onnx" else 0.98), backend
-        top[backend] = [[d.id for d in ds] for ds in retriever.run_batch(questions)["documents"]]
-    assert top["onnx"] == top["torch"]  # float32: the same network
+        # measured here: onnx >= 0.9999998; int8 >= 0.983 on these questions (0.979 on 1,000 MultiHop-RAG chunks)
+        assert cosine.min() > (0.9999 if backend == "onnx" else 0.97), backend
+        found = retriever.run_batch(questions)["documents"]
+        top[backend] = [[d.id for d in ds] for ds in found]
+        scores[backend] = np.array([[d.score for d in ds] for ds in found])
+    # float32, the same network: rank by rank the same scores (measured difference about 1e-7). A near tie
+    # inside torch's lists (5e-7 apart) may swap on another CPU's kernels, so the ids are compared as sets;
+    # the 10th and 11th documents are at least 1.1e-5 apart, 100x the difference
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-4)
+    assert [set(ids) for ids in top["onnx"]] == [set(ids) for ids in top["torch"]]
     overlap = [len(set(a) & set(b)) / 10 for a, b in zip(top["onnx-int8"], top["torch"])]
-    assert np.mean(overlap) >= 0.9 and min(overlap) >= 0.7  # int8: the same documents, nearly
+    assert np.mean(overlap) >= 0.9 and min(overlap) >= 0.7  # int8: the same documents, nearly (0.936 / 0.8 here)
     exported = list(onnx_home().glob("*/manifest.json"))
     assert exported and {"model.onnx", "model-int8.onnx"} <= set(json.loads(exported[0].read_text())["files"])
 

@@ -77,7 +77,8 @@ def build_index(
 
     ``dense=None`` builds a BM25-only index. ``progress(stage, done, total)`` is called as work advances.
     """
-    from hopstack.models.embedders import embed_texts, load_sentence_transformer, loaded_backend
+    from hopstack.models.embedders import embed_texts, load_sentence_transformer
+    from hopstack.models.onnx_backend import loaded_backend
 
     source, out = Path(source), Path(out)
     chunker = chunker or SentenceChunker()

@@ -78,14 +78,13 @@ class CrossEncoderScorer:
                     # weights stored in float16 (the shipped models) are computed in float32 on a CPU
                     dtype = {"dtype": torch.float32} if key[1] == "cpu" else {}
                     encoder = CrossEncoder(key[0], device=key[1], max_length=key[2], model_kwargs=dtype)
-                    encoder.hopstack_backend = use_backend(encoder, key[0], key[3])
+                    use_backend(encoder, key[0], key[3])
                     _MODELS[key] = encoder
                 self._encoder = _MODELS[key]
             self._call_cache = call_cache(self.cache)
             version = hashlib.sha256(recorded).hexdigest() if recorded else ""
             self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
-            if self._encoder.hopstack_backend != "torch":  # torch's entries keep their keys
-                self._identity.update(backend_identity(self._encoder.hopstack_backend))
+            self._identity.update(backend_identity(self._encoder))  # an ONNX backend's scores are kept apart
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per pair (the model's raw output; higher is more relevant)."""

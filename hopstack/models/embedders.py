@@ -5,7 +5,7 @@ import threading
 import numpy as np
 
 from hopstack.models.devices import resolve_device
-from hopstack.models.onnx_backend import backend_identity
+from hopstack.models.onnx_backend import backend_identity, resolve_backend, use_backend
 from hopstack.models.registry import resolve_model
 
 _LOCK = threading.Lock()
@@ -15,9 +15,7 @@ _MODELS: dict[tuple[str, str, str], object] = {}
 def load_sentence_transformer(model: str, device: str = "auto", backend: str = "torch"):
     """The process-wide SentenceTransformer for ``model`` (registry name, hub id or path) on ``device``, run
     on ``backend`` (:mod:`hopstack.models.onnx_backend`; ``auto``: ONNX int8 on a CPU when onnxruntime is
-    installed). ``loaded_backend(encoder)`` says which backend it runs on."""
-    from hopstack.models.onnx_backend import resolve_backend, use_backend
-
+    installed). :func:`hopstack.models.onnx_backend.loaded_backend` says which backend it runs on."""
     resolved_device = resolve_device(device)
     wanted = resolve_backend(backend, resolved_device)
     key = (resolve_model(model), resolved_device, wanted)
@@ -33,14 +31,9 @@ def load_sentence_transformer(model: str, device: str = "auto", backend: str = "
             # weights stored in float16 (a trained model with --float16) are computed in float32 on a CPU
             dtype = {"dtype": torch.float32} if resolved_device == "cpu" else {}
             encoder = SentenceTransformer(key[0], device=resolved_device, model_kwargs=dtype)
-            encoder.hopstack_backend = use_backend(encoder, key[0], wanted)
+            use_backend(encoder, key[0], wanted)
             _MODELS[key] = encoder
         return _MODELS[key]
-
-
-def loaded_backend(encoder) -> str:
-    """The backend a model from :func:`load_sentence_transformer` runs on: ``torch``, ``onnx`` or ``onnx-int8``."""
-    return getattr(encoder, "hopstack_backend", "torch")
 
 
 def embed_texts(
@@ -63,7 +56,6 @@ def embed_texts(
     if cache is None or not cache.enabled:
         return encode(list(texts))
     identity = {"kind": "embed", "model": model_id or str(model), "normalize": normalize}
-    if loaded_backend(model) != "torch":  # an ONNX backend's vectors are kept apart; torch's keep their keys
-        identity.update(backend_identity(loaded_backend(model)))
+    identity.update(backend_identity(model))  # an ONNX backend's vectors are kept apart from torch's
     rows = cache.cached_map(identity, list(texts), lambda missing: encode(missing).tolist())
     return np.asarray(rows, dtype=np.float32)

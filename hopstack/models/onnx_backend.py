@@ -83,10 +83,18 @@ def resolve_backend(backend: str, device: str) -> str:
     return backend
 
 
-def backend_identity(backend: str) -> dict[str, Any]:
-    """What the call cache's keys add for an ONNX backend's results: the backend and the exporter version
-    (the same text embedded by an older export or runtime is another entry)."""
-    return {"backend": backend, "onnx_exporter": EXPORTER_VERSION}
+def loaded_backend(model) -> str:
+    """The backend a sentence-transformers model passed through :func:`use_backend` runs on: ``torch``,
+    ``onnx`` or ``onnx-int8``."""
+    return getattr(model, "hopstack_backend", "torch")
+
+
+def backend_identity(model) -> dict[str, Any]:
+    """What the call cache's keys add for a model's results: nothing on torch (its keys stay as they were);
+    on an ONNX backend the backend and the exporter version (the same text run by an older export or
+    runtime is another entry)."""
+    backend = loaded_backend(model)
+    return {} if backend == "torch" else {"backend": backend, "onnx_exporter": EXPORTER_VERSION}
 
 
 def warn_once(message: str) -> None:
@@ -99,7 +107,7 @@ def warn_once(message: str) -> None:
 def _weight_identity(path: Path) -> list[list[Any]]:
     """Name, size and mtime of each weight and config file of a model folder (a changed file changes the key)."""
     names = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"} and p.is_file())
-    return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in names]
+    return [[p.name, stat.st_size, int(stat.st_mtime)] for p in names for stat in [p.stat()]]
 
 
 def export_key(model_path: str, head: str) -> str:
@@ -289,10 +297,15 @@ def _onnx_module(session, config, output: str):
     return OnnxTransformer()
 
 
-def use_backend(model, model_path: str, backend: str) -> str:
+def use_backend(model, model_path: str, backend: str) -> None:
     """Run a loaded sentence-transformers ``model`` (``SentenceTransformer`` or ``CrossEncoder``, on the CPU)
-    on ``backend`` (already resolved: ``torch``, ``onnx`` or ``onnx-int8``), exporting it on first use;
-    returns the backend it now runs on (``torch`` after a failed export, with one warning)."""
+    on ``backend`` (already resolved: ``torch``, ``onnx`` or ``onnx-int8``), exporting it on first use; the
+    backend it then runs on (``torch`` after a failed export, with one warning) is :func:`loaded_backend`'s."""
+    model.hopstack_backend = _switched(model, model_path, backend)
+
+
+def _switched(model, model_path: str, backend: str) -> str:
+    """:func:`use_backend`'s work; returns the backend ``model`` now runs on."""
     if backend == "torch":
         return "torch"
     transformer = model[0]
