@@ -41,6 +41,14 @@ def test_repeated_calls_are_served_from_disk(tmp_path):
     assert again.generate(["a", "b", "c"], max_tokens=5) == ["a|5", "b|5", "c|5"] and again.calls == 0
 
 
+def test_answers_with_flash_attention_are_kept_apart_from_answers_without(tmp_path):
+    unfused, fused = CountingLLM(), CountingLLM()
+    fused.flash_attn = True  # llama.cpp's fused attention kernels: the same answers up to the last digits
+    CachedLLM(unfused, CallCache(tmp_path / "calls.sqlite", enabled=True)).generate(["a"])
+    CachedLLM(fused, CallCache(tmp_path / "calls.sqlite", enabled=True)).generate(["a"])
+    assert unfused.seen == fused.seen == ["a"]
+
+
 def test_an_interrupted_llm_batch_keeps_the_chunks_it_finished(tmp_path):
     failing = CountingLLM()
     succeeding = failing.generate

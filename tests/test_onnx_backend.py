@@ -10,7 +10,9 @@ import pytest
 from haystack import Document
 from scipy.stats import kendalltau
 
+from hopstack.components.compression import ClueExtractor
 from hopstack.components.retrieval import DenseRetriever
+from hopstack.components.stopping import NaturalLogicProver
 from hopstack.core.files import file_sha256
 from hopstack.demo import SAMPLE_CORPUS
 from hopstack.errors import HopstackInputError
@@ -127,9 +129,35 @@ def test_an_unknown_backend_is_refused():
     for make in (
         lambda: DenseRetriever(index="x", backend="tensorrt"),
         lambda: CrossEncoderScorer("minilm", backend="tensorrt"),
+        lambda: ClueExtractor(embedder_backend="tensorrt"),
+        lambda: NaturalLogicProver(embedder_backend="tensorrt"),
     ):
         with pytest.raises(HopstackInputError, match="backend must be one of auto, torch, onnx, onnx-int8"):
             make()
+
+
+@pytest.mark.slow
+def test_clue_extraction_selects_the_same_clues_on_onnx(
+    home, sample_corpus, sample_questions, monkeypatch, fresh_models
+):
+    """The clue scorer (a bi-encoder spec's ``backend``) and the KNN rule's embedder (``embedder_backend``)
+    both run on ONNX float32 and pick the same clues, scored within 1e-4 of torch."""
+    monkeypatch.setenv("HOPSTACK_CACHE", "off")
+    documents = corpus_documents(sample_corpus)[:4]
+    query = sample_questions[0].question
+
+    def clues(backend: str) -> list[Document]:
+        scorer = {"type": "bi-encoder", "init_parameters": {"model": "minilm", "backend": backend}}
+        extractor = ClueExtractor(scorer=scorer, top_m=4, embedder_backend=backend, device="cpu", cache=False)
+        extractor.warm_up()
+        assert loaded_backend(extractor._encoder) == backend
+        return extractor.run(query=query, documents=documents)["documents"]
+
+    on_torch, on_onnx = clues("torch"), clues("onnx")
+    assert len(on_torch) >= 4
+    assert [c.content for c in on_onnx] == [c.content for c in on_torch]
+    assert [c.meta["neighbour"] for c in on_onnx] == [c.meta["neighbour"] for c in on_torch]
+    assert np.allclose([c.meta["clue_score"] for c in on_onnx], [c.meta["clue_score"] for c in on_torch], atol=1e-4)
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from hopstack.core.spec import build
 from hopstack.core.text import normalize_answer, passage_text, split_sentences
 from hopstack.models.cache import call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.onnx_backend import check_backend
 from hopstack.models.scorers import ScorerUser, score_all
 
 
@@ -79,6 +80,8 @@ class ClueExtractor(ScorerUser, BatchComponent):
     :param min_words: shorter sentences are dropped.
     :param title_prefix: a sentence is scored as ``"title. sentence"`` when its document has a title.
     :param device: ``auto | cpu | cuda | cuda:N`` for the encoders.
+    :param embedder_backend: ``torch | onnx | onnx-int8 | auto`` for the KNN rule's embedder
+        (docs/concepts/backends.md; the scorer spec takes its own ``backend``).
     :param cache: keep the KNN rule's sentence embeddings in the on-disk call cache (``HOPSTACK_CACHE=off``
         overrides).
     """
@@ -95,6 +98,7 @@ class ClueExtractor(ScorerUser, BatchComponent):
         min_words: int = 4,
         title_prefix: bool = True,
         device: str = "auto",
+        embedder_backend: str = "torch",
         cache: bool = True,
     ):
         if top_m < 1 or min_words < 1 or (max_documents is not None and max_documents < 1):
@@ -108,6 +112,7 @@ class ClueExtractor(ScorerUser, BatchComponent):
         self.max_documents = max_documents
         self.min_words = min_words
         self.title_prefix = title_prefix
+        self.embedder_backend = check_backend(embedder_backend)
         self.cache = cache
         self._encoder = None
 
@@ -115,7 +120,7 @@ class ClueExtractor(ScorerUser, BatchComponent):
         """Load the scorer and (for the KNN rule) the embedder."""
         ScorerUser.warm_up(self)  # (Haystack's @component rebuilds the class: no zero-argument super())
         if self._encoder is None and self.knn_threshold > 0:
-            self._encoder = load_sentence_transformer(self.embedder, self.device)
+            self._encoder = load_sentence_transformer(self.embedder, self.device, self.embedder_backend)
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, documents: list[Document]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from hopstack.core.spec import build
 from hopstack.core.text import numbered_passages, prompt_passages, split_sentences
 from hopstack.models.cache import LLMUser, call_cache
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.onnx_backend import check_backend
 
 SUPPORTS, REFUTES, NOT_ENOUGH_INFO = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
 VERDICTS = (SUPPORTS, REFUTES, NOT_ENOUGH_INFO)
@@ -188,6 +189,7 @@ class NaturalLogicProver(LLMUser):
     :param calibration: ``content-free`` (P(Yes) relative to the same question about empty spans; see the
         module docstring) or ``none`` (QA-NatVer's raw P(Yes)).
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
+    :param embedder_backend: ``torch | onnx | onnx-int8 | auto`` for the embedder (docs/concepts/backends.md).
     :param cache: use the on-disk call cache for LLM answers and embeddings.
     """
 
@@ -202,6 +204,7 @@ class NaturalLogicProver(LLMUser):
         yes_threshold: float = 0.5,
         calibration: str = "content-free",
         device: str = "auto",
+        embedder_backend: str = "torch",
         cache: bool = True,
     ):
         if calibration not in CALIBRATIONS:
@@ -219,6 +222,7 @@ class NaturalLogicProver(LLMUser):
         self.yes_threshold = yes_threshold
         self.calibration = calibration
         self.device = device
+        self.embedder_backend = check_backend(embedder_backend)
         self._encoder = None
         self._baseline: dict[str, float] | None = None
 
@@ -226,7 +230,7 @@ class NaturalLogicProver(LLMUser):
         """Load the LLM and the embedder."""
         LLMUser.warm_up(self)
         if self._encoder is None:
-            self._encoder = load_sentence_transformer(self.embedder, self.device)
+            self._encoder = load_sentence_transformer(self.embedder, self.device, self.embedder_backend)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         return embed_texts(self._encoder, texts, 128, True, cache=call_cache(self.cache), model_id=self.embedder)
@@ -462,9 +466,9 @@ class NaturalLogicStopper(LLMUser, Stopper):
     :param evidence_titles: give each sentence as ``title ; sentence`` (AdMIRaL's evidence format), so
         that claim chunks can align to the document's title too.
     :param prover: the prover, a nested spec ``{type: natural-logic, init_parameters}`` with
-        :class:`NaturalLogicProver`'s parameters (``embedder``, ``max_chunks``, ``evidence_sentences``,
-        ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``); ``llm``, ``device`` and
-        ``cache`` it leaves out are the stopper's.
+        :class:`NaturalLogicProver`'s parameters (``embedder``, ``embedder_backend``, ``max_chunks``,
+        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``);
+        ``llm``, ``device`` and ``cache`` it leaves out are the stopper's.
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param cache: use the on-disk call cache.
     """

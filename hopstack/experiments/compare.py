@@ -185,8 +185,6 @@ def significance(
     of means (other - baseline), the p-value and whether it is at most ``max_p`` (uncorrected: ``p_adjusted``
     is the p-value). Both runs must score the same questions in the same order. ``fisher`` is the paired
     randomization test (:func:`randomization_p_value`), ``student`` the paired t-test (scipy's ``ttest_rel``)."""
-    from scipy import stats
-
     if test not in STAT_TESTS:
         raise HopstackInputError(f"test must be one of {', '.join(STAT_TESTS)}, got {test!r}")
     if baseline.question_ids != other.question_ids:
@@ -202,6 +200,8 @@ def significance(
         elif test == "fisher":
             p_value = randomization_p_value(control, treatment, n_permutations)
         else:
+            from scipy import stats  # imported only here: scipy.stats costs ~1.5 s of start-up
+
             p_value = float(stats.ttest_rel(treatment, control).pvalue)
         p_value = 1.0 if math.isnan(p_value) else p_value
         results[metric] = Comparison(float(treatment.mean() - control.mean()), p_value, p_value, p_value <= max_p)

@@ -369,13 +369,10 @@ class CachedLLM:
         self.hits = 0
 
     def _identity(self, kind: str, **params: Any) -> dict[str, Any]:
-        return {
-            "backend": type(self.llm).__name__,
-            "model": self.llm.model,
-            "n_ctx": self.llm.n_ctx,
-            "kind": kind,
-            **params,
-        }
+        identity = {"backend": type(self.llm).__name__, "model": self.llm.model, "n_ctx": self.llm.n_ctx, "kind": kind}
+        if getattr(self.llm, "flash_attn", False):  # llama.cpp's fused attention: other last digits, other keys
+            identity["flash_attn"] = True
+        return {**identity, **params}
 
     def generate(
         self,
