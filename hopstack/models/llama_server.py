@@ -27,8 +27,7 @@ def llama_server(
 ) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` for ``model`` on 127.0.0.1 and yield its ``/v1`` base URL.
 
-    ``logits_all`` is on, since scoring needs log-probabilities, and ``flash_attn`` as in process
-    (:class:`hopstack.models.llm.LlamaCppLLM`); the server's log goes to a temporary
+    ``logits_all`` is on, since scoring needs log-probabilities; the server's log goes to a temporary
     file (its start-up output would fill a pipe) and is quoted if it fails to start. With ``api_key`` the
     server refuses requests without it (401). Stopped on exit.
     """
@@ -38,7 +37,6 @@ def llama_server(
         command = [
             sys.executable, "-m", "llama_cpp.server", "--model", resolve_model(model), "--model_alias", alias,
             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "True",
-            "--flash_attn", "True",
         ]  # fmt: skip
         if api_key:
             command += ["--api_key", api_key]

@@ -116,13 +116,13 @@ class LlamaCppLLM:
     :param n_ctx: the context window in tokens.
     :param n_threads: CPU threads (None: all cores; llama.cpp's own default uses half of them).
     :param flash_attn: llama.cpp's fused attention kernels, which llama.cpp's own tools use on a CPU by
-        default and llama-cpp-python leaves off; on reads a 512-token prompt ~10% faster here
-        (docs/concepts/llms.md#speed). Its logits differ from the unfused kernels' in the last digits,
-        so the call cache keeps its answers apart.
+        default: a 512-token prompt is read ~10% faster here (docs/concepts/llms.md#speed). Off by default:
+        with it on, a greedy answer can change with the prefix reused from the prompt before, so a batch no
+        longer answers exactly as one question at a time. The call cache keeps its answers apart.
     """
 
     def __init__(
-        self, model: str = "qwen2.5-0.5b", n_ctx: int = 4096, n_threads: int | None = None, flash_attn: bool = True
+        self, model: str = "qwen2.5-0.5b", n_ctx: int = 4096, n_threads: int | None = None, flash_attn: bool = False
     ):
         self.model = model
         self.n_ctx = n_ctx
