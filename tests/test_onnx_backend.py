@@ -141,20 +141,25 @@ def test_clue_extraction_selects_the_same_clues_on_onnx(
     home, sample_corpus, sample_questions, monkeypatch, fresh_models
 ):
     """The clue scorer (a bi-encoder spec's ``backend``) and the KNN rule's embedder (``embedder_backend``)
-    both run on ONNX float32 and pick the same clues, scored within 1e-4 of torch."""
+    both run on ONNX float32 and pick the same clues and KNN neighbours, scored within 1e-4 of torch."""
     monkeypatch.setenv("HOPSTACK_CACHE", "off")
     documents = corpus_documents(sample_corpus)[:4]
     query = sample_questions[0].question
 
     def clues(backend: str) -> list[Document]:
         scorer = {"type": "bi-encoder", "init_parameters": {"model": "minilm", "backend": backend}}
-        extractor = ClueExtractor(scorer=scorer, top_m=4, embedder_backend=backend, device="cpu", cache=False)
+        extractor = ClueExtractor(
+            scorer=scorer, top_m=4, knn_threshold=0.55, embedder_backend=backend, device="cpu", cache=False
+        )
         extractor.warm_up()
         assert loaded_backend(extractor._encoder) == backend
         return extractor.run(query=query, documents=documents)["documents"]
 
+    # measured here: scores and cosine distances differ by 2.4e-7 between the backends; adjacent clue scores
+    # are >= 1.9e-3 apart and the nearest distances to the kept clues (0.432, 0.511, then 0.619) lie >= 0.039
+    # from the 0.55 threshold, so the same clues and neighbours hold on other CPUs' kernels
     on_torch, on_onnx = clues("torch"), clues("onnx")
-    assert len(on_torch) >= 4
+    assert len(on_torch) >= 4 and any(c.meta["neighbour"] for c in on_torch), "the KNN rule adds neighbours"
     assert [c.content for c in on_onnx] == [c.content for c in on_torch]
     assert [c.meta["neighbour"] for c in on_onnx] == [c.meta["neighbour"] for c in on_torch]
     assert np.allclose([c.meta["clue_score"] for c in on_onnx], [c.meta["clue_score"] for c in on_torch], atol=1e-4)
