@@ -1,8 +1,8 @@
 """Throughput of hopstack's batched runner against a loop of ``haystack.Pipeline.run``, and the runner's
 overhead against calling the components' batch functions directly.
 
-Data: MultiHop-RAG (../shared/data/multihop_rag by default): the 609 articles as a JSONL corpus
-(title + body, one document per article, written to a temporary file) and its 2,255 non-null queries.
+Data: MultiHop-RAG (the multihop-rag dataset folder, under $HOPSTACK_DATA, by default): the 609 articles as a
+JSONL corpus (title + body, one document per article, written to a temporary file) and its 2,255 non-null queries.
 All three ways run the same warmed component instances in the same process, in interleaved rounds,
 and each keeps its fastest round, so the ratios hold even on a shared, noisy machine.
 
@@ -24,12 +24,13 @@ from pathlib import Path
 from haystack import Pipeline
 from results_file import write_results
 
+from hopstack.datasets.registry import DATASETS, data_root
 from hopstack.graphs import BatchRunner
 from hopstack.spec.loading import load_pipeline_data
 from hopstack.testing import assert_outputs_equal
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "multihop_rag"
+DEFAULT_DATA = data_root() / DATASETS["multihop-rag"]
 
 
 # measure the models, not the on-disk call cache

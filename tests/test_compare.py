@@ -263,7 +263,7 @@ def test_randomization_test_agrees_with_scipys_permutation_test():
         assert abs(ours - scipys) < 0.03, (shift, ours, scipys)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no benchmark data (set $HOPSTACK_DATA)")
 def test_compare_on_real_multihop_rag_questions(cli, write_yaml, tmp_path):
     """A BM25 grid over MultiHop-RAG's articles (indexed in memory, one document per article) on the first
     200 questions: the official metrics, every variant scored, a significant difference found."""

@@ -225,7 +225,7 @@ def test_truncator_settings_are_checked():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no benchmark data (set $HOPSTACK_DATA)")
 def test_clues_from_real_multihop_rag_documents_reach_the_reader(monkeypatch):
     """The clue stages on real MultiHop-RAG articles with the real MiniLM and SmolLM2: every stage batched
     equals its single runs, clues are sentences of the documents, and the reader answers from them."""

@@ -13,7 +13,7 @@ from hopstack.datasets.registry import resolve_dataset
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import read_corpus
 
-needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no benchmark data (set $HOPSTACK_DATA)")
 SAMPLE = REPO / "hopstack" / "data" / "sample"
 
 

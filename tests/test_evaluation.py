@@ -14,7 +14,7 @@ from hopstack.experiments.metrics import DOCUMENT_METRICS
 
 RESULT_KEYS = {"pipeline", "dataset", "split", "n_questions", "metrics", "timings", "warnings"}
 
-needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no benchmark data (set $HOPSTACK_DATA)")
 
 
 @needs_data

@@ -15,7 +15,7 @@ from hopstack.index.chunking import SentenceChunker, load_tokenizer
 from hopstack.index.formats import SourceDocument, corpus_files, detect_format, read_corpus
 from hopstack.index.store import build_index, corpus_hash, open_index, recover_swap
 
-needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no benchmark data (set $HOPSTACK_DATA)")
 
 
 # -- formats ---------------------------------------------------------------------------------------

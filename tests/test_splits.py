@@ -55,7 +55,7 @@ def test_an_unknown_split_is_refused():
         load_dataset(str(SAMPLE), "validation")
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no benchmark data (set $HOPSTACK_DATA)")
 @pytest.mark.parametrize(
     ("dataset", "sizes"),
     [("multihop-rag", (451, 1804)), ("scifact", (809, 300)), ("2wikimultihopqa", (197, 460))],
