@@ -8,9 +8,14 @@ confusion matrix of verdicts against the gold labels (SUPPORT -> SUPPORTS, CONTR
 evidence -> NOT ENOUGH INFO), accuracy, macro-F1, and the stopping decision as a classifier (stop =
 SUPPORTS or REFUTES; it should stop exactly for the claims whose evidence decides them), with and without
 content-free calibration of P(Yes) and at each ``--yes-thresholds`` value (the P(Yes) an operator question
-needs); the LLM is asked once, the operators are re-decided from the proofs' P(Yes). Call cache off.
+needs); the LLM is asked once, the operators are re-decided from the proofs' P(Yes). With
+``--operator-model NAME`` (a model ``hopstack train nli`` made) the operators are that NLI model's instead of
+the LLM's, at each ``--nli-thresholds`` value (the prover's default, 0.5, is the one fixed beforehand; the
+others are shown, not chosen on these claims). Call cache off.
 
     python benchmarks/natlog_scifact.py --per-label 10 --json benchmarks/results/natlog_scifact.json
+    python benchmarks/natlog_scifact.py --per-label 1000 --operator-model NAME \
+        --json benchmarks/results/natlog_scifact_nli.json
 
 Prints the tables and writes JSON. Not a test.
 """
@@ -30,13 +35,14 @@ from hopstack.components.stopping import (
     SUPPORTS,
     VERDICTS,
     NaturalLogicProver,
+    decide_nli_operators,
     decide_operators,
 )
 from hopstack.core.text import split_sentences
+from hopstack.datasets.registry import DATASETS, data_root
 from hopstack.models.llm import USAGE
 
-REPO = Path(__file__).resolve().parent.parent
-SCIFACT = REPO.parent / "shared" / "data" / "scifact"
+SCIFACT = data_root() / DATASETS["scifact"]
 GOLD = {"SUPPORT": SUPPORTS, "CONTRADICT": REFUTES}
 
 
@@ -71,6 +77,8 @@ def main() -> None:
     parser.add_argument("--per-label", type=int, default=10)
     parser.add_argument("--llm", default="qwen2.5-0.5b")
     parser.add_argument("--yes-thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6, 0.65, 0.7])
+    parser.add_argument("--operator-model", default=None, help="an NLI model name (hopstack train nli)")
+    parser.add_argument("--nli-thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7, 0.8])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ["HOPSTACK_CACHE"] = "off"
@@ -83,7 +91,7 @@ def main() -> None:
             document = json.loads(line)
             if document["_id"] in wanted:
                 abstracts[document["_id"]] = split_sentences(document["text"])
-    prover = NaturalLogicProver(llm=args.llm, cache=False)
+    prover = NaturalLogicProver(llm=args.llm, operator_model=args.operator_model, cache=False)
     prover.warm_up()
     before = USAGE.snapshot()
     started = time.perf_counter()
@@ -93,20 +101,29 @@ def main() -> None:
     seconds = time.perf_counter() - started
     report = {
         "claims": len(claims),
-        "llm": args.llm,
+        "llm": None if args.operator_model else args.llm,
+        "operator_model": args.operator_model,
         "s_per_claim": seconds / len(claims),
         "llm_prompts_per_claim": (USAGE.snapshot()["prompts"] - before["prompts"]) / len(claims),
         "cpu_count": os.cpu_count(),
         "python": sys.version,
     }
-    report["content_free_log_odds"] = prover.content_free_log_odds()
-    for calibration, baseline in (("content-free", report["content_free_log_odds"]), ("none", None)):
-        results = report.setdefault("by_calibration", {}).setdefault(calibration, {})
-        for threshold in args.yes_thresholds:  # the proofs keep every P(Yes): re-deciding costs no LLM call
-            results[str(threshold)] = evaluate(claims, [decide_operators(p, threshold, baseline) for p in proofs])
-            print_evaluation(f"{calibration} calibration, yes_threshold {threshold}", results[str(threshold)])
-    for proof in proofs:
-        decide_operators(proof, prover.yes_threshold, proof["calibration"])
+    if args.operator_model:
+        results = report.setdefault("by_nli_threshold", {})
+        for threshold in args.nli_thresholds:  # the proofs keep every step's probabilities: no model call
+            results[str(threshold)] = evaluate(claims, [decide_nli_operators(p, threshold) for p in proofs])
+            print_evaluation(f"{args.operator_model}, nli_threshold {threshold}", results[str(threshold)])
+        for proof in proofs:
+            decide_nli_operators(proof, prover.nli_threshold)
+    else:
+        report["content_free_log_odds"] = prover.content_free_log_odds()
+        for calibration, baseline in (("content-free", report["content_free_log_odds"]), ("none", None)):
+            results = report.setdefault("by_calibration", {}).setdefault(calibration, {})
+            for threshold in args.yes_thresholds:  # the proofs keep every P(Yes): re-deciding costs no LLM call
+                results[str(threshold)] = evaluate(claims, [decide_operators(p, threshold, baseline) for p in proofs])
+                print_evaluation(f"{calibration} calibration, yes_threshold {threshold}", results[str(threshold)])
+        for proof in proofs:
+            decide_operators(proof, prover.yes_threshold, proof["calibration"])
     report["proofs"] = [{"id": c["id"], "gold": c["gold"], **p} for c, p in zip(claims, proofs)]
     write_results(args.json, report)
     print(f"{report['s_per_claim']:.1f} s and {report['llm_prompts_per_claim']:.1f} LLM prompts per claim")

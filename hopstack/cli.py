@@ -418,8 +418,9 @@ TrainForce = Annotated[bool, typer.Option("--force", help="replace an existing m
 
 
 def _train(train, config, resume: bool, force: bool) -> dict[str, Any]:
-    """Run ``train`` (``train_reranker`` or ``train_clues``) on ``config`` with status lines on stderr and a
-    progress bar (first stage, then the training steps with the loss); Ctrl-C keeps the checkpoint."""
+    """Run ``train`` (``train_reranker``, ``train_clues`` or ``train_nli``) on ``config`` with status lines on
+    stderr and a progress bar (first stage, then the training steps with the loss); Ctrl-C keeps the
+    checkpoint."""
     import time
 
     from rich.progress import TimeRemainingColumn
@@ -565,6 +566,47 @@ def train_clues_command(
         for label, metrics in dev["metrics"].items():
             shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
             out.print(f"  held out ({dev['n_questions']} q) {label}: {shown}")
+
+
+@train_app.command("nli")
+def train_nli_command(
+    dataset: TrainDataset,
+    name: TrainOut,
+    split: TrainSplit = "train",
+    base: TrainBase = "minilm",
+    neutrals: Annotated[
+        int, typer.Option("--neutrals", min=0, help="neutral sentences per claim (most shared words first)")
+    ] = 2,
+    epochs: TrainEpochs = 2,
+    max_length: TrainMaxLength = 128,
+    batch_size: TrainBatchSize = 16,
+    learning_rate: TrainLearningRate = 1e-4,
+    dev_share: TrainDevShare = 0.2,
+    limit: TrainLimit = None,
+    device: TrainDevice = "auto",
+    layers: TrainLayers = None,
+    float16: TrainFloat16 = False,
+    resume: TrainResume = False,
+    force: TrainForce = False,
+) -> None:
+    """Train the natural-logic prover's operator model: a three-class NLI cross-encoder on SciFact rationale
+    sentences and 2WikiMultihopQA's supporting facts with their Wikidata triples
+    (docs/methods/natural-logic.md#trained-operators)."""
+    from hopstack.training.nli import NliTraining, train_nli
+
+    config = NliTraining(
+        dataset=dataset, out=name, split=split, base=base, neutrals=neutrals, epochs=epochs, max_length=max_length,
+        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
+        layers=layers, float16=float16,
+    )  # fmt: skip
+    manifest = _train(train_nli, config, resume, force)
+    pairs, dev = manifest["training_pairs"], manifest["dev"]
+    out.print(
+        f"trained {name}: NLI operator model on {pairs['pairs']} pairs ({manifest['pairs_per_second']:.1f} pairs/s); "
+        f"{manifest['seconds']:.0f} s"
+    )
+    if dev:
+        out.print(f"  held out ({dev['pairs']} pairs): accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f}")
 
 
 cache_app = typer.Typer(help="The call cache and the node cache: inspect, verify, clear.", no_args_is_help=True)

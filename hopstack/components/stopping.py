@@ -13,7 +13,10 @@ generator (docs/methods/natural-logic.md#qa-natver):
    evidence sentences closest to the claim, by MiniLM cosine (APPROXIMATION of awesome-align); below
    ``align_threshold`` the chunk gets ``#``;
 3. for an aligned pair the LLM answers QA-NatVer's yes/no question of each operator =, <, >, !, |; among
-   the operators whose P(Yes) (renormalised over Yes/No) exceeds 0.5 the likeliest wins, else ``#``.
+   the operators whose P(Yes) (renormalised over Yes/No) exceeds 0.5 the likeliest wins, else ``#``. With
+   an ``operator_model`` (a trained NLI cross-encoder, ``hopstack train nli``) the operator is instead the
+   model's class for (the span's evidence sentence, the chunk) projected onto the operators
+   (:func:`nli_operator`; APPROXIMATION, docs/methods/natural-logic.md#trained-operators).
 
 With ``calibration: content-free`` (the default; an ADDITION to QA-NatVer for small LLMs, after Zhao et al.
 2021, "Calibrate Before Use") each operator's P(Yes) is first divided, in odds, by the P(Yes) the LLM gives
@@ -41,6 +44,7 @@ from hopstack.core.roles import Reader
 from hopstack.core.spec import build
 from hopstack.core.text import numbered_passages, prompt_passages, split_sentences
 from hopstack.models.cache import LLMUser, call_cache
+from hopstack.models.cross_encoder import NLI_LABELS, NliClassifier
 from hopstack.models.embedders import embed_texts, load_sentence_transformer
 from hopstack.models.onnx_backend import check_backend
 
@@ -175,6 +179,41 @@ def decide_operators(
     return proof
 
 
+def nli_operator(claim_span: str, evidence_span: str, probabilities: dict[str, float], threshold: float) -> str:
+    """A step's operator from an NLI model's class probabilities (premise: the evidence sentence, hypothesis:
+    the claim chunk), the three classes projected onto operators (APPROXIMATION of QA-NatVer's operator
+    questions, docs/methods/natural-logic.md#trained-operators): the likeliest class, if it reaches
+    ``threshold``, gives entailment -> ``=`` when the evidence span has the same content words as the chunk
+    and ``<`` otherwise (the evidence entails the chunk), contradiction -> ``!``; neutral, or no class reaching
+    ``threshold``, gives ``#``."""
+    label = max(probabilities, key=probabilities.get)
+    if label == "neutral" or probabilities[label] < threshold:
+        return "#"
+    if label == "contradiction":
+        return "!"
+    return "=" if content_words(claim_span) == content_words(evidence_span) else "<"
+
+
+def content_words(text: str) -> set[str]:
+    """The lower-cased words of ``text`` that are not :data:`STOPWORDS`."""
+    return {w.lower() for w in _WORD.findall(text) if w.lower() not in STOPWORDS}
+
+
+def decide_nli_operators(proof: dict[str, Any], threshold: float = 0.5) -> dict[str, Any]:
+    """Set a proof's operators (:func:`nli_operator` of each asked step's ``nli`` probabilities; ``#`` for an
+    unaligned step, ``None`` for an aligned one that was not asked) and its DFA verdict. Returns the proof."""
+    for step in proof["steps"]:
+        if not step.get("evidence_span"):
+            step["operator"] = "#"
+        elif step.get("asked") is False:
+            step["operator"] = None
+        else:
+            step["operator"] = nli_operator(step["claim_span"], step["evidence_span"], step["nli"], threshold)
+    proof["operators"] = [step["operator"] for step in proof["steps"]]
+    proof["verdict"] = natlog_verdict(op for op in proof["operators"] if op is not None)
+    return proof
+
+
 class NaturalLogicProver(LLMUser):
     """Natural-logic proofs of claims from evidence sentences, training-free (see the module docstring).
 
@@ -190,7 +229,13 @@ class NaturalLogicProver(LLMUser):
         module docstring) or ``none`` (QA-NatVer's raw P(Yes)).
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param embedder_backend: ``torch | onnx | onnx-int8 | auto`` for the embedder (docs/concepts/backends.md).
-    :param cache: use the on-disk call cache for LLM answers and embeddings.
+    :param operator_model: an NLI cross-encoder that predicts the operators instead of the LLM's questions
+        (:func:`nli_operator`; docs/methods/natural-logic.md#trained-operators): the name of a model
+        ``hopstack train nli`` made, or any NLI cross-encoder id or path. None (the default): the LLM.
+    :param operator_backend: ``torch | onnx | onnx-int8 | auto`` for the operator model.
+    :param nli_threshold: the probability entailment or contradiction needs to give an operator other than
+        ``#`` (with ``operator_model``).
+    :param cache: use the on-disk call cache for LLM answers, embeddings and NLI probabilities.
     """
 
     def __init__(
@@ -205,6 +250,9 @@ class NaturalLogicProver(LLMUser):
         calibration: str = "content-free",
         device: str = "auto",
         embedder_backend: str = "torch",
+        operator_model: str | None = None,
+        operator_backend: str = "torch",
+        nli_threshold: float = 0.5,
         cache: bool = True,
     ):
         if calibration not in CALIBRATIONS:
@@ -223,12 +271,25 @@ class NaturalLogicProver(LLMUser):
         self.calibration = calibration
         self.device = device
         self.embedder_backend = check_backend(embedder_backend)
+        if operator_model is not None and not (isinstance(operator_model, str) and operator_model.strip()):
+            raise ValueError(f"operator_model must be a model name, id or path, got {operator_model!r}")
+        if not 0.0 <= nli_threshold < 1.0:
+            raise ValueError(f"nli_threshold must be in [0, 1), got {nli_threshold}")
+        self.operator_model = operator_model
+        self.operator_backend = check_backend(operator_backend)
+        self.nli_threshold = nli_threshold
+        self._nli = None
+        if operator_model is not None:
+            self._nli = NliClassifier(operator_model, device, max_length=128, cache=cache, backend=operator_backend)
         self._encoder = None
         self._baseline: dict[str, float] | None = None
 
     def warm_up(self) -> None:
-        """Load the LLM and the embedder."""
-        LLMUser.warm_up(self)
+        """Load the embedder and the operator model, or the LLM when there is none."""
+        if self._nli is not None:
+            self._nli.warm_up()
+        else:
+            LLMUser.warm_up(self)
         if self._encoder is None:
             self._encoder = load_sentence_transformer(self.embedder, self.device, self.embedder_backend)
 
@@ -237,10 +298,11 @@ class NaturalLogicProver(LLMUser):
 
     def prove(self, claims: Sequence[str], evidence: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
         """One proof per claim from its evidence sentences: ``{"claim", "evidence", "steps": [{"claim_span",
-        "evidence_span", "similarity", "asked", "p_yes", "operator"}], "operators", "verdict", "calibration"}``
-        (``calibration``: the content-free log-odds per operator when its operators were asked, else ``None``).
-        The batch's texts are embedded in two calls and every operator question of the batch goes to the LLM in
-        one call."""
+        "evidence_span", "evidence_sentence", "similarity", "asked", "p_yes", "operator"}], "operators",
+        "verdict", "calibration"}`` (``calibration``: the content-free log-odds per operator when its operators
+        were asked, else ``None``). The batch's texts are embedded in two calls and every operator question of
+        the batch goes to the LLM in one call; with an ``operator_model`` each asked step has ``nli`` (its
+        class probabilities) instead of ``p_yes``, all of the batch's steps in one call of the model."""
         self.warm_up()
         chosen = self._closest_sentences(list(claims), [list(s) for s in evidence])
         chunks = [chunk_claim(claim, self.max_chunks) for claim in claims]
@@ -256,6 +318,8 @@ class NaturalLogicProver(LLMUser):
                 step["asked"] = decidable
             proofs.append({"claim": claim, "evidence": sentences, "steps": steps})
             questions += [(step, op) for step in steps if decidable for op in OPERATOR_QUESTIONS]
+        if self._nli is not None:
+            return self._model_operators(proofs)
         baseline = self.content_free_log_odds() if questions else None
         p_yes = self._p_yes([operator_question(op, s["claim_span"], s["evidence_span"]) for s, op in questions])
         for (step, op), p in zip(questions, p_yes):
@@ -265,6 +329,17 @@ class NaturalLogicProver(LLMUser):
             # batch or the questions before it held
             proof["calibration"] = baseline if any(step["asked"] for step in proof["steps"]) else None
             decide_operators(proof, self.yes_threshold, proof["calibration"])
+        return proofs
+
+    def _model_operators(self, proofs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Decide the proofs' operators with the NLI model: one call for every asked step of the batch."""
+        asked = [step for proof in proofs for step in proof["steps"] if step["asked"]]
+        probabilities = self._nli.probabilities([(step["evidence_sentence"], step["claim_span"]) for step in asked])
+        for step, row in zip(asked, probabilities.tolist()):
+            step["nli"] = dict(zip(NLI_LABELS, row))
+        for proof in proofs:
+            proof["calibration"] = None
+            decide_nli_operators(proof, self.nli_threshold)
         return proofs
 
     def _p_yes(self, questions: list[str]) -> list[float]:
@@ -287,11 +362,14 @@ class NaturalLogicProver(LLMUser):
         }
         return self._baseline
 
-    def _spans(self, sentences: list[str]) -> list[str]:
-        """The distinct evidence spans of the sentences (:func:`evidence_spans`), in order."""
-        return list(
-            dict.fromkeys(span for sentence in sentences for span in evidence_spans(sentence, self.max_span_words))
-        )
+    def _spans(self, sentences: list[str]) -> dict[str, str]:
+        """The distinct evidence spans of the sentences (:func:`evidence_spans`), in order, each with the first
+        sentence it comes from."""
+        spans: dict[str, str] = {}
+        for sentence in sentences:
+            for span in evidence_spans(sentence, self.max_span_words):
+                spans.setdefault(span, sentence)
+        return spans
 
     def _closest_sentences(self, claims: list[str], evidence: list[list[str]]) -> list[list[str]]:
         """Per claim, its ``evidence_sentences`` sentences closest to it (MiniLM cosine), in their own order."""
@@ -308,16 +386,20 @@ class NaturalLogicProver(LLMUser):
             chosen[i] = [evidence[i][j] for j in sorted(order.tolist())]
         return chosen
 
-    def _align(self, chunk: str, spans: list[str], vectors: np.ndarray, row: dict[str, int]) -> dict[str, Any]:
-        """The chunk's proof step before its operator: the most similar evidence span, if similar enough."""
-        step: dict[str, Any] = {"claim_span": chunk, "evidence_span": "", "similarity": 0.0, "p_yes": {}}
+    def _align(self, chunk: str, spans: dict[str, str], vectors: np.ndarray, row: dict[str, int]) -> dict[str, Any]:
+        """The chunk's proof step before its operator: the most similar evidence span (and its sentence), if
+        similar enough."""
+        step: dict[str, Any] = {"claim_span": chunk, "evidence_span": "", "evidence_sentence": "", "similarity": 0.0}
+        step["p_yes"] = {}
         if not spans:
             return step
-        similarity = vectors[[row[s] for s in spans]] @ vectors[row[chunk]]
+        candidates = list(spans)
+        similarity = vectors[[row[s] for s in candidates]] @ vectors[row[chunk]]
         best = int(np.argmax(similarity))
         step["similarity"] = float(similarity[best])
         if similarity[best] >= self.align_threshold:
-            step["evidence_span"] = spans[best]
+            step["evidence_span"] = candidates[best]
+            step["evidence_sentence"] = spans[candidates[best]]
         return step
 
 
@@ -467,7 +549,8 @@ class NaturalLogicStopper(LLMUser, Stopper):
         that claim chunks can align to the document's title too.
     :param prover: the prover, a nested spec ``{type: natural-logic, init_parameters}`` with
         :class:`NaturalLogicProver`'s parameters (``embedder``, ``embedder_backend``, ``max_chunks``,
-        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``);
+        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``,
+        ``operator_model``, ``operator_backend``, ``nli_threshold``);
         ``llm``, ``device`` and ``cache`` it leaves out are the stopper's.
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param cache: use the on-disk call cache.

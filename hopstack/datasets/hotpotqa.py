@@ -78,3 +78,9 @@ def load_questions(source: Path, corpus: Path) -> list[BenchmarkQuestion]:
     if not questions:
         raise HopstackInputError(f"{source}: no questions")
     return questions
+
+
+def records_by_question(source: Path) -> dict[str, dict]:
+    """The raw records of a HotpotQA-format file by question id (the id :func:`load_questions` gives), for
+    what the questions do not keep: the context paragraphs, the supporting facts, 2WikiMultihopQA's triples."""
+    return {str(record.get("_id", i)): record for i, record in enumerate(_records(source)) if isinstance(record, dict)}

@@ -22,6 +22,23 @@ _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str, int, str], object] = {}
 
 
+def load_cross_encoder(path: str, device: str, max_length: int, backend: str):
+    """The sentence-transformers ``CrossEncoder`` at ``path`` on a resolved ``device`` and ``backend``, loaded
+    once per process and shared (weights stored in float16, as the shipped models are, computed in float32
+    on a CPU)."""
+    key = (path, device, max_length, backend)
+    with _LOCK:
+        if key not in _MODELS:
+            import torch
+            from sentence_transformers import CrossEncoder
+
+            dtype = {"dtype": torch.float32} if device == "cpu" else {}
+            encoder = CrossEncoder(path, device=device, max_length=max_length, model_kwargs=dtype)
+            use_backend(encoder, path, backend)
+            _MODELS[key] = encoder
+        return _MODELS[key]
+
+
 class CrossEncoderScorer:
     """Scores (query, passage) pairs with a cross-encoder.
 
@@ -34,6 +51,8 @@ class CrossEncoderScorer:
     :param backend: ``torch | onnx | onnx-int8 | auto`` (:mod:`hopstack.models.onnx_backend`); the scores of
         an ONNX backend are cached apart from torch's.
     """
+
+    kind = "cross-encoder"  # what the call cache keys its outputs by
 
     def __init__(
         self,
@@ -70,24 +89,18 @@ class CrossEncoderScorer:
                 raise HopstackInputError(
                     f"model {self.model!r} has no cross-encoder (a {described.get('role', 'trained model')}): {use}"
                 )
-            with _LOCK:
-                if key not in _MODELS:
-                    import torch
-                    from sentence_transformers import CrossEncoder
-
-                    # weights stored in float16 (the shipped models) are computed in float32 on a CPU
-                    dtype = {"dtype": torch.float32} if key[1] == "cpu" else {}
-                    encoder = CrossEncoder(key[0], device=key[1], max_length=key[2], model_kwargs=dtype)
-                    use_backend(encoder, key[0], key[3])
-                    _MODELS[key] = encoder
-                self._encoder = _MODELS[key]
+            self._encoder = load_cross_encoder(*key)
             self._call_cache = call_cache(self.cache)
             version = hashlib.sha256(recorded).hexdigest() if recorded else ""
-            self._identity = {"kind": "cross-encoder", "model": self.model, "version": version, "length": key[2]}
+            self._identity = {"kind": self.kind, "model": self.model, "version": version, "length": key[2]}
             self._identity.update(backend_identity(self._encoder))  # an ONNX backend's scores are kept apart
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """One relevance score per pair (the model's raw output; higher is more relevant)."""
+        return self._outputs(pairs)
+
+    def _outputs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """:meth:`_predict` of the pairs, through the call cache when it is on."""
         self.warm_up()
         if not pairs:
             return np.zeros(0, dtype=np.float32)
@@ -96,7 +109,62 @@ class CrossEncoderScorer:
             return self._predict(items)
         return np.asarray(self._call_cache.cached_map(self._identity, items, lambda m: self._predict(m).tolist()))
 
-    def _predict(self, items: list[list[str]]) -> np.ndarray:
+    def _logits(self, items: list[list[str]]) -> np.ndarray:
         predict = self._encoder.predict
         scores = predict(items, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True)
-        return np.asarray(scores, dtype=np.float32).reshape(len(items), -1)[:, 0]
+        return np.asarray(scores, dtype=np.float32).reshape(len(items), -1)
+
+    def _predict(self, items: list[list[str]]) -> np.ndarray:
+        return self._logits(items)[:, 0]
+
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def nli_columns(id2label: dict) -> list[int]:
+    """The output columns of :data:`NLI_LABELS`, in that order, from a model's ``id2label`` (labels matched
+    case-insensitively by their start: ``ENTAILMENT``, ``contradiction``...); a model whose labels do not name
+    all three is refused."""
+    found = {}
+    for column, label in id2label.items():
+        for name in NLI_LABELS:
+            if str(label).casefold().startswith(name[:7]):
+                found[name] = int(column)
+    missing = [name for name in NLI_LABELS if name not in found]
+    if missing:
+        raise HopstackInputError(
+            f"not an NLI model: its labels {sorted(map(str, id2label.values()))} do not name {', '.join(missing)}"
+        )
+    return [found[name] for name in NLI_LABELS]
+
+
+class NliClassifier(CrossEncoderScorer):
+    """Entailment, neutral and contradiction probabilities of (premise, hypothesis) pairs from a three-label
+    cross-encoder: a model ``hopstack train nli`` made, or any Hugging Face NLI cross-encoder whose labels
+    name the three classes (e.g. ``cross-encoder/nli-deberta-v3-small`` on a machine that has it). Takes
+    :class:`CrossEncoderScorer`'s parameters; its ``score`` is P(entailment)."""
+
+    kind = "nli"
+
+    def warm_up(self) -> None:
+        """Load the model and find its label columns (a model that is no NLI model is refused)."""
+        if self._encoder is None:
+            super().warm_up()
+            try:
+                self._columns = nli_columns(self._encoder.model.config.id2label)
+            except HopstackInputError as exc:
+                self._encoder = None
+                raise HopstackInputError(f"model {self.model!r}: {exc}") from None
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Per pair the probabilities of :data:`NLI_LABELS` (softmax over the three), an array (pairs, 3)."""
+        return self._outputs(pairs).reshape(len(pairs), len(NLI_LABELS))
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """P(entailment) of each pair."""
+        return self.probabilities(pairs)[:, 0]
+
+    def _predict(self, items: list[list[str]]) -> np.ndarray:
+        logits = self._logits(items)[:, self._columns].astype(np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

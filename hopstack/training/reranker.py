@@ -168,9 +168,11 @@ def partial_dir(name: str) -> Path:
     return models_home() / f".{name}.partial"
 
 
-def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
-    """Refuse, before anything is read or written, a bad name, a split other than train, a model that
-    exists (without ``force`` or ``resume``), or a ``resume`` with nothing to resume."""
+def check_output(config, resume: bool, force: bool) -> None:
+    """Refuse, before anything is read or written, what every ``hopstack train`` command refuses: a bad model
+    name, a split other than train, a bad ``dev_share``, a model that exists (without ``force`` or
+    ``resume``) or a ``resume`` with nothing to resume. ``config``: any training options with ``out``,
+    ``split`` and ``dev_share``."""
     if not NAME.fullmatch(config.out):
         raise HopstackInputError(f"--out {config.out!r}: a model name is letters, digits, '.', '_' and '-'")
     if config.out in REGISTRY or is_shipped_model(config.out):
@@ -179,15 +181,6 @@ def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
         raise HopstackInputError(f"hopstack train reads only a train split (--split train), got {config.split!r}")
     if not 0 <= config.dev_share < 1:
         raise HopstackInputError(f"dev_share must be in [0, 1), got {config.dev_share}")
-    if not config.dataset or len(config.dataset) != len(config.index):
-        raise HopstackInputError(
-            f"give one --index per --dataset, in the same order: {len(config.dataset)} dataset(s), "
-            f"{len(config.index)} index(es)"
-        )
-    if len(set(config.dataset)) != len(config.dataset):
-        raise HopstackInputError(f"--dataset names a dataset twice: {', '.join(config.dataset)}")
-    if config.teacher is not None:
-        make_scorer(teacher_spec(config.teacher), config.device)  # an unknown type is refused here, unloaded
     if resume and force:
         raise HopstackInputError("--resume and --force exclude each other")
     if resume and not (partial_dir(config.out) / CHECKPOINTS).is_dir():
@@ -203,9 +196,23 @@ def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
         )
 
 
-def load_base(config: TrainingConfig, bi_encoder: bool = False):
-    """The base model as a one-label ``CrossEncoder`` (a bi-encoder such as MiniLM gets a new head), or with
-    ``bi_encoder`` as a ``SentenceTransformer`` reading ``max_length`` tokens a text."""
+def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
+    """:func:`check_output`, and refuse datasets and indexes that do not pair up or an unknown teacher."""
+    if not config.dataset or len(config.dataset) != len(config.index):
+        raise HopstackInputError(
+            f"give one --index per --dataset, in the same order: {len(config.dataset)} dataset(s), "
+            f"{len(config.index)} index(es)"
+        )
+    if len(set(config.dataset)) != len(config.dataset):
+        raise HopstackInputError(f"--dataset names a dataset twice: {', '.join(config.dataset)}")
+    if config.teacher is not None:
+        make_scorer(teacher_spec(config.teacher), config.device)  # an unknown type is refused here, unloaded
+    check_output(config, resume, force)
+
+
+def load_base(config: TrainingConfig, bi_encoder: bool = False, num_labels: int = 1):
+    """The base model as a ``CrossEncoder`` with ``num_labels`` outputs (a bi-encoder such as MiniLM gets a
+    new head), or with ``bi_encoder`` as a ``SentenceTransformer`` reading ``max_length`` tokens a text."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.cross_encoder import CrossEncoder
 
@@ -221,7 +228,9 @@ def load_base(config: TrainingConfig, bi_encoder: bool = False):
             model = SentenceTransformer(path, device=device, local_files_only=True)
             model.max_seq_length = config.max_length
         else:
-            model = CrossEncoder(path, num_labels=1, max_length=config.max_length, device=device, local_files_only=True)
+            model = CrossEncoder(
+                path, num_labels=num_labels, max_length=config.max_length, device=device, local_files_only=True
+            )
     except (OSError, ValueError) as exc:
         kind = "a bi-encoder" if bi_encoder else "a cross-encoder"
         raise HopstackInputError(f"--base {config.base!r}: cannot load it as {kind} ({exc})") from exc
