@@ -205,6 +205,46 @@ def test_natural_logic_stopper_turns_the_answer_into_a_claim_and_stops_on_a_verd
     assert out["trace"][1]["verdict"] == NOT_ENOUGH_INFO
 
 
+@pytest.mark.slow
+def test_sub_question_claims_stop_only_when_every_sub_claim_is_proved(monkeypatch):
+    stopper = NaturalLogicStopper(llm=TINY_LLM, claims_from="sub-questions")
+    decomposed = []
+
+    class Decomposer:
+        def generate(self, prompts, max_tokens, temperature):
+            decomposed.extend(p[-1]["content"] for p in prompts)
+            return ["Who directed Film A?\nWhere was that director born?" for _ in prompts]
+
+    class Claims:
+        def generate(self, prompts, max_tokens):
+            return [f"Claim: {p[-1]['content'].split('Answer: ')[1]}." for p in prompts]
+
+    class Reader:
+        def generate_scored(self, prompts, max_tokens):
+            return [("Ada" if "Who directed" in p[-1]["content"] else "Oslo", [0.0]) for p in prompts]
+
+    def prove(claims, evidence):
+        proved = [SUPPORTS if claim.split(": ")[1].rstrip(".") in " ".join(e) else NOT_ENOUGH_INFO
+                  for claim, e in zip(claims, evidence)]  # fmt: skip
+        return [{"claim": c, "verdict": v} for c, v in zip(claims, proved)]
+
+    monkeypatch.setattr(stopper, "warm_up", lambda: None)
+    stopper._llm, stopper._reader._llm, stopper._decomposer._llm = Claims(), Reader(), Decomposer()
+    monkeypatch.setattr(stopper._prover, "prove", prove)
+    question = "Where was the director of Film A born?"
+    both = [Document(id="x", content="Film A was directed by Ada. Ada was born in Oslo.")]
+    one = [Document(id="y", content="Film A was directed by Ada.")]
+    out = stopper.run_batch(query=[question, question], documents=[both, one])
+    assert out["stop"] == [True, False]  # the second lacks the birthplace: one sub-claim is not proved
+    assert out["trace"][1]["sub_questions"] == ["Who directed Film A?", "Where was that director born?"]
+    assert (out["trace"][1]["answers"], out["trace"][1]["verdicts"]) == (["Ada", "Oslo"], [SUPPORTS, NOT_ENOUGH_INFO])
+    assert len(decomposed) == 1  # one decomposition for the question, whatever the batch or the hop
+    stopper.run_batch(query=[question], documents=[both])
+    assert len(decomposed) == 1
+    with pytest.raises(ValueError, match="claims_from must be one of"):
+        NaturalLogicStopper(llm=TINY_LLM, claims_from="hops")
+
+
 def test_stopper_settings_are_checked():
     with pytest.raises(ValueError, match="hops"):
         FixedHopsStopper(hops=0)

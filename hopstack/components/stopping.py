@@ -506,6 +506,7 @@ class AnswerTriggerStopper(LLMUser, Stopper):
         return {"stop": stop, "trace": [{"reply": reply} for reply in replies]}
 
 
+CLAIM_SOURCES = ("question", "sub-questions")
 CLAIM_SYSTEM = "You rewrite a question and its answer as one short declarative sentence that states the answer."
 CLAIM_FEW_SHOT = [
     ("Who founded the Brannock Looms mill?", "Ada Brannock", "Ada Brannock founded the Brannock Looms mill."),
@@ -536,14 +537,22 @@ class NaturalLogicStopper(LLMUser, Stopper):
     With ``claims: true`` the query is the claim (fact verification). Otherwise the query is a question: the
     reader (an :class:`AnswerGenerator` from ``reader``) answers it from the documents, the LLM rewrites
     question and answer as a declarative claim, and "sufficient" means the evidence proves or refutes that
-    answer claim. The evidence is the sentences of the first ``max_documents`` documents; the proof
-    (:class:`NaturalLogicProver`: chunks, aligned evidence spans, operators, the DFA's verdict) is the
+    answer claim. With ``claims_from: sub-questions`` the decomposer splits the question into sub-questions
+    (once per question), the reader answers each, each answer becomes a short claim, and "sufficient" means
+    every sub-claim's proof reaches SUPPORTS (a question the decomposer cannot split is its own
+    sub-question). The evidence is the sentences of the first ``max_documents`` documents; the proofs
+    (:class:`NaturalLogicProver`: chunks, aligned evidence spans, operators, the DFA's verdict) are the
     trace, the explanation of the decision.
 
     :param llm: the LLM that writes claims and answers the operator questions.
     :param claims: the queries are claims, not questions.
     :param reader: the reader, a nested spec ``{type: reader, init_parameters}``; parameters it leaves out
         (``llm``, ``max_documents``, ``cache``) are the stopper's.
+    :param claims_from: ``question`` (one claim from the whole question's answer; sufficient when it is
+        proved or refuted) or ``sub-questions`` (one claim per sub-question; sufficient when all are proved).
+    :param decomposer: with ``claims_from: sub-questions``, a nested spec ``{type: decomposer,
+        init_parameters}`` (:class:`~hopstack.components.decomposition.QuestionDecomposer`); ``llm`` and
+        ``cache`` it leaves out are the stopper's.
     :param max_documents: documents whose sentences are evidence.
     :param evidence_titles: give each sentence as ``title ; sentence`` (AdMIRaL's evidence format), so
         that claim chunks can align to the document's title too.
@@ -561,6 +570,8 @@ class NaturalLogicStopper(LLMUser, Stopper):
         llm: str | dict[str, Any] = "qwen2.5-0.5b",
         claims: bool = False,
         reader: dict[str, Any] | None = None,
+        claims_from: str = "question",
+        decomposer: dict[str, Any] | None = None,
         max_documents: int = 5,
         evidence_titles: bool = True,
         prover: dict[str, Any] | None = None,
@@ -569,9 +580,13 @@ class NaturalLogicStopper(LLMUser, Stopper):
     ):
         if max_documents < 1:
             raise ValueError(f"max_documents must be at least 1, got {max_documents}")
+        if claims_from not in CLAIM_SOURCES:
+            raise ValueError(f"claims_from must be one of {CLAIM_SOURCES}, got {claims_from!r}")
         self.use_llm(llm, cache)
         self.claims = claims
         self.reader = reader
+        self.claims_from = claims_from
+        self.decomposer = decomposer
         self.max_documents = max_documents
         self.evidence_titles = evidence_titles
         self.prover = prover
@@ -579,13 +594,18 @@ class NaturalLogicStopper(LLMUser, Stopper):
         shared = {"llm": llm, "device": device, "cache": cache, "max_documents": max_documents}
         self._prover = build(prover or {"type": "natural-logic"}, "prover", defaults=shared)
         self._reader = None if claims else build(reader or {"type": "reader"}, "reader", role=Reader, defaults=shared)
+        self._decomposer = None
+        if not claims and claims_from == "sub-questions":
+            llm_defaults = {"llm": llm, "cache": cache}
+            self._decomposer = build(decomposer or {"type": "decomposer"}, "decomposer", defaults=llm_defaults)
+        self._sub_questions: dict[str, list[str]] = {}
 
     def warm_up(self) -> None:
-        """Load the LLM, the embedder and the reader."""
+        """Load the LLM, the embedder, the reader and the decomposer."""
         LLMUser.warm_up(self)
-        self._prover.warm_up()
-        if self._reader is not None:
-            self._reader.warm_up()
+        for part in (self._prover, self._reader, self._decomposer):
+            if part is not None:
+                part.warm_up()
 
     def run_batch(
         self, query: list[str], documents: list[list[Document]], hop: list[int] | None = None
@@ -595,21 +615,52 @@ class NaturalLogicStopper(LLMUser, Stopper):
         batch_size_of({"query": query, "documents": documents})
         self.warm_up()
         read = [docs[: self.max_documents] for docs in documents]
+        evidence = [[s for d in docs for s in self._sentences(d)] for docs in read]
+        if self._decomposer is not None:
+            return self._sub_question_claims(query, read, evidence)
         traces: list[dict[str, Any]] = [{} for _ in query]
         claims = list(query)
         if self._reader is not None:
-            answers = self._reader.answer(query, read)
-            replies = self._llm.generate([claim_messages(q, a.data) for q, a in zip(query, answers)], max_tokens=64)
-            claims = [
-                next((line.strip() for line in r.splitlines() if line.strip()), q) for r, q in zip(replies, query)
-            ]
+            claims, answers = self._answer_claims(query, read)
             for trace, answer in zip(traces, answers):
-                trace["answer"] = answer.data
-        evidence = [[s for d in docs for s in self._sentences(d)] for docs in read]
+                trace["answer"] = answer
         proofs = self._prover.prove(claims, evidence)
         stop = [proof["verdict"] != NOT_ENOUGH_INFO for proof in proofs]
         for trace, proof in zip(traces, proofs):
             trace.update(claim=proof["claim"], verdict=proof["verdict"], proof=proof)
+        return {"stop": stop, "trace": traces}
+
+    def _answer_claims(self, questions: list[str], read: list[list[Document]]) -> tuple[list[str], list[str]]:
+        """The reader's answer to each question from its documents and the claim the LLM states from both
+        (the question itself when the LLM writes nothing): one reader call and one claim-writing call."""
+        answers = [a.data for a in self._reader.answer(questions, read)]
+        replies = self._llm.generate([claim_messages(q, a) for q, a in zip(questions, answers)], max_tokens=64)
+        claims = [
+            next((line.strip() for line in r.splitlines() if line.strip()), q) for r, q in zip(replies, questions)
+        ]
+        return claims, answers
+
+    def _sub_question_claims(
+        self, query: list[str], read: list[list[Document]], evidence: list[list[str]]
+    ) -> dict[str, list[Any]]:
+        """Stop when every sub-question's claim is proved: one decomposer call for the questions not seen
+        before, then one reader, one claim-writing and one prover call for all the batch's sub-questions."""
+        new = [q for q in dict.fromkeys(query) if q not in self._sub_questions]
+        if new:
+            found = self._decomposer.run_batch(question=new)["sub_questions"]
+            self._sub_questions.update({q: subs or [q] for q, subs in zip(new, found)})
+        groups = [self._sub_questions[q] for q in query]
+        flat = [(i, sub) for i, subs in enumerate(groups) for sub in subs]
+        claims, answers = self._answer_claims([sub for _, sub in flat], [read[i] for i, _ in flat])
+        proofs = self._prover.prove(claims, [evidence[i] for i, _ in flat])
+        answered, proved = iter(answers), iter(proofs)
+        stop, traces = [], []
+        for subs in groups:
+            group_answers, group_proofs = [next(answered) for _ in subs], [next(proved) for _ in subs]
+            verdicts = [proof["verdict"] for proof in group_proofs]
+            stop.append(all(v == SUPPORTS for v in verdicts))
+            traces.append({"sub_questions": subs, "answers": group_answers, "verdicts": verdicts})
+            traces[-1]["proofs"] = group_proofs
         return {"stop": stop, "trace": traces}
 
     def _sentences(self, document: Document) -> list[str]:

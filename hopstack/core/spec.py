@@ -60,6 +60,7 @@ SHORT_NAMES: dict[str, str | type] = {
     "openai": "hopstack.models.llm.OpenAICompatibleLLM",
     # nested stages
     "reader": "hopstack.components.generation.AnswerGenerator",
+    "decomposer": "hopstack.components.decomposition.QuestionDecomposer",
     "natural-logic": "hopstack.components.stopping.NaturalLogicProver",
 }
 """Registered short names a nested spec's ``type`` may use instead of a class path: a class path, or a class
