@@ -52,12 +52,13 @@ def main() -> None:
     parser.add_argument("--index", required=True, help="the dataset's index folder")
     parser.add_argument("--grid", type=Path, default=REPO / "demos" / "multihop.yaml")
     parser.add_argument("--questions", type=int, default=10)
+    parser.add_argument("--split", default="all", help="all, train or test (the first --questions of the split)")
     parser.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ["HOPSTACK_CACHE"] = "off"  # measure the models, not the on-disk call cache
 
-    dataset = load_dataset(args.dataset, "all", args.questions)
+    dataset = load_dataset(args.dataset, args.split, args.questions)
     variants = [v for v in expand_variants([], read_grid(args.grid), {"index": args.index}) if v.data]
     rows = {}
     hop_one_sufficient: list[bool] | None = None
@@ -79,8 +80,9 @@ def main() -> None:
             "s_per_question": wall / n,
             **{f"llm_{name}_per_question": value for name, value in used.items()},
         }
-        write_results(args.json, {"dataset": args.dataset, "index": args.index, "grid": str(args.grid),
-                                  "cpu_count": os.cpu_count(), "python": sys.version, "rows": rows})  # fmt: skip
+        write_results(args.json, {"dataset": args.dataset, "split": args.split, "index": args.index,
+                                  "grid": str(args.grid), "cpu_count": os.cpu_count(), "python": sys.version,
+                                  "rows": rows})  # fmt: skip
         row = rows[variant.name]
         print(f"{variant.name}: {row['hops_per_question']:.2f} hops/q, {row['s_per_question']:.1f} s/q", flush=True)
     print_table(rows)
