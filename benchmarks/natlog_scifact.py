@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--yes-thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6, 0.65, 0.7])
     parser.add_argument("--operator-model", default=None, help="an NLI model name (hopstack train nli)")
     parser.add_argument("--nli-thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7, 0.8])
+    parser.add_argument("--nli-level", choices=["chunk", "claim"], default="chunk", help="with --operator-model")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ["HOPSTACK_CACHE"] = "off"
@@ -91,7 +92,7 @@ def main() -> None:
             document = json.loads(line)
             if document["_id"] in wanted:
                 abstracts[document["_id"]] = split_sentences(document["text"])
-    prover = NaturalLogicProver(llm=args.llm, operator_model=args.operator_model, cache=False)
+    prover = NaturalLogicProver(llm=args.llm, operator_model=args.operator_model, nli_level=args.nli_level, cache=False)
     prover.warm_up()
     before = USAGE.snapshot()
     started = time.perf_counter()
@@ -103,6 +104,7 @@ def main() -> None:
         "claims": len(claims),
         "llm": None if args.operator_model else args.llm,
         "operator_model": args.operator_model,
+        "nli_level": args.nli_level if args.operator_model else None,
         "s_per_claim": seconds / len(claims),
         "llm_prompts_per_claim": (USAGE.snapshot()["prompts"] - before["prompts"]) / len(claims),
         "cpu_count": os.cpu_count(),
@@ -112,7 +114,8 @@ def main() -> None:
         results = report.setdefault("by_nli_threshold", {})
         for threshold in args.nli_thresholds:  # the proofs keep every step's probabilities: no model call
             results[str(threshold)] = evaluate(claims, [decide_nli_operators(p, threshold) for p in proofs])
-            print_evaluation(f"{args.operator_model}, nli_threshold {threshold}", results[str(threshold)])
+            setting = f"{args.operator_model}, {args.nli_level} level, nli_threshold {threshold}"
+            print_evaluation(setting, results[str(threshold)])
         for proof in proofs:
             decide_nli_operators(proof, prover.nli_threshold)
     else:

@@ -174,6 +174,14 @@ def test_planted_supporting_and_contradicting_sentences_are_proved_end_to_end(tr
     (step,) = proofs[1]["steps"]
     assert (step["claim_span"], step["evidence_sentence"]) == ("The gadget7 passed inspection", contradicting)
     assert set(step["nli"]) == {"entailment", "neutral", "contradiction"}
+    # claim level: the whole claim against each evidence sentence decides
+    whole = NaturalLogicProver(operator_model="tiny-nli", nli_level="claim", align_threshold=0.0, cache=False)
+    proofs = whole.prove([claim] * 3, evidence)
+    assert [p["verdict"] for p in proofs] == [SUPPORTS, REFUTES, NOT_ENOUGH_INFO]
+    assert [row["sentence"] for row in proofs[1]["claim_nli"]] == [contradicting]
+    unaligned = NaturalLogicProver(operator_model="tiny-nli", nli_level="claim", align_threshold=0.99, cache=False)
+    (proof,) = unaligned.prove([claim], evidence[:1])
+    assert (proof["verdict"], proof["claim_nli"], proof["operators"]) == (NOT_ENOUGH_INFO, [], ["#"])
 
 
 def test_bad_operator_models_and_training_requests_are_refused(trained, monkeypatch, tmp_path, cli):
@@ -185,6 +193,8 @@ def test_bad_operator_models_and_training_requests_are_refused(trained, monkeypa
         NaturalLogicProver(operator_model="  ")
     with pytest.raises(ValueError, match="nli_threshold"):
         NaturalLogicProver(operator_model="tiny-nli", nli_threshold=1.5)
+    with pytest.raises(ValueError, match="nli_level must be one of"):
+        NaturalLogicProver(operator_model="tiny-nli", nli_level="span")
     before = {p: p.read_bytes() for p in trained[1].rglob("*") if p.is_file()}
     code, _, err = cli("train", "nli", "--dataset", "multihop-rag", "--out", "x", "--limit", "5")
     assert code == 2 and "has neither" in err

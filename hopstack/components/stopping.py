@@ -200,8 +200,27 @@ def content_words(text: str) -> set[str]:
 
 
 def decide_nli_operators(proof: dict[str, Any], threshold: float = 0.5) -> dict[str, Any]:
-    """Set a proof's operators (:func:`nli_operator` of each asked step's ``nli`` probabilities; ``#`` for an
-    unaligned step, ``None`` for an aligned one that was not asked) and its DFA verdict. Returns the proof."""
+    """Set a proof's operators and verdict from its stored NLI probabilities.
+
+    Chunk level (the steps carry ``nli``): each asked step's operator is :func:`nli_operator`'s, ``#`` for an
+    unaligned step, ``None`` for an aligned one that was not asked, and the verdict is the DFA's. Claim level
+    (the proof carries ``claim_nli``, one entry per evidence sentence): no per-step operators; a proof with
+    an unaligned chunk is NOT ENOUGH INFO, else SUPPORTS when the best entailment probability reaches
+    ``threshold`` and is at least the best contradiction probability, REFUTES when the best contradiction
+    probability reaches it, else NOT ENOUGH INFO. Returns the proof."""
+    if "claim_nli" in proof:
+        for step in proof["steps"]:
+            step["operator"] = None if step.get("evidence_span") else "#"
+        proof["operators"] = [step["operator"] for step in proof["steps"]]
+        entail = max((row["nli"]["entailment"] for row in proof["claim_nli"]), default=0.0)
+        contradict = max((row["nli"]["contradiction"] for row in proof["claim_nli"]), default=0.0)
+        if "#" in proof["operators"]:
+            proof["verdict"] = NOT_ENOUGH_INFO
+        elif entail >= threshold and entail >= contradict:
+            proof["verdict"] = SUPPORTS
+        else:
+            proof["verdict"] = REFUTES if contradict >= threshold else NOT_ENOUGH_INFO
+        return proof
     for step in proof["steps"]:
         if not step.get("evidence_span"):
             step["operator"] = "#"
@@ -212,6 +231,9 @@ def decide_nli_operators(proof: dict[str, Any], threshold: float = 0.5) -> dict[
     proof["operators"] = [step["operator"] for step in proof["steps"]]
     proof["verdict"] = natlog_verdict(op for op in proof["operators"] if op is not None)
     return proof
+
+
+NLI_LEVELS = ("chunk", "claim")
 
 
 class NaturalLogicProver(LLMUser):
@@ -235,6 +257,10 @@ class NaturalLogicProver(LLMUser):
     :param operator_backend: ``torch | onnx | onnx-int8 | auto`` for the operator model.
     :param nli_threshold: the probability entailment or contradiction needs to give an operator other than
         ``#`` (with ``operator_model``).
+    :param nli_level: ``chunk`` (each step's operator from (its evidence sentence, its chunk); the DFA
+        decides) or ``claim`` (hopstack's option, not QA-NatVer's: every chunk must still align, then the
+        whole claim is read against each evidence sentence and the best entailment or contradiction decides;
+        :func:`decide_nli_operators`).
     :param cache: use the on-disk call cache for LLM answers, embeddings and NLI probabilities.
     """
 
@@ -253,6 +279,7 @@ class NaturalLogicProver(LLMUser):
         operator_model: str | None = None,
         operator_backend: str = "torch",
         nli_threshold: float = 0.5,
+        nli_level: str = "chunk",
         cache: bool = True,
     ):
         if calibration not in CALIBRATIONS:
@@ -275,6 +302,9 @@ class NaturalLogicProver(LLMUser):
             raise ValueError(f"operator_model must be a model name, id or path, got {operator_model!r}")
         if not 0.0 <= nli_threshold < 1.0:
             raise ValueError(f"nli_threshold must be in [0, 1), got {nli_threshold}")
+        if nli_level not in NLI_LEVELS:
+            raise ValueError(f"nli_level must be one of {NLI_LEVELS}, got {nli_level!r}")
+        self.nli_level = nli_level
         self.operator_model = operator_model
         self.operator_backend = check_backend(operator_backend)
         self.nli_threshold = nli_threshold
@@ -332,11 +362,23 @@ class NaturalLogicProver(LLMUser):
         return proofs
 
     def _model_operators(self, proofs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Decide the proofs' operators with the NLI model: one call for every asked step of the batch."""
-        asked = [step for proof in proofs for step in proof["steps"] if step["asked"]]
-        probabilities = self._nli.probabilities([(step["evidence_sentence"], step["claim_span"]) for step in asked])
-        for step, row in zip(asked, probabilities.tolist()):
-            step["nli"] = dict(zip(NLI_LABELS, row))
+        """Decide the proofs with the NLI model: one call for every asked step of the batch (chunk level) or
+        for every evidence sentence of the proofs whose chunks all align (claim level)."""
+        if self.nli_level == "claim":
+            decidable = [proof for proof in proofs if all(step["asked"] for step in proof["steps"])]
+            pairs = [(sentence, proof["claim"]) for proof in decidable for sentence in proof["evidence"]]
+            rows = iter(self._nli.probabilities(pairs).tolist())
+            for proof in proofs:
+                proof["claim_nli"] = []
+            for proof in decidable:
+                proof["claim_nli"] = [
+                    {"sentence": s, "nli": dict(zip(NLI_LABELS, next(rows)))} for s in proof["evidence"]
+                ]
+        else:
+            asked = [step for proof in proofs for step in proof["steps"] if step["asked"]]
+            pairs = [(step["evidence_sentence"], step["claim_span"]) for step in asked]
+            for step, row in zip(asked, self._nli.probabilities(pairs).tolist()):
+                step["nli"] = dict(zip(NLI_LABELS, row))
         for proof in proofs:
             proof["calibration"] = None
             decide_nli_operators(proof, self.nli_threshold)
