@@ -10,7 +10,8 @@ on datasets' train splits (docs/methods/natural-logic.md#trained-operators).
      (at most ``neutrals``), and those of the abstracts a claim without evidence cites, are neutral.
      APPROXIMATION: SciFact numbers rationale sentences in its own sentence split, hopstack splits the
      abstract text with blingfire; of the sentences at the rationale's index and its two neighbours, the one
-     sharing most words with the claim is taken.
+     sharing most words with the claim is taken. A supported claim negated (:func:`negated_claim`) is
+     contradicted by its rationale sentence (DATA AUGMENTATION).
    - **Wikidata triples** (HotpotQA-format records with ``evidences``, as 2WikiMultihopQA has, one per
      supporting fact): the supporting sentence entails the triple's claim "The RELATION of SUBJECT is
      OBJECT."; the same claim with OBJECT replaced by another object of that relation (from another
@@ -19,6 +20,8 @@ on datasets' train splits (docs/methods/natural-logic.md#trained-operators).
 
    MultiHop-RAG gives no pairs: its evidence facts support parts of long multi-source questions, not a claim
    that a single sentence could entail.
+   Every claim-level pair also gives chunk-level pairs (:func:`chunk_pairs`): the hypotheses the prover
+   asks about are claim chunks.
 2. A share ``dev_share`` of the questions (by a hash of their id) is held out of training.
 3. A sentence-transformers ``CrossEncoder`` with three labels, initialised from ``base``, is trained with the
    library's ``CrossEncoderTrainer`` and ``CrossEntropyLoss``, a checkpoint per epoch (``resume`` continues).
@@ -250,7 +253,7 @@ def chunk_pairs(pairs: list[dict[str, Any]], max_chunks: int = 6) -> list[dict[s
         else:
             continue
         for chunk, label in zip(chunks, labels):
-            if label is not None and chunk != pair["hypothesis"]:
+            if chunk != pair["hypothesis"]:
                 item = {**pair, "hypothesis": chunk, "label": label, "grain": "chunk"}
                 item.pop("original", None)
                 derived.setdefault((pair["premise"], chunk, label), item)
