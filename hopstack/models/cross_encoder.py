@@ -165,6 +165,6 @@ class NliClassifier(CrossEncoderScorer):
         return self.probabilities(pairs)[:, 0]
 
     def _predict(self, items: list[list[str]]) -> np.ndarray:
-        logits = self._logits(items)[:, self._columns].astype(np.float64)
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        from scipy.special import softmax
+
+        return softmax(self._logits(items)[:, self._columns].astype(np.float64), axis=1).astype(np.float32)
