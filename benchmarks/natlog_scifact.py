@@ -11,7 +11,8 @@ content-free calibration of P(Yes) and at each ``--yes-thresholds`` value (the P
 needs); the LLM is asked once, the operators are re-decided from the proofs' P(Yes). With
 ``--operator-model NAME`` (a model ``hopstack train nli`` made) the operators are that NLI model's instead of
 the LLM's, at each ``--nli-thresholds`` value (the prover's default, 0.5, is the one fixed beforehand; the
-others are shown, not chosen on these claims). Call cache off.
+others are shown, not chosen on these claims). ``--alignment tokens`` aligns chunks to evidence spans by
+pooled contextual token embeddings instead of one encoder pass per n-gram. Call cache off.
 
     python benchmarks/natlog_scifact.py --per-label 10 --json benchmarks/results/natlog_scifact.json
     python benchmarks/natlog_scifact.py --per-label 1000 --operator-model NAME \
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--operator-model", default=None, help="an NLI model name (hopstack train nli)")
     parser.add_argument("--nli-thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7, 0.8])
     parser.add_argument("--nli-level", choices=["chunk", "claim"], default="chunk", help="with --operator-model")
+    parser.add_argument("--alignment", choices=["ngrams", "tokens"], default="ngrams")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ["HOPSTACK_CACHE"] = "off"
@@ -92,7 +94,13 @@ def main() -> None:
             document = json.loads(line)
             if document["_id"] in wanted:
                 abstracts[document["_id"]] = split_sentences(document["text"])
-    prover = NaturalLogicProver(llm=args.llm, operator_model=args.operator_model, nli_level=args.nli_level, cache=False)
+    prover = NaturalLogicProver(
+        llm=args.llm,
+        operator_model=args.operator_model,
+        nli_level=args.nli_level,
+        alignment=args.alignment,
+        cache=False,
+    )
     prover.warm_up()
     before = USAGE.snapshot()
     started = time.perf_counter()
@@ -105,6 +113,7 @@ def main() -> None:
         "llm": None if args.operator_model else args.llm,
         "operator_model": args.operator_model,
         "nli_level": args.nli_level if args.operator_model else None,
+        "alignment": args.alignment,
         "s_per_claim": seconds / len(claims),
         "llm_prompts_per_claim": (USAGE.snapshot()["prompts"] - before["prompts"]) / len(claims),
         "cpu_count": os.cpu_count(),

@@ -4,6 +4,7 @@ sequence up to length 5, claim chunking, evidence spans, proofs with a scripted 
 import itertools
 import math
 
+import numpy as np
 import pytest
 from haystack import Document
 
@@ -18,9 +19,11 @@ from hopstack.components.stopping import (
     NaturalLogicStopper,
     ScoreThresholdStopper,
     chunk_claim,
-    evidence_spans,
+    chunk_offsets,
     natlog_verdict,
+    span_offsets,
 )
+from hopstack.models.embedders import load_sentence_transformer, span_vectors
 from hopstack.testing import assert_run_batch_matches_run
 
 TINY_LLM = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
@@ -78,9 +81,22 @@ def test_claims_are_cut_into_at_most_six_phrases_none_of_only_stopwords():
     assert chunk_claim("") == [] and chunk_claim("of the") == []
 
 
-def test_evidence_spans_are_ngrams_up_to_the_limit_not_only_stopwords():
-    spans = evidence_spans("Ada founded the mill.", max_words=2)
-    assert spans == ["Ada", "Ada founded", "founded", "founded the", "the mill", "mill"]
+def test_evidence_spans_are_ngrams_up_to_the_limit_not_only_stopwords_with_their_places():
+    sentence = "Ada founded the mill, Ada said."
+    spans = span_offsets(sentence, max_words=2)
+    assert [text for text, _, _ in spans] == [
+        "Ada", "Ada founded", "founded", "founded the", "the mill", "mill", "mill Ada", "Ada said", "said"
+    ]  # fmt: skip
+    assert all(sentence[first:end].replace(",", "") == text for text, first, end in spans)
+    assert spans[0] == ("Ada", 0, 3), "a repeated span keeps its first place"
+
+
+def test_chunk_offsets_place_each_chunk_in_its_claim():
+    claim = "The mill, founded by Ada in 1850, grinds corn."
+    chunks = chunk_claim(claim)
+    places = chunk_offsets(claim, chunks)
+    assert chunks == ["The mill", "founded", "by Ada", "in 1850", "grinds corn"]
+    assert [claim[a:b] for a, b in places] == chunks
 
 
 class ScriptedLLM:
@@ -146,6 +162,35 @@ def test_content_free_calibration_takes_out_the_llms_yes_bias_per_operator():
     raw.warm_up()
     raw._llm = prover._llm
     assert raw.prove(["Ada Brannock founded the mill in 1820."], evidence)[0]["operators"] == ["=", "="]
+
+
+@pytest.mark.parametrize("alignment", ["ngrams", "tokens"])
+def test_chunks_align_to_the_evidence_spans_they_restate_in_either_alignment(alignment):
+    prover = NaturalLogicProver(alignment=alignment, device="cpu", cache=False)
+    prover._encoder = load_sentence_transformer("minilm", "cpu")
+    encoded = []
+    encode = prover._encoder.encode
+    prover._encoder.encode = lambda texts, **kw: encoded.extend(texts) or encode(texts, **kw)
+    try:
+        claims = ["Ada Brannock founded the mill in 1820."]
+        chunks = [chunk_claim(claims[0])]
+        spans = [prover._spans(["Ada Brannock founded the mill in 1910.", "Stock prices fell on Tuesday."])]
+        [(chunk_rows, span_rows)] = prover._alignment_vectors(claims, chunks, spans)
+    finally:
+        prover._encoder.encode = encode
+    steps = [prover._align(chunk, row, spans[0], span_rows) for chunk, row in zip(chunks[0], chunk_rows)]
+    assert [s["evidence_span"] for s in steps] == ["Ada Brannock founded the mill", "in 1910"]
+    assert all(s["similarity"] > 0.5 for s in steps)
+    assert span_rows.shape == (len(spans[0]), 384) and np.allclose(np.linalg.norm(span_rows, axis=1), 1.0, atol=1e-5)
+    # ngrams: every distinct chunk and span is a text of its own; tokens: the claim and the two sentences, once each
+    assert len(encoded) == (len({*chunks[0], *spans[0]}) if alignment == "ngrams" else 3)
+
+
+def test_span_vectors_are_zero_past_the_encoders_token_limit():
+    encoder = load_sentence_transformer("minilm", "cpu")
+    text = "word " * 400
+    [rows] = span_vectors(encoder, [text.strip()], [[(0, 4), (1990, 1994)]])
+    assert np.linalg.norm(rows[0]) == pytest.approx(1.0, abs=1e-5) and not rows[1].any()
 
 
 def _docs(*scores):
@@ -250,6 +295,8 @@ def test_stopper_settings_are_checked():
         FixedHopsStopper(hops=0)
     with pytest.raises(ValueError, match="max_chunks"):
         NaturalLogicStopper(llm=TINY_LLM, prover={"type": "natural-logic", "init_parameters": {"max_chunks": 0}})
+    with pytest.raises(ValueError, match="alignment must be one of"):
+        NaturalLogicStopper(llm=TINY_LLM, prover={"type": "natural-logic", "init_parameters": {"alignment": "words"}})
     with pytest.raises(ValueError, match="placeholders"):
         AnswerTriggerStopper(llm=TINY_LLM, prompt="no placeholders")
 

@@ -175,10 +175,13 @@ def test_planted_supporting_and_contradicting_sentences_are_proved_end_to_end(tr
     assert (step["claim_span"], step["evidence_sentence"]) == ("The gadget7 passed inspection", contradicting)
     assert set(step["nli"]) == {"entailment", "neutral", "contradiction"}
     # claim level: the whole claim against each evidence sentence decides
-    whole = NaturalLogicProver(operator_model="tiny-nli", nli_level="claim", align_threshold=0.0, cache=False)
-    proofs = whole.prove([claim] * 3, evidence)
-    assert [p["verdict"] for p in proofs] == [SUPPORTS, REFUTES, NOT_ENOUGH_INFO]
-    assert [row["sentence"] for row in proofs[1]["claim_nli"]] == [contradicting]
+    for alignment in ("ngrams", "tokens"):
+        whole = NaturalLogicProver(
+            operator_model="tiny-nli", nli_level="claim", align_threshold=0.0, alignment=alignment, cache=False
+        )
+        proofs = whole.prove([claim] * 3, evidence)
+        assert [p["verdict"] for p in proofs] == [SUPPORTS, REFUTES, NOT_ENOUGH_INFO], alignment
+        assert [row["sentence"] for row in proofs[1]["claim_nli"]] == [contradicting]
     unaligned = NaturalLogicProver(operator_model="tiny-nli", nli_level="claim", align_threshold=0.99, cache=False)
     (proof,) = unaligned.prove([claim], evidence[:1])
     assert (proof["verdict"], proof["claim_nli"], proof["operators"]) == (NOT_ENOUGH_INFO, [], ["#"])

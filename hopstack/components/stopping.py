@@ -45,7 +45,7 @@ from hopstack.core.spec import build
 from hopstack.core.text import numbered_passages, prompt_passages, split_sentences
 from hopstack.models.cache import LLMUser, call_cache
 from hopstack.models.cross_encoder import NLI_LABELS, NliClassifier
-from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.embedders import embed_texts, load_sentence_transformer, span_vectors
 from hopstack.models.onnx_backend import check_backend
 
 SUPPORTS, REFUTES, NOT_ENOUGH_INFO = "SUPPORTS", "REFUTES", "NOT ENOUGH INFO"
@@ -134,15 +134,31 @@ def chunk_claim(claim: str, max_chunks: int = 6) -> list[str]:
     return [" ".join(chunk) for chunk in merged]
 
 
-def evidence_spans(sentence: str, max_words: int = 7) -> list[str]:
-    """The sentence's word n-grams of at most ``max_words`` words that are not only stopwords."""
-    words = [w for w in _WORD.findall(sentence) if re.match(r"[\w'-]", w)]
-    spans = []
+def span_offsets(sentence: str, max_words: int = 7) -> list[tuple[str, int, int]]:
+    """The sentence's word n-grams of at most ``max_words`` words that are not only stopwords, each as
+    ``(text, first character, end character)`` in the sentence (a text repeated keeps its first place)."""
+    words = [m for m in _WORD.finditer(sentence) if re.match(r"[\w'-]", m.group())]
+    spans: dict[str, tuple[str, int, int]] = {}
     for start in range(len(words)):
         for end in range(start + 1, min(start + max_words, len(words)) + 1):
-            if any(w.lower() not in STOPWORDS for w in words[start:end]):
-                spans.append(" ".join(words[start:end]))
-    return list(dict.fromkeys(spans))
+            if any(m.group().lower() not in STOPWORDS for m in words[start:end]):
+                text = " ".join(m.group() for m in words[start:end])
+                spans.setdefault(text, (text, words[start].start(), words[end - 1].end()))
+    return list(spans.values())
+
+
+def chunk_offsets(claim: str, chunks: list[str]) -> list[tuple[int, int]]:
+    """Where each of :func:`chunk_claim`'s chunks of ``claim`` lies in it, as (first character, end character)."""
+    tokens = list(_WORD.finditer(claim))
+    places, position = [], 0
+    for chunk in chunks:
+        words = chunk.split(" ")
+        while position < len(tokens) and tokens[position].group() != words[0]:
+            position += 1
+        last = min(position + len(words), len(tokens)) - 1
+        places.append((tokens[position].start(), tokens[last].end()) if position < len(tokens) else (0, 0))
+        position = last + 1
+    return places
 
 
 CONTENT_FREE_SPANS = (("N/A", "N/A"), ("", ""), ("[MASK]", "[MASK]"))
@@ -234,6 +250,7 @@ def decide_nli_operators(proof: dict[str, Any], threshold: float = 0.5) -> dict[
 
 
 NLI_LEVELS = ("chunk", "claim")
+ALIGNMENTS = ("ngrams", "tokens")
 
 
 class NaturalLogicProver(LLMUser):
@@ -246,6 +263,11 @@ class NaturalLogicProver(LLMUser):
     :param max_span_words: the longest evidence span (docs/methods/natural-logic.md#what-hopstack-implements: 7).
     :param align_threshold: cosine below which a chunk is unaligned and gets ``#``
         (docs/methods/natural-logic.md#what-hopstack-implements: 0.5).
+    :param alignment: how chunks and evidence spans are embedded for aligning them: ``ngrams`` (each chunk and
+        each n-gram encoded as a text of its own, one encoder pass per distinct text, ~900 per claim) or
+        ``tokens`` (the claim and each evidence sentence encoded once; a chunk's or span's vector is the mean
+        of its contextual token embeddings, as awesome-align aligns words;
+        docs/methods/natural-logic.md#what-hopstack-implements).
     :param yes_threshold: P(Yes) an operator question needs (QA-NatVer: 0.5), after calibration.
     :param calibration: ``content-free`` (P(Yes) relative to the same question about empty spans; see the
         module docstring) or ``none`` (QA-NatVer's raw P(Yes)).
@@ -272,6 +294,7 @@ class NaturalLogicProver(LLMUser):
         evidence_sentences: int = 5,
         max_span_words: int = 7,
         align_threshold: float = 0.5,
+        alignment: str = "ngrams",
         yes_threshold: float = 0.5,
         calibration: str = "content-free",
         device: str = "auto",
@@ -288,12 +311,15 @@ class NaturalLogicProver(LLMUser):
             raise ValueError("max_chunks, evidence_sentences and max_span_words must be at least 1")
         if not 0.0 <= yes_threshold < 1.0:
             raise ValueError(f"yes_threshold must be in [0, 1), got {yes_threshold}")
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         self.use_llm(llm, cache)
         self.embedder = embedder
         self.max_chunks = max_chunks
         self.evidence_sentences = evidence_sentences
         self.max_span_words = max_span_words
         self.align_threshold = align_threshold
+        self.alignment = alignment
         self.yes_threshold = yes_threshold
         self.calibration = calibration
         self.device = device
@@ -334,15 +360,16 @@ class NaturalLogicProver(LLMUser):
         the batch goes to the LLM in one call; with an ``operator_model`` each asked step has ``nli`` (its
         class probabilities) instead of ``p_yes``, all of the batch's steps in one call of the model."""
         self.warm_up()
-        chosen = self._closest_sentences(list(claims), [list(s) for s in evidence])
+        claims = [claim.strip() for claim in claims]
+        chosen = self._closest_sentences(claims, [[s.strip() for s in sentences] for sentences in evidence])
         chunks = [chunk_claim(claim, self.max_chunks) for claim in claims]
         spans = [self._spans(sentences) for sentences in chosen]
-        texts = list(dict.fromkeys(t for group in (*chunks, *spans) for t in group))
-        row = {text: i for i, text in enumerate(texts)}
-        vectors = self._embed(texts) if texts else np.zeros((0, 0))
+        vectors = self._alignment_vectors(claims, chunks, spans)
         proofs, questions = [], []
-        for claim, sentences, claim_chunks, claim_spans in zip(claims, chosen, chunks, spans):
-            steps = [self._align(chunk, claim_spans, vectors, row) for chunk in claim_chunks]
+        for claim, sentences, claim_chunks, claim_spans, (chunk_rows, span_rows) in zip(
+            claims, chosen, chunks, spans, vectors
+        ):
+            steps = [self._align(chunk, row, claim_spans, span_rows) for chunk, row in zip(claim_chunks, chunk_rows)]
             decidable = all(step["evidence_span"] for step in steps)
             for step in steps:
                 step["asked"] = decidable
@@ -404,14 +431,40 @@ class NaturalLogicProver(LLMUser):
         }
         return self._baseline
 
-    def _spans(self, sentences: list[str]) -> dict[str, str]:
-        """The distinct evidence spans of the sentences (:func:`evidence_spans`), in order, each with the first
-        sentence it comes from."""
-        spans: dict[str, str] = {}
+    def _spans(self, sentences: list[str]) -> dict[str, tuple[str, int, int]]:
+        """The distinct evidence spans of the sentences (:func:`span_offsets`), in order, each with the first
+        sentence it comes from and its place there."""
+        spans: dict[str, tuple[str, int, int]] = {}
         for sentence in sentences:
-            for span in evidence_spans(sentence, self.max_span_words):
-                spans.setdefault(span, sentence)
+            for span, first, end in span_offsets(sentence, self.max_span_words):
+                spans.setdefault(span, (sentence, first, end))
         return spans
+
+    def _alignment_vectors(
+        self, claims: list[str], chunks: list[list[str]], spans: list[dict[str, tuple[str, int, int]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per claim, the unit vectors of its chunks and of its evidence spans (in ``spans``' order), in one
+        encoder call for the batch (``alignment``: ``ngrams`` embeds every distinct text, ``tokens`` pools
+        each claim's and sentence's contextual token embeddings, :func:`span_vectors`)."""
+        if self.alignment == "ngrams":
+            texts = list(dict.fromkeys(t for group in (*chunks, *spans) for t in group))
+            row = {text: i for i, text in enumerate(texts)}
+            vectors = self._embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
+            return [(vectors[[row[c] for c in cs]], vectors[[row[s] for s in ss]]) for cs, ss in zip(chunks, spans)]
+        wanted: dict[str, list[tuple[int, int]]] = {}
+        for claim, claim_chunks, claim_spans in zip(claims, chunks, spans):
+            wanted.setdefault(claim, []).extend(chunk_offsets(claim, claim_chunks))
+            for sentence, first, end in claim_spans.values():
+                wanted.setdefault(sentence, []).append((first, end))
+        pooled = dict(zip(wanted, span_vectors(self._encoder, list(wanted), list(wanted.values()))))
+        found = {text: dict(zip(places, rows)) for (text, places), rows in zip(wanted.items(), pooled.values())}
+        return [
+            (
+                np.array([found[claim][place] for place in chunk_offsets(claim, claim_chunks)]),
+                np.array([found[sentence][(first, end)] for sentence, first, end in claim_spans.values()]),
+            )
+            for claim, claim_chunks, claim_spans in zip(claims, chunks, spans)
+        ]
 
     def _closest_sentences(self, claims: list[str], evidence: list[list[str]]) -> list[list[str]]:
         """Per claim, its ``evidence_sentences`` sentences closest to it (MiniLM cosine), in their own order."""
@@ -428,20 +481,22 @@ class NaturalLogicProver(LLMUser):
             chosen[i] = [evidence[i][j] for j in sorted(order.tolist())]
         return chosen
 
-    def _align(self, chunk: str, spans: dict[str, str], vectors: np.ndarray, row: dict[str, int]) -> dict[str, Any]:
+    def _align(
+        self, chunk: str, vector: np.ndarray, spans: dict[str, tuple[str, int, int]], span_rows: np.ndarray
+    ) -> dict[str, Any]:
         """The chunk's proof step before its operator: the most similar evidence span (and its sentence), if
         similar enough."""
         step: dict[str, Any] = {"claim_span": chunk, "evidence_span": "", "evidence_sentence": "", "similarity": 0.0}
         step["p_yes"] = {}
         if not spans:
             return step
-        candidates = list(spans)
-        similarity = vectors[[row[s] for s in candidates]] @ vectors[row[chunk]]
+        similarity = span_rows @ vector
         best = int(np.argmax(similarity))
         step["similarity"] = float(similarity[best])
         if similarity[best] >= self.align_threshold:
-            step["evidence_span"] = candidates[best]
-            step["evidence_sentence"] = spans[candidates[best]]
+            candidate = list(spans)[best]
+            step["evidence_span"] = candidate
+            step["evidence_sentence"] = spans[candidate][0]
         return step
 
 
@@ -561,6 +616,14 @@ CLAIM_FEW_SHOT = [
 ]
 
 
+def evidence_suffices(trace: dict[str, Any]) -> bool:
+    """The natural-logic stopper's rule on its trace of one question: with claims per sub-question, every
+    sub-claim's proof reaches SUPPORTS; else the claim's proof reaches SUPPORTS or REFUTES."""
+    if "proofs" in trace:
+        return all(proof["verdict"] == SUPPORTS for proof in trace["proofs"])
+    return trace["proof"]["verdict"] != NOT_ENOUGH_INFO
+
+
 def claim_messages(question: str, answer: str) -> list[dict[str, str]]:
     """The chat that turns a question and its answer into a claim (few-shot turns written for hopstack)."""
     messages = [{"role": "system", "content": CLAIM_SYSTEM}]
@@ -600,8 +663,8 @@ class NaturalLogicStopper(LLMUser, Stopper):
         that claim chunks can align to the document's title too.
     :param prover: the prover, a nested spec ``{type: natural-logic, init_parameters}`` with
         :class:`NaturalLogicProver`'s parameters (``embedder``, ``embedder_backend``, ``max_chunks``,
-        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``yes_threshold``, ``calibration``,
-        ``operator_model``, ``operator_backend``, ``nli_threshold``);
+        ``evidence_sentences``, ``max_span_words``, ``align_threshold``, ``alignment``, ``yes_threshold``,
+        ``calibration``, ``operator_model``, ``operator_backend``, ``nli_threshold``, ``nli_level``);
         ``llm``, ``device`` and ``cache`` it leaves out are the stopper's.
     :param device: ``auto | cpu | cuda | cuda:N`` for the embedder.
     :param cache: use the on-disk call cache.
@@ -667,10 +730,9 @@ class NaturalLogicStopper(LLMUser, Stopper):
             for trace, answer in zip(traces, answers):
                 trace["answer"] = answer
         proofs = self._prover.prove(claims, evidence)
-        stop = [proof["verdict"] != NOT_ENOUGH_INFO for proof in proofs]
         for trace, proof in zip(traces, proofs):
             trace.update(claim=proof["claim"], verdict=proof["verdict"], proof=proof)
-        return {"stop": stop, "trace": traces}
+        return {"stop": [evidence_suffices(trace) for trace in traces], "trace": traces}
 
     def _answer_claims(self, questions: list[str], read: list[list[Document]]) -> tuple[list[str], list[str]]:
         """The reader's answer to each question from its documents and the claim the LLM states from both
@@ -696,14 +758,13 @@ class NaturalLogicStopper(LLMUser, Stopper):
         claims, answers = self._answer_claims([sub for _, sub in flat], [read[i] for i, _ in flat])
         proofs = self._prover.prove(claims, [evidence[i] for i, _ in flat])
         answered, proved = iter(answers), iter(proofs)
-        stop, traces = [], []
+        traces = []
         for subs in groups:
             group_answers, group_proofs = [next(answered) for _ in subs], [next(proved) for _ in subs]
             verdicts = [proof["verdict"] for proof in group_proofs]
-            stop.append(all(v == SUPPORTS for v in verdicts))
             traces.append({"sub_questions": subs, "answers": group_answers, "verdicts": verdicts})
             traces[-1]["proofs"] = group_proofs
-        return {"stop": stop, "trace": traces}
+        return {"stop": [evidence_suffices(trace) for trace in traces], "trace": traces}
 
     def _sentences(self, document: Document) -> list[str]:
         """The document's evidence sentences, as AdMIRaL gives them: ``title ; sentence`` (with a title)."""

@@ -59,3 +59,30 @@ def embed_texts(
     identity.update(backend_identity(model))  # an ONNX backend's vectors are kept apart from torch's
     rows = cache.cached_map(identity, list(texts), lambda missing: encode(missing).tolist())
     return np.asarray(rows, dtype=np.float32)
+
+
+def span_vectors(model, texts: list[str], spans: list[list[tuple[int, int]]], batch_size: int = 64) -> list[np.ndarray]:
+    """Per text, one L2-normalised row per character span ``(first, end)`` of it: the mean of the contextual
+    token embeddings of the tokens that start inside the span, the text encoded once as a whole (a zero row
+    where no token does, as past the model's ``max_seq_length``). Texts are used as given (strip them first:
+    the encoder strips what it encodes)."""
+    if not texts:
+        return []
+    embedded = model.encode(
+        texts, batch_size=batch_size, output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False
+    )
+    offsets = model.tokenizer(texts, return_offsets_mapping=True, truncation=True, max_length=model.max_seq_length)
+    rows = []
+    for vectors, places, text_spans in zip(embedded, offsets["offset_mapping"], spans):
+        vectors = np.asarray(vectors.detach().cpu().float(), dtype=np.float64)
+        count = min(len(vectors), len(places))
+        starts = np.array([a if b > a else -1 for a, b in places[:count]])  # special tokens start nowhere
+        cumulative = np.vstack([np.zeros((1, vectors.shape[1])), np.cumsum(vectors[:count], axis=0)])
+        pooled = np.zeros((len(text_spans), vectors.shape[1]))
+        for i, (first, end) in enumerate(text_spans):
+            inside = np.flatnonzero((starts >= first) & (starts < end))
+            if inside.size:
+                pooled[i] = (cumulative[inside[-1] + 1] - cumulative[inside[0]]) / (inside[-1] + 1 - inside[0])
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        rows.append((pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32))
+    return rows
