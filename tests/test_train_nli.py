@@ -12,7 +12,7 @@ from hopstack.components.stopping import NOT_ENOUGH_INFO, REFUTES, SUPPORTS, Nat
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.errors import HopstackInputError
 from hopstack.models.cross_encoder import NliClassifier, nli_columns
-from hopstack.models.registry import resolve_model, trained_model_dir
+from hopstack.models.registry import resolve_model, shipped_model_dir, trained_model_dir
 from hopstack.training.nli import NliTraining, chunk_pairs, negated_claim, nli_pairs, train_nli
 from hopstack.training.reranker import partial_dir
 
@@ -185,6 +185,29 @@ def test_planted_supporting_and_contradicting_sentences_are_proved_end_to_end(tr
     unaligned = NaturalLogicProver(operator_model="tiny-nli", nli_level="claim", align_threshold=0.99, cache=False)
     (proof,) = unaligned.prove([claim], evidence[:1])
     assert (proof["verdict"], proof["claim_nli"], proof["operators"]) == (NOT_ENOUGH_INFO, [], ["#"])
+
+
+def test_the_shipped_operator_model_proves_refutes_and_abstains_on_planted_facts(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))  # no trained model of that name can shadow it
+    manifest = json.loads((shipped_model_dir("hopstack-nli") / "manifest.json").read_text())
+    assert (manifest["role"], manifest["split"], manifest["hyperparameters"]["float16"]) == (
+        "NLI operator model",
+        "train",
+        True,
+    )
+    assert manifest["dev"]["macro_f1"] > 0.6, "held-out train questions"
+    prover = NaturalLogicProver(
+        operator_model="hopstack-nli", nli_level="claim", alignment="tokens", device="cpu", cache=False
+    )
+    claim = "Edda Varrow was born in Leeds."
+    evidence = [
+        ["Edda Varrow ; Edda Varrow (born 3 May 1910 in Leeds) was an English film director."],
+        ["Edda Varrow ; Edda Varrow (born 3 May 1910 in Bristol) was an English film director."],
+        ["Edda Varrow ; She directed four films."],
+    ]
+    proofs = prover.prove([claim] * 3, evidence)
+    assert [p["verdict"] for p in proofs] == [SUPPORTS, REFUTES, NOT_ENOUGH_INFO]
+    assert prover._llm is None
 
 
 def test_bad_operator_models_and_training_requests_are_refused(trained, monkeypatch, tmp_path, cli):
