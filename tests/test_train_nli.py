@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import save_tiny_bert
+from conftest import SAMPLE_CORPUS, save_tiny_bert
 from hopstack.components.stopping import NOT_ENOUGH_INFO, REFUTES, SUPPORTS, NaturalLogicProver, nli_operator
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.errors import HopstackInputError
@@ -222,9 +222,11 @@ def test_bad_operator_models_and_training_requests_are_refused(trained, monkeypa
     with pytest.raises(ValueError, match="nli_level must be one of"):
         NaturalLogicProver(operator_model="tiny-nli", nli_level="span")
     before = {p: p.read_bytes() for p in trained[1].rglob("*") if p.is_file()}
-    code, _, err = cli("train", "nli", "--dataset", "multihop-rag", "--out", "x", "--limit", "5")
+    # a dataset with neither claims nor triples (the shipped sample, a generic folder, like MultiHop-RAG)
+    code, _, err = cli("train", "nli", "--dataset", str(SAMPLE_CORPUS.parent), "--out", "x", "--limit", "5")
     assert code == 2 and "has neither" in err
-    code, _, err = cli("train", "nli", "--dataset", "scifact", "--out", "tiny-nli")
+    claims = _claims_folder(tmp_path / "claims", count=2)
+    code, _, err = cli("train", "nli", "--dataset", str(claims), "--out", "tiny-nli")
     assert code == 2 and "model 'tiny-nli' exists" in err
     bare = _claims_folder(tmp_path / "bare", count=2)
     (bare / "claims_train.jsonl").unlink()
