@@ -451,13 +451,13 @@ class NaturalLogicProver(LLMUser):
             row = {text: i for i, text in enumerate(texts)}
             vectors = self._embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
             return [(vectors[[row[c] for c in cs]], vectors[[row[s] for s in ss]]) for cs, ss in zip(chunks, spans)]
-        wanted: dict[str, list[tuple[int, int]]] = {}
+        wanted: dict[str, dict[tuple[int, int], None]] = {}  # text -> its distinct (first, end) places
         for claim, claim_chunks, claim_spans in zip(claims, chunks, spans):
-            wanted.setdefault(claim, []).extend(chunk_offsets(claim, claim_chunks))
+            wanted.setdefault(claim, {}).update(dict.fromkeys(chunk_offsets(claim, claim_chunks)))
             for sentence, first, end in claim_spans.values():
-                wanted.setdefault(sentence, []).append((first, end))
-        pooled = dict(zip(wanted, span_vectors(self._encoder, list(wanted), list(wanted.values()))))
-        found = {text: dict(zip(places, rows)) for (text, places), rows in zip(wanted.items(), pooled.values())}
+                wanted.setdefault(sentence, {})[(first, end)] = None
+        rows = span_vectors(self._encoder, list(wanted), [list(places) for places in wanted.values()])
+        found = {text: dict(zip(places, vectors)) for (text, places), vectors in zip(wanted.items(), rows)}
         return [
             (
                 np.array([found[claim][place] for place in chunk_offsets(claim, claim_chunks)]),
