@@ -22,7 +22,7 @@ over at least ``--min-stops`` stops, else the one of highest stop precision (rep
 target). Run it on ``--split train`` only and write the value into the pipeline file; the test split then
 measures it:
 
-    python benchmarks/multihop_stopping.py --dataset 2wikimultihopqa --index runs/2wikimultihopqa-index \
+    python benchmarks/multihop_stopping.py --dataset 2wikimultihopqa --index runs/2wikimultihopqa-index \\
         --split train --questions 100 --grid demos/natlog-calibrate.yaml --nli-thresholds 0.5 0.6 0.7 0.8 0.9 0.95
 
     python benchmarks/multihop_stopping.py --dataset multihop-rag --index runs/mhr-index --questions 10 \\

@@ -451,19 +451,20 @@ class NaturalLogicProver(LLMUser):
             row = {text: i for i, text in enumerate(texts)}
             vectors = self._embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
             return [(vectors[[row[c] for c in cs]], vectors[[row[s] for s in ss]]) for cs, ss in zip(chunks, spans)]
+        chunk_places = [chunk_offsets(claim, claim_chunks) for claim, claim_chunks in zip(claims, chunks)]
         wanted: dict[str, dict[tuple[int, int], None]] = {}  # text -> its distinct (first, end) places
-        for claim, claim_chunks, claim_spans in zip(claims, chunks, spans):
-            wanted.setdefault(claim, {}).update(dict.fromkeys(chunk_offsets(claim, claim_chunks)))
+        for claim, places, claim_spans in zip(claims, chunk_places, spans):
+            wanted.setdefault(claim, {}).update(dict.fromkeys(places))
             for sentence, first, end in claim_spans.values():
                 wanted.setdefault(sentence, {})[(first, end)] = None
         rows = span_vectors(self._encoder, list(wanted), [list(places) for places in wanted.values()])
         found = {text: dict(zip(places, vectors)) for (text, places), vectors in zip(wanted.items(), rows)}
         return [
             (
-                np.array([found[claim][place] for place in chunk_offsets(claim, claim_chunks)]),
+                np.array([found[claim][place] for place in places]),
                 np.array([found[sentence][(first, end)] for sentence, first, end in claim_spans.values()]),
             )
-            for claim, claim_chunks, claim_spans in zip(claims, chunks, spans)
+            for claim, places, claim_spans in zip(claims, chunk_places, spans)
         ]
 
     def _closest_sentences(self, claims: list[str], evidence: list[list[str]]) -> list[list[str]]:
