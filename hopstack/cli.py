@@ -19,6 +19,7 @@ from rich.table import Table
 from hopstack.errors import HopstackInputError, PipelineRunError
 
 if TYPE_CHECKING:
+    from hopstack.core.ray_cluster import RaySettings
     from hopstack.experiments.compare import CompareResult
 
 app = typer.Typer(
@@ -38,6 +39,33 @@ IndexOption = Annotated[
 BatchOption = Annotated[
     int | None, typer.Option("--batch-size", min=1, help="most items per run_batch call (default: the file's, or 256)")
 ]
+
+
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on Ray: auto, HOST:PORT or ray://HOST:PORT of a cluster, or local (a bare --ray) to start one here",
+    ),
+]
+RayActorsOption = Annotated[
+    int | None, typer.Option("--ray-actors", min=1, help="Ray actors sharing the work (default: one per CPU)")
+]
+RayCpusOption = Annotated[float, typer.Option("--ray-cpus-per-actor", min=0.0, help="CPUs each Ray actor reserves")]
+RayGpusOption = Annotated[float, typer.Option("--ray-gpus-per-actor", min=0.0, help="GPUs each Ray actor reserves")]
+
+
+def _ray_settings(address: str | None, actors: int | None, cpus: float, gpus: float) -> "RaySettings | None":
+    """The ``--ray`` options as settings (None without ``--ray``); a missing Ray install is reported here."""
+    from hopstack.core.ray_cluster import LOCAL, RaySettings, import_ray
+
+    if address is None:
+        if actors is not None:
+            raise HopstackInputError("--ray-actors needs --ray")
+        return None
+    import_ray()
+    return RaySettings(address.strip() or LOCAL, actors, cpus, gpus)
 
 
 def _version(value: bool) -> None:
@@ -229,8 +257,13 @@ def index(
     backend: Annotated[
         str, typer.Option("--backend", help="the embedder's backend: torch | onnx | onnx-int8 | auto")
     ] = "torch",
+    ray: RayOption = None,
+    ray_actors: RayActorsOption = None,
+    ray_cpus: RayCpusOption = 1.0,
+    ray_gpus: RayGpusOption = 0.0,
 ) -> None:
-    """Build an index folder (chunks in SQLite, bm25s, FAISS) from a corpus, or print one's manifest."""
+    """Build an index folder (chunks in SQLite, bm25s, FAISS) from a corpus, or print one's manifest; with --ray
+    the chunking and embedding run on Ray Data actors and give the same index."""
     from hopstack.datasets.benchmark import dataset_corpus
     from hopstack.index.chunking import SentenceChunker
     from hopstack.index.dense import DenseSettings
@@ -252,6 +285,7 @@ def index(
         bm25 = BM25Settings(k1=k1, b=b, method=method)
     except ValueError as exc:
         raise HopstackInputError(str(exc)) from exc
+    ray_settings = _ray_settings(ray, ray_actors, ray_cpus, ray_gpus)
     source = source if source is not None else dataset_corpus(dataset)
     for line in recover_swap(Path(out)):
         err.print(line)
@@ -266,7 +300,17 @@ def index(
             progress.update(tasks[stage], completed=done, total=total)
 
         manifest = build_index(
-            source, out, corpus_format, chunker, title_prefix, bm25, dense_settings, device, batch_size, report
+            source,
+            out,
+            corpus_format,
+            chunker,
+            title_prefix,
+            bm25,
+            dense_settings,
+            device,
+            batch_size,
+            report,
+            ray=ray_settings,
         )
     counts = manifest["counts"]
     err.print(
@@ -290,13 +334,20 @@ def evaluate_command(
     split: Annotated[str, typer.Option("--split", help="all, train or test (dev: alias of train)")] = "all",
     batch_size: BatchOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
+    ray: RayOption = None,
+    ray_actors: RayActorsOption = None,
+    ray_cpus: RayCpusOption = 1.0,
+    ray_gpus: RayGpusOption = 0.0,
 ) -> None:
-    """Evaluate a pipeline on a benchmark with the benchmark's own metrics."""
+    """Evaluate a pipeline on a benchmark with the benchmark's own metrics (with --ray: in shards on Ray actors)."""
     from hopstack.core.progress import StepProgress
     from hopstack.experiments.evaluation import evaluate
 
+    ray_settings = _ray_settings(ray, ray_actors, ray_cpus, ray_gpus)
     with StepProgress(err) as steps:
-        result = evaluate(file, dataset, index_dir, limit, split, batch_size, steps.status, steps.progress)
+        result = evaluate(
+            file, dataset, index_dir, limit, split, batch_size, steps.status, steps.progress, ray_settings
+        )
     title = f"{result['pipeline']} on {result['dataset']} ({result['split']}, {result['n_questions']} questions)"
     table = Table(title=title, min_width=len(title))
     table.add_column("metric")
@@ -738,15 +789,21 @@ def compare_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
+    ray: RayOption = None,
+    ray_actors: RayActorsOption = None,
+    ray_cpus: RayCpusOption = 1.0,
+    ray_gpus: RayGpusOption = 0.0,
 ) -> None:
     """Compare pipeline variants on a benchmark: one union graph (shared nodes run once), node cache,
-    paired significance tests against a baseline, Markdown table, JSON, plots and an HTML report."""
+    paired significance tests against a baseline, Markdown table, JSON, plots and an HTML report (with --ray:
+    the questions in shards on Ray actors)."""
     from hopstack.core.progress import StepProgress
     from hopstack.experiments.compare import compare
     from hopstack.experiments.report import new_run_folder, write_report
     from hopstack.experiments.variants import read_grid
     from hopstack.graphs.node_cache import NodeCache
 
+    ray_settings = _ray_settings(ray, ray_actors, ray_cpus, ray_gpus)
     with StepProgress(err) as steps:
         steps.status(f"loading {dataset} and the pipelines")
         result = compare(
@@ -766,6 +823,7 @@ def compare_command(
             metric=metric,
             status=steps.status,
             progress=steps.progress,
+            ray=ray_settings,
         )
         steps.status("writing the report")
         written = write_report(result, report_dir or new_run_folder(Path("runs") / "compare", result.dataset))
@@ -872,11 +930,24 @@ def serve(
     )
 
 
+def bare_ray_as_local(args: list[str]) -> list[str]:
+    """The command line with a bare ``--ray`` (last, or followed by something that is no Ray address: an option
+    or a file) written ``--ray=local``, so that ``--ray`` alone starts a local Ray instance."""
+    from hopstack.core.ray_cluster import is_address
+
+    fixed = list(args)
+    for i, arg in enumerate(fixed):
+        if arg == "--ray" and (i + 1 == len(fixed) or not is_address(fixed[i + 1])):
+            fixed[i] = "--ray=local"
+    return fixed
+
+
 def main() -> None:
     """Entry point: run the Typer app and map errors to exit codes (2 bad input, 1 internal error).
 
     Typer itself exits 2 on usage errors; exits from commands (``typer.Exit``) pass through.
     """
+    sys.argv[1:] = bare_ray_as_local(sys.argv[1:])
     try:
         app()
     except HopstackInputError as exc:

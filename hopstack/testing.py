@@ -2,7 +2,8 @@
 
 ``assert_run_batch_matches_run`` holds a component's ``run_batch`` against its ``run`` on any inputs:
 use it in the tests of every component that defines ``run_batch``. ``free_port``, ``wait_ready`` and
-``stop_process`` start and stop the servers of tests and benchmarks (``hopstack serve``, Hayhooks).
+``stop_process`` start and stop the servers of tests and benchmarks (``hopstack serve``, Hayhooks);
+``LocalRayCluster`` a Ray cluster of several nodes on 127.0.0.1 (tests/test_ray.py, benchmarks/ray_scaling.py).
 ``odd_value``, ``replace_somewhere``, ``mutate_data`` and ``mutate_text`` make the mutants of the fuzz
 tests (tests/test_fuzz.py) and of benchmarks/fuzz.py from shipped files and odd values.
 """
@@ -118,6 +119,102 @@ def stop_process(process: subprocess.Popen, timeout_s: float) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+class LocalRayCluster:
+    """A Ray cluster of ``nodes`` nodes on 127.0.0.1, each a separate ``ray start --block`` process (the head with
+    Ray's dashboard, which the state API needs) with ``cpus_per_node`` CPUs; :meth:`stop` stops each by its PID.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`; ``address`` is the head's
+    ``127.0.0.1:PORT``, ``pids`` the node processes, ``logs`` the folder of their output."""
+
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, logs: str | None = None, object_store_mb: int = 100):
+        import tempfile
+
+        self.nodes = nodes
+        self.cpus_per_node = cpus_per_node
+        self.object_store_mb = object_store_mb
+        self.logs = logs or tempfile.mkdtemp(prefix="hopstack-ray-")
+        self.address = ""
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def pids(self) -> list[int]:
+        """The node processes' PIDs, the head's first."""
+        return [p.pid for p in self.processes]
+
+    def _start_node(self, number: int, *options: str) -> None:
+        import os
+        import sys
+        from pathlib import Path
+
+        ray = str(Path(sys.executable).with_name("ray"))
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        common = [
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.cpus_per_node}",
+            "--num-gpus=0",
+            f"--object-store-memory={self.object_store_mb * 1_000_000}",
+            "--disable-usage-stats",
+            "--block",
+        ]
+        with open(Path(self.logs) / f"node-{number}.log", "wb") as log:
+            process = subprocess.Popen([ray, "start", *options, *common], stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.processes.append(process)
+
+    def start(self, timeout_s: float = 120.0) -> "LocalRayCluster":
+        """Start the head, then the other nodes, and wait until every node is alive (or raise TimeoutError); this
+        process is not left connected."""
+        import ray
+
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self._start_node(0, "--head", f"--port={port}", f"--dashboard-port={free_port()}", "--include-dashboard=true")
+        self._wait(lambda: _listening(port), timeout_s, "the head node")
+        for number in range(1, self.nodes):
+            self._start_node(number, f"--address={self.address}")
+
+        def all_alive() -> bool:
+            if not ray.is_initialized():
+                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            return sum(1 for node in ray.nodes() if node["Alive"]) == self.nodes
+
+        self._wait(all_alive, timeout_s, f"{self.nodes} nodes")
+        ray.shutdown()  # hopstack's own connect() joins it, with the options it sets
+        return self
+
+    def _wait(self, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            failed = [p.pid for p in self.processes if p.poll() is not None]
+            if failed or time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{what} of the Ray cluster did not start (see {self.logs}; exited: {failed})")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Disconnect this process and stop every node process by its PID (the workers first)."""
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        for process in reversed(self.processes):
+            stop_process(process, 30)
+        self.processes = []
+
+    def __enter__(self) -> "LocalRayCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 # -- mutants for fuzzing -----------------------------------------------------------------------------------

@@ -24,13 +24,15 @@ from typing import Any
 import numpy as np
 
 from hopstack import __version__
+from hopstack.core.ray_cluster import RaySettings
 from hopstack.datasets.benchmark import BenchmarkDataset, BenchmarkQuestion, load_dataset
 from hopstack.errors import ComponentInputError, HopstackInputError, PipelineRunError
 from hopstack.experiments.metrics import ScoredRun, final_documents, predicted_answer, score_run, source_ids
 from hopstack.experiments.variants import Grid, Variant, expand_variants
 from hopstack.graphs.fingerprint import input_digest
 from hopstack.graphs.node_cache import NodeCache, entry_key
-from hopstack.graphs.runner import BatchRunner, Progress, RunResult
+from hopstack.graphs.ray_runner import make_runner
+from hopstack.graphs.runner import Progress, RunResult
 from hopstack.graphs.union import UnionGraph, build_union
 
 STAT_TESTS = ("fisher", "student")
@@ -268,6 +270,7 @@ def _run_union(
     failed: dict[str, str],
     status: Status,
     progress: Progress | None,
+    ray: RaySettings | None = None,
 ) -> tuple[UnionGraph | None, RunResult | None, dict[str, VariantRun]]:
     """Run the variants' union over the dataset's questions; returns it, its result and the variants'
     per-question results. When every variant's results are cached, nothing is computed or loaded:
@@ -284,9 +287,10 @@ def _run_union(
         keys = _score_keys(dataset, union)
         found = node_cache.get_many(keys.values()) if node_cache is not None else {}
         runs = {name: VariantRun.from_dict(found[key][0]) for name, key in keys.items() if key in found}
-        runner = BatchRunner(union.pipeline, batch_size=batch_size, node_cache=node_cache)
+        runner = make_runner(union.pipeline, batch_size, node_cache, ray)
         inputs = [runner.question_input(q.question, q.extra) for q in dataset.questions]
-        status(f"running {len(remaining)} variant(s) as {len(union.pipeline.graph)} distinct node(s)")
+        where = f" on Ray ({ray.address})" if ray else ""
+        status(f"running {len(remaining)} variant(s) as {len(union.pipeline.graph)} distinct node(s){where}")
         try:
             result = runner.run(
                 inputs,
@@ -303,6 +307,9 @@ def _run_union(
                 failed[name] = str(exc).replace(f"'{exc.node}'", f"'{own}'", 1)  # the variant's name for it
                 remaining.pop(name)
             continue
+        finally:
+            if ray:
+                runner.close()  # the actors' models are released; a rerun without a failed variant starts new ones
         missing = {name: key for name, key in keys.items() if name not in runs}
         status("scoring")
         for name in missing:
@@ -356,13 +363,15 @@ def compare(
     metric: str | None = None,
     status: Status | None = None,
     progress: Progress | None = None,
+    ray: RaySettings | None = None,
 ) -> CompareResult:
     """Compare pipeline variants on a dataset; :func:`hopstack.experiments.report.write_report` renders the
     result. ``correction`` (one of :data:`CORRECTIONS`) adjusts each metric's p-values over the variants tested
     against the baseline; by default Holm's method when there are several, else none.
 
     ``status(message)`` hears what stage the comparison is in, ``progress(node, done, total)`` how far
-    the node at work has got."""
+    the node at work has got. With ``ray`` settings the questions run in shards on Ray actors
+    (:class:`~hopstack.graphs.ray_runner.RayRunner`); the results are the same."""
     status = status or (lambda message: None)
     if test not in STAT_TESTS:
         raise HopstackInputError(f"test must be one of {', '.join(STAT_TESTS)}, got {test!r}")
@@ -373,7 +382,7 @@ def compare(
     failed = {v.name: v.error for v in variants if v.error}
     started = time.perf_counter()
     loaded = {v.name: v.data for v in variants if v.data is not None}
-    union, result, runs = _run_union(loaded, data, batch_size, node_cache, failed, status, progress)
+    union, result, runs = _run_union(loaded, data, batch_size, node_cache, failed, status, progress, ray)
     wall_s = time.perf_counter() - started
     n = len(data.questions)
     warnings: list[str] = []

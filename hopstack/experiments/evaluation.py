@@ -5,10 +5,12 @@ from pathlib import Path
 from typing import Any
 
 from hopstack.core.progress import Status
+from hopstack.core.ray_cluster import RaySettings
 from hopstack.datasets.base import SPLITS, split_items
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.experiments.metrics import final_documents, score_run
-from hopstack.graphs.runner import BatchRunner, Progress
+from hopstack.graphs.ray_runner import make_runner
+from hopstack.graphs.runner import Progress
 from hopstack.index.store import corpus_hash, is_index, open_index
 from hopstack.spec.loading import load_pipeline
 
@@ -40,11 +42,13 @@ def evaluate(
     batch_size: int | None = None,
     status: Status | None = None,
     progress: Progress | None = None,
+    ray: RaySettings | None = None,
 ) -> dict[str, Any]:
     """Run a pipeline over a dataset's questions and score it with the dataset's metrics (:func:`score_run`).
     As in ``hopstack run --questions``, a question's ``extra`` values that name pipeline inputs are passed on.
     ``status(message)`` hears which step the evaluation is at, ``progress(node, done, total)`` how far the node
-    at work has got.
+    at work has got. With ``ray`` settings the questions run in shards on Ray actors
+    (:class:`~hopstack.graphs.ray_runner.RayRunner`); the scores are the same.
 
     Returns ``{"pipeline", "dataset", "split", "n_questions", "metrics", "timings", "warnings"}``; timings
     hold the warm-up and run seconds, the cost in ms per question (model calls the call cache served count
@@ -55,17 +59,22 @@ def evaluate(
     status(f"loading {dataset} and {pipeline_file}")
     data = load_dataset(dataset, split, limit)
     questions = data.questions
-    runner = BatchRunner(load_pipeline(pipeline_file, {"index": str(index)}), batch_size=batch_size)
-    status(f"warming up {Path(pipeline_file).stem}'s {len(runner.pipeline.graph)} component(s)")
+    runner = make_runner(load_pipeline(pipeline_file, {"index": str(index)}), batch_size, ray=ray)
+    where = f" on Ray ({ray.address})" if ray else ""
+    status(f"warming up {Path(pipeline_file).stem}'s {len(runner.pipeline.graph)} component(s){where}")
     started = time.perf_counter()
-    runner.warm_up()
-    warm_up_s = time.perf_counter() - started
-    status(f"running {len(questions)} question(s)")
-    result = runner.run(
-        [runner.question_input(q.question, q.extra) for q in questions],
-        item_ids=[q.id for q in questions],
-        progress=progress,
-    )
+    try:
+        runner.warm_up()
+        warm_up_s = time.perf_counter() - started
+        status(f"running {len(questions)} question(s)")
+        result = runner.run(
+            [runner.question_input(q.question, q.extra) for q in questions],
+            item_ids=[q.id for q in questions],
+            progress=progress,
+        )
+    finally:
+        if ray:
+            runner.close()
     status("scoring")
     scored = score_run(data, result.outputs)
     mismatch = corpus_mismatch(index, data.corpus)

@@ -29,6 +29,7 @@ import numpy as np
 from haystack import Document
 
 from hopstack.core.files import file_sha256
+from hopstack.core.ray_cluster import RaySettings
 from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
@@ -72,10 +73,13 @@ def build_index(
     device: str = "auto",
     batch_size: int = 64,
     progress: Progress | None = None,
+    ray: RaySettings | None = None,
 ) -> dict[str, Any]:
     """Read, chunk and index a corpus into the folder ``out``; returns the manifest.
 
     ``dense=None`` builds a BM25-only index. ``progress(stage, done, total)`` is called as work advances.
+    With ``ray`` settings the chunking and the embedding run on Ray Data (:mod:`hopstack.index.ray_build`)
+    and give the same index.
     """
     from hopstack.models.embedders import embed_texts, load_sentence_transformer
     from hopstack.models.onnx_backend import loaded_backend
@@ -101,13 +105,18 @@ def build_index(
     corpus_format = corpus_format or detect_format(source)
     documents = read_corpus(source, corpus_format)
     lap("reading")
-    chunks: list[Chunk] = []
-    for i, document in enumerate(documents, start=1):
-        chunks.extend(chunker.split(document))
-        report("chunking", i, len(documents))
+    if ray is None:
+        chunks: list[Chunk] = []
+        for i, document in enumerate(documents, start=1):
+            chunks.extend(chunker.split(document))
+            report("chunking", i, len(documents))
+        texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
+    else:
+        from hopstack.index.ray_build import ray_chunks
+
+        chunks, texts = ray_chunks(documents, chunker, title_prefix, ray, report)
     if not chunks:
         raise HopstackInputError(f"{source}: the corpus has no text to index")
-    texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
     lap("chunking")
 
     building = out.parent / f".{out.name}.building-{os.getpid()}"
@@ -122,13 +131,19 @@ def build_index(
         lap("bm25")
         dim = None
         if dense is not None:
-            encoder = load_sentence_transformer(dense.model, device, dense.backend)
-            lap("embedder_load")
-            parts = []
-            for start in range(0, len(texts), batch_size * 8):
-                parts.append(embed_texts(encoder, texts[start : start + batch_size * 8], batch_size, dense.normalize))
-                report("embedding", min(start + batch_size * 8, len(texts)), len(texts))
-            vectors = np.vstack(parts)
+            if ray is None:
+                encoder = load_sentence_transformer(dense.model, device, dense.backend)
+                lap("embedder_load")
+                parts = []
+                for start in range(0, len(texts), batch_size * 8):
+                    block = texts[start : start + batch_size * 8]
+                    parts.append(embed_texts(encoder, block, batch_size, dense.normalize))
+                    report("embedding", min(start + batch_size * 8, len(texts)), len(texts))
+                vectors, backend = np.vstack(parts), loaded_backend(encoder)
+            else:
+                from hopstack.index.ray_build import ray_embeddings
+
+                vectors, backend = ray_embeddings(texts, dense, device, batch_size, ray, report)
             dim = int(vectors.shape[1])
             lap("embedding")
             save_faiss(build_faiss(vectors, dense), vectors, building / "dense")
@@ -147,7 +162,7 @@ def build_index(
             "title_prefix": title_prefix,
             "counts": {"documents": len(documents), "chunks": len(chunks)},
             "bm25": bm25.to_dict(),
-            "dense": None if dense is None else {**dense.to_dict(), "backend": loaded_backend(encoder), "dim": dim},
+            "dense": None if dense is None else {**dense.to_dict(), "backend": backend, "dim": dim},
             "files": {
                 str(p.relative_to(building).as_posix()): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                 for p in sorted(building.rglob("*"))
