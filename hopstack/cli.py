@@ -249,6 +249,9 @@ def index(
     embedder: Annotated[str, typer.Option("--embedder", help="registry name, hub id or path")] = "minilm",
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="embed and build a FAISS index")] = True,
     faiss_kind: Annotated[str, typer.Option("--faiss", help="flat, hnsw or ivf")] = "flat",
+    dense_shards: Annotated[
+        int, typer.Option("--dense-shards", min=1, help="FAISS shards over row ranges, searched together")
+    ] = 1,
     k1: Annotated[float, typer.Option("--k1")] = 1.5,
     b: Annotated[float, typer.Option("--b")] = 0.75,
     method: Annotated[str, typer.Option("--method", help="bm25s variant")] = "lucene",
@@ -281,7 +284,9 @@ def index(
     try:
         chunker = SentenceChunker(max_tokens, overlap_tokens, tokenizer)
         check_backend(backend)
-        dense_settings = DenseSettings(model=embedder, faiss=faiss_kind, backend=backend) if dense else None
+        dense_settings = (
+            DenseSettings(model=embedder, faiss=faiss_kind, backend=backend, shards=dense_shards) if dense else None
+        )
         bm25 = BM25Settings(k1=k1, b=b, method=method)
     except ValueError as exc:
         raise HopstackInputError(str(exc)) from exc

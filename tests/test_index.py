@@ -443,3 +443,39 @@ def test_a_manifest_whose_files_are_not_a_mapping_is_damaged(tmp_path, sample_co
         open_index(index)
     with pytest.raises(HopstackInputError, match="is not a hopstack index .*refusing to replace it"):
         build_index(sample_corpus, index, dense=None)
+
+
+def test_sharded_faiss_searches_as_one_index(tmp_path):
+    from hopstack.index.dense import DenseSettings, build_faiss, load_faiss, search_parameters, shard_rows, write_faiss
+
+    assert shard_rows(10, 3) == [(0, 3), (3, 7), (7, 10)] and shard_rows(2, 5) == [(0, 1), (1, 2)]
+    assert shard_rows(7, 1) == [(0, 7)]
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(600, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:25] + 0.02
+    scores, ids = build_faiss(vectors, DenseSettings()).search(queries, 10)
+    for kind, shards in (("flat", 3), ("ivf", 2), ("hnsw", 2)):
+        folder = tmp_path / kind
+        folder.mkdir()
+        assert write_faiss(vectors, DenseSettings(faiss=kind, shards=shards), folder) == shards
+        assert sorted(p.name for p in folder.iterdir()) == [f"faiss-{i:03d}.index" for i in range(shards)]
+        index = load_faiss(folder, shards)
+        assert index.ntotal == 600
+        found_scores, found = index.search(queries, 10, params=search_parameters(index, ef_search=600, nprobe=600))
+        assert (found == ids).all(), kind  # exhaustive settings: the shards' merged top 10 is the exact top 10
+        assert np.allclose(found_scores, scores, atol=1e-5), kind
+
+
+def test_a_sharded_dense_index_retrieves_as_the_unsharded_one(tmp_path, sample_corpus, sample_questions):
+    from hopstack.index.dense import DenseSettings
+
+    build_index(sample_corpus, tmp_path / "one", device="cpu")
+    manifest = build_index(sample_corpus, tmp_path / "three", dense=DenseSettings(shards=3), device="cpu")
+    assert manifest["dense"]["shards"] == 3 and "dense/faiss-002.index" in manifest["files"]
+    assert open_index(tmp_path / "one").manifest["dense"]["shards"] == 1
+    one, three = (DenseRetriever(index=str(tmp_path / name), top_k=5, device="cpu") for name in ("one", "three"))
+    questions = [q.question for q in sample_questions[:20]]
+    for a, b in zip(one.run_batch(questions)["documents"], three.run_batch(questions)["documents"]):
+        assert [d.id for d in a] == [d.id for d in b]
+        assert np.allclose([d.score for d in a], [d.score for d in b], atol=1e-5)

@@ -91,12 +91,13 @@ def test_an_unreachable_cluster_fails_fast_and_is_named():
 
 @pytest.mark.slow
 def test_index_on_two_nodes_is_the_single_process_index(cluster, cli, tmp_path):
-    code, _, err = cli("index", SAMPLE_CORPUS, "--out", tmp_path / "local")
+    code, _, err = cli("index", SAMPLE_CORPUS, "--out", tmp_path / "local", "--dense-shards", "2")
     assert code == 0, err
-    code, _, err = cli("index", SAMPLE_CORPUS, "--out", tmp_path / "ray", "--ray", cluster.address, "--ray-actors", "2")
+    ray_options = ["--ray", cluster.address, "--ray-actors", "2"]
+    code, _, err = cli("index", SAMPLE_CORPUS, "--out", tmp_path / "ray", "--dense-shards", "2", *ray_options)
     assert code == 0, err
     local, spread = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("local", "ray"))
-    assert local["counts"] == spread["counts"] and local["dense"] == spread["dense"]
+    assert local["counts"] == spread["counts"] and local["dense"] == spread["dense"] and local["dense"]["shards"] == 2
     for name in ("documents.sqlite", *(f for f in local["files"] if f.startswith("bm25/"))):
         assert local["files"][name] == spread["files"][name], name  # same chunk ids and texts, same BM25 matrices
     vectors = [np.load(tmp_path / name / "dense" / "embeddings.npy") for name in ("local", "ray")]

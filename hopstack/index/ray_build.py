@@ -6,7 +6,8 @@ actors (``map_batches`` with a callable class: one model per actor, with the CPU
 :class:`~hopstack.core.ray_cluster.RaySettings` gives each). Both passes keep the rows' order, so the driver
 assembles exactly the index the single-process build writes (:func:`~hopstack.index.store.build_index`):
 the same chunk ids and texts, the same BM25 matrices, embeddings equal up to float rounding (batches of
-different sizes are padded differently).
+different sizes are padded differently). The embeddings stream into a memory-mapped file as they arrive, so the
+driver holds the chunks' texts and one FAISS shard at a time, never every embedding.
 """
 
 import json
@@ -119,10 +120,12 @@ def ray_embeddings(
     device: str,
     batch_size: int,
     settings: RaySettings,
+    write: Callable[[np.ndarray, np.ndarray], None],
     progress: Progress | None = None,
-) -> tuple[np.ndarray, str]:
-    """The texts' embeddings (one float32 row each, in order) computed on a pool of Ray actors, and the backend
-    the actors ran the model on."""
+) -> str:
+    """Embed the texts on a pool of Ray actors, passing each batch's rows and float32 vectors to ``write`` as
+    they arrive (:class:`~hopstack.index.dense.EmbeddingsFile` stores them without holding them all); returns
+    the backend the actors ran the model on."""
     connect(settings.address)
     actors = settings.actor_count()
     report = progress or (lambda stage, done, total: None)
@@ -134,13 +137,11 @@ def ray_embeddings(
         batch_size=batch_size * 8,
         **settings.actor_options(),
     )
-    vectors: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(texts)
     backend = dense.backend
     done = 0
     for batch in embedded.iter_batches(batch_size=batch_size * 8, batch_format="numpy"):
-        for row, vector in zip(batch["row"], batch["embedding"]):
-            vectors[int(row)] = np.asarray(vector, dtype=np.float32)
+        write(batch["row"].astype(np.int64), np.stack(list(batch["embedding"])).astype(np.float32, copy=False))
         backend = str(batch["backend"][0])
         done += len(batch["row"])
         report("embedding", done, len(texts))
-    return np.vstack(vectors), backend
+    return backend

@@ -4,7 +4,8 @@
 DIR/manifest.json          format version, corpus hash, chunker, embedder, counts, every file's size and sha256
 DIR/documents.sqlite       the chunks: id, source document id, title, text, position, offsets, metadata
 DIR/bm25/                  the bm25s model and its tokenizer vocabulary
-DIR/dense/                 faiss.index and embeddings.npy (absent when built without an embedder)
+DIR/dense/                 faiss.index (or faiss-000.index, ... when sharded) and embeddings.npy (absent when built
+                           without an embedder)
 ```
 
 Writes are atomic: everything goes into a hidden sibling folder that is renamed into place only when
@@ -22,6 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from hopstack.core.ray_cluster import RaySettings
 from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
-from hopstack.index.dense import DenseSettings, build_faiss, load_embeddings, load_faiss, save_faiss
+from hopstack.index.dense import DenseSettings, EmbeddingsFile, load_embeddings, load_faiss, write_faiss
 from hopstack.index.formats import corpus_files, detect_format, read_corpus
 from hopstack.index.sparse import BM25Settings, SparseModel, build_sparse, load_sparse, save_sparse
 
@@ -131,22 +133,25 @@ def build_index(
         lap("bm25")
         dim = None
         if dense is not None:
+            embeddings = EmbeddingsFile(building / "dense" / "embeddings.npy", len(texts))
             if ray is None:
                 encoder = load_sentence_transformer(dense.model, device, dense.backend)
                 lap("embedder_load")
-                parts = []
                 for start in range(0, len(texts), batch_size * 8):
                     block = texts[start : start + batch_size * 8]
-                    parts.append(embed_texts(encoder, block, batch_size, dense.normalize))
-                    report("embedding", min(start + batch_size * 8, len(texts)), len(texts))
-                vectors, backend = np.vstack(parts), loaded_backend(encoder)
+                    rows = np.arange(start, start + len(block))
+                    embeddings.write(rows, embed_texts(encoder, block, batch_size, dense.normalize))
+                    report("embedding", start + len(block), len(texts))
+                backend = loaded_backend(encoder)
             else:
                 from hopstack.index.ray_build import ray_embeddings
 
-                vectors, backend = ray_embeddings(texts, dense, device, batch_size, ray, report)
-            dim = int(vectors.shape[1])
+                backend = ray_embeddings(texts, dense, device, batch_size, ray, embeddings.write, report)
+            vectors = embeddings.finish()
             lap("embedding")
-            save_faiss(build_faiss(vectors, dense), vectors, building / "dense")
+            dense = replace(dense, shards=write_faiss(vectors, dense, building / "dense"))
+            dim = int(vectors.shape[1])
+            del vectors, embeddings  # the memory map is closed before the folder is hashed and moved
             lap("faiss")
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -338,7 +343,7 @@ class IndexFolder:
     def faiss(self):
         """The stored FAISS index, shared: search it with per-call parameters (see
         :func:`~hopstack.index.dense.search_parameters`) rather than changing it."""
-        return self._part("faiss", lambda: load_faiss(self._dense_folder()))
+        return self._part("faiss", lambda: load_faiss(self._dense_folder(), self.dense_settings.shards))
 
     def embeddings(self) -> np.ndarray:
         """The stored document embeddings, one row per chunk, memory-mapped (read-only)."""
