@@ -102,6 +102,11 @@ def test_index_on_two_nodes_is_the_single_process_index(cluster, cli, tmp_path):
         assert local["files"][name] == spread["files"][name], name  # same chunk ids and texts, same BM25 matrices
     vectors = [np.load(tmp_path / name / "dense" / "embeddings.npy") for name in ("local", "ray")]
     assert vectors[0].shape == vectors[1].shape and np.abs(vectors[0] - vectors[1]).max() <= 1e-5
+    from ray.util.state import list_actors
+
+    for kind in ("DocumentChunker", "ChunkEmbedder"):  # Ray Data's actor pools ran on both nodes
+        actors = [a for a in list_actors(address=cluster.address, limit=1000) if kind in a.class_name]
+        assert len({a.node_id for a in actors}) == 2, (kind, actors)
 
 
 def _compare(cli, out, *args, cache=None):
