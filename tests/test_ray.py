@@ -122,7 +122,8 @@ def test_eval_and_compare_on_two_nodes_give_the_single_process_results(cluster, 
     args = ["--dataset", SAMPLE_DIR, "--index", SAMPLE_CORPUS]
     code, _, err = cli("eval", YAML_DIR / "hybrid.yaml", *args, "--json", tmp_path / "local.json")
     assert code == 0, err
-    code, _, err = cli("eval", YAML_DIR / "hybrid.yaml", *args, "--json", tmp_path / "ray.json", "--ray", cluster.address)
+    ray_options = ["--ray", cluster.address]
+    code, _, err = cli("eval", YAML_DIR / "hybrid.yaml", *args, "--json", tmp_path / "ray.json", *ray_options)
     assert code == 0, err
     assert "shards on 2 Ray actor(s)" in err
     evaluated = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("local", "ray")]
