@@ -911,8 +911,19 @@ def serve(
             "(default: $HOPSTACK_CACHE_MAX_MB, else 1024)",
         ),
     ] = None,
+    ray: RayOption = None,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Ray Serve replicas of each pipeline (needs --ray)")
+    ] = 1,
+    ray_cpus: RayCpusOption = 1.0,
+    ray_gpus: RayGpusOption = 0.0,
 ) -> None:
-    """Serve pipelines over HTTP: /v1/answer, /v1/retrieve, /v1/pipelines, /metrics, the comparison page at /."""
+    """Serve pipelines over HTTP: /v1/answer, /v1/retrieve, /v1/pipelines, /metrics, the comparison page at /.
+    With --ray, each pipeline runs as a Ray Serve deployment of --replicas replicas (each reserving
+    --ray-cpus-per-actor CPUs), which batch the requests this process forwards."""
+    ray_settings = _ray_settings(ray, None, ray_cpus, ray_gpus)
+    if ray_settings is None and replicas > 1:
+        raise HopstackInputError("--replicas needs --ray: the replicas are Ray Serve's (e.g. --ray auto)")
     import uvicorn
 
     from hopstack.core.settings import CACHE_LIMIT_ENV_VAR, SERVICE_CACHE_LIMIT_MB
@@ -927,9 +938,17 @@ def serve(
     served = [ServedPipeline(path.stem, path, {"index": index}) for path in files]
     limits = ServiceLimits(max_batch, max_wait_ms, timeout_s, max_question_chars, max_top_k)
     access = ServiceAccess(tuple(allowed_hosts or ()), os.environ.get(api_key_env) or None, tuple(cors_origins or ()))
-    app_ = create_app(served, limits, freeze_heap=True, access=access)
+    dispatch = None
+    if ray_settings is not None:
+        from hopstack.serve.ray_serve import RayServeDispatch
+
+        dispatch = RayServeDispatch(served, limits, replicas, ray_settings)
+    app_ = create_app(served, limits, freeze_heap=True, access=access, dispatch=dispatch)
     key = f"; /v1 needs the API key in ${api_key_env}" if access.api_key else ""
-    err.print(f"serving {', '.join(p.name for p in served)} on http://{host}:{port} (models warm up: see /readyz){key}")
+    where = f" on Ray Serve ({replicas} replica(s) a pipeline at {ray_settings.address})" if ray_settings else ""
+    err.print(
+        f"serving {', '.join(p.name for p in served)}{where} on http://{host}:{port} (models warm up: see /readyz){key}"
+    )
     uvicorn.run(
         app_, host=host, port=port, timeout_graceful_shutdown=graceful_s, log_level="warning", **UVICORN_HEADER_LIMITS
     )

@@ -5,10 +5,13 @@ as Mermaid), ``GET /v1/pipelines/{name}/graph.svg``, ``GET /healthz`` (the proce
 /readyz`` (every pipeline warmed up), ``GET /metrics`` (Prometheus), ``GET /`` (the page comparing
 variants), and FastAPI's ``/docs`` and ``/openapi.json``.
 
-Every pipeline gets two :class:`~hopstack.serve.batching.MicroBatcher` (answer, retrieve); all of them
-run their batches in one worker thread, one batch at a time, since pipelines share models that are not
-thread-safe. Bad input is a 4xx with a message that names the field; a 5xx means the service or a
-pipeline failed (500), a request timed out (504) or the service is not ready or is shutting down (503).
+Where the batches run is a :class:`Dispatch`. By default (:class:`InProcess`) every pipeline gets two
+:class:`~hopstack.serve.batching.MicroBatcher` (answer, retrieve); all of them run their batches in one
+worker thread, one batch at a time, since pipelines share models that are not thread-safe. ``hopstack serve
+--ray`` passes :class:`~hopstack.serve.ray_serve.RayServeDispatch` instead: each request goes to a Ray
+Serve deployment, whose replicas batch them. Bad input is a 4xx with a message that names the field; a 5xx
+means the service or a pipeline failed (500), a request timed out (504) or the service is not ready, is
+shutting down or lost the replica running the request (503).
 """
 
 import asyncio
@@ -18,12 +21,12 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -36,12 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hopstack.errors import HopstackInputError
-from hopstack.serve.batching import MicroBatcher, ServiceClosing
+from hopstack.serve.batching import BatchedResult, MicroBatcher, ServiceUnavailable
 from hopstack.serve.limits import HeaderLimits
 from hopstack.serve.metrics import ServiceMetrics
 from hopstack.serve.service import RETURNABLE, Query, ServedPipeline
 
 PAGE = Path(__file__).parent / "page"
+ENDPOINTS = ("answer", "retrieve")
 log = logging.getLogger("hopstack.serve")
 
 
@@ -110,21 +114,43 @@ def request_models(limits: ServiceLimits, names: Sequence[str]) -> tuple[type[Ba
     return AnswerRequest, RetrieveRequest
 
 
-class _State:
-    """What the app holds between requests."""
+BatchReport = Callable[[str, int, float], None]
+"""Told (pipeline, batch size, seconds) after every runner call, for the metrics."""
 
-    def __init__(self, pipelines: dict[str, ServedPipeline], limits: ServiceLimits, freeze_heap: bool):
+
+class Dispatch(Protocol):
+    """Where a service's batches run: :class:`InProcess`, or Ray Serve replicas
+    (:class:`~hopstack.serve.ray_serve.RayServeDispatch`)."""
+
+    def start(self, on_batch: BatchReport) -> None:
+        """Get ready to take requests (on the running event loop)."""
+
+    async def warm_up(self, name: str) -> None:
+        """Load pipeline ``name``'s models; returns once it can answer."""
+
+    async def submit(self, endpoint: str, name: str, query: Query, timeout_s: float) -> BatchedResult:
+        """Run ``query`` on pipeline ``name``'s ``endpoint`` (answer, retrieve) in some batch; raises
+        :class:`TimeoutError` after ``timeout_s``, :class:`ServiceUnavailable` when it cannot run it now,
+        or the pipeline's error for this query."""
+
+    def queued(self, name: str) -> int:
+        """Requests for pipeline ``name`` waiting for their batch."""
+
+    async def stop(self) -> None:
+        """Finish what was taken and release what :meth:`start` and :meth:`warm_up` got."""
+
+
+class InProcess:
+    """Batches run in this process: two :class:`MicroBatcher` a pipeline, all in one worker thread."""
+
+    def __init__(self, pipelines: dict[str, ServedPipeline], limits: ServiceLimits):
         self.pipelines = pipelines
         self.limits = limits
-        self.freeze_heap = freeze_heap
-        self.metrics = ServiceMetrics()
         self.batchers: dict[tuple[str, str], MicroBatcher] = {}
         self.executor: ThreadPoolExecutor | None = None
-        self.ready = False
-        self.warm_up_error: str | None = None
-        self.warming: str | None = None
 
-    def start(self) -> None:
+    def start(self, on_batch: BatchReport) -> None:
+        """Start the worker thread and the batchers."""
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopstack-worker")
         for name, served in self.pipelines.items():
             for endpoint, process in (("answer", served.answer), ("retrieve", served.retrieve)):
@@ -133,18 +159,51 @@ class _State:
                     self.executor,
                     max_batch=self.limits.max_batch,
                     max_wait_ms=self.limits.max_wait_ms,
-                    on_batch=lambda size, seconds, name=name: self.metrics.observe_batch(name, size, seconds),
+                    on_batch=lambda size, seconds, name=name: on_batch(name, size, seconds),
                 )
                 batcher.start()
                 self.batchers[(endpoint, name)] = batcher
 
+    async def warm_up(self, name: str) -> None:
+        """Warm the pipeline up in the worker thread."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.pipelines[name].warm_up)
+
+    async def submit(self, endpoint: str, name: str, query: Query, timeout_s: float) -> BatchedResult:
+        """Through the pipeline's batcher for ``endpoint``."""
+        return await self.batchers[(endpoint, name)].submit(query, timeout_s)
+
+    def queued(self, name: str) -> int:
+        """Requests in the pipeline's two batchers' queues."""
+        return sum(self.batchers[(endpoint, name)].queued for endpoint in ENDPOINTS)
+
+    async def stop(self) -> None:
+        """Run every queued batch, then stop the worker thread."""
+        await asyncio.gather(*(b.close() for b in self.batchers.values()))
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+
+class _State:
+    """What the app holds between requests."""
+
+    def __init__(self, pipelines: dict[str, ServedPipeline], dispatch: Dispatch, freeze_heap: bool):
+        self.pipelines = pipelines
+        self.dispatch = dispatch
+        self.freeze_heap = freeze_heap
+        self.metrics = ServiceMetrics()
+        self.ready = False
+        self.warm_up_error: str | None = None
+        self.warming: str | None = None
+
+    def start(self) -> None:
+        self.dispatch.start(self.metrics.observe_batch)
+
     async def warm_up(self) -> None:
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            for name, served in self.pipelines.items():
+            for name in self.pipelines:
                 self.warming = name
-                await loop.run_in_executor(self.executor, served.warm_up)
+                await self.dispatch.warm_up(name)
         except Exception as exc:  # reported by /readyz; the process keeps answering /healthz
             self.warm_up_error = f"pipeline '{self.warming}' failed to warm up: {exc}"
             log.error(self.warm_up_error)
@@ -158,9 +217,7 @@ class _State:
         print(f"ready: {', '.join(self.pipelines)} warmed up in {seconds:.1f} s", file=sys.stderr, flush=True)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(b.close() for b in self.batchers.values()))
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
+        await self.dispatch.stop()
 
 
 def create_app(
@@ -168,6 +225,7 @@ def create_app(
     limits: ServiceLimits | None = None,
     freeze_heap: bool = False,
     access: ServiceAccess | None = None,
+    dispatch: Dispatch | None = None,
 ) -> FastAPI:
     """The service over ``pipelines`` (the first is the default). Models warm up in the background after
     start-up; ``/readyz`` says when they are ready, and ``/v1`` requests get a 503 until then.
@@ -176,7 +234,10 @@ def create_app(
     moves the models and indexes out of the garbage collector's reach, so that collections triggered by
     the requests' garbage no longer scan them (about 20% of a BM25 batch's time without it). Cyclic
     garbage among what existed at that moment is then never freed, so a process that builds apps
-    repeatedly (tests) leaves it off."""
+    repeatedly (tests) leaves it off.
+
+    ``dispatch`` runs the batches (default: :class:`InProcess`, over ``pipelines``); the app still answers
+    ``/v1/pipelines`` and draws the graphs from ``pipelines``, which need not be warmed up for that."""
     limits = limits or ServiceLimits()
     access = access or ServiceAccess()
     if not pipelines:
@@ -187,7 +248,7 @@ def create_app(
         raise HopstackInputError(
             f"two pipelines have the same name: {sorted({n for n in names if names.count(n) > 1})}"
         )
-    state = _State(by_name, limits, freeze_heap)
+    state = _State(by_name, dispatch or InProcess(by_name, limits), freeze_heap)
     default = pipelines[0].name
     AnswerRequest, RetrieveRequest = request_models(limits, list(by_name))
 
@@ -266,10 +327,10 @@ def create_app(
             return failure(path, name, 503, "unavailable", f"warming up (pipeline '{state.warming}'); see /readyz")
         started = time.perf_counter()
         try:
-            done = await state.batchers[(endpoint, name)].submit(query, limits.timeout_s)
+            done = await state.dispatch.submit(endpoint, name, query, limits.timeout_s)
         except TimeoutError:
             return failure(path, name, 504, "timeout", f"no result within {limits.timeout_s:g} s")
-        except ServiceClosing as exc:
+        except ServiceUnavailable as exc:
             return failure(path, name, 503, "unavailable", str(exc))
         except HopstackInputError as exc:
             return failure(path, name, 400, "validation", str(exc))
@@ -314,7 +375,7 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> PlainTextResponse:
         for name in by_name:
-            state.metrics.queued.labels(name).set(sum(state.batchers[(e, name)].queued for e in ("answer", "retrieve")))
+            state.metrics.queued.labels(name).set(state.dispatch.queued(name))
         text = await asyncio.get_running_loop().run_in_executor(None, state.metrics.render)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

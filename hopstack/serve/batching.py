@@ -6,8 +6,9 @@ the batch to ``process`` in the worker thread. While a batch runs, new requests 
 the next batch forms at once (the wait only matters when the service is idle). Requests whose caller gave
 up (timed out or disconnected) before their batch started are dropped from it.
 
-When ``process`` fails on a batch of several requests, each request is run again alone, so one bad
-question fails only its own request.
+When ``process`` fails on a batch of several requests, each request is run again alone
+(:func:`run_isolated`, which the Ray Serve replicas of :mod:`hopstack.serve.ray_serve` use too), so one
+bad question fails only its own request.
 """
 
 import asyncio
@@ -18,10 +19,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BatchObserver = Callable[[int, float], None]
+Outcome = tuple[Any, BaseException | None]
 
 
-class ServiceClosing(RuntimeError):
+class ServiceUnavailable(RuntimeError):
+    """The service cannot take the request now (a 503): it is shutting down, or what runs its batches is gone."""
+
+
+class ServiceClosing(ServiceUnavailable):
     """The batcher is draining for shutdown and takes no new requests."""
+
+
+def run_isolated(process: Callable[[list[Any]], Sequence[Any]], items: list[Any]) -> list[Outcome]:
+    """``process(items)`` as one ``(result, None)`` per item; when it fails on several items, each item is run
+    again alone, so a failing item gets ``(None, its error)`` and the others their results."""
+    try:
+        return [(value, None) for value in process(items)]
+    except Exception as exc:
+        if len(items) == 1:
+            return [(None, exc)]
+    outcomes: list[Outcome] = []
+    for item in items:
+        try:
+            outcomes.append((process([item])[0], None))
+        except Exception as exc:
+            outcomes.append((None, exc))
+    return outcomes
 
 
 @dataclass
@@ -130,14 +153,7 @@ class MicroBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         started = time.perf_counter()
-        try:
-            results = await loop.run_in_executor(self.executor, self.process, [r.item for r in batch])
-            outcomes: list[tuple[Any, BaseException | None]] = [(value, None) for value in results]
-        except Exception as exc:
-            if len(batch) == 1:
-                outcomes = [(None, exc)]
-            else:
-                outcomes = [await self._alone(loop, r.item) for r in batch]
+        outcomes = await loop.run_in_executor(self.executor, run_isolated, self.process, [r.item for r in batch])
         if self.on_batch is not None:
             self.on_batch(len(batch), time.perf_counter() - started)
         for request, (value, error) in zip(batch, outcomes):
@@ -147,9 +163,3 @@ class MicroBatcher:
                 request.future.set_exception(error)
             else:
                 request.future.set_result(BatchedResult(value, len(batch), started - request.arrived))
-
-    async def _alone(self, loop: asyncio.AbstractEventLoop, item: Any) -> tuple[Any, BaseException | None]:
-        try:
-            return (await loop.run_in_executor(self.executor, self.process, [item]))[0], None
-        except Exception as exc:
-            return None, exc

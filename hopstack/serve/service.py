@@ -48,13 +48,16 @@ class Query:
 
 class ServedPipeline:
     """One pipeline file, loaded and planned for serving; ``name`` is what clients ask for, ``overrides`` set
-    init parameters by name as ``hopstack run --index`` does (e.g. ``{"index": "corpus.jsonl"}``)."""
+    init parameters by name as ``hopstack run --index`` does (e.g. ``{"index": "corpus.jsonl"}``). ``name``,
+    ``file``, ``overrides`` and ``batch_size`` are kept, so that a Ray Serve replica can load it again."""
 
     def __init__(
         self, name: str, file: str | Path, overrides: dict[str, Any] | None = None, batch_size: int | None = None
     ):
         self.name = name
         self.file = Path(file)
+        self.overrides = overrides
+        self.batch_size = batch_size
         self.pipeline = load_pipeline(self.file, overrides)
         self.runner = BatchRunner(self.pipeline, batch_size=batch_size)
         settings = (self.pipeline.metadata or {}).get("hopstack") or {}
