@@ -68,8 +68,11 @@ class ChunkEmbedder:
 
 def _dataset(rows: list[dict[str, Any]], actors: int):
     import ray
+    import ray.data  # sets up its loggers, whose console lines (each dataset's start and end) we quiet here
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines, not our progress
+    for handler in logging.getLogger("ray.data").handlers:  # what they say stays in Ray's session log files
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
