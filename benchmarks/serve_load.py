@@ -6,7 +6,9 @@ micro-batching) the script starts ``hopstack serve`` on the given pipelines as a
 + aiohttp, one connection each; httpx's client tops out near 120 requests/s here) that post ``/v1/retrieve``
 requests to one pipeline, cycling through MultiHop-RAG's questions, until ``--requests`` are done or
 ``--max-seconds`` have passed. It records every request's status and latency, reads the server's batch-size
-histogram from ``/metrics``, then stops the server with SIGTERM (a graceful shutdown).
+histogram from ``/metrics``, then stops the server with SIGTERM (a graceful shutdown). With ``--ray-replicas
+N ...`` it also serves the batched setting on a two-node Ray cluster started on 127.0.0.1 (one CPU a node;
+``hopstack serve --ray ADDRESS --replicas N``, 0.75 CPU a replica), for each N.
 
     python benchmarks/serve_load.py --index runs/mhr-index --json benchmarks/results/serve_load.json
 
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -32,7 +35,7 @@ from results_file import write_results
 
 from hopstack.datasets.benchmark import load_dataset
 from hopstack.demo import SAMPLE_QUESTIONS
-from hopstack.testing import free_port, stop_process, wait_ready
+from hopstack.testing import LocalRayCluster, free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,10 +49,12 @@ def questions(dataset: str | None) -> list[str]:
     return [q.question for q in read_questions(SAMPLE_QUESTIONS)]
 
 
-def start_server(files: list[Path], index: str, max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+def start_server(
+    files: list[Path], index: str, max_batch: int, max_wait_ms: float, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "hopstack", "serve", *map(str, files), "--index", index, "--port", str(port)]
-    command += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
+    command += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), *extra]
     server = subprocess.Popen(command, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -136,12 +141,18 @@ def in_process(files: list[Path], index: str, texts: list[str], count: int, batc
     return speeds
 
 
-def measure(files: list[Path], args: argparse.Namespace, texts: list[str], max_batch: int) -> list[dict]:
-    """One server with ``--max-batch max_batch``: a load run per pipeline (and the HTTP floor once)."""
-    server, url = start_server(files, args.index, max_batch, args.max_wait_ms)
+def measure(
+    files: list[Path], args: argparse.Namespace, texts: list[str], max_batch: int, replicas: int | None = None
+) -> list[dict]:
+    """One server with ``--max-batch max_batch`` (on ``replicas`` Ray Serve replicas a pipeline, on the cluster at
+    ``args.ray_address``, when given): a load run per pipeline (and the HTTP floor once, in process)."""
+    on_ray = (
+        ["--ray", args.ray_address, "--replicas", str(replicas), "--ray-cpus-per-actor", "0.75"] if replicas else []
+    )
+    server, url = start_server(files, args.index, max_batch, args.max_wait_ms, on_ray)
     rows = []
     try:
-        targets = [path.stem for path in files] + ([None] if max_batch == 1 else [])
+        targets = [path.stem for path in files] + ([None] if max_batch == 1 and replicas is None else [])
         for name in targets:
             for question in texts[:8]:  # the first requests of a pipeline pay for lazy initialisation
                 httpx.post(f"{url}/v1/retrieve", json={"question": question, "pipeline": name}, timeout=120)
@@ -152,9 +163,11 @@ def measure(files: list[Path], args: argparse.Namespace, texts: list[str], max_b
             mean = (after["mean_batch"] * after["calls"] - before["mean_batch"] * before["calls"]) / max(calls, 1)
             label = name or "GET /healthz"
             rows.append(
-                {"pipeline": label, "max_batch": max_batch, **measured, "runner_calls": calls, "mean_batch": mean}
+                {"pipeline": label, "max_batch": max_batch, "ray_replicas": replicas, **measured}
+                | {"runner_calls": calls, "mean_batch": mean}
             )
-            print(f"{label} max_batch={max_batch}: {measured['throughput_rps']:.1f} req/s", flush=True)
+            where = f" on {replicas} Ray Serve replica(s)" if replicas else ""
+            print(f"{label} max_batch={max_batch}{where}: {measured['throughput_rps']:.1f} req/s", flush=True)
     finally:
         code = stop_process(server, timeout_s=60)
     for row in rows:
@@ -173,23 +186,34 @@ def main() -> None:
     parser.add_argument("--batched", type=int, default=64, help="--max-batch of the batched setting")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--in-process", type=int, default=128, help="questions for the no-HTTP runner speeds")
+    parser.add_argument(
+        "--ray-replicas", type=int, nargs="*", default=[], help="also serve on a two-node local Ray cluster: replicas"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HOPSTACK_CACHE", "off")
     texts = questions(args.dataset or None)
     files = [REPO / p for p in args.pipelines]
     rows = measure(files, args, texts, 1) + measure(files, args, texts, args.batched)
+    if args.ray_replicas:
+        with LocalRayCluster(nodes=2, cpus_per_node=1) as cluster:
+            args.ray_address = cluster.address
+            for replicas in args.ray_replicas:
+                rows += measure(files, args, texts, args.batched, replicas)
     runner = in_process(files, args.index, texts, args.in_process, args.batched)
     print()
-    header = f"{'pipeline':12} {'max_batch':>9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    header = (
+        f"{'pipeline':12} {'max_batch':>9} {'replicas':>8} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    )
     print(header + f"{'errors':>6} {'mean batch':>10} {'x unbatched':>11}")
     for row in rows:
         base = next(r for r in rows if r["pipeline"] == row["pipeline"] and r["max_batch"] == 1)
         row["throughput_ratio"] = row["throughput_rps"] / base["throughput_rps"]
+        replicas = f"{row['ray_replicas']} on Ray" if row["ray_replicas"] else "-"
         print(
-            f"{row['pipeline']:12} {row['max_batch']:9d} {row['requests']:8d} {row['throughput_rps']:8.1f} "
-            f"{row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['errors']:6d} {row['mean_batch']:10.1f} "
-            f"{row['throughput_ratio']:11.2f}"
+            f"{row['pipeline']:12} {row['max_batch']:9d} {replicas:>8} {row['requests']:8d} "
+            f"{row['throughput_rps']:8.1f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['errors']:6d} "
+            f"{row['mean_batch']:10.1f} {row['throughput_ratio']:11.2f}"
         )
     print(f"\nin process, no HTTP ({args.in_process} questions each way): questions/s")
     for name, speed in runner.items():

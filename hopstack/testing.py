@@ -165,7 +165,9 @@ class LocalRayCluster:
     def start(self, timeout_s: float = 120.0) -> "LocalRayCluster":
         """Start the head, then the other nodes, and wait until every node is alive (or raise TimeoutError); this
         process is not left connected."""
-        import ray
+        from hopstack.core.ray_cluster import import_ray
+
+        ray = import_ray()
 
         port = free_port()
         self.address = f"127.0.0.1:{port}"
