@@ -172,3 +172,29 @@ def test_a_worker_killed_mid_evaluation_changes_no_result(cluster):
     assert spread["metrics"] == single["metrics"]
     restarted = list_actors(address=cluster.address, filters=[("class_name", "=", "ShardWorker")], detail=True)
     assert any(actor.num_restarts >= 1 for actor in restarted)
+
+
+@pytest.mark.slow
+def test_an_llm_reader_runs_one_model_per_actor_with_the_single_process_answers(cluster, write_yaml):
+    from hopstack.experiments.evaluation import evaluate
+
+    pipeline = write_yaml(
+        """
+        metadata: {hopstack: {inputs: [query]}}
+        components:
+          bm25: {type: hopstack.components.retrieval.BM25Retriever, init_parameters: {top_k: 2}}
+          reader:
+            type: hopstack.components.generation.AnswerGenerator
+            init_parameters:
+              llm: {type: llama.cpp, init_parameters: {model: smollm2-135m, n_ctx: 2048}}
+              max_documents: 2
+              max_tokens: 12
+        connections: [{sender: bm25.documents, receiver: reader.documents}]
+        """
+    )
+    args = (pipeline, str(SAMPLE_DIR), SAMPLE_CORPUS, 6)
+    single = evaluate(*args)
+    spread = evaluate(*args, ray=RaySettings(cluster.address, actors=2, shard_size=3))
+    assert "F1" in single["metrics"] and spread["metrics"] == single["metrics"]
+    reader = spread["timings"]["nodes"]["reader"]
+    assert reader["items"] == 6 and reader["calls"] == 2  # one batch a shard, on the two actors' own models
