@@ -62,6 +62,19 @@ def test_replicas_need_ray(cli):
     assert code == 2 and "--replicas needs --ray" in err
 
 
+def test_replicas_the_cluster_could_never_place_are_refused():
+    from hopstack.core.ray_cluster import RaySettings
+    from hopstack.errors import HopstackInputError
+    from hopstack.serve.ray_serve import _check_room
+
+    cluster = {"CPU": 2.0}
+    _check_room(cluster, pipelines=2, replicas=2, settings=RaySettings("auto", cpus_per_actor=0.5))
+    with pytest.raises(HopstackInputError, match=r"2 pipeline\(s\) x 2 replica\(s\) x 1 CPU need 4 CPUs.*has 2"):
+        _check_room(cluster, pipelines=2, replicas=2, settings=RaySettings("auto"))
+    with pytest.raises(HopstackInputError, match="--ray-gpus-per-actor"):
+        _check_room(cluster, pipelines=1, replicas=1, settings=RaySettings("auto", gpus_per_actor=1))
+
+
 @pytest.mark.slow
 def test_answers_are_the_in_process_services(server, sample_corpus, sample_questions):
     local = ServedPipeline("bm25", YAML_DIR / "bm25.yaml", {"index": str(sample_corpus)})

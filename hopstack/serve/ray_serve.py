@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hopstack.core.ray_cluster import RaySettings, connect, worker_environment
+from hopstack.errors import HopstackInputError
 from hopstack.serve.app import BatchReport, ServiceLimits
 from hopstack.serve.batching import BatchedResult, ServiceUnavailable, run_isolated
 from hopstack.serve.service import Query, ServedPipeline
@@ -83,18 +84,32 @@ class PipelineReplica:
         return await self._queues[endpoint]((query, time.perf_counter()))
 
 
+def _check_room(resources: dict[str, float], pipelines: int, replicas: int, settings: RaySettings) -> None:
+    """Refuse replicas the whole cluster could never place (Ray Serve would wait for them forever, and the
+    service would stay warming): every pipeline's replicas reserve their CPUs and GPUs at once."""
+    for name, each in (("CPU", settings.cpus_per_actor), ("GPU", settings.gpus_per_actor)):
+        needed, present = pipelines * replicas * each, resources.get(name, 0.0)
+        if needed > present + 1e-9:
+            raise HopstackInputError(
+                f"{pipelines} pipeline(s) x {replicas} replica(s) x {each:g} {name} need {needed:g} {name}s; the Ray "
+                f"cluster at {settings.address} has {present:g}: lower --replicas or --ray-{name.lower()}s-per-actor"
+            )
+
+
 class RayServeDispatch:
     """The :class:`~hopstack.serve.app.Dispatch` of ``hopstack serve --ray``: one Ray Serve application a
     pipeline, of ``replicas`` :class:`PipelineReplica` that reserve what ``settings`` says an actor reserves.
 
-    Joins the cluster when built, so that an unreachable address fails before the service listens. The
+    Joins the cluster when built, so that an unreachable address, or a cluster too small for the replicas,
+    fails before the service listens. The
     applications are named ``hopstack-<random id>-<pipeline>`` (several fronts may share a cluster) and are
     deleted when the service stops."""
 
     def __init__(
         self, pipelines: Sequence[ServedPipeline], limits: ServiceLimits, replicas: int, settings: RaySettings
     ):
-        connect(settings.address)
+        ray = connect(settings.address)
+        _check_room(ray.cluster_resources(), len(pipelines), replicas, settings)
         self.pipelines = {p.name: p for p in pipelines}
         self.limits = limits
         self.replicas = replicas
