@@ -1,6 +1,7 @@
 """``--ray`` on index, eval and compare: the same index and the same results as one process, on a real two-node
 Ray cluster on 127.0.0.1 (two ``ray start`` processes, stopped by PID), and a worker killed mid-evaluation."""
 
+import contextlib
 import json
 import os
 import signal
@@ -175,26 +176,30 @@ def test_a_worker_killed_mid_evaluation_changes_no_result(cluster):
 
 
 @pytest.mark.slow
-def test_an_llm_reader_runs_one_model_per_actor_with_the_single_process_answers(cluster, write_yaml):
+@pytest.mark.parametrize("shared_server", [False, True], ids=["a model per actor", "one server for all"])
+def test_an_llm_reader_on_ray_scores_as_in_one_process(cluster, write_yaml, shared_server):
     from hopstack.experiments.evaluation import evaluate
+    from hopstack.models.llama_server import llama_server
 
-    pipeline = write_yaml(
-        """
-        metadata: {hopstack: {inputs: [query]}}
-        components:
-          bm25: {type: hopstack.components.retrieval.BM25Retriever, init_parameters: {top_k: 2}}
-          reader:
-            type: hopstack.components.generation.AnswerGenerator
-            init_parameters:
-              llm: {type: llama.cpp, init_parameters: {model: smollm2-135m, n_ctx: 2048}}
-              max_documents: 2
-              max_tokens: 12
-        connections: [{sender: bm25.documents, receiver: reader.documents}]
-        """
-    )
-    args = (pipeline, str(SAMPLE_DIR), SAMPLE_CORPUS, 6)
-    single = evaluate(*args)
-    spread = evaluate(*args, ray=RaySettings(cluster.address, actors=2, shard_size=3))
+    with contextlib.ExitStack() as stack:
+        llm = {"type": "llama.cpp", "init_parameters": {"model": "smollm2-135m", "n_ctx": 2048}}
+        if shared_server:  # every actor sends its prompts to one OpenAI-compatible server
+            base = stack.enter_context(llama_server("smollm2-135m", n_ctx=2048, alias="smollm2"))
+            llm = {"type": "openai", "init_parameters": {"base_url": base, "model": "smollm2"}}
+        pipeline = write_yaml(
+            f"""
+            metadata: {{hopstack: {{inputs: [query]}}}}
+            components:
+              bm25: {{type: hopstack.components.retrieval.BM25Retriever, init_parameters: {{top_k: 2}}}}
+              reader:
+                type: hopstack.components.generation.AnswerGenerator
+                init_parameters: {{llm: {json.dumps(llm)}, max_documents: 2, max_tokens: 12}}
+            connections: [{{sender: bm25.documents, receiver: reader.documents}}]
+            """
+        )
+        args = (pipeline, str(SAMPLE_DIR), SAMPLE_CORPUS, 6)
+        single = evaluate(*args)
+        spread = evaluate(*args, ray=RaySettings(cluster.address, actors=2, shard_size=3))
     assert "F1" in single["metrics"] and spread["metrics"] == single["metrics"]
     reader = spread["timings"]["nodes"]["reader"]
-    assert reader["items"] == 6 and reader["calls"] == 2  # one batch a shard, on the two actors' own models
+    assert reader["items"] == 6 and reader["calls"] == 2  # one batch a shard, one shard on each actor
