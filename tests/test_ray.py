@@ -110,6 +110,32 @@ def test_index_on_two_nodes_is_the_single_process_index(cluster, cli, tmp_path):
         assert len({a.node_id for a in actors}) == 2, (kind, actors)
 
 
+@pytest.mark.slow
+def test_a_folder_corpus_is_read_file_by_file_on_both_nodes(cluster, cli, tmp_path, sample_corpus):
+    from ray.util.state import list_actors
+
+    corpus = tmp_path / "corpus"
+    lines = sample_corpus.read_text(encoding="utf-8").splitlines()
+    for i in range(8):  # eight .jsonl files of the sample's documents, and two text files in a subfolder
+        (corpus / f"part-{i}.jsonl").parent.mkdir(exist_ok=True)
+        (corpus / f"part-{i}.jsonl").write_text("\n".join(lines[i::8]) + "\n", encoding="utf-8")
+    (corpus / "notes").mkdir()
+    (corpus / "notes" / "a.md").write_text("# Weaving\nLooms were brought in 1802. They ran on water.\n")
+    (corpus / "notes" / "b.txt").write_text("Plain notes about the mill.\n")
+    ray_options = ["--ray", cluster.address, "--ray-actors", "2"]
+    for name, options in (("local", []), ("ray", ray_options)):
+        code, _, err = cli("index", corpus, "--out", tmp_path / name, "--no-dense", *options)
+        assert code == 0, err
+    local, spread = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("local", "ray"))
+    assert local["counts"] == spread["counts"] == {"documents": 187, "chunks": local["counts"]["chunks"]}
+    assert local["files"] == spread["files"]
+    readers = [a for a in list_actors(address=cluster.address, limit=1000) if "_read_files" in a.class_name]
+    assert len({a.node_id for a in readers}) == 2
+    (corpus / "part-3.jsonl").write_text('{"id": "x", "text": "fine"}\n{"id": broken}\n', encoding="utf-8")
+    code, _, err = cli("index", corpus, "--out", tmp_path / "bad", "--no-dense", *ray_options)
+    assert code == 2 and "part-3.jsonl:2: not valid JSON" in err and not (tmp_path / "bad").exists()
+
+
 def _compare(cli, out, *args, cache=None):
     code, _, err = cli("compare", *args, *(["--cache", cache] if cache else ["--no-cache"]), "--out", out)
     assert code == 0, err

@@ -19,10 +19,10 @@ corpora and duplicate ids are refused.
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hopstack.errors import HopstackInputError
 
@@ -169,7 +169,7 @@ FOLDER_SUFFIXES = (".txt", ".md", ".jsonl")
 NOT_DOCUMENTS = ("questions.jsonl", "queries.jsonl")  # a generic dataset's questions, BEIR's queries
 
 
-def _folder_files(path: Path) -> list[Path]:
+def folder_files(path: Path) -> list[Path]:
     """The files of a folder corpus, in reading order."""
     return sorted(
         p
@@ -178,19 +178,28 @@ def _folder_files(path: Path) -> list[Path]:
     )
 
 
+def folder_file_documents(file: Path, folder: Path) -> Iterator[SourceDocument]:
+    """The documents of one file of a folder corpus: a .jsonl file's lines, or a .txt/.md file as one document
+    whose id is its path in ``folder`` and whose title is its first Markdown heading (else its name)."""
+    if file.suffix.lower() == ".jsonl":
+        yield from _READERS[detect_format(file)](file)
+        return
+    text = _read_text(file)
+    heading = next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")), "")
+    relative = file.relative_to(folder).as_posix()
+    yield SourceDocument(relative, heading or file.stem, text, {"path": relative})
+
+
 def _folder(path: Path) -> Iterator[SourceDocument]:
-    for file in _folder_files(path):
-        if file.suffix.lower() == ".jsonl":
-            yield from _READERS[detect_format(file)](file)
-            continue
-        text = _read_text(file)
-        heading = next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")), "")
-        relative = file.relative_to(path).as_posix()
-        yield SourceDocument(relative, heading or file.stem, text, {"path": relative})
+    for file in folder_files(path):
+        yield from folder_file_documents(file, path)
 
 
 _READERS = {"multihop-rag": _multihop_rag, "beir": _beir, "hotpotqa": _hotpotqa, "jsonl": _jsonl, "folder": _folder}
 FORMATS = tuple(_READERS)
+
+
+Identified = TypeVar("Identified")
 
 
 def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[SourceDocument]:
@@ -200,14 +209,20 @@ def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[Sour
     corpus_format = corpus_format or detect_format(path)
     if corpus_format not in _READERS:
         raise HopstackInputError(f"unknown corpus format {corpus_format!r}; known: {', '.join(FORMATS)}")
-    documents: list[SourceDocument] = []
+    return unique_documents(path, corpus_format, _READERS[corpus_format](path))
+
+
+def unique_documents(path: Path, corpus_format: str, documents: Iterable[Identified]) -> list[Identified]:
+    """The corpus ``path``'s documents (anything with an ``id``) as a list, refusing a duplicate id and an empty
+    corpus (naming the file, and for a folder what it holds instead)."""
+    kept: list[Identified] = []
     seen: set[str] = set()
-    for document in _READERS[corpus_format](path):
+    for document in documents:
         if document.id in seen:
             raise HopstackInputError(f"{path}: duplicate document id {document.id!r}")
         seen.add(document.id)
-        documents.append(document)
-    if not documents and corpus_format == "folder":
+        kept.append(document)
+    if not kept and corpus_format == "folder":
         found = sorted(p.name for p in path.iterdir())[:5]
         hint = f" (it holds {', '.join(found)})" if found else ""
         if (path / "documents.sqlite").exists():
@@ -217,11 +232,11 @@ def read_corpus(path: str | Path, corpus_format: str | None = None) -> list[Sour
         elif any(name.lower() in NOT_DOCUMENTS for name in found):
             hint += f"; {' and '.join(NOT_DOCUMENTS)} hold questions, not documents"
         raise HopstackInputError(f"{path}: no .txt, .md or .jsonl documents in this folder{hint}")
-    if not documents:
+    if not kept:
         raise HopstackInputError(f"{path}: the corpus is empty")
-    return documents
+    return kept
 
 
 def corpus_files(path: Path) -> list[Path]:
     """The files a corpus consists of (for its content hash)."""
-    return _folder_files(path) if path.is_dir() else [path]
+    return folder_files(path) if path.is_dir() else [path]

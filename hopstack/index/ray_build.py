@@ -1,50 +1,84 @@
-"""Chunking and embedding a corpus on Ray Data (``hopstack index --ray``; docs/concepts/scale-out.md).
+"""Reading, chunking and embedding a corpus on Ray Data (``hopstack index --ray``; docs/concepts/scale-out.md).
 
-The driver reads the corpus (:func:`~hopstack.index.formats.read_corpus`) and hands its documents to Ray
-Data, which chunks them on a pool of actors (one tokenizer each) and then embeds the chunks on a pool of
-actors (``map_batches`` with a callable class: one model per actor, with the CPUs and GPUs that
-:class:`~hopstack.core.ray_cluster.RaySettings` gives each). Both passes keep the rows' order, so the driver
-assembles exactly the index the single-process build writes (:func:`~hopstack.index.store.build_index`):
-the same chunk ids and texts, the same BM25 matrices, embeddings equal up to float rounding (batches of
-different sizes are padded differently). The embeddings stream into a memory-mapped file as they arrive, so the
-driver holds the chunks' texts and one FAISS shard at a time, never every embedding.
+A folder corpus is read in parallel, file by file, by Ray Data tasks; a corpus of one file is read by the
+driver (:func:`~hopstack.index.formats.read_corpus`). Ray Data chunks the documents on a pool of actors (one
+tokenizer each), then embeds the chunks on a pool of actors (``map_batches`` with a callable class: one model
+per actor, with the CPUs and GPUs that :class:`~hopstack.core.ray_cluster.RaySettings` gives each). Both
+passes keep the rows' order, so the driver assembles exactly the index the single-process build writes
+(:func:`~hopstack.index.store.build_index`): the same chunk ids and texts, the same BM25 matrices, embeddings
+equal up to float rounding (batches of different sizes are padded differently). The embeddings stream into a
+memory-mapped file as they arrive, so the driver holds the chunks' texts and one FAISS shard at a time, never
+every embedding.
 """
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hopstack.core.ray_cluster import RaySettings, connect
 from hopstack.core.text import indexed_text
+from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
 from hopstack.index.dense import DenseSettings
-from hopstack.index.formats import SourceDocument
+from hopstack.index.formats import SourceDocument, folder_file_documents, folder_files, read_corpus, unique_documents
 
 Progress = Callable[[str, int, int], None]
 BLOCKS_PER_ACTOR = 4  # the data is cut into this many blocks an actor, so the actors share it evenly
 
 
+def _read_files(batch: dict[str, np.ndarray], folder: str) -> dict[str, list]:
+    """The documents of a batch of a folder corpus's files (:func:`folder_file_documents`), with each one's file
+    number. A file that cannot be read gives one row whose ``error`` says why (naming the file and line), which
+    the driver raises: an exception raised here would reach it only as Ray's wrapper of a traceback."""
+    rows: dict[str, list] = {name: [] for name in ("file", "id", "title", "text", "meta", "error")}
+
+    def add(number: int, document: SourceDocument, error: str = "") -> None:
+        for name, value in zip(rows, (number, document.id, document.title, document.text, document.meta, error)):
+            rows[name].append(json.dumps(value, default=str) if name == "meta" else value)
+
+    for number, file in zip(batch["file_number"], batch["file"]):
+        try:
+            for document in folder_file_documents(Path(str(file)), Path(folder)):
+                add(int(number), document)
+        except HopstackInputError as exc:
+            add(int(number), SourceDocument("", "", ""), str(exc))
+    return rows
+
+
 class DocumentChunker:
-    """The chunking actor: a :class:`SentenceChunker` (its tokenizer loaded once) over batches of documents."""
+    """The chunking actor: a :class:`SentenceChunker` (its tokenizer loaded once) over batches of documents;
+    one row a document, with its chunks and their indexed texts as JSON lists."""
 
     def __init__(self, chunker: dict[str, Any], title_prefix: bool):
         self.chunker = SentenceChunker(**chunker)
         self.title_prefix = title_prefix
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows: dict[str, list] = {name: [] for name in ("document", "chunk", "indexed")}
-        for number, doc_id, title, text, meta in zip(
-            batch["document"], batch["id"], batch["title"], batch["text"], batch["meta"]
+        rows: dict[str, list] = {"file": list(batch["file"]), "error": list(batch["error"])}
+        rows.update(id=[], chunks=[], indexed=[])
+        for doc_id, title, text, meta, error in zip(
+            batch["id"], batch["title"], batch["text"], batch["meta"], batch["error"]
         ):
             document = SourceDocument(str(doc_id), str(title), str(text), json.loads(meta))
-            for chunk in self.chunker.split(document):
-                rows["document"].append(int(number))
-                rows["chunk"].append(json.dumps(chunk.__dict__))
-                rows["indexed"].append(indexed_text(chunk.title, chunk.text, self.title_prefix))
+            chunks = [] if error else self.chunker.split(document)
+            rows["id"].append(str(doc_id))
+            rows["chunks"].append(json.dumps([chunk.__dict__ for chunk in chunks]))
+            rows["indexed"].append(json.dumps([indexed_text(c.title, c.text, self.title_prefix) for c in chunks]))
         return rows
+
+
+@dataclass
+class ChunkedDocument:
+    """One document's chunks and their indexed texts, as the chunking actors return them."""
+
+    id: str
+    chunks: list[Chunk]
+    texts: list[str]
 
 
 class ChunkEmbedder:
@@ -86,35 +120,56 @@ def _actor_pool(actors: int):
 
 
 def ray_chunks(
-    documents: list[SourceDocument],
+    source: Path,
+    corpus_format: str,
     chunker: SentenceChunker,
     title_prefix: bool,
     settings: RaySettings,
     progress: Progress | None = None,
-) -> tuple[list[Chunk], list[str]]:
-    """The documents' chunks, in the single-process build's order, and their indexed texts (title-prefixed when
-    asked), chunked on a pool of Ray actors."""
+) -> tuple[int, list[Chunk], list[str]]:
+    """Read and chunk the corpus on Ray (a folder's files in parallel); returns the number of documents, their
+    chunks in the single-process build's order and the chunks' indexed texts (title-prefixed when asked).
+    Refuses a duplicate document id or an empty corpus as :func:`read_corpus` does."""
     connect(settings.address)
     actors = settings.actor_count()
     report = progress or (lambda stage, done, total: None)
-    report("chunking", 0, len(documents))
-    rows = [
-        {"document": i, "id": d.id, "title": d.title, "text": d.text, "meta": json.dumps(d.meta, default=str)}
-        for i, d in enumerate(documents)
-    ]
-    chunked = _dataset(rows, actors).map_batches(
+    if corpus_format == "folder":
+        files = folder_files(source)
+        total = len(files)
+        documents = _dataset([{"file_number": i, "file": str(f)} for i, f in enumerate(files)], actors).map_batches(
+            _read_files, fn_kwargs={"folder": str(source)}, batch_size=1, num_cpus=settings.cpus_per_actor
+        )
+        batch_size = 64
+    else:
+        read = read_corpus(source, corpus_format)
+        total = len(read)
+        rows = [
+            {"file": i, "id": d.id, "title": d.title, "text": d.text, "meta": json.dumps(d.meta, default=str)}
+            | {"error": ""}
+            for i, d in enumerate(read)
+        ]  # one "file" a document: progress counts documents
+        documents = _dataset(rows, actors)
+        batch_size = max(1, len(rows) // (actors * BLOCKS_PER_ACTOR))
+    chunked = documents.map_batches(
         DocumentChunker,
         fn_constructor_kwargs={"chunker": chunker.settings(), "title_prefix": title_prefix},
         compute=_actor_pool(actors),
-        batch_size=max(1, len(rows) // (actors * BLOCKS_PER_ACTOR) or 1),
+        batch_size=batch_size,
         **settings.actor_options(),
     )
-    chunks, texts = [], []
-    for row in chunked.iter_rows():
-        chunks.append(Chunk(**json.loads(row["chunk"])))
-        texts.append(row["indexed"])
-    report("chunking", len(documents), len(documents))
-    return chunks, texts
+    stage = "reading and chunking" if corpus_format == "folder" else "chunking"
+    report(stage, 0, total)
+
+    def arriving() -> Iterator[ChunkedDocument]:
+        for row in chunked.iter_rows():
+            if row["error"]:
+                raise HopstackInputError(row["error"])
+            report(stage, int(row["file"]) + 1, total)
+            chunks = [Chunk(**fields) for fields in json.loads(row["chunks"])]
+            yield ChunkedDocument(row["id"], chunks, json.loads(row["indexed"]))
+
+    kept = unique_documents(source, corpus_format, arriving())
+    return len(kept), [c for d in kept for c in d.chunks], [t for d in kept for t in d.texts]
 
 
 def ray_embeddings(

@@ -80,8 +80,8 @@ def build_index(
     """Read, chunk and index a corpus into the folder ``out``; returns the manifest.
 
     ``dense=None`` builds a BM25-only index. ``progress(stage, done, total)`` is called as work advances.
-    With ``ray`` settings the chunking and the embedding run on Ray Data (:mod:`hopstack.index.ray_build`)
-    and give the same index.
+    With ``ray`` settings the reading (of a folder's files), the chunking and the embedding run on Ray Data
+    (:mod:`hopstack.index.ray_build`) and give the same index.
     """
     from hopstack.models.embedders import embed_texts, load_sentence_transformer
     from hopstack.models.onnx_backend import loaded_backend
@@ -105,18 +105,19 @@ def build_index(
         clock = now
 
     corpus_format = corpus_format or detect_format(source)
-    documents = read_corpus(source, corpus_format)
-    lap("reading")
     if ray is None:
+        documents = read_corpus(source, corpus_format)
+        lap("reading")
         chunks: list[Chunk] = []
         for i, document in enumerate(documents, start=1):
             chunks.extend(chunker.split(document))
             report("chunking", i, len(documents))
         texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
+        document_count = len(documents)
     else:
         from hopstack.index.ray_build import ray_chunks
 
-        chunks, texts = ray_chunks(documents, chunker, title_prefix, ray, report)
+        document_count, chunks, texts = ray_chunks(source, corpus_format, chunker, title_prefix, ray, report)
     if not chunks:
         raise HopstackInputError(f"{source}: the corpus has no text to index")
     lap("chunking")
@@ -165,7 +166,7 @@ def build_index(
             },
             "chunker": chunker.settings(),
             "title_prefix": title_prefix,
-            "counts": {"documents": len(documents), "chunks": len(chunks)},
+            "counts": {"documents": document_count, "chunks": len(chunks)},
             "bm25": bm25.to_dict(),
             "dense": None if dense is None else {**dense.to_dict(), "backend": backend, "dim": dim},
             "files": {
