@@ -61,8 +61,14 @@ def _ray_settings(address: str | None, actors: int | None, cpus: float, gpus: fl
     from hopstack.core.ray_cluster import LOCAL, RaySettings, import_ray
 
     if address is None:
-        if actors is not None:
-            raise HopstackInputError("--ray-actors needs --ray")
+        options = (
+            ("--ray-actors", actors, None),
+            ("--ray-cpus-per-actor", cpus, 1.0),
+            ("--ray-gpus-per-actor", gpus, 0.0),
+        )
+        given = [name for name, value, default in options if value != default]
+        if given:
+            raise HopstackInputError(f"{' and '.join(given)} need --ray")
         return None
     import_ray()
     return RaySettings(address.strip() or LOCAL, actors, cpus, gpus)

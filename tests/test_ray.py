@@ -69,7 +69,9 @@ def test_shard_statistics_add_up():
 def test_ray_options_need_ray_and_its_extra(cli, monkeypatch):
     args = ["eval", YAML_DIR / "bm25.yaml", "--dataset", SAMPLE_DIR, "--index", SAMPLE_CORPUS]
     code, _, err = cli(*args, "--ray-actors", "2")
-    assert code == 2 and "--ray-actors needs --ray" in err
+    assert code == 2 and "--ray-actors need --ray" in err
+    code, _, err = cli(*args, "--ray-cpus-per-actor", "2", "--ray-gpus-per-actor", "1")
+    assert code == 2 and "--ray-cpus-per-actor and --ray-gpus-per-actor need --ray" in err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     code, _, err = cli(*args, "--ray")
     assert code == 2 and "pip install 'hopstack[ray]'" in err
