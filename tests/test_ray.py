@@ -55,7 +55,9 @@ def test_ray_addresses_and_a_bare_ray_option():
     for bad in ("http://h:1", "h", "h:port"):
         with pytest.raises(HopstackInputError, match="Ray address"):
             _head_endpoint(bad)
-    assert RaySettings(actors=3).actor_count() == 3
+    assert RaySettings(actors=3).actor_count() == 3 and RaySettings(actors=2, cpus_per_actor=0).actor_count() == 2
+    with pytest.raises(HopstackInputError, match="--ray-actors N"):
+        RaySettings(cpus_per_actor=0).actor_count()
 
 
 def test_shard_statistics_add_up():

@@ -42,12 +42,14 @@ class RaySettings:
         actor takes some) allow, at least one."""
         if self.actors:
             return self.actors
+        if self.gpus_per_actor <= 0 and self.cpus_per_actor <= 0:
+            raise HopstackInputError("actors that reserve no CPU need their number: give --ray-actors N")
         import ray
 
         resources = ray.cluster_resources()
         if self.gpus_per_actor > 0:
             return max(1, int(resources.get("GPU", 0) // self.gpus_per_actor))
-        return max(1, int(resources.get("CPU", 1) // max(self.cpus_per_actor, 1e-9)))
+        return max(1, int(resources.get("CPU", 1) // self.cpus_per_actor))
 
     def actor_options(self) -> dict[str, Any]:
         """The resources one actor reserves (``ray.remote``'s ``num_cpus``/``num_gpus``)."""
