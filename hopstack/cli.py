@@ -272,7 +272,7 @@ def index(
     ray_gpus: RayGpusOption = 0.0,
 ) -> None:
     """Build an index folder (chunks in SQLite, bm25s, FAISS) from a corpus, or print one's manifest; with --ray
-    the chunking and embedding run on Ray Data actors and give the same index."""
+    the reading (of a folder's files), chunking and embedding run on Ray Data and give the same index."""
     from hopstack.datasets.benchmark import dataset_corpus
     from hopstack.index.chunking import SentenceChunker
     from hopstack.index.dense import DenseSettings

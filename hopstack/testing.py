@@ -126,7 +126,7 @@ class LocalRayCluster:
     Ray's dashboard, which the state API needs) with ``cpus_per_node`` CPUs; :meth:`stop` stops each by its PID.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`; ``address`` is the head's
-    ``127.0.0.1:PORT``, ``pids`` the node processes, ``logs`` the folder of their output."""
+    ``127.0.0.1:PORT``, ``processes`` the node processes (the head's first), ``logs`` the folder of their output."""
 
     def __init__(self, nodes: int = 2, cpus_per_node: int = 1, logs: str | None = None, object_store_mb: int = 100):
         import tempfile
@@ -137,11 +137,6 @@ class LocalRayCluster:
         self.logs = logs or tempfile.mkdtemp(prefix="hopstack-ray-")
         self.address = ""
         self.processes: list[subprocess.Popen] = []
-
-    @property
-    def pids(self) -> list[int]:
-        """The node processes' PIDs, the head's first."""
-        return [p.pid for p in self.processes]
 
     def _start_node(self, number: int, *options: str) -> None:
         import os
@@ -168,7 +163,6 @@ class LocalRayCluster:
         from hopstack.core.ray_cluster import import_ray
 
         ray = import_ray()
-
         port = free_port()
         self.address = f"127.0.0.1:{port}"
         self._start_node(0, "--head", f"--port={port}", f"--dashboard-port={free_port()}", "--include-dashboard=true")

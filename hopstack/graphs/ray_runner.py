@@ -165,10 +165,11 @@ class RayRunner:
         report = progress or (lambda node, done, total: None)
         report(label, 0, len(shards))
 
+        options = {"trace": trace, "include_outputs_from": set(include_outputs_from), "targets": targets}
+
         def submit(actor: Any, shard: range) -> Any:
             ids = [item_ids[i] for i in shard] if item_ids is not None else [str(i) for i in shard]
-            kwargs = {"trace": trace, "item_ids": ids, "include_outputs_from": set(include_outputs_from)}
-            return actor.run.remote([inputs[i] for i in shard], {**kwargs, "targets": targets})
+            return actor.run.remote([inputs[i] for i in shard], {**options, "item_ids": ids})
 
         parts: list[RunResult] = []
         pool = ActorPool(actors)

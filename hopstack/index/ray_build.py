@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from hopstack.core.ray_cluster import RaySettings, connect
-from hopstack.core.text import indexed_text
 from hopstack.errors import HopstackInputError
 from hopstack.index.chunking import Chunk, SentenceChunker
 from hopstack.index.dense import DenseSettings
@@ -52,15 +51,13 @@ def _read_files(batch: dict[str, np.ndarray], folder: str) -> dict[str, list]:
 
 class DocumentChunker:
     """The chunking actor: a :class:`SentenceChunker` (its tokenizer loaded once) over batches of documents;
-    one row a document, with its chunks and their indexed texts as JSON lists."""
+    one row a document, with its chunks as a JSON list."""
 
-    def __init__(self, chunker: dict[str, Any], title_prefix: bool):
+    def __init__(self, chunker: dict[str, Any]):
         self.chunker = SentenceChunker(**chunker)
-        self.title_prefix = title_prefix
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows: dict[str, list] = {"file": list(batch["file"]), "error": list(batch["error"])}
-        rows.update(id=[], chunks=[], indexed=[])
+        rows: dict[str, list] = {"file": list(batch["file"]), "error": list(batch["error"]), "id": [], "chunks": []}
         for doc_id, title, text, meta, error in zip(
             batch["id"], batch["title"], batch["text"], batch["meta"], batch["error"]
         ):
@@ -68,17 +65,15 @@ class DocumentChunker:
             chunks = [] if error else self.chunker.split(document)
             rows["id"].append(str(doc_id))
             rows["chunks"].append(json.dumps([chunk.__dict__ for chunk in chunks]))
-            rows["indexed"].append(json.dumps([indexed_text(c.title, c.text, self.title_prefix) for c in chunks]))
         return rows
 
 
 @dataclass
 class ChunkedDocument:
-    """One document's chunks and their indexed texts, as the chunking actors return them."""
+    """One document's chunks, as the chunking actors return them."""
 
     id: str
     chunks: list[Chunk]
-    texts: list[str]
 
 
 class ChunkEmbedder:
@@ -123,13 +118,12 @@ def ray_chunks(
     source: Path,
     corpus_format: str,
     chunker: SentenceChunker,
-    title_prefix: bool,
     settings: RaySettings,
     progress: Progress | None = None,
-) -> tuple[int, list[Chunk], list[str]]:
-    """Read and chunk the corpus on Ray (a folder's files in parallel); returns the number of documents, their
-    chunks in the single-process build's order and the chunks' indexed texts (title-prefixed when asked).
-    Refuses a duplicate document id or an empty corpus as :func:`read_corpus` does."""
+) -> tuple[int, list[Chunk]]:
+    """Read and chunk the corpus on Ray (a folder's files in parallel); returns the number of documents and
+    their chunks in the single-process build's order. Refuses a duplicate document id or an empty corpus as
+    :func:`read_corpus` does."""
     connect(settings.address)
     actors = settings.actor_count()
     report = progress or (lambda stage, done, total: None)
@@ -152,7 +146,7 @@ def ray_chunks(
         batch_size = max(1, len(rows) // (actors * BLOCKS_PER_ACTOR))
     chunked = documents.map_batches(
         DocumentChunker,
-        fn_constructor_kwargs={"chunker": chunker.settings(), "title_prefix": title_prefix},
+        fn_constructor_kwargs={"chunker": chunker.settings()},
         compute=_actor_pool(actors),
         batch_size=batch_size,
         **settings.actor_options(),
@@ -165,11 +159,10 @@ def ray_chunks(
             if row["error"]:
                 raise HopstackInputError(row["error"])
             report(stage, int(row["file"]) + 1, total)
-            chunks = [Chunk(**fields) for fields in json.loads(row["chunks"])]
-            yield ChunkedDocument(row["id"], chunks, json.loads(row["indexed"]))
+            yield ChunkedDocument(row["id"], [Chunk(**fields) for fields in json.loads(row["chunks"])])
 
     kept = unique_documents(source, corpus_format, arriving())
-    return len(kept), [c for d in kept for c in d.chunks], [t for d in kept for t in d.texts]
+    return len(kept), [c for d in kept for c in d.chunks]
 
 
 def ray_embeddings(

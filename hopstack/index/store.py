@@ -112,14 +112,14 @@ def build_index(
         for i, document in enumerate(documents, start=1):
             chunks.extend(chunker.split(document))
             report("chunking", i, len(documents))
-        texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
         document_count = len(documents)
     else:
         from hopstack.index.ray_build import ray_chunks
 
-        document_count, chunks, texts = ray_chunks(source, corpus_format, chunker, title_prefix, ray, report)
+        document_count, chunks = ray_chunks(source, corpus_format, chunker, ray, report)
     if not chunks:
         raise HopstackInputError(f"{source}: the corpus has no text to index")
+    texts = [indexed_text(c.title, c.text, title_prefix) for c in chunks]
     lap("chunking")
 
     building = out.parent / f".{out.name}.building-{os.getpid()}"
