@@ -11,6 +11,7 @@ from haystack import Document
 from conftest import REPO, save_tiny_bert
 from hopstack.components.learned_ranking import LearnedReranker
 from hopstack.components.rerankers import PointwiseReranker
+from hopstack.components.retrieval import DenseRetriever
 from hopstack.datasets.base import in_hash_train
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import resolve_model, trained_model_dir
@@ -300,5 +301,11 @@ def test_a_bi_encoder_ranker_scores_by_cosine_and_ranks_the_planted_positive_fir
     documents = [*candidates, Document(id="gold", content=planted, score=0.0)]
     reranker.run(query="Is the gadget5 approved?", documents=documents)
     assert isinstance(reranker._scorer, BiEncoderScorer)  # the ranker reads the bi-encoder's cosine
+    corpus = tmp_path / "gadgets.jsonl"  # the model is also a dense retriever's encoder, by the same name
+    lines = [{"id": f"n{i}", "text": t} for i, t in enumerate(texts)] + [{"id": "gold", "text": planted}]
+    corpus.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    dense = DenseRetriever(index=str(corpus), model="tiny-bi-ranker", top_k=5, device="cpu")
+    dense.warm_up()
+    assert dense.run(query="Is the gadget5 approved?")["documents"][0].meta["doc_id"] == "gold"
     with pytest.raises(HopstackInputError, match="--bi-encoder fine-tunes the ranker's scorer model"):
         train_reranker(RerankerTraining("d", "i", "x", bi_encoder=True, cross_encoder=False))
