@@ -551,6 +551,14 @@ def train_reranker_command(
     named_fields: Annotated[
         str, typer.Option("--named-fields", help="comma-separated metadata fields matched against the question")
     ] = "source,title,published_at",  # learned_ranking.DEFAULT_NAMED_FIELDS (not imported: CLI start-up)
+    monotone: Annotated[
+        bool,
+        typer.Option(
+            "--monotone/--no-monotone",
+            help="the ranker only ever raises a candidate for a better first-stage or scorer score (safer off its "
+            "training data)",
+        ),
+    ] = True,
     resume: TrainResume = False,
     force: TrainForce = False,
 ) -> None:
@@ -563,7 +571,7 @@ def train_reranker_command(
         num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
         batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
         teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder, cross_encoder=cross_encoder,
-        named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()),
+        named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()), monotone=monotone,
     )  # fmt: skip
     manifest = _train(train_reranker, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]

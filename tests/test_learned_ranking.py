@@ -53,6 +53,44 @@ def test_scorer_features_need_one_score_per_candidate():
         RankingFeatures.from_dict({**features.to_dict(), "names": ["first_stage_score"]})
 
 
+def test_candidates_without_a_field_share_nothing_except_in_version_1_models():
+    documents = [_document(i, 3.0 - i) for i in range(3)]  # no source
+    for version, expected in ((2, [0, 0, 0]), (1, [0, 1, 2])):
+        features = RankingFeatures(("source",), version=version)
+        column = dict(zip(features.names(), features.compute("q", documents).T))
+        assert column["source_earlier_same"].tolist() == expected
+    written = RankingFeatures(("source",)).to_dict()
+    assert written["version"] == 2 and RankingFeatures.from_dict(written).version == 2
+    older = {key: value for key, value in written.items() if key != "version"}
+    assert RankingFeatures.from_dict(older).version == 1  # manifests from before the version: as trained
+    with pytest.raises(ValueError, match="features version 3"):
+        RankingFeatures.from_dict({**written, "version": 3})
+
+
+def test_monotone_constraints_keep_a_ranker_from_turning_the_first_stage_upside_down():
+    """Training data where the first stage's worst candidate is always the gold one: an unconstrained ranker
+    learns to put it first; a monotone one may not use the first stage against a candidate."""
+    from hopstack.datasets.base import BenchmarkQuestion
+    from hopstack.training.reranker import Ranked, fit_lambdarank
+
+    features = RankingFeatures(("source",))
+    assert dict(zip(features.names(), features.monotone_directions())) == {
+        "first_stage_score": 1, "first_stage_gap": 1, "first_stage_z": 1, "first_stage_rank": -1,
+        "chunk_position": 0, "same_document_earlier": 0,
+        "source_named": 1, "source_earlier_same": 0, "source_values_named": 0,
+    }  # fmt: skip
+    items = []
+    for i in range(60):
+        documents = [_document(j, 10.0 - j + 0.01 * i) for j in range(6)]
+        question = BenchmarkQuestion(f"q{i}", f"question {i}", [], ["d5"], [])
+        items.append(Ranked(question, documents, [j == 5 for j in range(6)]))
+    test = features.compute("question", [_document(j, 10.0 - j) for j in range(6)])
+    free = fit_lambdarank(features, items, None, seed=0, monotone=False).predict(test)
+    constrained = fit_lambdarank(features, items, None, seed=0, monotone=True).predict(test)
+    assert free.argmax() == 5  # the first stage read backwards
+    assert all(np.diff(constrained) <= 0)  # never above a candidate the first stage ranked higher
+
+
 def _sources_dataset(folder, count: int = 150):
     """Per question ``What did SOURCE report about widgetN?`` five chunks of the same words, one per source:
     only the chunk's ``source`` field says which is gold."""

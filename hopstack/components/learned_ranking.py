@@ -95,10 +95,15 @@ class RankingFeatures:
 
     :param named_fields: metadata fields matched against the question.
     :param with_scorer: whether the cross-encoder's score is a feature.
+    :param version: 2 (what training writes): candidates without a field's value share nothing in
+        ``F_earlier_same``; 1 (manifests without a version, read as they were trained): a missing value
+        counted as a value of its own, so where the corpus lacks the field ``F_earlier_same`` repeated the
+        first-stage rank.
     """
 
     named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
     with_scorer: bool = False
+    version: int = 2
 
     def names(self) -> list[str]:
         """The feature names, one per column of :meth:`compute`'s matrix."""
@@ -109,6 +114,16 @@ class RankingFeatures:
         if self.with_scorer:
             names += ["scorer_score", "scorer_z", "scorer_rank"]
         return names
+
+    def monotone_directions(self) -> list[int]:
+        """Per feature (``names()`` order), how the ranker may use it when trained with monotone constraints:
+        +1 (a higher value never lowers a candidate's score), -1 (never raises it) or 0 (free). The first
+        stage's and the scorer's scores can only count for a candidate, their ranks only against it, and a
+        named field only for it; the position and count features stay free."""
+        rising = {"first_stage_score", "first_stage_gap", "first_stage_z", "scorer_score", "scorer_z"}
+        rising |= {f"{field}_named" for field in self.named_fields}
+        falling = {"first_stage_rank", "scorer_rank"}
+        return [1 if name in rising else -1 if name in falling else 0 for name in self.names()]
 
     def compute(self, query: str, documents: list[Document], scorer_scores: np.ndarray | None = None) -> np.ndarray:
         """The ``len(documents) x len(names())`` feature matrix of one question's candidates (first-stage
@@ -129,7 +144,8 @@ class RankingFeatures:
                 [float(any(s in question for s in _spellings(v))) if v not in (None, "") else 0.0 for v in values]
             )
             distinct_named = len({str(v) for v, hit in zip(values, named) if hit})
-            columns += [named, np.array(_earlier_same([str(v) for v in values]), dtype=np.float64)]
+            shared = [str(v) if self.version == 1 or v not in (None, "") else None for v in values]
+            columns += [named, np.array(_earlier_same(shared), dtype=np.float64)]
             columns.append(np.full(n, float(distinct_named)))
         if self.with_scorer:
             scores = np.asarray(scorer_scores, dtype=np.float64)
@@ -147,12 +163,20 @@ class RankingFeatures:
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``features`` entry."""
-        return {"named_fields": list(self.named_fields), "with_scorer": self.with_scorer, "names": self.names()}
+        return {
+            "named_fields": list(self.named_fields),
+            "with_scorer": self.with_scorer,
+            "version": self.version,
+            "names": self.names(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RankingFeatures":
         """The features a manifest's ``features`` entry describes (its ``names`` must match)."""
-        features = cls(tuple(data["named_fields"]), bool(data["with_scorer"]))
+        version = int(data.get("version", 1))
+        if version not in (1, 2):
+            raise ValueError(f"features version {version}: this hopstack computes versions 1 and 2")
+        features = cls(tuple(data["named_fields"]), bool(data["with_scorer"]), version)
         if data.get("names") != features.names():
             raise ValueError(f"the features {data.get('names')} are not the ones this hopstack computes")
         return features

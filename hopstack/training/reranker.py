@@ -19,8 +19,10 @@
 5. A LightGBM LambdaRank model is fitted over the candidates' features
    (:class:`hopstack.components.learned_ranking.RankingFeatures`: first-stage, chunk, named-field and, with a
    cross-encoder, its scores) and saved as ``ranker.txt``, for
-   :class:`~hopstack.components.learned_ranking.LearnedReranker`. With ``cross_encoder`` off, steps 2-4 are
-   skipped and the ranker uses the other features alone (seconds to train).
+   :class:`~hopstack.components.learned_ranking.LearnedReranker`. With ``monotone`` (the default) it may only
+   raise a candidate for a better first-stage or scorer score or a named field, never lower it
+   (:meth:`~hopstack.components.learned_ranking.RankingFeatures.monotone_directions`). With ``cross_encoder``
+   off, steps 2-4 are skipped and the ranker uses the other features alone (seconds to train).
 
 The model is built in ``$HOPSTACK_HOME/models/.NAME.partial`` (checkpoints included, so an interrupted run
 continues with ``resume``) and moved to ``$HOPSTACK_HOME/models/NAME`` when done.
@@ -130,6 +132,7 @@ class RerankerTraining(TrainingConfig):
 
     cross_encoder: bool = True
     named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
+    monotone: bool = True
 
 
 @dataclass
@@ -626,9 +629,19 @@ def _feature_matrix(
     return matrix, labels, [len(r.documents) for r in items]
 
 
-def fit_lambdarank(features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None, seed: int):
-    """A LightGBM LambdaRank booster (:data:`LAMBDARANK`) fitted on ``items``' candidates; questions without
-    a gold candidate carry no ranking signal and are left out."""
+def lambdarank_parameters(features: RankingFeatures, monotone: bool) -> dict[str, Any]:
+    """LightGBM's parameters: :data:`LAMBDARANK`, with ``monotone`` the features' monotone constraints
+    (:meth:`RankingFeatures.monotone_directions`)."""
+    if not monotone:
+        return dict(LAMBDARANK)
+    return {**LAMBDARANK, "monotone_constraints": features.monotone_directions()}
+
+
+def fit_lambdarank(
+    features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None, seed: int, monotone: bool
+):
+    """A LightGBM LambdaRank booster (:func:`lambdarank_parameters`) fitted on ``items``' candidates;
+    questions without a gold candidate carry no ranking signal and are left out."""
     import lightgbm
 
     keep = [i for i, r in enumerate(items) if any(r.gold) and not all(r.gold)]
@@ -636,7 +649,7 @@ def fit_lambdarank(features: RankingFeatures, items: list[Ranked], scores: list[
         raise HopstackInputError("no training question has both gold and non-gold candidates to rank")
     kept_scores = None if scores is None else [scores[i] for i in keep]
     matrix, labels, groups = _feature_matrix(features, [items[i] for i in keep], kept_scores)
-    ranker = lightgbm.LGBMRanker(**LAMBDARANK, random_state=seed)
+    ranker = lightgbm.LGBMRanker(**lambdarank_parameters(features, monotone), random_state=seed)
     ranker.fit(matrix, labels, group=groups, feature_name=features.names())
     return ranker.booster_
 
@@ -732,7 +745,7 @@ def train_reranker(
     features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None)
     status(f"fitting the LambdaRank ranker on {len(training)} question(s)")
     started = time.perf_counter()
-    booster = fit_lambdarank(features, training, training_scores, config.seed)
+    booster = fit_lambdarank(features, training, training_scores, config.seed, config.monotone)
     booster.save_model(str(folder / RANKER_FILE))
     ranker_seconds = time.perf_counter() - started
     dev = held_out_report(held_out, held_out_scores, booster, features)
@@ -751,7 +764,7 @@ def train_reranker(
             "file": RANKER_FILE,
             "features": features.to_dict(),
             "title_prefix": True,
-            "lightgbm": LAMBDARANK,
+            "lightgbm": lambdarank_parameters(features, config.monotone),
             "seconds": round(ranker_seconds, 1),
         },
         "seconds": round(seconds + ranker_seconds, 1),
