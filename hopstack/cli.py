@@ -555,8 +555,8 @@ def train_reranker_command(
         bool,
         typer.Option(
             "--monotone/--no-monotone",
-            help="the ranker only ever raises a candidate for a better first-stage or scorer score (safer off its "
-            "training data)",
+            help="the ranker only ever raises a candidate for a better first-stage or scorer score, and lowers it for "
+            "repeating a document ranked above it (safer off its training data)",
         ),
     ] = True,
     resume: TrainResume = False,

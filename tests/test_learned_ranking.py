@@ -76,8 +76,8 @@ def test_monotone_constraints_keep_a_ranker_from_turning_the_first_stage_upside_
     features = RankingFeatures(("source",))
     assert dict(zip(features.names(), features.monotone_directions())) == {
         "first_stage_score": 1, "first_stage_gap": 1, "first_stage_z": 1, "first_stage_rank": -1,
-        "chunk_position": 0, "same_document_earlier": 0,
-        "source_named": 1, "source_earlier_same": 0, "source_values_named": 0,
+        "chunk_position": 0, "same_document_earlier": -1,
+        "source_named": 1, "source_earlier_same": -1, "source_values_named": 0,
     }  # fmt: skip
     items = []
     for i in range(60):

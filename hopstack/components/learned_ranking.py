@@ -118,11 +118,13 @@ class RankingFeatures:
     def monotone_directions(self) -> list[int]:
         """Per feature (``names()`` order), how the ranker may use it when trained with monotone constraints:
         +1 (a higher value never lowers a candidate's score), -1 (never raises it) or 0 (free). The first
-        stage's and the scorer's scores can only count for a candidate, their ranks only against it, and a
-        named field only for it; the position and count features stay free."""
+        stage's and the scorer's scores can only count for a candidate and their ranks only against it; a
+        named field can only count for it; repeating a document or a field value ranked above it can only
+        count against it; the chunk's position and ``F_values_named`` stay free."""
         rising = {"first_stage_score", "first_stage_gap", "first_stage_z", "scorer_score", "scorer_z"}
         rising |= {f"{field}_named" for field in self.named_fields}
-        falling = {"first_stage_rank", "scorer_rank"}
+        falling = {"first_stage_rank", "scorer_rank", "same_document_earlier"}
+        falling |= {f"{field}_earlier_same" for field in self.named_fields}
         return [1 if name in rising else -1 if name in falling else 0 for name in self.names()]
 
     def compute(self, query: str, documents: list[Document], scorer_scores: np.ndarray | None = None) -> np.ndarray:

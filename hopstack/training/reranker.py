@@ -19,8 +19,9 @@
 5. A LightGBM LambdaRank model is fitted over the candidates' features
    (:class:`hopstack.components.learned_ranking.RankingFeatures`: first-stage, chunk, named-field and, with a
    cross-encoder, its scores) and saved as ``ranker.txt``, for
-   :class:`~hopstack.components.learned_ranking.LearnedReranker`. With ``monotone`` (the default) it may only
-   raise a candidate for a better first-stage or scorer score or a named field, never lower it
+   :class:`~hopstack.components.learned_ranking.LearnedReranker`. With ``monotone`` (the default) a better
+   first-stage or scorer score or a named field can only raise a candidate, and repeating a document or field
+   value ranked above it only lower it
    (:meth:`~hopstack.components.learned_ranking.RankingFeatures.monotone_directions`). With ``cross_encoder``
    off, steps 2-4 are skipped and the ranker uses the other features alone (seconds to train).
 
