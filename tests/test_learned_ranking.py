@@ -71,7 +71,7 @@ def test_monotone_constraints_keep_a_ranker_from_turning_the_first_stage_upside_
     """Training data where the first stage's worst candidate is always the gold one: an unconstrained ranker
     learns to put it first; a monotone one may not use the first stage against a candidate."""
     from hopstack.datasets.base import BenchmarkQuestion
-    from hopstack.training.reranker import Ranked, fit_lambdarank
+    from hopstack.training.reranker import Ranked, fit_lambdarank, lambdarank_parameters
 
     features = RankingFeatures(("source",))
     assert dict(zip(features.names(), features.monotone_directions())) == {
@@ -85,8 +85,8 @@ def test_monotone_constraints_keep_a_ranker_from_turning_the_first_stage_upside_
         question = BenchmarkQuestion(f"q{i}", f"question {i}", [], ["d5"], [])
         items.append(Ranked(question, documents, [j == 5 for j in range(6)]))
     test = features.compute("question", [_document(j, 10.0 - j) for j in range(6)])
-    free = fit_lambdarank(features, items, None, seed=0, monotone=False).predict(test)
-    constrained = fit_lambdarank(features, items, None, seed=0, monotone=True).predict(test)
+    free = fit_lambdarank(features, items, None, 0, lambdarank_parameters(features, monotone=False)).predict(test)
+    constrained = fit_lambdarank(features, items, None, 0, lambdarank_parameters(features, monotone=True)).predict(test)
     assert free.argmax() == 5  # the first stage read backwards
     assert all(np.diff(constrained) <= 0)  # never above a candidate the first stage ranked higher
 

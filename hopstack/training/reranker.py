@@ -639,10 +639,14 @@ def lambdarank_parameters(features: RankingFeatures, monotone: bool) -> dict[str
 
 
 def fit_lambdarank(
-    features: RankingFeatures, items: list[Ranked], scores: list[np.ndarray] | None, seed: int, monotone: bool
+    features: RankingFeatures,
+    items: list[Ranked],
+    scores: list[np.ndarray] | None,
+    seed: int,
+    parameters: dict[str, Any],
 ):
-    """A LightGBM LambdaRank booster (:func:`lambdarank_parameters`) fitted on ``items``' candidates;
-    questions without a gold candidate carry no ranking signal and are left out."""
+    """A LightGBM LambdaRank booster with ``parameters`` (:func:`lambdarank_parameters`) fitted on ``items``'
+    candidates; questions without a gold candidate carry no ranking signal and are left out."""
     import lightgbm
 
     keep = [i for i, r in enumerate(items) if any(r.gold) and not all(r.gold)]
@@ -650,7 +654,7 @@ def fit_lambdarank(
         raise HopstackInputError("no training question has both gold and non-gold candidates to rank")
     kept_scores = None if scores is None else [scores[i] for i in keep]
     matrix, labels, groups = _feature_matrix(features, [items[i] for i in keep], kept_scores)
-    ranker = lightgbm.LGBMRanker(**lambdarank_parameters(features, monotone), random_state=seed)
+    ranker = lightgbm.LGBMRanker(**parameters, random_state=seed)
     ranker.fit(matrix, labels, group=groups, feature_name=features.names())
     return ranker.booster_
 
@@ -746,7 +750,8 @@ def train_reranker(
     features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None)
     status(f"fitting the LambdaRank ranker on {len(training)} question(s)")
     started = time.perf_counter()
-    booster = fit_lambdarank(features, training, training_scores, config.seed, config.monotone)
+    parameters = lambdarank_parameters(features, config.monotone)
+    booster = fit_lambdarank(features, training, training_scores, config.seed, parameters)
     booster.save_model(str(folder / RANKER_FILE))
     ranker_seconds = time.perf_counter() - started
     dev = held_out_report(held_out, held_out_scores, booster, features)
@@ -765,7 +770,7 @@ def train_reranker(
             "file": RANKER_FILE,
             "features": features.to_dict(),
             "title_prefix": True,
-            "lightgbm": lambdarank_parameters(features, config.monotone),
+            "lightgbm": parameters,
             "seconds": round(ranker_seconds, 1),
         },
         "seconds": round(seconds + ranker_seconds, 1),
