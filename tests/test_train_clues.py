@@ -11,6 +11,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 import torch
 from haystack import Document
+from test_train_nli import CONTRADICTING, SUPPORTING, UNRELATED, _claims_folder
 from test_training import _unchanged, _widgets, command_parses
 
 from conftest import REPO, save_tiny_bert
@@ -125,6 +126,26 @@ def test_supporting_fact_sentences_are_gold_only_in_their_own_document(tmp_path)
     assert [is_gold_sentence(c, gold) for c in clues] == [False, True]
     assert not is_gold_sentence(sentence_clues([t2])[0], gold)  # the same words under another title
     assert with_sentence_gold(data) == [question]
+
+
+def test_scifact_rationale_sentences_are_gold_only_in_their_own_abstract(tmp_path):
+    folder = _claims_folder(tmp_path / "claims", count=4)
+    data = load_dataset(str(folder), "train")
+    questions = with_sentence_gold(data)
+    assert [q.id for q in questions] == ["0", "1", "2", "3"]  # the test claims are never read
+    supporting, contradicting = SUPPORTING.format(name="widget0"), CONTRADICTING.format(name="widget1")
+    assert evidence(questions[0], data.format) == [("d0", supporting)]
+    assert evidence(questions[1], data.format) == [("d1", contradicting)]  # CONTRADICT rationales are evidence too
+    own = Document(
+        id="d0#0", content=f"{supporting} {UNRELATED.format(name='widget0', colour='red')}", meta={"doc_id": "d0"}
+    )
+    other = Document(id="d9#0", content=supporting, meta={"doc_id": "d9"})
+    gold = evidence(questions[0], data.format)
+    assert [is_gold_sentence(c, gold) for c in sentence_clues([own])] == [True, False]
+    assert not is_gold_sentence(sentence_clues([other])[0], gold)  # the same words in another abstract
+    (folder / "claims_train.jsonl").unlink()
+    with pytest.raises(HopstackInputError, match="no claims_\\*.jsonl files"):
+        with_sentence_gold(data)
 
 
 def test_the_manifest_says_how_the_clue_scorer_was_made(trained, home):
@@ -243,7 +264,7 @@ def test_the_shipped_clue_scorer_ranks_the_answering_sentence_first(tmp_path, mo
 
     monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
     manifest = json.loads((shipped_model_dir("hopstack-clues") / "manifest.json").read_text())
-    assert (manifest["role"], manifest["dataset"]) == ("clue scorer (bi-encoder)", "multihop-rag+2wikimultihopqa")
+    assert (manifest["role"], manifest["dataset"]) == ("clue scorer (bi-encoder)", "multihop-rag+2wikimultihopqa+scifact")
     assert manifest["dev"]["metrics"]["clue_scorer"]["MRR@10"] > manifest["dev"]["metrics"]["minilm"]["MRR@10"]
     sentences = [
         "Penicillin is widely used to treat bacterial infections.",

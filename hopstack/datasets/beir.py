@@ -3,10 +3,17 @@
 The questions are the queries that a qrels file (``qrels/test.tsv`` by default, as BEIR evaluates) judges
 relevant to some document; their gold ids are the corpus ids judged with a score above 0. BEIR sets have
 no gold answers.
+
+A SciFact folder also holds the original claim files (``claims_*.jsonl``) with sentence-level rationales;
+:func:`claim_evidence` reads them for the models that train on sentences (``hopstack train nli`` and
+``hopstack train clues``).
 """
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from hopstack.core.text import split_sentences
 from hopstack.datasets.base import BenchmarkQuestion, distinct
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import read_corpus, read_json_lines
@@ -14,6 +21,9 @@ from hopstack.index.formats import read_corpus, read_json_lines
 CORPUS_FILE = "corpus.jsonl"
 QUERIES_FILE = "queries.jsonl"
 DEFAULT_QRELS = Path("qrels") / "test.tsv"
+CLAIM_FILES = "claims_*.jsonl"
+RATIONALE_LABELS = ("SUPPORT", "CONTRADICT")
+_WORD = re.compile(r"\w+")
 
 
 def root_of(qrels: Path) -> Path:
@@ -65,3 +75,65 @@ def load_questions(source: Path, corpus: Path) -> list[BenchmarkQuestion]:
     if not questions:
         raise HopstackInputError(f"{source}: no query is judged relevant to any document")
     return questions
+
+
+def shared_words(text: str, other: str) -> int:
+    """How many distinct case-folded words two texts share."""
+    return len(set(_WORD.findall(text.casefold())) & set(_WORD.findall(other.casefold())))
+
+
+@dataclass
+class ClaimEvidence:
+    """A SciFact-style claim and one abstract it names: the abstract's sentences (hopstack's blingfire split)
+    and its rationales as ``(label, sentence index)``, label SUPPORT or CONTRADICT, in file order; a claim
+    without evidence names the abstracts it cites, with no rationales."""
+
+    claim_id: str
+    claim: str
+    doc_id: str
+    sentences: list[str]
+    rationales: list[tuple[str, int]]
+
+
+def rationale_sentence(sentences: list[str], index: int, claim: str) -> int | None:
+    """The sentence of hopstack's split that a rationale's sentence ``index`` names. APPROXIMATION: SciFact
+    numbers sentences in its own split, hopstack splits the abstract with blingfire; of the sentences at
+    ``index`` and its two neighbours, the one sharing most words with the claim (None when none exists)."""
+    near = [j for j in (index, index - 1, index + 1) if 0 <= j < len(sentences)]
+    return max(near, key=lambda j: shared_words(sentences[j], claim)) if near else None
+
+
+def claim_evidence(root: Path, corpus: Path, wanted: set[str]) -> list[ClaimEvidence]:
+    """The claims with ids in ``wanted`` of every ``claims_*.jsonl`` file in ``root``, one
+    :class:`ClaimEvidence` per (claim, abstract); no claim file, or a malformed evidence entry (named by
+    file and line), is refused."""
+    files = sorted(root.glob(CLAIM_FILES))
+    if not files:
+        raise HopstackInputError(
+            f"{root}: no {CLAIM_FILES} files (SciFact's claims with SUPPORT/CONTRADICT rationales): this BEIR set "
+            "has no sentence-level labels"
+        )
+    abstracts = {str(record["_id"]): str(record.get("text", "")) for _, record in read_json_lines(corpus)}
+    found = []
+    for path in files:
+        for number, claim in read_json_lines(path):
+            claim_id = str(claim.get("id"))
+            if claim_id not in wanted:
+                continue
+            text = str(claim.get("claim", ""))
+            evidence = claim.get("evidence") or {}
+            if not isinstance(evidence, dict):
+                raise HopstackInputError(f"{path}:{number}: 'evidence' must map abstract ids to rationales")
+            cited = [str(d) for d in claim.get("cited_doc_ids") or []] if not evidence else []
+            for doc_id in [*evidence, *cited]:
+                sentences = split_sentences(abstracts.get(str(doc_id), ""))
+                rationales = []
+                for rationale in evidence.get(doc_id, []):
+                    if rationale.get("label") not in RATIONALE_LABELS:
+                        raise HopstackInputError(f"{path}:{number}: rationale label must be SUPPORT or CONTRADICT")
+                    for index in rationale.get("sentences", []):
+                        best = rationale_sentence(sentences, index, text)
+                        if best is not None:
+                            rationales.append((rationale["label"], best))
+                found.append(ClaimEvidence(claim_id, text, str(doc_id), sentences, rationales))
+    return found

@@ -6,7 +6,9 @@
 2. Their sentences are the clues :class:`~hopstack.components.compression.ClueExtractor` would score
    (:func:`~hopstack.components.compression.sentence_clues`). A sentence is gold when it overlaps
    (:func:`overlaps`) one of the question's evidence texts (:func:`evidence`): MultiHop-RAG's evidence facts,
-   or a HotpotQA-format record's supporting-fact sentences (in the chunks of that sentence's title only).
+   a HotpotQA-format record's supporting-fact sentences (in the chunks of that sentence's title only), or a
+   SciFact claim's rationale sentences, SUPPORT and CONTRADICT alike (in the chunks of that abstract only;
+   :func:`~hopstack.datasets.beir.claim_evidence`, which approximates SciFact's sentence numbering).
    Other formats have no sentence-level gold and are refused.
 3. Pairs: per question its first ``max_positives`` gold sentences (label 1) and ``num_negatives`` hard
    negatives (label 0): the non-gold sentences sharing the most content words with the question (stopwords
@@ -36,6 +38,7 @@ from hopstack.components.stopping import STOPWORDS
 from hopstack.core.ranking import split_by_sizes
 from hopstack.core.text import normalize_answer
 from hopstack.datasets.base import BenchmarkQuestion
+from hopstack.datasets.beir import claim_evidence, root_of
 from hopstack.datasets.benchmark import BenchmarkDataset
 from hopstack.errors import HopstackInputError
 from hopstack.experiments.metrics import source_id
@@ -70,7 +73,7 @@ from hopstack.training.reranker import (
     with_teacher_scores,
 )
 
-SENTENCE_GOLD = ("multihop-rag", "hotpotqa")  # the formats whose questions say which sentences are gold
+SENTENCE_GOLD = ("multihop-rag", "hotpotqa", "beir")  # formats whose questions can say which sentences are gold
 MINILM = {"type": "bi-encoder", "init_parameters": {"model": "minilm"}}  # ClueExtractor's default scorer
 GOLD_RULE = "case-folded, whitespace removed: the sentence contains the evidence text or the text the sentence"
 NEGATIVES_RULE = "non-gold sentences sharing the most question content words; ties: the better-ranked chunk first"
@@ -88,8 +91,8 @@ class ClueTraining(TrainingConfig):
 
 def evidence(question: BenchmarkQuestion, dataset_format: str) -> list[tuple[str | None, str]]:
     """A question's sentence-level gold as ``(source document id, text)``: MultiHop-RAG's evidence facts (any
-    document: its metrics judge chunks by the fact alone) or a HotpotQA-format record's supporting-fact
-    sentences (the document of the fact's title)."""
+    document: its metrics judge chunks by the fact alone), or the ``supporting_sentences`` of a HotpotQA-format
+    record (the document of the fact's title) or of a SciFact claim (:func:`with_sentence_gold`)."""
     if dataset_format == "multihop-rag":
         return [(None, fact) for fact in question.facts]
     return [(str(title), str(text)) for title, text in question.extra.get("supporting_sentences", [])]
@@ -121,10 +124,22 @@ def with_sentence_gold(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
             f"{data.source}: hopstack train clues needs sentence-level gold (MultiHop-RAG's evidence facts or "
             f"HotpotQA-format supporting facts); dataset {data.name!r} ({data.format} format) has none"
         )
-    found = [q for q in labelled(data) if evidence(q, data.format)]
+    questions = labelled(data)
+    if data.format == "beir":
+        questions = with_rationales(data, questions)
+    found = [q for q in questions if evidence(q, data.format)]
     if not found:
         raise HopstackInputError(f"{data.source}: no question of the train split has a supporting-fact sentence")
     return found
+
+
+def with_rationales(data: BenchmarkDataset, questions: list[BenchmarkQuestion]) -> list[BenchmarkQuestion]:
+    """SciFact claims with their rationale sentences as ``supporting_sentences`` (abstract id, sentence), read
+    from the claim files beside the qrels (:func:`~hopstack.datasets.beir.claim_evidence`)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for item in claim_evidence(root_of(data.source), data.corpus, {q.id for q in questions}):
+        found.setdefault(item.claim_id, []).extend((item.doc_id, item.sentences[i]) for _, i in item.rationales)
+    return [replace(q, extra={**q.extra, "supporting_sentences": found.get(q.id, [])}) for q in questions]
 
 
 def _content_words(text: str) -> set[str]:

@@ -32,7 +32,6 @@ when done, like every ``hopstack train`` model.
 """
 
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,13 +40,11 @@ import numpy as np
 
 from hopstack import __version__
 from hopstack.components.stopping import chunk_claim, content_words
-from hopstack.core.text import split_sentences
 from hopstack.datasets.base import canonical_split
-from hopstack.datasets.beir import root_of
+from hopstack.datasets.beir import claim_evidence, root_of, shared_words
 from hopstack.datasets.benchmark import BenchmarkDataset, load_dataset
 from hopstack.datasets.hotpotqa import records_by_question
 from hopstack.errors import HopstackInputError
-from hopstack.index.formats import read_json_lines
 from hopstack.models.cross_encoder import NLI_LABELS
 from hopstack.training.reranker import (
     Status,
@@ -65,7 +62,6 @@ from hopstack.training.reranker import (
     start_folder,
 )
 
-CLAIM_FILES = "claims_*.jsonl"
 # opposite pairs for negating a claim (DATA AUGMENTATION, :func:`negated_claim`), each way round
 _OPPOSITES = {
     "increase": "decrease", "increases": "decreases", "increased": "decreased", "increasing": "decreasing",
@@ -77,7 +73,6 @@ _OPPOSITES = {
 OPPOSITES = {**_OPPOSITES, **{b: a for a, b in _OPPOSITES.items()}, "reduces": "increases", "reduced": "increased"}
 AUXILIARIES = frozenset("is are was were can could may might will would should has have had does do did".split())
 TRIPLE_CLAIM = "The {relation} of {subject} is {object}."
-_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -105,14 +100,9 @@ class NliTraining:
         self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.casefold()))
-
-
 def _most_shared(sentences: list[str], claim: str, count: int) -> list[str]:
     """The ``count`` sentences sharing the most words with ``claim`` (ties: document order)."""
-    words = _words(claim)
-    return sorted(sentences, key=lambda s: -len(_words(s) & words))[:count]
+    return sorted(sentences, key=lambda s: -shared_words(s, claim))[:count]
 
 
 def _pair(
@@ -126,45 +116,19 @@ def _pair(
 def scifact_pairs(data: BenchmarkDataset, neutrals: int) -> list[dict[str, Any]]:
     """Pairs from SciFact-style claim files beside a BEIR set's qrels (module docstring), for the claims
     that are questions of ``data``'s split."""
-    root = root_of(data.source)
-    files = sorted(root.glob(CLAIM_FILES))
-    if not files:
-        raise HopstackInputError(
-            f"{root}: no {CLAIM_FILES} files (SciFact's claims with SUPPORT/CONTRADICT rationales): this BEIR set "
-            "has no sentence-level labels to train an NLI model on"
-        )
-    wanted = {q.id for q in data.questions}
-    abstracts = {str(record["_id"]): str(record.get("text", "")) for _, record in read_json_lines(data.corpus)}
     pairs = []
-    for path in files:
-        for number, claim in read_json_lines(path):
-            claim_id = str(claim.get("id"))
-            if claim_id not in wanted:
-                continue
-            text = str(claim.get("claim", ""))
-            evidence = claim.get("evidence") or {}
-            if not isinstance(evidence, dict):
-                raise HopstackInputError(f"{path}:{number}: 'evidence' must map abstract ids to rationales")
-            cited = [str(d) for d in claim.get("cited_doc_ids") or []] if not evidence else []
-            for doc_id in [*evidence, *cited]:
-                sentences = split_sentences(abstracts.get(str(doc_id), ""))
-                used = set()
-                for rationale in evidence.get(doc_id, []):
-                    label = {"SUPPORT": "entailment", "CONTRADICT": "contradiction"}.get(rationale.get("label"))
-                    if label is None:
-                        raise HopstackInputError(f"{path}:{number}: rationale label must be SUPPORT or CONTRADICT")
-                    for index in rationale.get("sentences", []):
-                        near = [j for j in (index, index - 1, index + 1) if 0 <= j < len(sentences)]
-                        if not near:
-                            continue
-                        best = max(near, key=lambda j: len(_words(sentences[j]) & _words(text)))
-                        used.add(best)
-                        pairs.append(_pair(data, claim_id, sentences[best], text, label))
-                        negated = negated_claim(text) if label == "entailment" else None
-                        if negated:
-                            pairs.append(_pair(data, claim_id, sentences[best], negated, "contradiction", text))
-                others = [s for j, s in enumerate(sentences) if j not in used]
-                pairs += [_pair(data, claim_id, s, text, "neutral") for s in _most_shared(others, text, neutrals)]
+    for item in claim_evidence(root_of(data.source), data.corpus, {q.id for q in data.questions}):
+        for label, index in item.rationales:
+            nli_label = "entailment" if label == "SUPPORT" else "contradiction"
+            sentence = item.sentences[index]
+            pairs.append(_pair(data, item.claim_id, sentence, item.claim, nli_label))
+            negated = negated_claim(item.claim) if nli_label == "entailment" else None
+            if negated:
+                pairs.append(_pair(data, item.claim_id, sentence, negated, "contradiction", item.claim))
+        used = {index for _, index in item.rationales}
+        others = [s for j, s in enumerate(item.sentences) if j not in used]
+        neutral = _most_shared(others, item.claim, neutrals)
+        pairs += [_pair(data, item.claim_id, s, item.claim, "neutral") for s in neutral]
     return pairs
 
 
