@@ -11,6 +11,7 @@ from conftest import REPO
 from hopstack.components.learned_ranking import LearnedReranker, RankingFeatures
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import trained_model_dir
+from hopstack.models.scorers import BiEncoderScorer
 
 SOURCES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli"]
 
@@ -191,18 +192,13 @@ def test_the_shipped_ranker_loads_by_name_from_a_fresh_home(cli, tmp_path, monke
     assert code == 0 and "mhr-ranker" in out and "shipped: hopstack train on multihop-rag (train)" in out
 
 
-def test_the_shipped_cross_encoder_reranker_moves_the_named_source_and_date_first(tmp_path, monkeypatch):
-    from hopstack.models.registry import shipped_model_dir
+NAMED_QUERY = "Which company did TechCrunch report on October 4, 2023 as announcing a new laptop chip?"
 
-    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
-    folder = shipped_model_dir("hopstack-reranker")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["dataset"] == "multihop-rag+2wikimultihopqa+scifact" and manifest["split"] == "train"
-    saved = json.loads((folder / "config.json").read_text())
-    assert (saved["num_hidden_layers"], saved["dtype"]) == (3, "float16")
-    assert (folder / "model.safetensors").stat().st_size < 50e6 and not (folder / "training_pairs.jsonl").exists()
+
+def _named_source_documents() -> list[Document]:
+    """Five near-identical chunks in first-stage order; only the fourth's source and date are in NAMED_QUERY."""
     sources = ["The Verge", "Wired", "Engadget", "TechCrunch", "BBC News"]
-    documents = [
+    return [
         Document(
             id=str(i),
             content=f"A company announced a new chip for laptops, according to report {i}.",
@@ -211,8 +207,37 @@ def test_the_shipped_cross_encoder_reranker_moves_the_named_source_and_date_firs
         )
         for i, source in enumerate(sources)
     ]
-    query = "Which company did TechCrunch report on October 4, 2023 as announcing a new laptop chip?"
+
+
+def _shipped_manifest(name: str) -> dict:
+    """A shipped ranker's manifest, after checking it was trained on the three train splits and ships
+    without its training pairs in under 50 MB of weights."""
+    from hopstack.models.registry import shipped_model_dir
+
+    folder = shipped_model_dir(name)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["dataset"] == "multihop-rag+2wikimultihopqa+scifact" and manifest["split"] == "train"
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
+    assert (folder / "model.safetensors").stat().st_size < 50e6 and not (folder / "training_pairs.jsonl").exists()
+    return manifest
+
+
+def test_the_shipped_cross_encoder_reranker_moves_the_named_source_and_date_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    manifest = _shipped_manifest("hopstack-reranker")
+    assert manifest["hyperparameters"]["layers"] == 3
     reranker = LearnedReranker("hopstack-reranker", top_k=5, device="cpu")
-    ranked = reranker.run(query=query, documents=documents)["documents"]
+    ranked = reranker.run(query=NAMED_QUERY, documents=_named_source_documents())["documents"]
     assert ranked[0].id == "3"  # the chunk whose source and date the question names
     assert reranker._scorer.max_length == manifest["hyperparameters"]["max_length"] == 128
+
+
+def test_the_shipped_bi_encoder_reranker_moves_the_named_source_and_date_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
+    manifest = _shipped_manifest("hopstack-reranker-bi")
+    assert manifest["bi_encoder"] and manifest["hyperparameters"]["monotone"]
+    assert manifest["ranker"]["features"]["version"] == 2
+    reranker = LearnedReranker("hopstack-reranker-bi", top_k=5, device="cpu")
+    ranked = reranker.run(query=NAMED_QUERY, documents=_named_source_documents())["documents"]
+    assert ranked[0].id == "3"
+    assert isinstance(reranker._scorer, BiEncoderScorer)

@@ -568,27 +568,42 @@ def candidate_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
 def trained_scores(
     model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None, step: int = 32
 ) -> list[np.ndarray]:
-    """The trained scorer's score of each question's candidates, ``step`` questions at a time: the
-    cross-encoder's output, or with ``config.bi_encoder`` the cosine of the two texts' embeddings (each
-    distinct text embedded once; no call cache: the model is still in its build folder).
-    ``progress("scoring", done, total)`` hears how many questions are scored."""
+    """The trained scorer's score of each question's candidates: the cross-encoder's output, ``step``
+    questions at a time (``progress("scoring", done, total)`` hears how many are scored), or with
+    ``config.bi_encoder`` the cosine of the two texts' embeddings (:func:`cosine_scores`). No call cache: the
+    model is still in its build folder."""
+    if config.bi_encoder:
+        return cosine_scores(model, items, config.batch_size * 2, progress)
     scores: list[np.ndarray] = []
     for start in range(0, len(items), step):
         part = items[start : start + step]
         pairs = candidate_pairs(part)
-        if not pairs:
-            predicted = np.zeros(0)
-        elif config.bi_encoder:
-            row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
-            vectors = embed_texts(model, list(row_of), config.batch_size * 2, normalize=True)
-            queries, passages = vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]]
-            predicted = np.einsum("ij,ij->i", queries, passages)
-        else:
-            predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False)
-        scores += split_by_sizes(predicted, [len(r.documents) for r in part])
+        predicted = model.predict(pairs, batch_size=config.batch_size * 2, show_progress_bar=False) if pairs else []
+        scores += split_by_sizes(np.asarray(predicted), [len(r.documents) for r in part])
         if progress:
             progress("scoring", start + len(part), len(items))
     return scores
+
+
+def cosine_scores(
+    model, items: list[Ranked], batch_size: int, progress: Progress | None = None, step: int = 1024
+) -> list[np.ndarray]:
+    """A bi-encoder's cosine of each question with each of its candidates. Every distinct text of all the
+    questions is embedded once (a passage that several questions retrieve, too), ``step`` texts at a time;
+    ``progress("embedding", done, total)`` hears how many texts are embedded."""
+    pairs = candidate_pairs(items)
+    row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
+    texts = list(row_of)
+    parts = []
+    for start in range(0, len(texts), step):
+        parts.append(embed_texts(model, texts[start : start + step], batch_size, normalize=True))
+        if progress:
+            progress("embedding", start + len(parts[-1]), len(texts))
+    if not pairs:
+        return [np.zeros(0) for _ in items]
+    vectors = np.concatenate(parts)
+    queries, passages = vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]]
+    return split_by_sizes(np.einsum("ij,ij->i", queries, passages), [len(r.documents) for r in items])
 
 
 def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
