@@ -1,6 +1,7 @@
 """Sentence embedders, loaded once per process and shared by every component that names them."""
 
 import threading
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -59,6 +60,16 @@ def embed_texts(
     identity.update(backend_identity(model))  # an ONNX backend's vectors are kept apart from torch's
     rows = cache.cached_map(identity, list(texts), lambda missing: encode(missing).tolist())
     return np.asarray(rows, dtype=np.float32)
+
+
+def pair_cosines(pairs: Sequence[tuple[str, str]], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """The cosine of each pair's two texts, ``embed`` giving L2-normalised rows: every distinct text of the
+    pairs is embedded once (a passage several questions share, a question with many candidates)."""
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
+    row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
+    vectors = embed(list(row_of))
+    return np.einsum("ij,ij->i", vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]])
 
 
 def span_vectors(model, texts: list[str], spans: list[list[tuple[int, int]]], batch_size: int = 64) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ from hopstack.core.roles import Scorer as ScorerRole
 from hopstack.core.spec import NestedComponents, build, is_spec
 from hopstack.core.text import first_words
 from hopstack.models.cache import CallCache, LLMUser, call_cache
-from hopstack.models.embedders import embed_texts, load_sentence_transformer
+from hopstack.models.embedders import embed_texts, load_sentence_transformer, pair_cosines
 from hopstack.models.onnx_backend import check_backend
 from hopstack.models.registry import trained_manifest_bytes
 
@@ -88,15 +88,12 @@ class BiEncoderScorer:
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
         """The cosine similarity of each pair's two texts."""
         self.warm_up()
-        if not pairs:
-            return np.zeros(0, dtype=np.float32)
-        row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
-        vectors = embed_texts(
-            self._encoder, list(row_of), self.batch_size, True, cache=self._call_cache, model_id=self._model_id
+        return pair_cosines(
+            pairs,
+            lambda texts: embed_texts(
+                self._encoder, texts, self.batch_size, True, cache=self._call_cache, model_id=self._model_id
+            ),
         )
-        queries = vectors[[row_of[q] for q, _ in pairs]]
-        passages = vectors[[row_of[p] for _, p in pairs]]
-        return np.einsum("ij,ij->i", queries, passages)
 
 
 class LLMScorer(LLMUser):

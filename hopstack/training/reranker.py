@@ -57,7 +57,7 @@ from hopstack.experiments.metrics import final_documents, is_gold
 from hopstack.graphs.fingerprint import pipeline_fingerprints
 from hopstack.graphs.runner import BatchRunner, Progress
 from hopstack.models.devices import resolve_device
-from hopstack.models.embedders import embed_texts
+from hopstack.models.embedders import embed_texts, pair_cosines
 from hopstack.models.registry import REGISTRY, TRAINED_MANIFEST, is_shipped_model, resolve_model, trained_model_dir
 from hopstack.models.scorers import make_scorer, score_all
 from hopstack.spec.loading import load_pipeline_data
@@ -589,21 +589,19 @@ def cosine_scores(
     model, items: list[Ranked], batch_size: int, progress: Progress | None = None, step: int = 1024
 ) -> list[np.ndarray]:
     """A bi-encoder's cosine of each question with each of its candidates. Every distinct text of all the
-    questions is embedded once (a passage that several questions retrieve, too), ``step`` texts at a time;
+    questions is embedded once (:func:`~hopstack.models.embedders.pair_cosines`), ``step`` texts at a time;
     ``progress("embedding", done, total)`` hears how many texts are embedded."""
-    pairs = candidate_pairs(items)
-    row_of = {text: i for i, text in enumerate(dict.fromkeys(t for pair in pairs for t in pair))}
-    texts = list(row_of)
-    parts = []
-    for start in range(0, len(texts), step):
-        parts.append(embed_texts(model, texts[start : start + step], batch_size, normalize=True))
-        if progress:
-            progress("embedding", start + len(parts[-1]), len(texts))
-    if not pairs:
-        return [np.zeros(0) for _ in items]
-    vectors = np.concatenate(parts)
-    queries, passages = vectors[[row_of[q] for q, _ in pairs]], vectors[[row_of[t] for _, t in pairs]]
-    return split_by_sizes(np.einsum("ij,ij->i", queries, passages), [len(r.documents) for r in items])
+
+    def embed(texts: list[str]) -> np.ndarray:
+        parts = []
+        for start in range(0, len(texts), step):
+            parts.append(embed_texts(model, texts[start : start + step], batch_size, normalize=True))
+            if progress:
+                progress("embedding", start + len(parts[-1]), len(texts))
+        return np.concatenate(parts)
+
+    cosines = pair_cosines(candidate_pairs(items), embed)
+    return split_by_sizes(cosines, [len(r.documents) for r in items])
 
 
 def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
