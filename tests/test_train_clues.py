@@ -264,7 +264,8 @@ def test_the_shipped_clue_scorer_ranks_the_answering_sentence_first(tmp_path, mo
 
     monkeypatch.setenv("HOPSTACK_HOME", str(tmp_path))
     manifest = json.loads((shipped_model_dir("hopstack-clues") / "manifest.json").read_text())
-    assert (manifest["role"], manifest["dataset"]) == ("clue scorer (bi-encoder)", "multihop-rag+2wikimultihopqa+scifact")
+    assert manifest["role"] == "clue scorer (bi-encoder)"
+    assert manifest["dataset"] == "multihop-rag+2wikimultihopqa+scifact"
     assert manifest["dev"]["metrics"]["clue_scorer"]["MRR@10"] > manifest["dev"]["metrics"]["minilm"]["MRR@10"]
     sentences = [
         "Penicillin is widely used to treat bacterial infections.",

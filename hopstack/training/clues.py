@@ -121,8 +121,9 @@ def with_sentence_gold(data: BenchmarkDataset) -> list[BenchmarkQuestion]:
     without any gold is refused."""
     if data.format not in SENTENCE_GOLD:
         raise HopstackInputError(
-            f"{data.source}: hopstack train clues needs sentence-level gold (MultiHop-RAG's evidence facts or "
-            f"HotpotQA-format supporting facts); dataset {data.name!r} ({data.format} format) has none"
+            f"{data.source}: hopstack train clues needs sentence-level gold (MultiHop-RAG's evidence facts, "
+            f"HotpotQA-format supporting facts or SciFact's claim files); dataset {data.name!r} ({data.format} "
+            "format) has none"
         )
     questions = labelled(data)
     if data.format == "beir":
