@@ -446,7 +446,12 @@ TrainNegatives = Annotated[
     str, typer.Option("--negatives", help="first-stage pipeline whose top candidates give hard negatives")
 ]
 TrainDepth = Annotated[int, typer.Option("--depth", min=1, help="first-stage candidates per question")]
-TrainNumNegatives = Annotated[int, typer.Option("--num-negatives", min=1, help="hard negatives per question")]
+TrainNumNegatives = Annotated[
+    str,
+    typer.Option(
+        "--num-negatives", help="hard negatives per question: N, or N,N,... with one count per --dataset in order"
+    ),
+]
 TrainMaxPositives = Annotated[int, typer.Option("--max-positives", min=1, help="gold candidates per question")]
 TrainEpochs = Annotated[int, typer.Option("--epochs", min=1)]
 TrainMaxLength = Annotated[int, typer.Option("--max-length", min=16, help="tokens per pair")]
@@ -519,6 +524,16 @@ def _train(train, config, resume: bool, force: bool) -> dict[str, Any]:
         raise typer.Exit(130) from None
 
 
+def _counts(text: str, option: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers (``"2"`` or ``"1,1,2"``), or a clear error naming ``option``."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: expected a whole number or comma-separated ones", param_hint=option
+        ) from None
+
+
 @train_app.command("reranker")
 def train_reranker_command(
     dataset: TrainDataset,
@@ -528,7 +543,7 @@ def train_reranker_command(
     base: TrainBase = "minilm",
     negatives: TrainNegatives = "yaml/hybrid.yaml",
     depth: TrainDepth = 30,
-    num_negatives: TrainNumNegatives = 6,
+    num_negatives: TrainNumNegatives = "6",
     max_positives: TrainMaxPositives = 3,
     epochs: TrainEpochs = 1,
     max_length: TrainMaxLength = 192,
@@ -568,9 +583,10 @@ def train_reranker_command(
 
     config = RerankerTraining(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
-        num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
-        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
-        teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder, cross_encoder=cross_encoder,
+        num_negatives=_counts(num_negatives, "--num-negatives"), max_positives=max_positives, epochs=epochs,
+        max_length=max_length, batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit,
+        device=device, teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder,
+        cross_encoder=cross_encoder,
         named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()), monotone=monotone,
     )  # fmt: skip
     manifest = _train(train_reranker, config, resume, force)
@@ -599,7 +615,7 @@ def train_clues_command(
     base: TrainBase = "minilm",
     negatives: TrainNegatives = "yaml/hybrid.yaml",
     depth: TrainDepth = 10,
-    num_negatives: TrainNumNegatives = 6,
+    num_negatives: TrainNumNegatives = "6",
     max_positives: TrainMaxPositives = 3,
     epochs: TrainEpochs = 1,
     max_length: TrainMaxLength = 96,
@@ -622,9 +638,9 @@ def train_clues_command(
 
     config = ClueTraining(
         dataset=dataset, index=index_dir, out=name, split=split, base=base, negatives=negatives, depth=depth,
-        num_negatives=num_negatives, max_positives=max_positives, epochs=epochs, max_length=max_length,
-        batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit, device=device,
-        teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder,
+        num_negatives=_counts(num_negatives, "--num-negatives"), max_positives=max_positives, epochs=epochs,
+        max_length=max_length, batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, limit=limit,
+        device=device, teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder,
     )  # fmt: skip
     manifest = _train(train_clues, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]

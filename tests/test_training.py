@@ -4,6 +4,7 @@ model folder and its manifest, loading it by name, and bad input refused before 
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 from haystack import Document
@@ -12,14 +13,20 @@ from conftest import REPO, save_tiny_bert
 from hopstack.components.learned_ranking import LearnedReranker
 from hopstack.components.rerankers import PointwiseReranker
 from hopstack.components.retrieval import DenseRetriever
-from hopstack.datasets.base import in_hash_train
+from hopstack.datasets.base import BenchmarkQuestion, in_hash_train
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import resolve_model, trained_model_dir
 from hopstack.models.scorers import BiEncoderScorer
+from hopstack.training import reranker as training
 from hopstack.training.reranker import (
+    Ranked,
     RerankerTraining,
+    TrainingSet,
     check_request,
+    command_line,
+    make_pairs,
     partial_dir,
+    rankable_scores,
     teacher_spec,
     train_reranker,
 )
@@ -198,6 +205,12 @@ def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp
     assert "no interrupted training of 'fresh'" in err
     err = _unchanged(home, _train_cli(cli, fresh, "--layers", "9"))
     assert "--layers 9: the base model" in err and "has 2 layers" in err
+    err = _unchanged(home, _train_cli(cli, fresh, "--num-negatives", "1,2"))
+    assert "--num-negatives 1,2: give one count of at least 1, or one per --dataset" in err
+    err = _unchanged(home, _train_cli(cli, fresh, "--num-negatives", "0"))
+    assert "--num-negatives 0: give one count of at least 1" in err
+    err = _unchanged(home, _train_cli(cli, fresh, "--num-negatives", "two"))
+    assert "expected a whole number or comma-separated ones" in err
 
 
 def test_an_unusable_name_is_refused():
@@ -227,6 +240,45 @@ def test_several_datasets_train_one_model_each_on_its_own_index(home, tmp_path):
     assert manifest["questions"]["training"] == widgets["questions"]["training"] + gadgets["questions"]["training"]
     command = manifest["command"]
     assert f"--dataset {first} --dataset {second} --index {first}/corpus.jsonl --index {second}/corpus.jsonl" in command
+
+
+def _ranked(dataset: str, count: int, gold: list[bool]) -> list[Ranked]:
+    """``count`` questions of ``dataset`` whose candidates are gold as ``gold`` says."""
+    documents = [Document(id=f"{dataset}-{k}", content=f"passage {k} of {dataset}") for k in range(len(gold))]
+    return [
+        Ranked(BenchmarkQuestion(f"{dataset}-q{i}", f"question {i}?", [], [], []), documents, gold, dataset)
+        for i in range(count)
+    ]
+
+
+def test_each_dataset_gives_its_own_count_of_hard_negatives():
+    config = RerankerTraining(dataset=("a", "b"), index=("i", "j"), out="x", num_negatives=(1, 3), dev_share=0.0)
+    gold = [True, False, False, False, False]
+    sets = [TrainingSet(None, "i", "", _ranked("a", 2, gold)), TrainingSet(None, "j", "", _ranked("b", 2, gold))]
+    pairs = make_pairs(sets, config)
+    negatives = {name: sum(p["dataset"] == name and p["label"] == 0.0 for p in pairs) for name in ("a", "b")}
+    assert negatives == {"a": 2 * 1, "b": 2 * 3}
+    assert all(p["label"] == 1.0 for p in pairs if p["passage"].startswith("passage 0"))
+    command = command_line("reranker", config)
+    assert "--num-negatives 1,3" in command
+    assert command_parses(command, "reranker")["num_negatives"] == "1,3"
+    same = RerankerTraining(dataset=("a", "b"), index=("i", "j"), out="x", num_negatives=(2,), dev_share=0.0)
+    assert same.num_negatives == 2 and same.negatives_per_dataset() == (2, 2)
+    assert make_pairs(sets, same) == make_pairs(sets, RerankerTraining(**{**same.__dict__, "num_negatives": (2, 2)}))
+
+
+def test_only_questions_whose_order_can_matter_are_scored(monkeypatch):
+    scored = []
+
+    def fake_scores(model, items, config, progress=None):
+        scored.extend(r.question.id for r in items)
+        return [np.arange(len(r.documents), dtype=float) for r in items]
+
+    monkeypatch.setattr(training, "trained_scores", fake_scores)
+    mixed, none, every = _ranked("m", 1, [False, True]), _ranked("n", 1, [False, False]), _ranked("e", 1, [True, True])
+    scores = rankable_scores(None, mixed + none + every, RerankerTraining("d", "i", "x"))
+    assert scored == ["m-q0"]
+    assert [s.tolist() for s in scores] == [[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
 
 
 def test_datasets_and_indexes_must_pair_up(home):

@@ -218,8 +218,7 @@ def train_clues(
     ]
     candidates = [c for part in sets for c in part.ranked]
     held_out = [c for c in candidates if is_held_out(c.question.id, config.dev_share)]
-    training = [c for c in candidates if not is_held_out(c.question.id, config.dev_share)]
-    pairs = make_pairs(training, config)
+    pairs = make_pairs(sets, config)
     if not pairs:
         raise HopstackInputError(
             f"{', '.join(part.data.source for part in sets)}: no training question has a gold sentence among its "

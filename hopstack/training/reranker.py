@@ -5,7 +5,7 @@
    candidates.
 2. Pairs: per question its gold candidates (as the metrics judge them, :func:`hopstack.experiments.metrics.is_gold`;
    at most ``max_positives``) labelled 1 and its best-ranked non-gold candidates (hard negatives; at most
-   ``num_negatives``) labelled 0. A share ``dev_share`` of the questions (by a hash of their id) gives no
+   ``num_negatives``, one count for every dataset or one each) labelled 0. A share ``dev_share`` of the questions (by a hash of their id) gives no
    pairs: it is held out to fit the first-stage weight. With a ``teacher`` (any scorer spec), the teacher
    scores every pair too.
 3. A sentence-transformers ``CrossEncoder`` initialised from ``base`` is trained on the pairs with the
@@ -94,6 +94,8 @@ class TrainingConfig:
     """What every ``hopstack train`` command reads: data, first stage, and the cross-encoder's hyper-parameters.
 
     ``dataset`` and ``index`` pair up by position (one index per dataset); a single string is one dataset.
+    ``num_negatives`` is one count for every dataset or a tuple of one count per dataset, in the same order
+    (:meth:`negatives_per_dataset`).
     ``teacher`` is a scorer spec (:func:`teacher_spec`) whose scores the cross-encoder is distilled from;
     ``layers`` keeps the base model's first N transformer layers (:func:`keep_first_layers`); ``float16``
     stores the weights in half precision (:func:`save_trained`); ``bi_encoder`` fine-tunes the base model as a
@@ -107,7 +109,7 @@ class TrainingConfig:
     base: str = "minilm"
     negatives: str = "yaml/hybrid.yaml"
     depth: int = 30
-    num_negatives: int = 6
+    num_negatives: int | tuple[int, ...] = 6
     max_positives: int = 3
     epochs: int = 1
     max_length: int = 192
@@ -125,6 +127,15 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
         self.index = (self.index,) if isinstance(self.index, str) else tuple(self.index)
+        if not isinstance(self.num_negatives, int):
+            counts = tuple(self.num_negatives)
+            self.num_negatives = counts[0] if len(counts) == 1 else counts
+
+    def negatives_per_dataset(self) -> tuple[int, ...]:
+        """The hard negatives a question of each ``dataset`` gives, in order."""
+        if isinstance(self.num_negatives, int):
+            return (self.num_negatives,) * len(self.dataset)
+        return self.num_negatives
 
 
 @dataclass
@@ -206,6 +217,12 @@ def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
         raise HopstackInputError(
             f"give one --index per --dataset, in the same order: {len(config.dataset)} dataset(s), "
             f"{len(config.index)} index(es)"
+        )
+    counts = config.negatives_per_dataset()
+    if len(counts) != len(config.dataset) or min(counts) < 1:
+        raise HopstackInputError(
+            f"--num-negatives {','.join(map(str, counts))}: give one count of at least 1, or one per --dataset in the "
+            f"same order ({len(config.dataset)} dataset(s))"
         )
     if len(set(config.dataset)) != len(config.dataset):
         raise HopstackInputError(f"--dataset names a dataset twice: {', '.join(config.dataset)}")
@@ -359,13 +376,27 @@ def is_held_out(question_id: str, dev_share: float) -> bool:
     return int.from_bytes(digest[:8], "big") < dev_share * 2**64
 
 
-def make_pairs(ranked: list[Ranked], config: TrainingConfig, title_prefix: bool = True) -> list[dict[str, Any]]:
-    """``{"id", "query", "passage", "label"}`` pairs: each question's first gold candidates (label 1) and its
-    best-ranked other candidates (label 0); a question with no gold candidate gives none."""
+def make_pairs(sets: list[TrainingSet], config: TrainingConfig, title_prefix: bool = True) -> list[dict[str, Any]]:
+    """``{"dataset", "id", "query", "passage", "label"}`` pairs of the training questions (not held out) of
+    ``sets``: each question's first gold candidates (label 1) and its best-ranked other candidates (label 0;
+    as many as its dataset's count in :meth:`TrainingConfig.negatives_per_dataset`); a question with no gold
+    candidate gives none."""
+    pairs = []
+    for part, count in zip(sets, config.negatives_per_dataset()):
+        pairs += _question_pairs(training_questions(part.ranked, config), config.max_positives, count, title_prefix)
+    return pairs
+
+
+def training_questions(ranked: list[Ranked], config: TrainingConfig) -> list[Ranked]:
+    """The questions of ``ranked`` that train (the others are held out: :func:`is_held_out`)."""
+    return [r for r in ranked if not is_held_out(r.question.id, config.dev_share)]
+
+
+def _question_pairs(ranked: list[Ranked], max_positives: int, num_negatives: int, title_prefix: bool) -> list[dict]:
     pairs = []
     for item in ranked:
-        positives = [d for d, gold in zip(item.documents, item.gold) if gold][: config.max_positives]
-        negatives = [d for d, gold in zip(item.documents, item.gold) if not gold][: config.num_negatives]
+        positives = [d for d, gold in zip(item.documents, item.gold) if gold][:max_positives]
+        negatives = [d for d, gold in zip(item.documents, item.gold) if not gold][:num_negatives]
         if not positives:
             continue
         for document, label in [(d, 1.0) for d in positives] + [(d, 0.0) for d in negatives]:
@@ -585,6 +616,19 @@ def trained_scores(
     return scores
 
 
+def is_rankable(item: Ranked) -> bool:
+    """Whether the order of a question's candidates can change a ranking metric or the ranker's fit: some of
+    them are gold, not all."""
+    return any(item.gold) and not all(item.gold)
+
+
+def rankable_scores(model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None):
+    """:func:`trained_scores` of the :func:`is_rankable` questions of ``items``; zeros for the others, whose
+    order no metric and no fit reads (so their candidates are never scored)."""
+    kept = iter(trained_scores(model, [r for r in items if is_rankable(r)], config, progress))
+    return [next(kept) if is_rankable(r) else np.zeros(len(r.documents)) for r in items]
+
+
 def cosine_scores(
     model, items: list[Ranked], batch_size: int, progress: Progress | None = None, step: int = 1024
 ) -> list[np.ndarray]:
@@ -630,7 +674,7 @@ def command_line(command: str, config: TrainingConfig, skip: tuple[str, ...] = (
         elif option_field.metadata.get("repeated"):
             words += [word for item in value for word in (option, item)]
         else:
-            words += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
+            words += [option, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
     return shlex.join(words)
 
 
@@ -662,7 +706,7 @@ def fit_lambdarank(
     candidates; questions without a gold candidate carry no ranking signal and are left out."""
     import lightgbm
 
-    keep = [i for i, r in enumerate(items) if any(r.gold) and not all(r.gold)]
+    keep = [i for i, r in enumerate(items) if is_rankable(r)]
     if not keep:
         raise HopstackInputError("no training question has both gold and non-gold candidates to rank")
     kept_scores = None if scores is None else [scores[i] for i in keep]
@@ -738,12 +782,12 @@ def train_reranker(
     sets = training_sets(config, labelled, status, progress)
     ranked = [r for part in sets for r in part.ranked]
     held_out = [r for r in ranked if is_held_out(r.question.id, config.dev_share)]
-    training = [r for r in ranked if not is_held_out(r.question.id, config.dev_share)]
+    training = training_questions(ranked, config)
     folder = partial_dir(config.out)
     pairs: list[dict[str, Any]] = []
     seconds, training_scores, held_out_scores = 0.0, None, None
     if model is not None:
-        pairs = make_pairs(training, config)
+        pairs = make_pairs(sets, config)
         if not pairs:
             raise HopstackInputError(
                 f"{', '.join(part.data.source for part in sets)}: no training question has a gold passage among "
@@ -756,7 +800,7 @@ def train_reranker(
         seconds = train(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
         save_trained(model, config, folder)
         status(f"scoring the candidates of {len(ranked)} question(s) with the trained {scorer_kind(config)}")
-        scores = trained_scores(model, training + held_out, config, progress)
+        scores = rankable_scores(model, training + held_out, config, progress)
         training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
     else:
         start_folder(folder, [], resume=False)
