@@ -5,9 +5,9 @@
    candidates.
 2. Pairs: per question its gold candidates (as the metrics judge them, :func:`hopstack.experiments.metrics.is_gold`;
    at most ``max_positives``) labelled 1 and its best-ranked non-gold candidates (hard negatives; at most
-   ``num_negatives``, one count for every dataset or one each) labelled 0. A share ``dev_share`` of the questions (by a hash of their id) gives no
-   pairs: it is held out to fit the first-stage weight. With a ``teacher`` (any scorer spec), the teacher
-   scores every pair too.
+   ``num_negatives``, one count for every dataset or one each) labelled 0. A share ``dev_share`` of the
+   questions (by a hash of their id) gives no pairs: it is held out to fit the first-stage weight. With a
+   ``teacher`` (any scorer spec), the teacher scores every pair too.
 3. A sentence-transformers ``CrossEncoder`` initialised from ``base`` is trained on the pairs with the
    library's ``CrossEncoderTrainer``, checkpointing every epoch: on the gold labels with
    ``BinaryCrossEntropyLoss``, or, with a teacher, on (question, gold, hard negative) triplets with
