@@ -92,6 +92,32 @@ def test_monotone_constraints_keep_a_ranker_from_turning_the_first_stage_upside_
     assert all(np.diff(constrained) <= 0)  # never above a candidate the first stage ranked higher
 
 
+def test_a_ranker_does_not_read_chunk_positions_later_than_it_was_trained_on():
+    """Trained where the second chunk of a document is always the gold one (short documents), the ranker
+    promotes a second chunk; on a list with a later chunk than any it saw, positions read 0 and the first
+    stage's order stands."""
+    from hopstack.datasets.base import BenchmarkQuestion
+    from hopstack.training.reranker import Ranked, fit_lambdarank, lambdarank_parameters, latest_chunk_position
+
+    items = []
+    for i in range(60):
+        documents = [_document(j, 10.0 - j + 0.01 * i, position=j % 2) for j in range(4)]
+        question = BenchmarkQuestion(f"q{i}", f"question {i}", [], ["d1"], [])
+        items.append(Ranked(question, documents, [j == 1 for j in range(4)]))
+    limit = latest_chunk_position(items)
+    features = RankingFeatures(("source",), chunk_position_limit=limit)
+    assert limit == 1 and RankingFeatures.from_dict(features.to_dict()) == features
+    assert RankingFeatures.from_dict(RankingFeatures(("source",)).to_dict()).chunk_position_limit is None
+    booster = fit_lambdarank(features, items, None, 0, lambdarank_parameters(features, monotone=True))
+    short = [_document(j, 10.0 - j, position=p) for j, p in enumerate([0, 1, 0, 0])]
+    longer = [_document(j, 10.0 - j, position=p) for j, p in enumerate([0, 1, 0, 5])]
+    assert booster.predict(features.compute("q", short)).argmax() == 1
+    column = features.names().index("chunk_position")
+    assert features.compute("q", longer)[:, column].tolist() == [0, 0, 0, 0]
+    assert RankingFeatures(("source",)).compute("q", longer)[:, column].tolist() == [0, 1, 0, 5]  # no limit
+    assert booster.predict(features.compute("q", longer)).argmax() == 0
+
+
 def _sources_dataset(folder, count: int = 150):
     """Per question ``What did SOURCE report about widgetN?`` five chunks of the same words, one per source:
     only the chunk's ``source`` field says which is gold."""
@@ -134,6 +160,7 @@ def test_a_features_only_ranker_learns_what_the_metadata_says(ranker_home, monke
     assert json.loads((folder / "manifest.json").read_text()) == manifest
     assert manifest["cross_encoder"] is False and manifest["training_pairs"] is None
     assert manifest["ranker"]["features"]["names"] == RankingFeatures(("source",)).names()
+    assert manifest["ranker"]["features"]["chunk_position_limit"] == 0  # one-chunk documents
     assert (folder / manifest["ranker"]["file"]).is_file() and not (folder / "model.safetensors").exists()
     dev = manifest["dev"]["metrics"]
     assert dev["learned"]["MRR@10"] == 1.0 and dev["first_stage"]["MRR@10"] < 0.8
@@ -237,6 +264,7 @@ def test_the_shipped_bi_encoder_reranker_moves_the_named_source_and_date_first(t
     manifest = _shipped_manifest("hopstack-reranker-bi")
     assert manifest["bi_encoder"] and manifest["hyperparameters"]["monotone"]
     assert manifest["ranker"]["features"]["version"] == 2
+    assert manifest["ranker"]["features"]["chunk_position_limit"] == 71  # MultiHop-RAG's long articles
     reranker = LearnedReranker("hopstack-reranker-bi", top_k=5, device="cpu")
     ranked = reranker.run(query=NAMED_QUERY, documents=_named_source_documents())["documents"]
     assert ranked[0].id == "3"

@@ -7,7 +7,9 @@ has one, the score of its trained scorer model (a cross-encoder, or a bi-encoder
 
 - the first stage: its score, the gap to the top score, the z-score within the list, the rank;
 - the chunk: its position in its document (``meta.position``) and how many better-ranked candidates
-  come from the same document (``meta.doc_id``);
+  come from the same document (``meta.doc_id``). A ranker does not extrapolate the position to longer
+  documents than it was trained on: on a candidate list holding a later chunk than any of its training
+  candidates (``chunk_position_limit``), the position reads 0 for every candidate of the list;
 - named fields (``source``, ``title``, ``published_at`` by default): whether the candidate's value of the
   field is named in the question (case and spacing ignored; an ISO date-time value also matches as
   "October 7, 2023" or "13:41:30"), how many better-ranked candidates share that value, and how many
@@ -99,11 +101,16 @@ class RankingFeatures:
         ``F_earlier_same``; 1 (manifests without a version, read as they were trained): a missing value
         counted as a value of its own, so where the corpus lacks the field ``F_earlier_same`` repeated the
         first-stage rank.
+    :param chunk_position_limit: the latest chunk position among the training candidates (training records
+        it); on a candidate list with a later chunk, ``chunk_position`` reads 0 throughout, since what the
+        ranker learned about positions in shorter documents need not hold there. None (manifests written
+        before it): positions are read as they are.
     """
 
     named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
     with_scorer: bool = False
     version: int = 2
+    chunk_position_limit: int | None = None
 
     def names(self) -> list[str]:
         """The feature names, one per column of :meth:`compute`'s matrix."""
@@ -137,7 +144,10 @@ class RankingFeatures:
         floor = min(given) if given else 0.0
         first = np.array([floor if d.score is None else d.score for d in documents], dtype=np.float64)
         columns = [first, *_list_stats(first)[:2], np.arange(n, dtype=np.float64)]
-        columns.append(np.array([float(d.meta.get("position") or 0) for d in documents]))
+        positions = np.array([float(d.meta.get("position") or 0) for d in documents])
+        if self.chunk_position_limit is not None and n and positions.max() > self.chunk_position_limit:
+            positions = np.zeros(n)
+        columns.append(positions)
         columns.append(np.array(_earlier_same([d.meta.get("doc_id", d.id) for d in documents]), dtype=np.float64))
         question = _normalised(query)
         for field in self.named_fields:
@@ -165,12 +175,15 @@ class RankingFeatures:
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``features`` entry."""
-        return {
+        entry = {
             "named_fields": list(self.named_fields),
             "with_scorer": self.with_scorer,
             "version": self.version,
             "names": self.names(),
         }
+        if self.chunk_position_limit is not None:
+            entry["chunk_position_limit"] = self.chunk_position_limit
+        return entry
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RankingFeatures":
@@ -178,7 +191,10 @@ class RankingFeatures:
         version = int(data.get("version", 1))
         if version not in (1, 2):
             raise ValueError(f"features version {version}: this hopstack computes versions 1 and 2")
-        features = cls(tuple(data["named_fields"]), bool(data["with_scorer"]), version)
+        limit = data.get("chunk_position_limit")
+        features = cls(
+            tuple(data["named_fields"]), bool(data["with_scorer"]), version, None if limit is None else int(limit)
+        )
         if data.get("names") != features.names():
             raise ValueError(f"the features {data.get('names')} are not the ones this hopstack computes")
         return features

@@ -622,6 +622,12 @@ def is_rankable(item: Ranked) -> bool:
     return any(item.gold) and not all(item.gold)
 
 
+def latest_chunk_position(items: list[Ranked]) -> int:
+    """The latest chunk position (``meta.position``) among ``items``' candidates: the ranker's
+    :attr:`~hopstack.components.learned_ranking.RankingFeatures.chunk_position_limit`."""
+    return max((int(d.meta.get("position") or 0) for r in items for d in r.documents), default=0)
+
+
 def rankable_scores(model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None):
     """:func:`trained_scores` of the :func:`is_rankable` questions of ``items``; zeros for the others, whose
     order no metric and no fit reads (so their candidates are never scored)."""
@@ -804,7 +810,8 @@ def train_reranker(
         training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
     else:
         start_folder(folder, [], resume=False)
-    features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None)
+    limit = latest_chunk_position([r for r in training if is_rankable(r)])
+    features = RankingFeatures(tuple(config.named_fields), with_scorer=model is not None, chunk_position_limit=limit)
     status(f"fitting the LambdaRank ranker on {len(training)} question(s)")
     started = time.perf_counter()
     parameters = lambdarank_parameters(features, config.monotone)
