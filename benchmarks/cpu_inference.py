@@ -2,12 +2,14 @@
 (docs/concepts/backends.md).
 
     python benchmarks/cpu_inference.py --index runs/mhr-index --dataset multihop-rag \\
-        [--texts 2000] [--pairs 1000] [--build-index] [--json benchmarks/results/cpu_inference.json]
+        [--texts 2000] [--pairs 1000] [--repeat 3] [--build-index] [--json benchmarks/results/cpu_inference.json]
 
 1. The cores' sustained float32 matmul rate (torch, the threads torch uses), the yardstick of every
-   "physical limit" below: a model's operations a token x tokens / that rate.
+   "physical limit" below: a model's operations a token x tokens / that rate; and the int8 matmul rate of
+   ONNX Runtime on the same threads, the yardstick of the int8 backend's own limit.
 2. MiniLM embedding throughput on ``--texts`` chunks of the index (the texts an index build embeds, longest
-   first as sentence-transformers batches them), per backend: texts/s, ratio to torch, and the cosine of
+   first as sentence-transformers batches them), per backend (the best of ``--repeat`` timed runs, so that
+   another process's load on a shared machine counts as little as it can): texts/s, ratio to torch, and the cosine of
    each text's vector to torch's (min and mean).
 3. Cross-encoder scoring (``--cross-encoder``, default the shipped hopstack-reranker) of ``--pairs``
    (question, chunk) pairs: pairs/s, ratio to torch, Kendall's tau and the largest score change against torch.
@@ -52,6 +54,41 @@ def matmul_gflops(size: int = 1024, windows: int = 5, seconds: float = 0.6) -> f
     return max(rates)
 
 
+def matmul_gops_int8(size: int = 1024, windows: int = 5, seconds: float = 0.6, threads: int = 2) -> float | None:
+    """Sustained int8 GOP/s (multiplies and adds) of ``size`` x ``size`` uint8 x int8 matmuls in ONNX Runtime
+    (``MatMulInteger``, the kernel family the int8 encoders run on), best of ``windows`` like
+    :func:`matmul_gflops`; None without onnxruntime. Cores with AVX-512 VNNI reach several times the float32
+    rate; AVX2 alone about twice."""
+    try:
+        import onnxruntime
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.integers(-127, 127, size=(size, size), dtype=np.int8), "B")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "int8_matmul",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [size, size])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [size, size])],
+        [weights],
+    )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"A": rng.integers(0, 255, size=(size, size), dtype=np.uint8)}
+    session.run(None, feed)
+    rates = []
+    for _ in range(windows):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(None, feed)
+            count += 1
+        rates.append(2 * size**3 * count / (time.perf_counter() - started) / 1e9)
+    return max(rates)
+
+
 def flops_per_token(model, tokens_per_text: float) -> float:
     """Forward operations a token of a BERT-style encoder: 2 x its non-embedding weights (every weight is a
     multiply and an add) + the attention's 4 x layers x width x sequence length (scores and mixing)."""
@@ -83,15 +120,19 @@ def timed(run, warm_up, repeat: int = 1):
     return result, best
 
 
-def with_ratios(rows: dict[str, dict]) -> dict[str, dict]:
-    """Each backend's row with its speed-up over torch and its share of the float32 limit."""
-    for row in rows.values():
+def with_ratios(rows: dict[str, dict], int8_gops: float | None, fp32_gflops: float) -> dict[str, dict]:
+    """Each backend's row with its speed-up over torch and its share of the float32 limit; the int8 row also
+    with the int8 limit (every operation at the int8 matmul rate) and its share of it."""
+    for name, row in rows.items():
         row["speedup_vs_torch"] = round(rows["torch"]["seconds"] / row["seconds"], 2)
         row["share_of_fp32_limit"] = round(row["physical_limit_seconds_fp32"] / row["seconds"], 3)
+        if name == "onnx-int8" and int8_gops:
+            row["physical_limit_seconds_int8"] = round(row["physical_limit_seconds_fp32"] * fp32_gflops / int8_gops, 3)
+            row["share_of_int8_limit"] = round(row["physical_limit_seconds_int8"] / row["seconds"], 3)
     return rows
 
 
-def embedding(texts: list[str], gflops: float) -> dict:
+def embedding(texts: list[str], gflops: float, int8_gops: float | None, repeat: int) -> dict:
     """Embedding throughput and agreement per backend (section 2)."""
     from hopstack.models.embedders import embed_texts, load_sentence_transformer
     from hopstack.models.onnx_backend import loaded_backend
@@ -107,6 +148,7 @@ def embedding(texts: list[str], gflops: float) -> dict:
         vectors, seconds = timed(
             lambda encoder=encoder: embed_texts(encoder, texts, 64, True),
             lambda encoder=encoder: embed_texts(encoder, texts[:64], 64, True),
+            repeat,
         )
         reference = vectors if reference is None else reference
         cosine = np.einsum("ij,ij->i", vectors, reference)
@@ -120,10 +162,12 @@ def embedding(texts: list[str], gflops: float) -> dict:
             "cosine_to_torch_min": round(float(cosine.min()), 5),
             "cosine_to_torch_mean": round(float(cosine.mean()), 5),
         }
-    return {"n_texts": len(texts), "backends": with_ratios(rows)}
+    return {"n_texts": len(texts), "backends": with_ratios(rows, int8_gops, gflops)}
 
 
-def cross_encoder(model: str, pairs: list[tuple[str, str]], gflops: float, max_length: int) -> dict:
+def cross_encoder(
+    model: str, pairs: list[tuple[str, str]], gflops: float, int8_gops: float | None, max_length: int, repeat: int
+) -> dict:
     """Cross-encoder throughput and agreement per backend (section 3)."""
     from scipy.stats import kendalltau
 
@@ -141,7 +185,7 @@ def cross_encoder(model: str, pairs: list[tuple[str, str]], gflops: float, max_l
         scorer.warm_up()
         load_seconds = time.perf_counter() - started
         scores, seconds = timed(
-            lambda scorer=scorer: scorer.score(pairs), lambda scorer=scorer: scorer.score(pairs[:32])
+            lambda scorer=scorer: scorer.score(pairs), lambda scorer=scorer: scorer.score(pairs[:32]), repeat
         )
         reference = scores if reference is None else reference
         rows[backend] = {
@@ -155,7 +199,12 @@ def cross_encoder(model: str, pairs: list[tuple[str, str]], gflops: float, max_l
             "max_abs_change_vs_torch": float(np.abs(scores - reference).max()),
             "score_std_torch": float(np.std(reference)),
         }
-    return {"model": model, "n_pairs": len(pairs), "max_length": max_length, "backends": with_ratios(rows)}
+    return {
+        "model": model,
+        "n_pairs": len(pairs),
+        "max_length": max_length,
+        "backends": with_ratios(rows, int8_gops, gflops),
+    }
 
 
 def dense_quality(dataset: str, index: str, backends: list[str], limit: int | None) -> dict:
@@ -220,6 +269,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--cross-encoder", default="hopstack-reranker")
     parser.add_argument("--max-length", type=int, default=128, help="the cross-encoder's tokens a pair")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per backend; the best counts (a shared machine's noise)"
+    )
     parser.add_argument("--limit", type=int, help="first N test questions for the retrieval metrics")
     parser.add_argument("--no-quality", action="store_true", help="skip the retrieval metrics (section 4)")
     parser.add_argument("--build-index", action="store_true", help="time the index build per backend (section 5)")
@@ -228,15 +280,22 @@ def main() -> None:
     import torch
 
     report = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version}
+    report["repeat"] = args.repeat
     report["matmul_gflops_fp32"] = round(matmul_gflops(), 1)
     print(f"sustained float32 matmul: {report['matmul_gflops_fp32']} GFLOP/s on {report['torch_threads']} threads")
-    report["embedding"] = embedding(sample_texts(args.index, args.texts), report["matmul_gflops_fp32"])
-    columns = ["texts_per_second", "speedup_vs_torch", "share_of_fp32_limit", "cosine_to_torch_min"]
+    int8_gops = matmul_gops_int8(threads=report["torch_threads"])
+    report["matmul_gops_int8"] = None if int8_gops is None else round(int8_gops, 1)
+    print(f"sustained int8 matmul (ONNX Runtime): {report['matmul_gops_int8']} GOP/s")
+    gflops = report["matmul_gflops_fp32"]
+    report["embedding"] = embedding(sample_texts(args.index, args.texts), gflops, int8_gops, args.repeat)
+    columns = ["texts_per_second", "speedup_vs_torch", "share_of_fp32_limit", "share_of_int8_limit"]
+    columns += ["cosine_to_torch_min"]
     print_rows(f"MiniLM embedding, {args.texts} chunks", report["embedding"]["backends"], columns)
     write_results(args.json, report)
     pairs = sample_pairs(args.index, args.dataset, args.pairs)
-    report["cross_encoder"] = cross_encoder(args.cross_encoder, pairs, report["matmul_gflops_fp32"], args.max_length)
-    columns = ["pairs_per_second", "speedup_vs_torch", "share_of_fp32_limit", "kendall_tau_vs_torch"]
+    report["cross_encoder"] = cross_encoder(args.cross_encoder, pairs, gflops, int8_gops, args.max_length, args.repeat)
+    columns = ["pairs_per_second", "speedup_vs_torch", "share_of_fp32_limit", "share_of_int8_limit"]
+    columns += ["kendall_tau_vs_torch"]
     print_rows(f"{args.cross_encoder}, {len(pairs)} pairs", report["cross_encoder"]["backends"], columns)
     write_results(args.json, report)
     if not args.no_quality:
