@@ -37,28 +37,32 @@ DENSE = REPO / "yaml" / "dense.yaml"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
-def matmul_gflops(size: int = 1024, windows: int = 5, seconds: float = 0.6) -> float:
-    """Sustained float32 GFLOP/s of ``size`` x ``size`` matmuls: the best of ``windows`` windows of about
-    ``seconds`` each (the best, so that a moment of another process's load does not lower the yardstick)."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
+def best_rate(run, operations: float, windows: int = 5, seconds: float = 0.6) -> float:
+    """Giga-operations a second of ``run()`` (``operations`` each call): the best of ``windows`` windows of
+    about ``seconds`` each (the best, so that a moment of another process's load does not lower the yardstick)."""
+    run()
     rates = []
     for _ in range(windows):
         count, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            torch.mm(a, b)
+            run()
             count += 1
-        rates.append(2 * size**3 * count / (time.perf_counter() - started) / 1e9)
+        rates.append(operations * count / (time.perf_counter() - started) / 1e9)
     return max(rates)
 
 
-def matmul_gops_int8(size: int = 1024, windows: int = 5, seconds: float = 0.6, threads: int = 2) -> float | None:
+def matmul_gflops(size: int = 1024) -> float:
+    """Sustained float32 GFLOP/s of ``size`` x ``size`` torch matmuls (:func:`best_rate`)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return best_rate(lambda: torch.mm(a, b), 2 * size**3)
+
+
+def matmul_gops_int8(size: int = 1024, threads: int = 2) -> float | None:
     """Sustained int8 GOP/s (multiplies and adds) of ``size`` x ``size`` uint8 x int8 matmuls in ONNX Runtime
-    (``MatMulInteger``, the kernel family the int8 encoders run on), best of ``windows`` like
-    :func:`matmul_gflops`; None without onnxruntime. Cores with AVX-512 VNNI reach several times the float32
-    rate; AVX2 alone about twice."""
+    (``MatMulInteger``, the kernel family the int8 encoders run on; :func:`best_rate`); None without
+    onnxruntime. Cores with AVX-512 VNNI reach several times the float32 rate; AVX2 alone about twice."""
     try:
         import onnxruntime
         from onnx import TensorProto, helper, numpy_helper
@@ -78,15 +82,7 @@ def matmul_gops_int8(size: int = 1024, windows: int = 5, seconds: float = 0.6, t
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {"A": rng.integers(0, 255, size=(size, size), dtype=np.uint8)}
-    session.run(None, feed)
-    rates = []
-    for _ in range(windows):
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            session.run(None, feed)
-            count += 1
-        rates.append(2 * size**3 * count / (time.perf_counter() - started) / 1e9)
-    return max(rates)
+    return best_rate(lambda: session.run(None, feed), 2 * size**3)
 
 
 def flops_per_token(model, tokens_per_text: float) -> float:
