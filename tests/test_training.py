@@ -276,7 +276,7 @@ def test_only_questions_whose_order_can_matter_are_scored(monkeypatch):
 
     monkeypatch.setattr(training, "trained_scores", fake_scores)
     mixed, none, every = _ranked("m", 1, [False, True]), _ranked("n", 1, [False, False]), _ranked("e", 1, [True, True])
-    scores = rankable_scores(None, mixed + none + every, RerankerTraining("d", "i", "x"))
+    scores = rankable_scores(None, mixed + none + every, RerankerTraining(dataset="d", index="i", out="x"))
     assert scored == ["m-q0"]
     assert [s.tolist() for s in scores] == [[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
 
@@ -298,9 +298,10 @@ def test_a_teacher_is_a_model_name_or_a_scorer_spec(home):
         with pytest.raises(HopstackInputError, match=message):
             teacher_spec(bad)
     with pytest.raises(ValueError, match="no-such-scorer"):
-        check_request(RerankerTraining("d", "i", "x", teacher="{type: no-such-scorer}"), resume=False, force=False)
+        bad_teacher = RerankerTraining(dataset="d", index="i", out="x", teacher="{type: no-such-scorer}")
+        check_request(bad_teacher, resume=False, force=False)
     with pytest.raises(HopstackInputError, match="needs --cross-encoder"):
-        train_reranker(RerankerTraining("d", "i", "x", teacher="minilm", cross_encoder=False))
+        train_reranker(RerankerTraining(dataset="d", index="i", out="x", teacher="minilm", cross_encoder=False))
 
 
 def test_a_student_distilled_from_a_teacher_ranks_the_planted_positive_first(trained, home, tmp_path):
@@ -360,4 +361,4 @@ def test_a_bi_encoder_ranker_scores_by_cosine_and_ranks_the_planted_positive_fir
     dense.warm_up()
     assert dense.run(query="Is the gadget5 approved?")["documents"][0].meta["doc_id"] == "gold"
     with pytest.raises(HopstackInputError, match="--bi-encoder fine-tunes the ranker's scorer model"):
-        train_reranker(RerankerTraining("d", "i", "x", bi_encoder=True, cross_encoder=False))
+        train_reranker(RerankerTraining(dataset="d", index="i", out="x", bi_encoder=True, cross_encoder=False))

@@ -80,7 +80,7 @@ NEGATIVES_RULE = "non-gold sentences sharing the most question content words; ti
 _SPACE = re.compile(r"\s+")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClueTraining(TrainingConfig):
     """What ``hopstack train clues`` trains: data, first stage, and hyper-parameters (sentence-sized pairs)."""
 

@@ -33,7 +33,7 @@ when done, like every ``hopstack train`` model.
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ from hopstack.datasets.hotpotqa import records_by_question
 from hopstack.errors import HopstackInputError
 from hopstack.models.cross_encoder import NLI_LABELS
 from hopstack.training.reranker import (
+    ModelTraining,
     Status,
     StepReport,
     check_output,
@@ -75,29 +76,15 @@ AUXILIARIES = frozenset("is are was were can could may might will would should h
 TRIPLE_CLAIM = "The {relation} of {subject} is {object}."
 
 
-@dataclass
-class NliTraining:
+@dataclass(kw_only=True)
+class NliTraining(ModelTraining):
     """What ``hopstack train nli`` trains: the datasets (no index: the pairs come from the dataset files),
-    the pairs' shape and the cross-encoder's hyper-parameters."""
+    the neutral sentences per claim, and the cross-encoder's hyper-parameters."""
 
-    dataset: tuple[str, ...] = field(metadata={"repeated": True})
-    out: str
-    split: str = "train"
-    base: str = "minilm"
     neutrals: int = 2
     epochs: int = 2
     max_length: int = 128
-    batch_size: int = 16
     learning_rate: float = 1e-4
-    dev_share: float = 0.2
-    limit: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    layers: int | None = None
-    float16: bool = False
-
-    def __post_init__(self) -> None:
-        self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
 
 
 def _most_shared(sentences: list[str], claim: str, count: int) -> list[str]:

@@ -89,28 +89,17 @@ Status = Callable[[str], None]
 StepReport = Callable[[int, int, float | None], None]  # (step, steps, last logged loss)
 
 
-@dataclass
-class TrainingConfig:
-    """What every ``hopstack train`` command reads: data, first stage, and the cross-encoder's hyper-parameters.
-
-    ``dataset`` and ``index`` pair up by position (one index per dataset); a single string is one dataset.
-    ``num_negatives`` is one count for every dataset or a tuple of one count per dataset, in the same order
-    (:meth:`negatives_per_dataset`).
-    ``teacher`` is a scorer spec (:func:`teacher_spec`) whose scores the cross-encoder is distilled from;
-    ``layers`` keeps the base model's first N transformer layers (:func:`keep_first_layers`); ``float16``
-    stores the weights in half precision (:func:`save_trained`); ``bi_encoder`` fine-tunes the base model as a
-    bi-encoder (:func:`fit_bi_encoder`, scoring by cosine) instead of training a cross-encoder.
-    """
+@dataclass(kw_only=True)
+class ModelTraining:
+    """What every ``hopstack train`` command reads: the datasets, the model's name, and the trained model's
+    hyper-parameters. ``layers`` keeps the base model's first N transformer layers (:func:`keep_first_layers`);
+    ``float16`` stores the weights in half precision (:func:`save_trained`). A single ``dataset`` string is one
+    dataset."""
 
     dataset: tuple[str, ...] = field(metadata={"repeated": True})
-    index: tuple[str, ...] = field(metadata={"repeated": True})
     out: str
     split: str = "train"
     base: str = "minilm"
-    negatives: str = "yaml/hybrid.yaml"
-    depth: int = 30
-    num_negatives: int | tuple[int, ...] = 6
-    max_positives: int = 3
     epochs: int = 1
     max_length: int = 192
     batch_size: int = 16
@@ -119,13 +108,36 @@ class TrainingConfig:
     limit: int | None = None
     seed: int = 0
     device: str = "auto"
-    teacher: str | None = None
     layers: int | None = None
     float16: bool = False
-    bi_encoder: bool = False
 
     def __post_init__(self) -> None:
         self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(ModelTraining):
+    """What the reranker and clue-scorer commands read besides :class:`ModelTraining`: each dataset's index
+    and the first stage whose candidates give the hard negatives.
+
+    ``dataset`` and ``index`` pair up by position (one index per dataset); a single string is one index.
+    ``num_negatives`` is one count for every dataset or a tuple of one count per dataset, in the same order
+    (:meth:`negatives_per_dataset`).
+    ``teacher`` is a scorer spec (:func:`teacher_spec`) whose scores the cross-encoder is distilled from;
+    ``bi_encoder`` fine-tunes the base model as a bi-encoder (:func:`fit_bi_encoder`, scoring by cosine)
+    instead of training a cross-encoder.
+    """
+
+    index: tuple[str, ...] = field(metadata={"repeated": True})
+    negatives: str = "yaml/hybrid.yaml"
+    depth: int = 30
+    num_negatives: int | tuple[int, ...] = 6
+    max_positives: int = 3
+    teacher: str | None = None
+    bi_encoder: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.index = (self.index,) if isinstance(self.index, str) else tuple(self.index)
         if not isinstance(self.num_negatives, int):
             counts = tuple(self.num_negatives)
@@ -138,7 +150,7 @@ class TrainingConfig:
         return self.num_negatives
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RerankerTraining(TrainingConfig):
     """What ``hopstack train reranker`` trains: data, first stage, and hyper-parameters."""
 
@@ -183,11 +195,10 @@ def partial_dir(name: str) -> Path:
     return models_home() / f".{name}.partial"
 
 
-def check_output(config, resume: bool, force: bool) -> None:
+def check_output(config: ModelTraining, resume: bool, force: bool) -> None:
     """Refuse, before anything is read or written, what every ``hopstack train`` command refuses: a bad model
     name, a split other than train, a bad ``dev_share``, a model that exists (without ``force`` or
-    ``resume``) or a ``resume`` with nothing to resume. ``config``: any training options with ``out``,
-    ``split`` and ``dev_share``."""
+    ``resume``) or a ``resume`` with nothing to resume."""
     if not NAME.fullmatch(config.out):
         raise HopstackInputError(f"--out {config.out!r}: a model name is letters, digits, '.', '_' and '-'")
     if config.out in REGISTRY or is_shipped_model(config.out):
@@ -231,7 +242,7 @@ def check_request(config: TrainingConfig, resume: bool, force: bool) -> None:
     check_output(config, resume, force)
 
 
-def load_base(config: TrainingConfig, bi_encoder: bool = False, num_labels: int = 1):
+def load_base(config: ModelTraining, bi_encoder: bool = False, num_labels: int = 1):
     """The base model as a ``CrossEncoder`` with ``num_labels`` outputs (a bi-encoder such as MiniLM gets a
     new head), or with ``bi_encoder`` as a ``SentenceTransformer`` reading ``max_length`` tokens a text."""
     from sentence_transformers import SentenceTransformer
@@ -280,7 +291,7 @@ def transformer_of(model):
     return model.model if hasattr(model, "predict") else model[0].auto_model
 
 
-def save_trained(model, config: TrainingConfig, folder: Path) -> None:
+def save_trained(model, config: ModelTraining, folder: Path) -> None:
     """Save the trained model into ``folder``; with ``float16`` its weights are rounded to float16 first (half
     the size on disk; the scores computed afterwards, and by every user, read the rounded weights)."""
     if config.float16:
@@ -443,7 +454,7 @@ def scorer_kind(config: TrainingConfig) -> str:
     return "bi-encoder" if config.bi_encoder else "cross-encoder"
 
 
-def hyperparameters(config: TrainingConfig) -> dict[str, Any]:
+def hyperparameters(config: ModelTraining) -> dict[str, Any]:
     """The manifest's ``hyperparameters``: every option of ``config``, tuples as lists (as JSON reads back)."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
 
@@ -536,7 +547,7 @@ def run_trainer(
     model,
     columns: dict[str, list],
     loss,
-    config: TrainingConfig,
+    config: ModelTraining,
     folder: Path,
     resume: bool,
     report: StepReport,
@@ -664,13 +675,13 @@ def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) ->
     return {"first_stage_weight": best, "by_weight": by_weight}
 
 
-def command_line(command: str, config: TrainingConfig, skip: tuple[str, ...] = ()) -> str:
-    """The ``hopstack train COMMAND`` line that trains ``config`` again, every option spelled out: a flag
-    ``--x/--no-x`` for a boolean, the option repeated for each dataset and index, a comma list for another
-    tuple; the fixed seed, unset options (no ``--limit``:
-    all questions) and ``skip`` are left out."""
+def command_line(command: str, config: ModelTraining, skip: tuple[str, ...] = ()) -> str:
+    """The ``hopstack train COMMAND`` line that trains ``config`` again, every option spelled out: first the
+    repeated ones (each dataset, then each index), then the rest; a flag ``--x/--no-x`` for a boolean, a comma
+    list for another tuple; the fixed seed, unset options (no ``--limit``: all questions) and ``skip`` are
+    left out."""
     words = ["hopstack", "train", command]
-    for option_field in fields(config):
+    for option_field in sorted(fields(config), key=lambda f: not f.metadata.get("repeated")):
         value = getattr(config, option_field.name)
         option = "--" + option_field.name.replace("_", "-")
         if option_field.name == "seed" or option_field.name in skip or value is None:
