@@ -260,10 +260,10 @@ def _session(path: Path, threads: int = 0):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _onnx_module(session, row_session, config, output: str):
+def _onnx_module(session, path: Path, config, output: str):
     """A torch module that runs ``session`` where the Hugging Face transformer ran (same keyword inputs, a
-    mapping with ``output`` as its output); ``row_session`` (one intra-op thread) runs the rows of a batch
-    side by side."""
+    mapping with ``output`` as its output); the rows of a batch run side by side on a second session of
+    ``path`` with one intra-op thread, made on the first batch."""
     import numpy as np
     import torch
 
@@ -282,14 +282,18 @@ def _onnx_module(session, row_session, config, output: str):
             super().__init__()
             self.config = config
             self.session = session
-            self._pool: ThreadPoolExecutor | None = None
+            self._side_by_side: tuple[ThreadPoolExecutor, Any] | None = None
+            self._lock = threading.Lock()
 
         def _run_rows(self, rows: list[dict]) -> list:
             if len(rows) == 1 or workers == 1:
                 return [self.session.run([output], row)[0] for row in rows]
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hopstack-onnx")
-            return list(self._pool.map(lambda row: row_session.run([output], row)[0], rows))
+            with self._lock:  # the pool and the one-thread session, made once (lone rows never need them)
+                if self._side_by_side is None:
+                    pool = ThreadPoolExecutor(workers, thread_name_prefix="hopstack-onnx")
+                    self._side_by_side = (pool, _session(path, threads=1))
+            pool, row_session = self._side_by_side
+            return list(pool.map(lambda row: row_session.run([output], row)[0], rows))
 
         def forward(self, input_ids, attention_mask, token_type_ids=None, **_ignored):
             if token_type_ids is None:
@@ -344,6 +348,6 @@ def _switched(model, model_path: str, backend: str) -> str:
     except Exception as exc:  # noqa: BLE001 (any exporter failure leaves the model on torch, as documented)
         warn_once(f"{model_path}: ONNX export for backend {backend} failed ({type(exc).__name__}: {exc}); using torch")
         return "torch"
-    transformer.model = _onnx_module(session, _session(path, threads=1), transformer.model.config, output)
+    transformer.model = _onnx_module(session, path, transformer.model.config, output)
     _LOG.info("%s runs on %s (%s)", model_path, backend, folder / name)
     return backend
