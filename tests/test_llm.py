@@ -130,3 +130,13 @@ def test_generate_scored_is_greedy_generation_with_each_tokens_log_probability(t
         first = tiny.generate([prompt], max_tokens=1)[0]
         [[alone]] = tiny.score([prompt], [first])
         assert log_probs[0] == pytest.approx(alone, abs=1e-3), "the first token's log-probability, as score gives it"
+
+
+def test_a_llama_cpp_build_with_amx_int8_kernels_is_refused_with_the_rebuild_command():
+    from hopstack.models.llm import LLAMA_WITHOUT_AMX, LlamaBuildError, check_llama_build
+
+    amx = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 1 | REPACK = 1 | "
+    with pytest.raises(LlamaBuildError, match="issue #20824") as refused:
+        check_llama_build(amx)
+    assert LLAMA_WITHOUT_AMX in str(refused.value) and "-mno-amx-int8" in LLAMA_WITHOUT_AMX
+    check_llama_build(amx.replace("AMX_INT8 = 1 | ", ""))  # no AMX kernels: nothing to refuse

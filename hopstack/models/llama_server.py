@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from hopstack.models.llm import LLMServerError
+from hopstack.models.llm import LLMServerError, check_llama_build
 from hopstack.models.registry import resolve_model
 
 
@@ -29,8 +29,10 @@ def llama_server(
 
     ``logits_all`` is on, since scoring needs log-probabilities; the server's log goes to a temporary
     file (its start-up output would fill a pipe) and is quoted if it fails to start. With ``api_key`` the
-    server refuses requests without it (401). Stopped on exit.
+    server refuses requests without it (401). Stopped on exit. A llama.cpp build that would crash on the
+    first prompt is refused first (:func:`~hopstack.models.llm.check_llama_build`).
     """
+    check_llama_build()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="hopstack-llama-server-") as folder:
         log = Path(folder) / "server.log"

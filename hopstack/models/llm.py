@@ -83,12 +83,41 @@ _MODELS: dict[tuple[str, int, bool], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
+LLAMA_WITHOUT_AMX = (
+    'CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8" '
+    "pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python==0.3.36"
+)
+"""Rebuilds llama-cpp-python without llama.cpp's AMX int8 kernels (docs/concepts/llms.md#amx)."""
+
+
+class LlamaBuildError(RuntimeError):
+    """The installed llama.cpp build cannot run the model safely on this machine."""
+
+
+def check_llama_build(system_info: str | None = None) -> None:
+    """Refuse a llama.cpp built with its AMX int8 kernels (``AMX_INT8 = 1`` in llama.cpp's system info, read
+    from the installed llama-cpp-python when ``system_info`` is None; a native build on an Intel CPU with AMX
+    turns them on): in llama-cpp-python 0.3.36 they crash the process on the first prompt of more than one
+    token (seen with the Qwen2.5 Q4_K_M GGUF; llama.cpp issue #20824), so hopstack stops with the command
+    that builds llama.cpp without them."""
+    if system_info is None:
+        from llama_cpp import llama_print_system_info
+
+        system_info = llama_print_system_info().decode(errors="replace")
+    if "AMX_INT8 = 1" in system_info:
+        raise LlamaBuildError(
+            "llama-cpp-python was built with llama.cpp's AMX int8 kernels, which crash on this model's first "
+            f"prompt (llama.cpp issue #20824); rebuild it without them: {LLAMA_WITHOUT_AMX}"
+        )
+
+
 def _load_llama(path: str, n_ctx: int, n_threads: int, flash_attn: bool):
     with _MODELS_LOCK:
         key = (path, n_ctx, flash_attn)
         if key not in _MODELS:
             from llama_cpp import Llama
 
+            check_llama_build()
             llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn, verbose=False)
             _MODELS[key] = (llama, threading.Lock())
         return _MODELS[key]
