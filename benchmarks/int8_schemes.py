@@ -22,12 +22,11 @@ question-chunk cosines. Prints a table and writes JSON. Not a test.
 
 import argparse
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from cpu_inference import sample_pairs, sample_texts
+from cpu_inference import sample_pairs, sample_texts, timed
 from results_file import write_results
 
 SCHEMES = ("dynamic", "blockwise", "weights-only")
@@ -78,13 +77,8 @@ def run_rows(path: Path, feeds: list[dict], repeat: int) -> tuple[list[np.ndarra
         return session.run(None, {k: v for k, v in feed.items() if k in names})[0][0]
 
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(run, feeds[:16]))
-        best, outputs = float("inf"), []
-        for _ in range(repeat):
-            started = time.perf_counter()
-            outputs = list(pool.map(run, feeds))
-            best = min(best, time.perf_counter() - started)
-    return outputs, len(feeds) / best
+        outputs, seconds = timed(lambda: list(pool.map(run, feeds)), lambda: list(pool.map(run, feeds[:16])), repeat)
+    return outputs, len(feeds) / seconds
 
 
 def tokenized(tokenizer, items: list, max_length: int) -> list[dict]:
@@ -103,8 +97,9 @@ def kendall(a: np.ndarray, b: np.ndarray) -> float:
     return round(float(kendalltau(a, b).statistic), 4)
 
 
-def scheme_rows(folder: Path, feeds: list[dict], repeat: int, out: Path, agreement) -> dict:
-    """Rows/s of float32 and of each scheme on ``feeds``, with ``agreement(float32 outputs, outputs)``."""
+def scheme_rows(folder: Path, feeds: list[dict], repeat: int, out: Path, agreement) -> tuple[list, dict]:
+    """The float32 outputs on ``feeds``, and rows/s of float32 and of each scheme with ``agreement(float32
+    outputs, outputs)``."""
     reference, base_rate = run_rows(scheme_file(folder, "float32", out), feeds, repeat)
     rows = {"float32": {"rows_per_second": round(base_rate, 1)}}
     for scheme in SCHEMES:
@@ -114,7 +109,7 @@ def scheme_rows(folder: Path, feeds: list[dict], repeat: int, out: Path, agreeme
             "ratio_to_float32_onnx": round(rate / base_rate, 2),
             **agreement(reference, outputs),
         }
-    return rows
+    return reference, rows
 
 
 def cross_encoder_rows(name: str, pairs: list[tuple[str, str]], repeat: int, out: Path) -> dict:
@@ -124,19 +119,21 @@ def cross_encoder_rows(name: str, pairs: list[tuple[str, str]], repeat: int, out
 
     path = resolve_model(name)
     model = load_cross_encoder(path, "cpu", 128, "onnx-int8")
-    spread = {}
+
+    def scores(outputs: list[np.ndarray]) -> np.ndarray:
+        return np.array([row[0] for row in outputs])
 
     def agreement(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
-        expected, scores = np.array([r[0] for r in reference]), np.array([r[0] for r in outputs])
-        spread["std"] = float(expected.std())
+        expected, found = scores(reference), scores(outputs)
         return {
-            "kendall_tau": kendall(expected, scores),
-            "max_abs_change": round(float(np.abs(scores - expected).max()), 5),
+            "kendall_tau": kendall(expected, found),
+            "max_abs_change": round(float(np.abs(found - expected).max()), 5),
         }
 
     feeds = tokenized(model.tokenizer, pairs, 128)
-    rows = scheme_rows(export_folder(model, path, "logits"), feeds, repeat, out, agreement)
-    return {"model": name, "kind": "cross-encoder", "n": len(pairs), "score_std": spread["std"], "schemes": rows}
+    reference, rows = scheme_rows(export_folder(model, path, "logits"), feeds, repeat, out, agreement)
+    std = float(scores(reference).std())
+    return {"model": name, "kind": "cross-encoder", "n": len(pairs), "score_std": std, "schemes": rows}
 
 
 def embedder_rows(name: str, texts: list[str], pairs: list[tuple[str, str]], repeat: int, out: Path) -> dict:
@@ -147,7 +144,6 @@ def embedder_rows(name: str, texts: list[str], pairs: list[tuple[str, str]], rep
     path = resolve_model(name)
     model = load_sentence_transformer(path, "cpu", "onnx-int8")
     sides = sorted({text for pair in pairs for text in pair})
-    spread = {}
 
     def vectors(outputs: list[np.ndarray]) -> np.ndarray:
         pooled = np.stack([row.mean(axis=0) for row in outputs])  # mean pooling; rows run unpadded
@@ -159,7 +155,6 @@ def embedder_rows(name: str, texts: list[str], pairs: list[tuple[str, str]], rep
 
     def agreement(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
         expected, vecs = vectors(reference), vectors(outputs)
-        spread["std"] = float(pair_cosines(expected).std())
         cosines = (vecs[: len(texts)] * expected[: len(texts)]).sum(axis=1)
         return {
             "kendall_tau": kendall(pair_cosines(expected), pair_cosines(vecs)),
@@ -168,8 +163,9 @@ def embedder_rows(name: str, texts: list[str], pairs: list[tuple[str, str]], rep
         }
 
     feeds = tokenized(model.tokenizer, texts + sides, model.max_seq_length)
-    rows = scheme_rows(export_folder(model, path, "last_hidden_state"), feeds, repeat, out, agreement)
-    return {"model": name, "kind": "embedder", "n": len(pairs), "score_std": spread["std"], "schemes": rows}
+    reference, rows = scheme_rows(export_folder(model, path, "last_hidden_state"), feeds, repeat, out, agreement)
+    std = float(pair_cosines(vectors(reference)).std())
+    return {"model": name, "kind": "embedder", "n": len(pairs), "score_std": std, "schemes": rows}
 
 
 def main() -> None:
