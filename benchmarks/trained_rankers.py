@@ -5,7 +5,8 @@ For every ``--dataset NAME=INDEX`` the script trains, unless it exists, a featur
 yaml/hybrid.yaml), then compares yaml/hybrid.yaml with yaml/hybrid-learned.yaml using that ranker on the test
 split: the benchmark's metrics, Fisher's randomization test against hybrid, and milliseconds a question.
 ``--ranker NAME=MODEL`` uses a model of your own for a dataset instead (trained elsewhere, e.g. on other
-datasets for an out-of-domain run, or with a cross-encoder).
+datasets for an out-of-domain run, or with a cross-encoder); ``--without-domain-check`` adds a bi-encoder
+ranker's variant without its domain check.
 
     python benchmarks/trained_rankers.py --dataset multihop-rag=runs/mhr-index \\
         --dataset scifact=runs/scifact-index --dataset 2wikimultihopqa=runs/2wikimultihopqa-index \\
@@ -59,10 +60,14 @@ def ranker_for(dataset: str, index: str, model: str | None) -> str:
     return name
 
 
-def measure(dataset: str, index: str, ranker: str, limit: int | None) -> dict:
+def measure(dataset: str, index: str, ranker: str, limit: int | None, without_check: bool = False) -> dict:
     """hybrid against hybrid + the ranker on the test split: per variant its metrics, significance marks and
-    ms a question."""
-    grid = Grid(path=Path("(benchmark)"), parameters={"rerank.model": [ranker]})
+    ms a question; ``without_check`` adds the ranker with its domain check off (the second reads the
+    scorer's embeddings from the call cache, so its ms a question are not its cost)."""
+    parameters: dict[str, list] = {"rerank.model": [ranker]}
+    if without_check:
+        parameters["rerank.domain_check"] = [True, False]
+    grid = Grid(path=Path("(benchmark)"), parameters=parameters)
     result = compare([HYBRID, LEARNED], dataset, index, grid=grid, limit=limit, split="test")
     return {"n_questions": result.n_questions, "ranker": ranker, "rows": variant_rows(result)}
 
@@ -85,13 +90,17 @@ def main() -> None:
     parser.add_argument("--dataset", action="append", required=True, help="NAME=INDEX (repeatable)")
     parser.add_argument("--ranker", action="append", default=[], help="NAME=MODEL: use MODEL for dataset NAME")
     parser.add_argument("--limit", type=int, help="first N test questions of each dataset")
+    parser.add_argument(
+        "--without-domain-check", action="store_true", help="also run the ranker with its domain check off"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     datasets, rankers = pairs(args.dataset, "--dataset"), pairs(args.ranker, "--ranker")
     report = {"cpu_count": os.cpu_count(), "python": sys.version, "limit": args.limit, "datasets": {}}
     for dataset, index in datasets.items():
         print(f"{dataset}: index {index}", flush=True)
-        measured = measure(dataset, index, ranker_for(dataset, index, rankers.get(dataset)), args.limit)
+        ranker = ranker_for(dataset, index, rankers.get(dataset))
+        measured = measure(dataset, index, ranker, args.limit, args.without_domain_check)
         report["datasets"][dataset] = measured
         print_table(dataset, measured)
         write_results(args.json, report)

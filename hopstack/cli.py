@@ -574,6 +574,16 @@ def train_reranker_command(
             "repeating a document ranked above it (safer off its training data)",
         ),
     ] = True,
+    domain_quantile: Annotated[
+        float,
+        typer.Option(
+            "--domain-quantile",
+            min=0.0,
+            max=0.5,
+            help="with --bi-encoder: the share of each training corpus's own questions that the domain check sends "
+            "to the fallback ranker",
+        ),
+    ] = 0.01,
     resume: TrainResume = False,
     force: TrainForce = False,
 ) -> None:
@@ -588,6 +598,7 @@ def train_reranker_command(
         device=device, teacher=teacher, layers=layers, float16=float16, bi_encoder=bi_encoder,
         cross_encoder=cross_encoder,
         named_fields=tuple(f.strip() for f in named_fields.split(",") if f.strip()), monotone=monotone,
+        domain_quantile=domain_quantile,
     )  # fmt: skip
     manifest = _train(train_reranker, config, resume, force)
     pairs, dev = manifest["training_pairs"], manifest["dev"]
@@ -604,6 +615,8 @@ def train_reranker_command(
         for label, metrics in dev["metrics"].items():
             shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
             out.print(f"  held out ({dev['n_questions']} q) {label}: {shown}")
+        if "unfamiliar" in dev:
+            out.print(f"  held out: the domain check sent {dev['unfamiliar']} question(s) to the fallback ranker")
 
 
 @train_app.command("clues")

@@ -8,7 +8,7 @@ import pytest
 from haystack import Document
 
 from conftest import REPO
-from hopstack.components.learned_ranking import LearnedReranker, RankingFeatures
+from hopstack.components.learned_ranking import DomainCheck, LearnedReranker, RankingFeatures, candidate_profile
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import trained_model_dir
 from hopstack.models.scorers import BiEncoderScorer
@@ -116,6 +116,31 @@ def test_a_ranker_does_not_read_chunk_positions_later_than_it_was_trained_on():
     assert features.compute("q", longer)[:, column].tolist() == [0, 0, 0, 0]
     assert RankingFeatures(("source",)).compute("q", longer)[:, column].tolist() == [0, 1, 0, 5]  # no limit
     assert booster.predict(features.compute("q", longer)).argmax() == 0
+
+
+def test_the_domain_check_trusts_the_scorer_only_near_a_training_corpus():
+    rng = np.random.default_rng(0)
+
+    def profiles(direction: int, count: int) -> list[np.ndarray]:
+        """Profiles of ``count`` questions whose candidates cluster around one axis of 8."""
+        rows = []
+        for _ in range(count):
+            vectors = rng.normal(0, 0.3, (5, 8))
+            vectors[:, direction] += 1
+            rows.append(candidate_profile(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)))
+        return rows
+
+    news, papers = profiles(0, 200), profiles(1, 200)
+    check = DomainCheck.fit({"news": news, "papers": papers}, quantile=0.05)
+    assert check.datasets == ("news", "papers") and DomainCheck.from_dict(check.to_dict()) == check
+    assert np.allclose(np.linalg.norm(np.array(check.centroids), axis=1), 1, atol=1e-5)
+    for rows in (news, papers):  # the quantile's share of a corpus's own questions falls below
+        assert 0.02 <= 1 - check.familiar(np.array(rows)).mean() <= 0.08
+    assert check.familiar(np.array(profiles(2, 50))).sum() == 0  # an unseen corpus is never trusted
+    assert check.familiar(np.array(profiles(0, 50) + profiles(1, 50))).mean() > 0.9
+    assert candidate_profile(np.zeros((0, 8))).shape == (8,)
+    with pytest.raises(ValueError, match="one centroid and one threshold per dataset"):
+        DomainCheck.from_dict({**check.to_dict(), "thresholds": [0.5]})
 
 
 def _sources_dataset(folder, count: int = 150):

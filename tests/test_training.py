@@ -3,6 +3,7 @@ model folder and its manifest, loading it by name, and bad input refused before 
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ import torch
 from haystack import Document
 
 from conftest import REPO, save_tiny_bert
-from hopstack.components.learned_ranking import LearnedReranker
+from hopstack.components.learned_ranking import LearnedReranker, RankingFeatures
 from hopstack.components.rerankers import PointwiseReranker
 from hopstack.components.retrieval import DenseRetriever
+from hopstack.core.text import passage_text
 from hopstack.datasets.base import BenchmarkQuestion, in_hash_train
 from hopstack.errors import HopstackInputError
 from hopstack.models.registry import resolve_model, trained_model_dir
@@ -211,6 +213,10 @@ def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp
     assert "--num-negatives 0: give one count of at least 1" in err
     err = _unchanged(home, _train_cli(cli, fresh, "--num-negatives", "two"))
     assert "expected a whole number or comma-separated ones" in err
+    err = _unchanged(home, _train_cli(cli, fresh, "--domain-quantile", "0.9"))
+    assert "--domain-quantile" in err
+    with pytest.raises(HopstackInputError, match="--domain-quantile must be in"):
+        train_reranker(RerankerTraining(**{**fresh.__dict__, "domain_quantile": -0.1}))
 
 
 def test_an_unusable_name_is_refused():
@@ -270,7 +276,7 @@ def test_each_dataset_gives_its_own_count_of_hard_negatives():
 def test_only_questions_whose_order_can_matter_are_scored(monkeypatch):
     scored = []
 
-    def fake_scores(model, items, config, progress=None):
+    def fake_scores(model, items, config, progress=None, embeddings=None):
         scored.extend(r.question.id for r in items)
         return [np.arange(len(r.documents), dtype=float) for r in items]
 
@@ -354,6 +360,7 @@ def test_a_bi_encoder_ranker_scores_by_cosine_and_ranks_the_planted_positive_fir
     documents = [*candidates, Document(id="gold", content=planted, score=0.0)]
     reranker.run(query="Is the gadget5 approved?", documents=documents)
     assert isinstance(reranker._scorer, BiEncoderScorer)  # the ranker reads the bi-encoder's cosine
+    _the_domain_check_routes_unfamiliar_questions_to_the_fallback(manifest, documents, tmp_path)
     corpus = tmp_path / "gadgets.jsonl"  # the model is also a dense retriever's encoder, by the same name
     lines = [{"id": f"n{i}", "text": t} for i, t in enumerate(texts)] + [{"id": "gold", "text": planted}]
     corpus.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
@@ -362,3 +369,41 @@ def test_a_bi_encoder_ranker_scores_by_cosine_and_ranks_the_planted_positive_fir
     assert dense.run(query="Is the gadget5 approved?")["documents"][0].meta["doc_id"] == "gold"
     with pytest.raises(HopstackInputError, match="--bi-encoder fine-tunes the ranker's scorer model"):
         train_reranker(RerankerTraining(dataset="d", index="i", out="x", bi_encoder=True, cross_encoder=False))
+
+
+def _the_domain_check_routes_unfamiliar_questions_to_the_fallback(manifest: dict, documents, tmp_path):
+    """A bi-encoder ranker's manifest carries its domain check and fallback ranker; a question the check
+    does not trust is ranked by the features-only fallback, the others by the ranker over the cosine."""
+    import lightgbm
+
+    domain = manifest["ranker"]["domain"]
+    assert domain["datasets"] == ["widgets"] and domain["quantile"] == 0.01
+    assert len(domain["centroids"]) == len(domain["thresholds"]) == 1
+    plain = RankingFeatures.from_dict(domain["fallback_features"])
+    assert not plain.with_scorer and plain.chunk_position_limit == 0
+    dev = manifest["dev"]
+    assert {"features_only", "learned_without_domain_check", "learned"} <= set(dev["metrics"])
+    assert 0 <= dev["unfamiliar"] <= dev["n_questions"]
+    folder = trained_model_dir("tiny-bi-ranker")
+    fallback = lightgbm.Booster(model_file=str(folder / domain["fallback_file"]))
+    main = lightgbm.Booster(model_file=str(folder / manifest["ranker"]["file"]))
+    features = RankingFeatures.from_dict(manifest["ranker"]["features"])
+    query = "Is the gadget5 approved?"
+    pairs = [(query, passage_text(d, True)) for d in documents]
+    cosines = BiEncoderScorer(str(folder), device="cpu", cache=False).score(pairs)
+    expected = {
+        "unfamiliar": fallback.predict(training.fallback_features(features).compute(query, documents)),
+        "familiar": main.predict(features.compute(query, documents, cosines)),
+    }
+    assert not np.allclose(expected["unfamiliar"], expected["familiar"])
+    for case, threshold in (("unfamiliar", 1.5), ("familiar", -1.5)):
+        copy = tmp_path / f"tiny-bi-{case}"
+        shutil.copytree(folder, copy)
+        edited = {**manifest, "ranker": {**manifest["ranker"], "domain": {**domain, "thresholds": [threshold]}}}
+        (copy / "manifest.json").write_text(json.dumps(edited))
+        ranked = LearnedReranker(str(copy), top_k=5, device="cpu").run(query=query, documents=documents)["documents"]
+        order = [documents[i].id for i in np.argsort(-expected[case], kind="stable")]
+        assert [d.id for d in ranked] == order
+    unchecked = LearnedReranker(str(tmp_path / "tiny-bi-unfamiliar"), top_k=5, device="cpu", domain_check=False)
+    order = [documents[i].id for i in np.argsort(-expected["familiar"], kind="stable")]
+    assert [d.id for d in unchecked.run(query=query, documents=documents)["documents"]] == order

@@ -22,6 +22,12 @@ A model is a folder (``$HOPSTACK_HOME/models/NAME`` or a path) holding ``manifes
 the scorer model's weights (``bi_encoder: true`` in the manifest: a bi-encoder, else a cross-encoder).
 The ranker expects the first stage it was trained behind (the manifest's ``negatives`` pipeline): its
 scores are features.
+
+A fine-tuned bi-encoder's cosine is worth what it is worth on the corpora it was trained on; on a corpus
+unlike them it can be the weaker signal, and a ranker that learned to trust it then loses to the first
+stage. So a bi-encoder ranker also carries a :class:`DomainCheck` and a fallback ranker (the manifest's
+``ranker.domain``; no scorer features and no chunk positions): a question whose candidates' embeddings lie
+far from every training corpus's is ranked by the fallback.
 """
 
 import hashlib
@@ -40,6 +46,7 @@ from hopstack.core.ranking import candidate_top_ks, reorder_each, split_by_sizes
 from hopstack.core.text import passage_text
 from hopstack.errors import HopstackInputError
 from hopstack.models.cross_encoder import CrossEncoderScorer
+from hopstack.models.embedders import pair_cosines
 from hopstack.models.onnx_backend import check_backend
 from hopstack.models.registry import TRAINED_MANIFEST, resolve_model
 from hopstack.models.scorers import BiEncoderScorer, score_all
@@ -200,6 +207,75 @@ class RankingFeatures:
         return features
 
 
+def candidate_profile(vectors: np.ndarray) -> np.ndarray:
+    """One question's candidates in one unit vector: the direction of the mean of their unit embeddings (zero
+    without candidates)."""
+    if not len(vectors):
+        return np.zeros(vectors.shape[1] if vectors.ndim == 2 else 0)
+    mean = np.asarray(vectors, dtype=np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return mean / norm if norm > 0 else mean
+
+
+@dataclass(frozen=True)
+class DomainCheck:
+    """Whether a question's candidates look like those of a corpus the ranker's bi-encoder was trained on.
+
+    Per training dataset, the centroid (unit mean) of its training questions' candidate profiles
+    (:func:`candidate_profile`) and a threshold: the ``quantile`` of those questions' cosines to it. A
+    question is *familiar* when its profile's cosine to some dataset's centroid reaches that dataset's
+    threshold (so about ``quantile`` of a training corpus's own questions fall below).
+
+    :param datasets: the training datasets' names, one per centroid.
+    :param centroids: ``len(datasets) x dim`` unit rows.
+    :param thresholds: one cosine per dataset.
+    :param quantile: the share of each dataset's training questions below its threshold.
+    """
+
+    datasets: tuple[str, ...]
+    centroids: tuple[tuple[float, ...], ...]
+    thresholds: tuple[float, ...]
+    quantile: float
+
+    @classmethod
+    def fit(cls, profiles: dict[str, list[np.ndarray]], quantile: float) -> "DomainCheck":
+        """The check of datasets' training questions' profiles (``{dataset: [profile, ...]}``, none empty)."""
+        names, centroids, thresholds = [], [], []
+        for name, rows in profiles.items():
+            matrix = np.asarray(rows, dtype=np.float64)
+            centroid = candidate_profile(matrix)
+            names.append(name)
+            centroids.append(tuple(round(float(x), 6) for x in centroid))
+            thresholds.append(round(float(np.quantile(matrix @ centroid, quantile)), 6))
+        return cls(tuple(names), tuple(centroids), tuple(thresholds), quantile)
+
+    def similarities(self, profiles: np.ndarray) -> np.ndarray:
+        """``len(profiles) x len(datasets)``: each profile's cosine to each dataset's centroid."""
+        return np.asarray(profiles, dtype=np.float64).reshape(len(profiles), -1) @ np.asarray(self.centroids).T
+
+    def familiar(self, profiles: np.ndarray) -> np.ndarray:
+        """Per profile, whether it reaches some dataset's threshold."""
+        return (self.similarities(profiles) >= np.asarray(self.thresholds)).any(axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``ranker.domain`` entry (without the fallback ranker's file)."""
+        return {
+            "datasets": list(self.datasets),
+            "quantile": self.quantile,
+            "thresholds": list(self.thresholds),
+            "centroids": [list(row) for row in self.centroids],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DomainCheck":
+        """The check a manifest's ``ranker.domain`` entry describes."""
+        centroids = tuple(tuple(float(x) for x in row) for row in data["centroids"])
+        thresholds = tuple(float(x) for x in data["thresholds"])
+        if not (len(data["datasets"]) == len(centroids) == len(thresholds)):
+            raise ValueError("ranker.domain: one centroid and one threshold per dataset")
+        return cls(tuple(data["datasets"]), centroids, thresholds, float(data["quantile"]))
+
+
 def ranker_manifest(model: str) -> tuple[Path, dict[str, Any]]:
     """A learned ranker's folder and manifest; refuses a model without a ``ranker`` section."""
     folder = Path(resolve_model(model))
@@ -217,16 +293,27 @@ def ranker_manifest(model: str) -> tuple[Path, dict[str, Any]]:
 @component
 class LearnedReranker(Reranker):
     """Rerank a first stage's candidates by a trained LambdaRank model over first-stage, metadata and
-    (optionally) cross-encoder features (module docstring).
+    (optionally) cross-encoder or bi-encoder features (module docstring).
 
     :param model: a model ``hopstack train reranker`` made: its name under ``$HOPSTACK_HOME/models`` or a folder.
     :param top_k: documents returned unless the ``top_k`` input overrides it.
-    :param device: ``auto | cpu | cuda | cuda:N`` for the model's cross-encoder, if it has one.
-    :param batch_size: pairs per cross-encoder forward pass.
+    :param device: ``auto | cpu | cuda | cuda:N`` for the model's scorer model, if it has one.
+    :param batch_size: pairs (cross-encoder) or texts (bi-encoder) per forward pass.
     :param backend: ``torch | onnx | onnx-int8 | auto`` for the scorer model (docs/concepts/backends.md).
+    :param domain_check: with a model that has a :class:`DomainCheck` (a bi-encoder ranker), rank a question
+        whose candidates look unlike every training corpus by the features-only fallback ranker; off: always
+        by the ranker over the cosine.
     """
 
-    def __init__(self, model: str, top_k: int = 10, device: str = "auto", batch_size: int = 32, backend: str = "torch"):
+    def __init__(
+        self,
+        model: str,
+        top_k: int = 10,
+        device: str = "auto",
+        batch_size: int = 32,
+        backend: str = "torch",
+        domain_check: bool = True,
+    ):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.model = model
@@ -234,13 +321,17 @@ class LearnedReranker(Reranker):
         self.device = device
         self.batch_size = batch_size
         self.backend = check_backend(backend)
+        self.domain_check = domain_check
         self._booster = None
         self._features: RankingFeatures | None = None
         self._scorer: CrossEncoderScorer | BiEncoderScorer | None = None
         self._title_prefix = True
+        self._domain: DomainCheck | None = None
+        self._fallback = None
+        self._fallback_features: RankingFeatures | None = None
 
     def warm_up(self) -> None:
-        """Read the manifest, load the LightGBM model and, when the ranker uses one, the cross-encoder."""
+        """Read the manifest, load the LightGBM model(s) and, when the ranker uses one, the scorer model."""
         if self._booster is not None:
             return
         import lightgbm
@@ -259,6 +350,11 @@ class LearnedReranker(Reranker):
                     self.model, self.device, self.batch_size, max_length=length, backend=self.backend
                 )
             self._scorer.warm_up()
+        domain = ranker.get("domain")
+        if self.domain_check and domain and isinstance(self._scorer, BiEncoderScorer):
+            self._domain = DomainCheck.from_dict(domain)
+            self._fallback_features = RankingFeatures.from_dict(domain["fallback_features"])
+            self._fallback = lightgbm.Booster(model_file=str(folder / domain["fallback_file"]))
         self._booster = lightgbm.Booster(model_file=str(folder / ranker["file"]))
 
     def content_identity(self) -> str | None:
@@ -267,18 +363,55 @@ class LearnedReranker(Reranker):
         path = Path(resolve_model(self.model)) / TRAINED_MANIFEST
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
+    def _scorer_scores(self, query: list[str], documents: list[list[Document]]) -> tuple[np.ndarray, np.ndarray]:
+        """Every candidate's scorer score (one call) and, per question, whether the scorer is trusted on it
+        (:class:`DomainCheck`; every question without one)."""
+        pairs = [(q, passage_text(d, self._title_prefix)) for q, cands in zip(query, documents) for d in cands]
+        trusted = np.ones(len(query), dtype=bool)
+        if self._domain is None:
+            return score_all(self._scorer, pairs, type(self).__name__), trusted
+        vectors: dict[str, np.ndarray] = {}
+
+        def embed(texts: list[str]) -> np.ndarray:
+            rows = self._scorer.embed(texts)
+            vectors.update(zip(texts, rows))
+            return rows
+
+        cosines = pair_cosines(pairs, embed)
+        asked = [i for i, cands in enumerate(documents) if cands]
+        profiles = [
+            candidate_profile(np.array([vectors[passage_text(d, self._title_prefix)] for d in documents[i]]))
+            for i in asked
+        ]
+        if asked:
+            trusted[asked] = self._domain.familiar(np.array(profiles))
+        return cosines, trusted
+
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
-        """Rerank a batch: every candidate's cross-encoder pair in one call, then one ranker prediction."""
+        """Rerank a batch: every candidate's scorer score in one call, then one prediction per ranker."""
         ks = candidate_top_ks(query, documents, top_k, self.top_k)
         self.warm_up()
-        scorer_scores: np.ndarray | None = None
-        if self._scorer is not None:
-            pairs = [(q, passage_text(d, self._title_prefix)) for q, cands in zip(query, documents) for d in cands]
-            scorer_scores = score_all(self._scorer, pairs, type(self).__name__)
         sizes = [len(c) for c in documents]
-        per_question = None if scorer_scores is None else split_by_sizes(scorer_scores, sizes)
-        matrix = self._features.stacked(query, documents, per_question)
-        scores = self._booster.predict(matrix) if len(matrix) else np.zeros(0)
-        return {"documents": reorder_each(documents, np.asarray(scores, dtype=np.float64), ks)}
+        per_question: list[np.ndarray] | None = None
+        trusted = np.ones(len(query), dtype=bool)
+        if self._scorer is not None:
+            scorer_scores, trusted = self._scorer_scores(query, documents)
+            per_question = split_by_sizes(scorer_scores, sizes)
+        scores: list[np.ndarray] = [np.zeros(0)] * len(query)
+        for use_scorer in (True, False):
+            chosen = [i for i in range(len(query)) if trusted[i] == use_scorer]
+            if not chosen:
+                continue
+            features = self._features if use_scorer else self._fallback_features
+            own = [per_question[i] for i in chosen] if per_question is not None and use_scorer else None
+            matrix = features.stacked([query[i] for i in chosen], [documents[i] for i in chosen], own)
+            booster = self._booster if use_scorer else self._fallback
+            predicted = booster.predict(matrix) if len(matrix) else np.zeros(0)
+            for i, part in zip(
+                chosen, split_by_sizes(np.asarray(predicted, dtype=np.float64), [sizes[i] for i in chosen])
+            ):
+                scores[i] = part
+        flat = np.concatenate(scores) if scores else np.zeros(0)
+        return {"documents": reorder_each(documents, flat, ks)}

@@ -85,15 +85,14 @@ class BiEncoderScorer:
             recorded = trained_manifest_bytes(self.model)  # a trained model's cached embeddings follow its version
             self._model_id = f"{self.model}@{hashlib.sha256(recorded).hexdigest()}" if recorded else self.model
 
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """The texts' L2-normalised embeddings (through the call cache)."""
+        self.warm_up()
+        return embed_texts(self._encoder, texts, self.batch_size, True, cache=self._call_cache, model_id=self._model_id)
+
     def score(self, pairs: Sequence[Pair]) -> np.ndarray:
         """The cosine similarity of each pair's two texts."""
-        self.warm_up()
-        return pair_cosines(
-            pairs,
-            lambda texts: embed_texts(
-                self._encoder, texts, self.batch_size, True, cache=self._call_cache, model_id=self._model_id
-            ),
-        )
+        return pair_cosines(pairs, self.embed)
 
 
 class LLMScorer(LLMUser):

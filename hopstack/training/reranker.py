@@ -24,6 +24,11 @@
    value ranked above it only lower it
    (:meth:`~hopstack.components.learned_ranking.RankingFeatures.monotone_directions`). With ``cross_encoder``
    off, steps 2-4 are skipped and the ranker uses the other features alone (seconds to train).
+6. With a bi-encoder, a :class:`~hopstack.components.learned_ranking.DomainCheck` is fitted on the training
+   questions' candidate embeddings (per dataset a centroid, and as threshold the
+   ``domain_quantile`` of its questions' cosines to it), and a fallback ranker beside the main one
+   (``ranker-features.txt``; no scorer and no chunk positions: :func:`fallback_features`): the reranker
+   ranks questions whose candidates are unlike every training corpus by the fallback.
 
 The model is built in ``$HOPSTACK_HOME/models/.NAME.partial`` (checkpoints included, so an interrupted run
 continues with ``resume``) and moved to ``$HOPSTACK_HOME/models/NAME`` when done.
@@ -37,7 +42,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +51,7 @@ import yaml
 from haystack import Document, Pipeline
 
 from hopstack import __version__
-from hopstack.components.learned_ranking import DEFAULT_NAMED_FIELDS, RankingFeatures
+from hopstack.components.learned_ranking import DEFAULT_NAMED_FIELDS, DomainCheck, RankingFeatures, candidate_profile
 from hopstack.core.ranking import interpolate, split_by_sizes
 from hopstack.core.settings import models_home
 from hopstack.core.text import passage_text
@@ -66,10 +71,11 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PAIRS_FILE = "training_pairs.jsonl"
 CHECKPOINTS = "checkpoints"
 RANKER_FILE = "ranker.txt"
+FALLBACK_RANKER_FILE = "ranker-features.txt"
 # what only the cross-encoder reads (left out of a --no-cross-encoder model's command line)
 CROSS_ENCODER_OPTIONS = (
     "base", "num_negatives", "max_positives", "epochs", "max_length", "batch_size", "learning_rate", "teacher",
-    "layers", "float16", "bi_encoder",
+    "layers", "float16", "bi_encoder", "domain_quantile",
 )  # fmt: skip
 WEIGHTS = tuple(i / 10 for i in range(11))
 # LightGBM LambdaRank settings, fixed beforehand (not tuned on any test split)
@@ -157,6 +163,7 @@ class RerankerTraining(TrainingConfig):
     cross_encoder: bool = True
     named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
     monotone: bool = True
+    domain_quantile: float = 0.01
 
 
 @dataclass
@@ -608,14 +615,19 @@ def candidate_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
 
 
 def trained_scores(
-    model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None, step: int = 32
+    model,
+    items: list[Ranked],
+    config: TrainingConfig,
+    progress: Progress | None = None,
+    step: int = 32,
+    embeddings: "TextEmbeddings | None" = None,
 ) -> list[np.ndarray]:
     """The trained scorer's score of each question's candidates: the cross-encoder's output, ``step``
     questions at a time (``progress("scoring", done, total)`` hears how many are scored), or with
-    ``config.bi_encoder`` the cosine of the two texts' embeddings (:func:`cosine_scores`). No call cache: the
-    model is still in its build folder."""
+    ``config.bi_encoder`` the cosine of the two texts' embeddings (:func:`cosine_scores`, through
+    ``embeddings`` when given). No call cache: the model is still in its build folder."""
     if config.bi_encoder:
-        return cosine_scores(model, items, config.batch_size * 2, progress)
+        return cosine_scores(embeddings or TextEmbeddings(model, config.batch_size * 2, progress), items)
     scores: list[np.ndarray] = []
     for start in range(0, len(items), step):
         part = items[start : start + step]
@@ -639,30 +651,64 @@ def latest_chunk_position(items: list[Ranked]) -> int:
     return max((int(d.meta.get("position") or 0) for r in items for d in r.documents), default=0)
 
 
-def rankable_scores(model, items: list[Ranked], config: TrainingConfig, progress: Progress | None = None):
+def rankable_scores(
+    model,
+    items: list[Ranked],
+    config: TrainingConfig,
+    progress: Progress | None = None,
+    embeddings: "TextEmbeddings | None" = None,
+):
     """:func:`trained_scores` of the :func:`is_rankable` questions of ``items``; zeros for the others, whose
     order no metric and no fit reads (so their candidates are never scored)."""
-    kept = iter(trained_scores(model, [r for r in items if is_rankable(r)], config, progress))
+    kept = iter(trained_scores(model, [r for r in items if is_rankable(r)], config, progress, embeddings=embeddings))
     return [next(kept) if is_rankable(r) else np.zeros(len(r.documents)) for r in items]
 
 
-def cosine_scores(
-    model, items: list[Ranked], batch_size: int, progress: Progress | None = None, step: int = 1024
-) -> list[np.ndarray]:
-    """A bi-encoder's cosine of each question with each of its candidates. Every distinct text of all the
-    questions is embedded once (:func:`~hopstack.models.embedders.pair_cosines`), ``step`` texts at a time;
-    ``progress("embedding", done, total)`` hears how many texts are embedded."""
+class TextEmbeddings:
+    """A bi-encoder's L2-normalised embeddings of texts, each distinct text encoded once and remembered, so
+    the cosines and the :class:`~hopstack.components.learned_ranking.DomainCheck` read the same vectors.
+    ``progress("embedding", done, total)`` hears how many of a call's new texts are embedded, ``step`` at a
+    time."""
 
-    def embed(texts: list[str]) -> np.ndarray:
-        parts = []
-        for start in range(0, len(texts), step):
-            parts.append(embed_texts(model, texts[start : start + step], batch_size, normalize=True))
-            if progress:
-                progress("embedding", start + len(parts[-1]), len(texts))
-        return np.concatenate(parts)
+    def __init__(self, model, batch_size: int, progress: Progress | None = None, step: int = 1024):
+        self.model = model
+        self.batch_size = batch_size
+        self.progress = progress
+        self.step = step
+        self._rows: dict[str, np.ndarray] = {}
 
-    cosines = pair_cosines(candidate_pairs(items), embed)
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """The texts' embeddings, one row each."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._rows]
+        for start in range(0, len(missing), self.step):
+            part = missing[start : start + self.step]
+            self._rows.update(zip(part, embed_texts(self.model, part, self.batch_size, normalize=True)))
+            if self.progress:
+                self.progress("embedding", start + len(part), len(missing))
+        return np.array([self._rows[t] for t in texts], dtype=np.float32).reshape(len(texts), -1)
+
+
+def cosine_scores(embeddings: TextEmbeddings, items: list[Ranked]) -> list[np.ndarray]:
+    """A bi-encoder's cosine of each question with each of its candidates (every distinct text embedded
+    once: :func:`~hopstack.models.embedders.pair_cosines`)."""
+    cosines = pair_cosines(candidate_pairs(items), embeddings)
     return split_by_sizes(cosines, [len(r.documents) for r in items])
+
+
+def candidate_profiles(embeddings: TextEmbeddings, items: list[Ranked]) -> list[np.ndarray]:
+    """Each question's :func:`~hopstack.components.learned_ranking.candidate_profile` (what a scorer reads of
+    its candidates, embedded)."""
+    return [candidate_profile(embeddings([passage_text(d, True) for d in r.documents])) for r in items]
+
+
+def fit_domain_check(embeddings: TextEmbeddings, training: list[Ranked], quantile: float) -> DomainCheck:
+    """The :class:`~hopstack.components.learned_ranking.DomainCheck` of the rankable training questions'
+    candidates, one centroid per dataset, each threshold the ``quantile`` of its questions' cosines."""
+    kept = [r for r in training if is_rankable(r)]
+    by_dataset: dict[str, list[np.ndarray]] = {}
+    for item, profile in zip(kept, candidate_profiles(embeddings, kept)):
+        by_dataset.setdefault(item.dataset, []).append(profile)
+    return DomainCheck.fit(by_dataset, quantile)
 
 
 def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
@@ -741,12 +787,35 @@ def learned_scores(booster, features: RankingFeatures, items: list[Ranked], scor
     return split_by_sizes(booster.predict(matrix), groups)
 
 
+def fallback_features(features: RankingFeatures) -> RankingFeatures:
+    """The features of a bi-encoder ranker's fallback, which ranks questions from corpora unlike the training
+    ones: no scorer, and no chunk positions (``chunk_position_limit`` 0: every list with a later chunk than the
+    first reads 0), since what positions are worth depends on how a corpus cuts its documents."""
+    return replace(features, with_scorer=False, chunk_position_limit=0)
+
+
+def held_out_familiar(check: DomainCheck, embeddings: TextEmbeddings, held_out: list[Ranked]) -> np.ndarray:
+    """Per held-out question, whether ``check`` trusts the scorer on it (every question that is not
+    :func:`is_rankable`: its order reads nothing, and its candidates were never embedded)."""
+    familiar = np.ones(len(held_out), dtype=bool)
+    asked = [i for i, r in enumerate(held_out) if is_rankable(r)]
+    if asked:
+        familiar[asked] = check.familiar(np.array(candidate_profiles(embeddings, [held_out[i] for i in asked])))
+    return familiar
+
+
 def held_out_report(
-    held_out: list[Ranked], trained: list[np.ndarray] | None, booster, features: RankingFeatures
+    held_out: list[Ranked],
+    trained: list[np.ndarray] | None,
+    booster,
+    features: RankingFeatures,
+    fallback: tuple[Any, RankingFeatures, np.ndarray] | None = None,
 ) -> dict[str, Any] | None:
     """MRR@10 and Hits@4 on the held-out questions of the first stage, the cross-encoder alone, its best
     interpolation (whose weight becomes ``first_stage_weight``) and the learned ranker; None without
-    held-out questions."""
+    held-out questions. With ``fallback`` (the fallback booster, its features and, per held-out question,
+    whether the domain check calls it familiar), ``learned`` is what the reranker serves (the fallback on the
+    unfamiliar ones), beside the features-only ranker and the ranker without the check."""
     if not held_out:
         return None
     gold = [r.gold for r in held_out]
@@ -757,7 +826,15 @@ def held_out_report(
         metrics["reranker"] = fitted["by_weight"]["0.0"]
         metrics["interpolated"] = fitted["by_weight"][str(fitted["first_stage_weight"])]
         report.update(fitted)
-    metrics["learned"] = ranking_metrics(gold, learned_scores(booster, features, held_out, trained))
+    learned = learned_scores(booster, features, held_out, trained)
+    if fallback is not None:
+        fallback_booster, plain, familiar = fallback
+        features_only = learned_scores(fallback_booster, plain, held_out, None)
+        metrics["features_only"] = ranking_metrics(gold, features_only)
+        metrics["learned_without_domain_check"] = ranking_metrics(gold, learned)
+        learned = [own if ok else plain for own, plain, ok in zip(learned, features_only, familiar)]
+        report["unfamiliar"] = int(np.sum(~np.asarray(familiar, dtype=bool)))
+    metrics["learned"] = ranking_metrics(gold, learned)
     report["metrics"] = metrics
     return report
 
@@ -789,6 +866,8 @@ def train_reranker(
     :func:`partial_dir` for ``resume``."""
     status = status or (lambda message: None)
     check_request(config, resume, force)
+    if not 0 <= config.domain_quantile < 1:
+        raise HopstackInputError(f"--domain-quantile must be in [0, 1), got {config.domain_quantile}")
     if not config.cross_encoder and (config.teacher is not None or config.bi_encoder):
         option = "--teacher distils into" if config.teacher is not None else "--bi-encoder fine-tunes"
         raise HopstackInputError(f"{option} the ranker's scorer model: it needs --cross-encoder")
@@ -802,7 +881,7 @@ def train_reranker(
     training = training_questions(ranked, config)
     folder = partial_dir(config.out)
     pairs: list[dict[str, Any]] = []
-    seconds, training_scores, held_out_scores = 0.0, None, None
+    seconds, training_scores, held_out_scores, embeddings = 0.0, None, None, None
     if model is not None:
         pairs = make_pairs(sets, config)
         if not pairs:
@@ -817,7 +896,8 @@ def train_reranker(
         seconds = train(model, pairs, config, folder, resume, report or (lambda step, steps, loss: None))
         save_trained(model, config, folder)
         status(f"scoring the candidates of {len(ranked)} question(s) with the trained {scorer_kind(config)}")
-        scores = rankable_scores(model, training + held_out, config, progress)
+        embeddings = TextEmbeddings(model, config.batch_size * 2, progress) if config.bi_encoder else None
+        scores = rankable_scores(model, training + held_out, config, progress, embeddings)
         training_scores, held_out_scores = scores[: len(training)], scores[len(training) :]
     else:
         start_folder(folder, [], resume=False)
@@ -828,8 +908,19 @@ def train_reranker(
     parameters = lambdarank_parameters(features, config.monotone)
     booster = fit_lambdarank(features, training, training_scores, config.seed, parameters)
     booster.save_model(str(folder / RANKER_FILE))
+    domain, fallback = None, None
+    if embeddings is not None:
+        status("fitting the domain check and the fallback ranker")
+        check = fit_domain_check(embeddings, training, config.domain_quantile)
+        plain = fallback_features(features)
+        fallback_booster = fit_lambdarank(
+            plain, training, None, config.seed, lambdarank_parameters(plain, config.monotone)
+        )
+        fallback_booster.save_model(str(folder / FALLBACK_RANKER_FILE))
+        domain = {**check.to_dict(), "fallback_file": FALLBACK_RANKER_FILE, "fallback_features": plain.to_dict()}
+        fallback = (fallback_booster, plain, held_out_familiar(check, embeddings, held_out))
     ranker_seconds = time.perf_counter() - started
-    dev = held_out_report(held_out, held_out_scores, booster, features)
+    dev = held_out_report(held_out, held_out_scores, booster, features, fallback)
     manifest = {
         "name": config.out,
         "role": "learned reranker" + (f" with a {scorer_kind(config)}" if model is not None else ""),
@@ -847,17 +938,26 @@ def train_reranker(
             "title_prefix": True,
             "lightgbm": parameters,
             "seconds": round(ranker_seconds, 1),
+            **({"domain": domain} if domain else {}),
         },
         "seconds": round(seconds + ranker_seconds, 1),
         "pairs_per_second": round(len(pairs) * config.epochs / seconds, 2) if seconds else None,
         "first_stage_weight": dev.get("first_stage_weight", 0.0) if dev else 0.0,
         "dev": dev,
-        "command": command_line("reranker", config, skip=() if config.cross_encoder else CROSS_ENCODER_OPTIONS),
+        "command": command_line("reranker", config, skip=unread_options(config)),
         "hopstack_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     install(folder, manifest)
     return manifest
+
+
+def unread_options(config: RerankerTraining) -> tuple[str, ...]:
+    """The options a reranker's training did not read (left out of its manifest's command line): without a
+    scorer model everything only it reads, without a bi-encoder the domain check's quantile."""
+    if not config.cross_encoder:
+        return CROSS_ENCODER_OPTIONS
+    return () if config.bi_encoder else ("domain_quantile",)
 
 
 def dataset_records(sets: list[TrainingSet], config: TrainingConfig, unlabelled_key: str) -> dict[str, Any]:
