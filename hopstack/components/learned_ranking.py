@@ -301,8 +301,8 @@ class LearnedReranker(Reranker):
     :param batch_size: pairs (cross-encoder) or texts (bi-encoder) per forward pass.
     :param backend: ``torch | onnx | onnx-int8 | auto`` for the scorer model (docs/concepts/backends.md).
     :param domain_check: with a model that has a :class:`DomainCheck` (a bi-encoder ranker), rank a question
-        whose candidates look unlike every training corpus by the features-only fallback ranker; off: always
-        by the ranker over the cosine.
+        whose candidates look unlike every training corpus by the fallback ranker (no scorer features, no
+        chunk positions); off: always by the ranker over the cosine.
     """
 
     def __init__(

@@ -614,13 +614,37 @@ def candidate_pairs(items: list[Ranked]) -> list[tuple[str, str]]:
     return [(r.question.question, passage_text(d, True)) for r in items for d in r.documents]
 
 
+class TextEmbeddings:
+    """A bi-encoder's L2-normalised embeddings of texts, each distinct text encoded once and remembered, so
+    the cosines and the :class:`~hopstack.components.learned_ranking.DomainCheck` read the same vectors.
+    ``progress("embedding", done, total)`` hears how many of a call's new texts are embedded, ``step`` at a
+    time."""
+
+    def __init__(self, model, batch_size: int, progress: Progress | None = None, step: int = 1024):
+        self.model = model
+        self.batch_size = batch_size
+        self.progress = progress
+        self.step = step
+        self._rows: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """The texts' embeddings, one row each."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._rows]
+        for start in range(0, len(missing), self.step):
+            part = missing[start : start + self.step]
+            self._rows.update(zip(part, embed_texts(self.model, part, self.batch_size, normalize=True)))
+            if self.progress:
+                self.progress("embedding", start + len(part), len(missing))
+        return np.array([self._rows[t] for t in texts], dtype=np.float32).reshape(len(texts), -1)
+
+
 def trained_scores(
     model,
     items: list[Ranked],
     config: TrainingConfig,
     progress: Progress | None = None,
     step: int = 32,
-    embeddings: "TextEmbeddings | None" = None,
+    embeddings: TextEmbeddings | None = None,
 ) -> list[np.ndarray]:
     """The trained scorer's score of each question's candidates: the cross-encoder's output, ``step``
     questions at a time (``progress("scoring", done, total)`` hears how many are scored), or with
@@ -656,36 +680,12 @@ def rankable_scores(
     items: list[Ranked],
     config: TrainingConfig,
     progress: Progress | None = None,
-    embeddings: "TextEmbeddings | None" = None,
+    embeddings: TextEmbeddings | None = None,
 ):
     """:func:`trained_scores` of the :func:`is_rankable` questions of ``items``; zeros for the others, whose
     order no metric and no fit reads (so their candidates are never scored)."""
     kept = iter(trained_scores(model, [r for r in items if is_rankable(r)], config, progress, embeddings=embeddings))
     return [next(kept) if is_rankable(r) else np.zeros(len(r.documents)) for r in items]
-
-
-class TextEmbeddings:
-    """A bi-encoder's L2-normalised embeddings of texts, each distinct text encoded once and remembered, so
-    the cosines and the :class:`~hopstack.components.learned_ranking.DomainCheck` read the same vectors.
-    ``progress("embedding", done, total)`` hears how many of a call's new texts are embedded, ``step`` at a
-    time."""
-
-    def __init__(self, model, batch_size: int, progress: Progress | None = None, step: int = 1024):
-        self.model = model
-        self.batch_size = batch_size
-        self.progress = progress
-        self.step = step
-        self._rows: dict[str, np.ndarray] = {}
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        """The texts' embeddings, one row each."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._rows]
-        for start in range(0, len(missing), self.step):
-            part = missing[start : start + self.step]
-            self._rows.update(zip(part, embed_texts(self.model, part, self.batch_size, normalize=True)))
-            if self.progress:
-                self.progress("embedding", start + len(part), len(missing))
-        return np.array([self._rows[t] for t in texts], dtype=np.float32).reshape(len(texts), -1)
 
 
 def cosine_scores(embeddings: TextEmbeddings, items: list[Ranked]) -> list[np.ndarray]:
@@ -815,7 +815,7 @@ def held_out_report(
     interpolation (whose weight becomes ``first_stage_weight``) and the learned ranker; None without
     held-out questions. With ``fallback`` (the fallback booster, its features and, per held-out question,
     whether the domain check calls it familiar), ``learned`` is what the reranker serves (the fallback on the
-    unfamiliar ones), beside the features-only ranker and the ranker without the check."""
+    unfamiliar ones), beside the fallback alone (``features_only``) and the ranker without the check."""
     if not held_out:
         return None
     gold = [r.gold for r in held_out]
@@ -832,7 +832,7 @@ def held_out_report(
         features_only = learned_scores(fallback_booster, plain, held_out, None)
         metrics["features_only"] = ranking_metrics(gold, features_only)
         metrics["learned_without_domain_check"] = ranking_metrics(gold, learned)
-        learned = [own if ok else plain for own, plain, ok in zip(learned, features_only, familiar)]
+        learned = [own if ok else alone for own, alone, ok in zip(learned, features_only, familiar)]
         report["unfamiliar"] = int(np.sum(~np.asarray(familiar, dtype=bool)))
     metrics["learned"] = ranking_metrics(gold, learned)
     report["metrics"] = metrics
