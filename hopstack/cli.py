@@ -246,7 +246,8 @@ def index(
     ] = None,
     info: Annotated[Path | None, typer.Option("--info", help="print an index folder's manifest")] = None,
     corpus_format: Annotated[
-        str | None, typer.Option("--format", help="multihop-rag, beir, hotpotqa, jsonl or folder (default: detect)")
+        str | None,
+        typer.Option("--format", help="multihop-rag, beir, hotpotqa, strategyqa, jsonl or folder (default: detect)"),
     ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=8, help="tokens per chunk")] = 256,
     overlap_tokens: Annotated[int, typer.Option("--overlap-tokens", min=0, help="tokens shared by chunks")] = 25,
@@ -337,7 +338,8 @@ def evaluate_command(
         str,
         typer.Option(
             "--dataset",
-            help="multihop-rag, 2wikimultihopqa, scifact, or a dataset folder, HotpotQA .json or BEIR qrels .tsv",
+            help="multihop-rag, 2wikimultihopqa, scifact, strategyqa, or a dataset folder, HotpotQA or StrategyQA "
+            ".json or BEIR qrels .tsv",
         ),
     ],
     index_dir: Annotated[str, typer.Option("--index", help="index folder (or corpus file) for the retrievers")],
@@ -434,7 +436,9 @@ app.add_typer(train_app, name="train")
 # the options every `hopstack train` command takes (each command sets its own defaults)
 TrainDataset = Annotated[
     list[str],
-    typer.Option("--dataset", help="multihop-rag, 2wikimultihopqa, scifact, or a path; repeat it to train on several"),
+    typer.Option(
+        "--dataset", help="multihop-rag, 2wikimultihopqa, scifact, strategyqa, or a path; repeat it to train on several"
+    ),
 ]
 TrainIndex = Annotated[
     list[str], typer.Option("--index", help="index folder (or corpus file) of the dataset's corpus; one per --dataset")

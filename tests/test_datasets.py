@@ -62,6 +62,47 @@ def test_scifact_uses_the_test_qrels_unless_a_qrels_file_is_given():
 
 
 @needs_data
+@pytest.mark.parametrize("given", ["strategyqa", "strategyqa/", "strategyqa/strategyqa_train_subset_229.json"])
+def test_strategyqa_by_name_folder_or_file(given):
+    data = load_dataset(given if given == "strategyqa" else str(SHARED_DATA / given))
+    assert (data.format, len(data.questions)) == ("strategyqa", 229)
+    assert data.corpus == SHARED_DATA / "strategyqa" / "strategyqa_evidence_paragraphs_998.jsonl"
+    first = data.questions[0]
+    assert (first.id, first.answers) == ("e0044a7b4d146d611e73", ["no"])
+    # every annotator's evidence, in first-seen order, the "operation" markers left out
+    assert first.gold_ids == ["Albany, Georgia-1", "Albany, New York-2", "Albany, Georgia-35"]
+    assert first.extra["decomposition"][0] == "What is the population of Albany, Georgia?"
+    paragraphs = {document.id: document for document in read_corpus(data.corpus)}
+    assert len(paragraphs) == 998 and paragraphs["Albany, Georgia-1"].title == "Albany, Georgia"
+    assert all(q.gold_ids and set(q.gold_ids) <= set(paragraphs) for q in data.questions)
+    assert {a for q in data.questions for a in q.answers} == {"yes", "no"}
+    train, test = (load_dataset("strategyqa", split=split).questions for split in ("train", "test"))
+    assert len(train) + len(test) == 229 and all(in_hash_train(q.id) for q in train)
+
+
+def _strategyqa(tmp_path, records, paragraphs=({"paragraph_id": "P-1", "title": "P", "content": "text"},)):
+    (tmp_path / "paragraphs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in paragraphs), encoding="utf-8")
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def test_strategyqa_records_are_checked_by_index_and_qid(tmp_path):
+    evidence = [[[["P-1"]], ["operation"]], [["no_evidence"]]]  # two annotators' steps
+    record = {"qid": "a1", "question": "Q?", "answer": True, "evidence": evidence}
+    good = load_dataset(str(_strategyqa(tmp_path, [record])))
+    assert (good.questions[0].gold_ids, good.questions[0].answers) == (["P-1"], ["yes"])
+    path = _strategyqa(tmp_path, [record, {**record, "qid": "b2", "evidence": [[["P-9"]]]}])
+    assert _error(path) == f"{path}: record 1 (qid b2): evidence paragraph 'P-9' is not in the paragraphs file"
+    path = _strategyqa(tmp_path, [{**record, "answer": "yes"}])
+    assert _error(path) == f"{path}: record 0 (qid a1): 'answer' must be true or false, got 'yes'"
+    path = _strategyqa(tmp_path, [record], paragraphs=({"paragraph_id": "P-1", "title": "P"},))
+    assert "a StrategyQA paragraph line needs 'paragraph_id' and 'content'" in _error(path)
+    (tmp_path / "paragraphs.jsonl").unlink()
+    assert "needs exactly one evidence-paragraphs .jsonl beside it" in _error(path)
+
+
+@needs_data
 def test_every_form_names_its_corpus():
     assert dataset_corpus("multihop-rag").name == "corpus.json"
     assert dataset_corpus("2wikimultihopqa").name == "2wiki_dev_subset.json"
@@ -108,7 +149,7 @@ def _error(name_or_path) -> str:
 
 def test_unknown_names_list_the_known_ones_and_unrecognised_folders_say_what_is_expected(tmp_path, monkeypatch):
     message = _error("nq")
-    assert "unknown dataset 'nq'" in message and "multihop-rag, 2wikimultihopqa, scifact" in message
+    assert "unknown dataset 'nq'" in message and "multihop-rag, 2wikimultihopqa, scifact, strategyqa" in message
     assert "no dataset recognised" in _error(tmp_path) and "questions.jsonl + corpus.jsonl" in _error(tmp_path)
     monkeypatch.setenv("HOPSTACK_DATA", str(tmp_path))
     assert "not found at" in _error("scifact")

@@ -28,8 +28,8 @@ class BenchmarkQuestion:
 class BenchmarkDataset:
     """A benchmark's questions, the corpus to index for it, and the file the questions came from."""
 
-    name: str  # "multihop-rag", "2wikimultihopqa", "scifact", or the folder/file name for paths
-    format: str  # "multihop-rag" | "hotpotqa" | "beir" | "generic"
+    name: str  # "multihop-rag", "2wikimultihopqa", "scifact", "strategyqa", or the folder/file name for paths
+    format: str  # "multihop-rag" | "hotpotqa" | "beir" | "strategyqa" | "generic"
     questions: list[BenchmarkQuestion]
     corpus: Path  # the corpus file `hopstack index --dataset` reads
     source: Path  # the file the questions came from
@@ -59,7 +59,7 @@ def in_hash_train(question_id: str) -> bool:
 
 
 def split_by_hash(questions: list[BenchmarkQuestion], split: str) -> list[BenchmarkQuestion]:
-    """The hash split (2WikiMultihopQA, HotpotQA-format and generic sets): ``train`` holds the questions
+    """The hash split (2WikiMultihopQA, StrategyQA, HotpotQA-format and generic sets): ``train`` holds the questions
     whose id hashes into the first 30% (:func:`in_hash_train`), ``test`` the others, ``all`` everything."""
     split = canonical_split(split)
     if split == "all":

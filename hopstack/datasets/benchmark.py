@@ -7,6 +7,8 @@ A dataset is given by name (``multihop-rag``, ``2wikimultihopqa``, ``scifact``; 
 - ``hotpotqa``: a HotpotQA-format ``.json`` file (questions with ``context``), or a folder holding one;
 - ``beir``: a folder with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv``, or a qrels ``.tsv``
   file inside such a folder (``.../qrels/train.tsv``) to evaluate on other judgements;
+- ``strategyqa``: a folder with a StrategyQA questions ``.json`` and its evidence paragraphs ``.jsonl``, or
+  that questions file;
 - ``generic``: a folder with ``questions.jsonl`` and ``corpus.jsonl``.
 
 Every dataset has fixed, disjoint train and test splits (:func:`split_questions`); nothing is tuned or
@@ -17,7 +19,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hopstack.datasets import beir, generic, hotpotqa, multihop_rag
+from hopstack.datasets import beir, generic, hotpotqa, multihop_rag, strategyqa
 from hopstack.datasets.base import BenchmarkDataset, BenchmarkQuestion, canonical_split, split_by_hash, split_items
 from hopstack.datasets.registry import resolve_dataset
 from hopstack.errors import HopstackInputError
@@ -39,6 +41,7 @@ _LOADERS = {
     "multihop-rag": multihop_rag.load_questions,
     "hotpotqa": hotpotqa.load_questions,
     "beir": beir.load_questions,
+    "strategyqa": strategyqa.load_questions,
     "generic": generic.load_questions,
 }
 
@@ -60,6 +63,18 @@ def _is_hotpotqa(path: Path) -> bool:
         return False
 
 
+def _strategyqa_location(name: str, questions: Path) -> DatasetLocation:
+    """A StrategyQA questions file with the one evidence-paragraphs ``.jsonl`` beside it."""
+    paragraphs = [path for path in sorted(questions.parent.glob("*.jsonl")) if detect_format(path) == "strategyqa"]
+    if len(paragraphs) != 1:
+        found = ", ".join(path.name for path in paragraphs) or "none"
+        raise HopstackInputError(
+            f"{questions}: a StrategyQA questions file needs exactly one evidence-paragraphs .jsonl beside it "
+            f"(lines with 'paragraph_id' and 'content'); found {found}"
+        )
+    return DatasetLocation(name, "strategyqa", questions, paragraphs[0])
+
+
 def _locate_folder(name: str, folder: Path) -> DatasetLocation:
     queries, corpus = folder / multihop_rag.QUERIES_FILE, folder / multihop_rag.CORPUS_FILE
     if queries.is_file() and corpus.is_file():
@@ -71,6 +86,9 @@ def _locate_folder(name: str, folder: Path) -> DatasetLocation:
         return DatasetLocation(name, "beir", qrels, folder / beir.CORPUS_FILE)
     if (folder / generic.QUESTIONS_FILE).is_file() and (folder / generic.CORPUS_FILE).is_file():
         return DatasetLocation(name, "generic", folder / generic.QUESTIONS_FILE, folder / generic.CORPUS_FILE)
+    strategy = [path for path in sorted(folder.glob("*.json")) if strategyqa.is_questions_file(path)]
+    if len(strategy) == 1:
+        return _strategyqa_location(name, strategy[0])
     candidates = [path for path in sorted(folder.glob("*.json")) if _is_hotpotqa(path)]
     if len(candidates) == 1:
         return DatasetLocation(name, "hotpotqa", candidates[0], candidates[0])
@@ -80,7 +98,7 @@ def _locate_folder(name: str, folder: Path) -> DatasetLocation:
     raise HopstackInputError(
         f"{folder}: no dataset recognised; expected {multihop_rag.QUERIES_FILE} + {multihop_rag.CORPUS_FILE} "
         f"(MultiHop-RAG), a HotpotQA-format .json, {beir.CORPUS_FILE} + {beir.QUERIES_FILE} + qrels/ (BEIR), "
-        f"or {generic.QUESTIONS_FILE} + {generic.CORPUS_FILE}"
+        f"a StrategyQA questions .json + paragraphs .jsonl, or {generic.QUESTIONS_FILE} + {generic.CORPUS_FILE}"
     )
 
 
@@ -94,10 +112,13 @@ def locate_dataset(name_or_path: str) -> DatasetLocation:
         if not corpus.is_file():
             raise HopstackInputError(f"{path}: a qrels file must sit in the qrels/ folder of a BEIR dataset ({corpus})")
         return DatasetLocation(f"{beir.root_of(path).name}/{path.stem}", "beir", path, corpus)
+    if path.suffix == ".json" and strategyqa.is_questions_file(path):
+        return _strategyqa_location(name, path)
     if path.suffix == ".json" and detect_format(path) == "hotpotqa":  # a broken file raises its own error
         return DatasetLocation(name, "hotpotqa", path, path)
     raise HopstackInputError(
-        f"{path}: not a dataset file; give a HotpotQA-format .json, a BEIR qrels .tsv, or a dataset folder"
+        f"{path}: not a dataset file; give a HotpotQA-format or StrategyQA .json, a BEIR qrels .tsv, or a dataset "
+        "folder"
     )
 
 
@@ -123,7 +144,7 @@ def split_questions(location: DatasetLocation, questions: list[BenchmarkQuestion
 
     - MultiHop-RAG: train is every fifth query (positions 0, 5, 10, ...), test the rest;
     - a BEIR set with ``qrels/train.tsv`` and ``qrels/test.tsv`` (SciFact): each file is its split;
-    - any other set (2WikiMultihopQA, HotpotQA-format, generic, BEIR without those files): a hash of the
+    - any other set (2WikiMultihopQA, StrategyQA, HotpotQA-format, generic, BEIR without those files): a hash of the
       question id puts 30% of the questions in train, the rest in test.
     """
     split = canonical_split(split)

@@ -15,6 +15,7 @@ DATASETS: dict[str, str] = {
     "multihop-rag": "multihop_rag",
     "2wikimultihopqa": "2wikimultihopqa",
     "scifact": "scifact",
+    "strategyqa": "strategyqa",
 }
 
 

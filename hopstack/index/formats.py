@@ -7,11 +7,13 @@ Supported, detected from the path and the first record:
 - BEIR ``corpus.jsonl``: lines ``{"_id", "title", "text", "metadata"?}``.
 - HotpotQA format (HotpotQA, 2WikiMultihopQA): a JSON list of questions with ``context`` =
   ``[[title, [sentences]], ...]``; the corpus is the pooled paragraphs, one document per title.
+- StrategyQA evidence paragraphs (``.jsonl``): lines ``{"paragraph_id", "title", "content", ...meta}``; the
+  id is the paragraph id its questions' evidence names.
 - plain JSONL: lines ``{"id", "title"?, "text", ...meta}``.
 - a folder, searched recursively: each ``.txt`` / ``.md`` file one document (id = the relative path, title =
-  the first Markdown heading or the file name), each ``.jsonl`` file one document a line (plain JSONL or
-  BEIR, as above; a dataset's ``questions.jsonl`` and BEIR's ``queries.jsonl`` are not documents and are
-  skipped). ``.json`` files are not read in a folder: pass such a corpus file itself.
+  the first Markdown heading or the file name), each ``.jsonl`` file one document a line (plain JSONL,
+  BEIR or StrategyQA paragraphs, as above; a dataset's ``questions.jsonl`` and BEIR's ``queries.jsonl`` are
+  not documents and are skipped). ``.json`` files are not read in a folder: pass such a corpus file itself.
 
 Every error names the file and, where there is one, the line or record; non-UTF-8 input, empty
 corpora and duplicate ids are refused.
@@ -100,14 +102,14 @@ def _first_jsonl_record(path: Path) -> dict | None:
 
 
 def detect_format(path: Path) -> str:
-    """The corpus format of ``path``: multihop-rag, beir, hotpotqa, jsonl or folder."""
+    """The corpus format of ``path``: multihop-rag, beir, hotpotqa, strategyqa, jsonl or folder."""
     if path.is_dir():
         return "folder"
     if not path.exists():
         raise HopstackInputError(f"{path}: no such file or folder")
     if path.suffix == ".jsonl":
-        first = _first_jsonl_record(path)
-        return "beir" if first is not None and "_id" in first else "jsonl"
+        first = _first_jsonl_record(path) or {}
+        return "beir" if "_id" in first else "strategyqa" if "paragraph_id" in first else "jsonl"
     if path.suffix == ".json":
         data = _json_document(path)
         if isinstance(data, list) and data and isinstance(data[0], dict):
@@ -156,6 +158,14 @@ def _hotpotqa(path: Path) -> Iterator[SourceDocument]:
             yield SourceDocument(title, title, "".join(str(s) for s in sentences), {"sentences": len(sentences)})
 
 
+def _strategyqa(path: Path) -> Iterator[SourceDocument]:
+    for number, record in read_json_lines(path):
+        if "paragraph_id" not in record or not isinstance(record.get("content"), str):
+            raise HopstackInputError(f"{path}:{number}: a StrategyQA paragraph line needs 'paragraph_id' and 'content'")
+        meta = {k: v for k, v in record.items() if k not in ("paragraph_id", "title", "content")}
+        yield SourceDocument(str(record["paragraph_id"]), str(record.get("title") or ""), record["content"], meta)
+
+
 def _jsonl(path: Path) -> Iterator[SourceDocument]:
     for number, record in read_json_lines(path):
         if "id" not in record or not isinstance(record.get("text"), str):
@@ -195,7 +205,14 @@ def _folder(path: Path) -> Iterator[SourceDocument]:
         yield from folder_file_documents(file, path)
 
 
-_READERS = {"multihop-rag": _multihop_rag, "beir": _beir, "hotpotqa": _hotpotqa, "jsonl": _jsonl, "folder": _folder}
+_READERS = {
+    "multihop-rag": _multihop_rag,
+    "beir": _beir,
+    "hotpotqa": _hotpotqa,
+    "strategyqa": _strategyqa,
+    "jsonl": _jsonl,
+    "folder": _folder,
+}
 FORMATS = tuple(_READERS)
 
 
