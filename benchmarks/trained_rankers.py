@@ -6,7 +6,8 @@ yaml/hybrid.yaml), then compares yaml/hybrid.yaml with yaml/hybrid-learned.yaml 
 split: the benchmark's metrics, Fisher's randomization test against hybrid, and milliseconds a question.
 ``--ranker NAME=MODEL`` uses a model of your own for a dataset instead (trained elsewhere, e.g. on other
 datasets for an out-of-domain run, or with a cross-encoder); ``--without-domain-check`` adds a bi-encoder
-ranker's variant without its domain check.
+ranker's variant without its domain check. ``--split all`` reads every question, for a dataset that no
+ranker in the run was trained or tuned on (StrategyQA).
 
     python benchmarks/trained_rankers.py --dataset multihop-rag=runs/mhr-index \\
         --dataset scifact=runs/scifact-index --dataset 2wikimultihopqa=runs/2wikimultihopqa-index \\
@@ -34,6 +35,7 @@ METRICS = {
     "multihop-rag": ["MRR@10", "Hits@4", "Hits@10", "MAP@10", "AllGold@5"],
     "scifact": ["nDCG@10", "MRR@10", "Recall@10"],
     "2wikimultihopqa": ["AllGold@5", "AllGold@2", "AnyGold@5", "Recall@10"],
+    "strategyqa": ["nDCG@10", "MRR@10", "Recall@10", "AllGold@5"],
 }
 
 
@@ -60,21 +62,23 @@ def ranker_for(dataset: str, index: str, model: str | None) -> str:
     return name
 
 
-def measure(dataset: str, index: str, ranker: str, limit: int | None, without_check: bool = False) -> dict:
-    """hybrid against hybrid + the ranker on the test split: per variant its metrics, significance marks and
-    ms a question; ``without_check`` adds the ranker with its domain check off (the second reads the
-    scorer's embeddings from the call cache, so its ms a question are not its cost)."""
+def measure(
+    dataset: str, index: str, ranker: str, limit: int | None, without_check: bool = False, split: str = "test"
+) -> dict:
+    """hybrid against hybrid + the ranker on ``split``: per variant its metrics, significance marks and ms a
+    question; ``without_check`` adds the ranker with its domain check off (the second reads the scorer's
+    embeddings from the call cache, so its ms a question are not its cost)."""
     parameters: dict[str, list] = {"rerank.model": [ranker]}
     if without_check:
         parameters["rerank.domain_check"] = [True, False]
     grid = Grid(path=Path("(benchmark)"), parameters=parameters)
-    result = compare([HYBRID, LEARNED], dataset, index, grid=grid, limit=limit, split="test")
-    return {"n_questions": result.n_questions, "ranker": ranker, "rows": variant_rows(result)}
+    result = compare([HYBRID, LEARNED], dataset, index, grid=grid, limit=limit, split=split)
+    return {"n_questions": result.n_questions, "split": split, "ranker": ranker, "rows": variant_rows(result)}
 
 
 def print_table(dataset: str, measured: dict) -> None:
     metrics = METRICS.get(dataset) or sorted(next(iter(measured["rows"].values()))["metrics"] or {})
-    print(f"\n{dataset} test split, n = {measured['n_questions']} (ranker {measured['ranker']})")
+    print(f"\n{dataset} {measured['split']} split, n = {measured['n_questions']} (ranker {measured['ranker']})")
     print(" | ".join(["variant", *metrics, "ms/question"]))
     for name, row in measured["rows"].items():
         if row["status"] != "ok":
@@ -93,14 +97,28 @@ def main() -> None:
     parser.add_argument(
         "--without-domain-check", action="store_true", help="also run the ranker with its domain check off"
     )
+    parser.add_argument(
+        "--split",
+        choices=["test", "all"],
+        default="test",
+        help="all: every question, for a dataset no ranker in the run was trained or tuned on",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     datasets, rankers = pairs(args.dataset, "--dataset"), pairs(args.ranker, "--ranker")
-    report = {"cpu_count": os.cpu_count(), "python": sys.version, "limit": args.limit, "datasets": {}}
+    if args.split == "all" and set(datasets) - set(rankers):
+        sys.exit("--split all: give each dataset's --ranker (one trained on its train split would be tested on it)")
+    report = {
+        "cpu_count": os.cpu_count(),
+        "python": sys.version,
+        "limit": args.limit,
+        "split": args.split,
+        "datasets": {},
+    }
     for dataset, index in datasets.items():
         print(f"{dataset}: index {index}", flush=True)
         ranker = ranker_for(dataset, index, rankers.get(dataset))
-        measured = measure(dataset, index, ranker, args.limit, args.without_domain_check)
+        measured = measure(dataset, index, ranker, args.limit, args.without_domain_check, args.split)
         report["datasets"][dataset] = measured
         print_table(dataset, measured)
         write_results(args.json, report)

@@ -213,10 +213,30 @@ def test_bad_input_is_refused_before_anything_is_written(trained, home, cli, tmp
     assert "--num-negatives 0: give one count of at least 1" in err
     err = _unchanged(home, _train_cli(cli, fresh, "--num-negatives", "two"))
     assert "expected a whole number or comma-separated ones" in err
-    err = _unchanged(home, _train_cli(cli, fresh, "--domain-quantile", "0.9"))
-    assert "--domain-quantile" in err
+    for bad in ("0.9", "most"):
+        err = _unchanged(home, _train_cli(cli, fresh, "--domain-quantile", bad))
+        assert f"--domain-quantile must be in [0, 0.5] or auto, got {bad!r}" in err
     with pytest.raises(HopstackInputError, match="--domain-quantile must be in"):
         train_reranker(RerankerTraining(**{**fresh.__dict__, "domain_quantile": -0.1}))
+
+
+def test_auto_domain_quantile_takes_the_largest_that_costs_the_held_out_questions_nothing():
+    gold = [[True, False]] * 4
+    learned = [np.array([1.0, 0.0])] * 4  # the ranker puts every gold candidate first
+    alone = [np.array([1.0, 0.0])] * 2 + [np.array([0.0, 1.0])] * 2  # the fallback, only on the first two
+    trusts = {  # quantile -> which questions the check trusts
+        0.01: [True, True, True, True],
+        0.02: [False, True, True, True],
+        0.05: [False, False, True, True],
+        0.1: [False, False, False, True],
+    }
+    familiar_at = {q: np.array(mask) for q, mask in trusts.items()}
+    chosen, by_quantile = training.choose_domain_quantile(gold, learned, alone, familiar_at)
+    assert chosen == 0.05 and by_quantile["0.1"] == {"MRR@10": 0.875, "Hits@4": 1.0, "unfamiliar": 3}
+    assert [by_quantile[str(q)]["unfamiliar"] for q in trusts] == [0, 1, 2, 3]
+    hurt = {q: np.array([False, False, False, mask[3]]) for q, mask in trusts.items()}  # every quantile costs
+    assert training.choose_domain_quantile(gold, learned, alone, hurt)[0] == 0.01
+    assert training.choose_domain_quantile([], [], [], {q: np.array([], dtype=bool) for q in trusts}) == (0.01, {})
 
 
 def test_an_unusable_name_is_refused():
@@ -377,13 +397,19 @@ def _the_domain_check_routes_unfamiliar_questions_to_the_fallback(manifest: dict
     import lightgbm
 
     domain = manifest["ranker"]["domain"]
-    assert domain["datasets"] == ["widgets"] and domain["quantile"] == 0.01
-    assert len(domain["centroids"]) == len(domain["thresholds"]) == 1
+    assert domain["datasets"] == ["widgets"] and len(domain["centroids"]) == len(domain["thresholds"]) == 1
     plain = RankingFeatures.from_dict(domain["fallback_features"])
     assert not plain.with_scorer and plain.chunk_position_limit == 0
     dev = manifest["dev"]
     assert {"features_only", "learned_without_domain_check", "learned"} <= set(dev["metrics"])
-    assert 0 <= dev["unfamiliar"] <= dev["n_questions"]
+    # --domain-quantile auto: the largest quantile whose held-out MRR@10 is the ranker's without the check
+    choice = domain["quantile_choice"]
+    assert choice["rule"] == "auto" and set(choice["held_out"]) == set(map(str, training.DOMAIN_QUANTILES))
+    unchecked = dev["metrics"]["learned_without_domain_check"]["MRR@10"]
+    passing = [q for q in training.DOMAIN_QUANTILES if choice["held_out"][str(q)]["MRR@10"] >= unchecked - 1e-12]
+    assert domain["quantile"] == max(passing, default=training.DOMAIN_QUANTILES[0])
+    assert dev["unfamiliar"] == choice["held_out"][str(domain["quantile"])]["unfamiliar"]
+    assert dev["metrics"]["learned"]["MRR@10"] == choice["held_out"][str(domain["quantile"])]["MRR@10"]
     folder = trained_model_dir("tiny-bi-ranker")
     fallback = lightgbm.Booster(model_file=str(folder / domain["fallback_file"]))
     main = lightgbm.Booster(model_file=str(folder / manifest["ranker"]["file"]))

@@ -28,7 +28,9 @@
    questions' candidate embeddings (per dataset a centroid, and as threshold the
    ``domain_quantile`` of its questions' cosines to it), and a fallback ranker beside the main one
    (``ranker-features.txt``; no scorer and no chunk positions: :func:`fallback_features`): the reranker
-   ranks questions whose candidates are unlike every training corpus by the fallback.
+   ranks questions whose candidates are unlike every training corpus by the fallback. ``domain_quantile``
+   ``auto`` (the default) takes the largest of :data:`DOMAIN_QUANTILES` whose check costs the held-out
+   questions nothing (:func:`choose_domain_quantile`).
 
 The model is built in ``$HOPSTACK_HOME/models/.NAME.partial`` (checkpoints included, so an interrupted run
 continues with ``resume``) and moved to ``$HOPSTACK_HOME/models/NAME`` when done.
@@ -78,6 +80,9 @@ CROSS_ENCODER_OPTIONS = (
     "layers", "float16", "bi_encoder", "domain_quantile",
 )  # fmt: skip
 WEIGHTS = tuple(i / 10 for i in range(11))
+# the domain check's quantiles that ``domain_quantile: auto`` chooses among (choose_domain_quantile)
+DOMAIN_QUANTILES = (0.01, 0.02, 0.05, 0.1)
+MAX_DOMAIN_QUANTILE = 0.5
 # LightGBM LambdaRank settings, fixed beforehand (not tuned on any test split)
 LAMBDARANK = {
     "objective": "lambdarank",
@@ -163,7 +168,7 @@ class RerankerTraining(TrainingConfig):
     cross_encoder: bool = True
     named_fields: tuple[str, ...] = DEFAULT_NAMED_FIELDS
     monotone: bool = True
-    domain_quantile: float = 0.01
+    domain_quantile: float | str = "auto"  # a share in [0, MAX_DOMAIN_QUANTILE], or auto: choose_domain_quantile
 
 
 @dataclass
@@ -701,14 +706,68 @@ def candidate_profiles(embeddings: TextEmbeddings, items: list[Ranked]) -> list[
     return [candidate_profile(embeddings([passage_text(d, True) for d in r.documents])) for r in items]
 
 
-def fit_domain_check(embeddings: TextEmbeddings, training: list[Ranked], quantile: float) -> DomainCheck:
-    """The :class:`~hopstack.components.learned_ranking.DomainCheck` of the rankable training questions'
-    candidates, one centroid per dataset, each threshold the ``quantile`` of its questions' cosines."""
+def domain_quantile_value(value: float | str) -> float | None:
+    """``domain_quantile`` read: a share in [0, :data:`MAX_DOMAIN_QUANTILE`], or None for ``auto``; anything
+    else is refused."""
+    if value == "auto":
+        return None
+    try:
+        quantile = float(value)
+    except (TypeError, ValueError):
+        quantile = math.nan
+    if not 0 <= quantile <= MAX_DOMAIN_QUANTILE:
+        raise HopstackInputError(f"--domain-quantile must be in [0, {MAX_DOMAIN_QUANTILE}] or auto, got {value!r}")
+    return quantile
+
+
+def training_profiles(embeddings: TextEmbeddings, training: list[Ranked]) -> dict[str, list[np.ndarray]]:
+    """The candidate profiles of the rankable training questions, by dataset: what a
+    :class:`~hopstack.components.learned_ranking.DomainCheck` is fitted on."""
     kept = [r for r in training if is_rankable(r)]
     by_dataset: dict[str, list[np.ndarray]] = {}
     for item, profile in zip(kept, candidate_profiles(embeddings, kept)):
         by_dataset.setdefault(item.dataset, []).append(profile)
-    return DomainCheck.fit(by_dataset, quantile)
+    return by_dataset
+
+
+def choose_domain_quantile(
+    gold: list[list[bool]],
+    learned: list[np.ndarray],
+    features_only: list[np.ndarray],
+    familiar_at: dict[float, np.ndarray],
+) -> tuple[float, dict[str, Any]]:
+    """``domain_quantile: auto``: the largest quantile of ``familiar_at`` (quantile -> per held-out question,
+    whether the check at that quantile trusts the scorer) whose routing (the fallback's scores on the
+    unfamiliar questions) reaches the held-out MRR@10 of the ranker without the check, so that the check
+    rejects as much as it can at no held-out cost; the smallest quantile when none does or nothing is held
+    out. Returns it and, per quantile, the held-out metrics and the number sent to the fallback."""
+    if not gold:
+        return min(familiar_at), {}
+    baseline = ranking_metrics(gold, learned)["MRR@10"]
+    by_quantile: dict[str, Any] = {}
+    for quantile, familiar in sorted(familiar_at.items()):
+        routed = [own if ok else alone for own, alone, ok in zip(learned, features_only, familiar)]
+        by_quantile[str(quantile)] = {**ranking_metrics(gold, routed), "unfamiliar": int(np.sum(~familiar))}
+    passing = [q for q in familiar_at if by_quantile[str(q)]["MRR@10"] >= baseline - 1e-12]
+    return max(passing, default=min(familiar_at)), by_quantile
+
+
+def fit_domain_check(
+    profiles: dict[str, list[np.ndarray]],
+    quantile: float | None,
+    embeddings: TextEmbeddings,
+    held_out: list[Ranked],
+    learned: list[np.ndarray],
+    features_only: list[np.ndarray],
+) -> tuple[DomainCheck, dict[str, Any] | None]:
+    """The domain check of the training ``profiles`` (:func:`training_profiles`) at ``quantile``; with None
+    (``auto``), at the quantile :func:`choose_domain_quantile` picks from the held-out questions' ranker
+    (``learned``) and fallback (``features_only``) scores, and the record of that choice."""
+    if quantile is not None:
+        return DomainCheck.fit(profiles, quantile), None
+    familiar_at = {q: held_out_familiar(DomainCheck.fit(profiles, q), embeddings, held_out) for q in DOMAIN_QUANTILES}
+    chosen, by_quantile = choose_domain_quantile([r.gold for r in held_out], learned, features_only, familiar_at)
+    return DomainCheck.fit(profiles, chosen), {"rule": "auto", "held_out": by_quantile}
 
 
 def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
@@ -866,8 +925,7 @@ def train_reranker(
     :func:`partial_dir` for ``resume``."""
     status = status or (lambda message: None)
     check_request(config, resume, force)
-    if not 0 <= config.domain_quantile < 1:
-        raise HopstackInputError(f"--domain-quantile must be in [0, 1), got {config.domain_quantile}")
+    domain_quantile_value(config.domain_quantile)
     if not config.cross_encoder and (config.teacher is not None or config.bi_encoder):
         option = "--teacher distils into" if config.teacher is not None else "--bi-encoder fine-tunes"
         raise HopstackInputError(f"{option} the ranker's scorer model: it needs --cross-encoder")
@@ -910,14 +968,26 @@ def train_reranker(
     booster.save_model(str(folder / RANKER_FILE))
     domain, fallback = None, None
     if embeddings is not None:
-        status("fitting the domain check and the fallback ranker")
-        check = fit_domain_check(embeddings, training, config.domain_quantile)
+        status("fitting the fallback ranker and the domain check")
         plain = fallback_features(features)
         fallback_booster = fit_lambdarank(
             plain, training, None, config.seed, lambdarank_parameters(plain, config.monotone)
         )
         fallback_booster.save_model(str(folder / FALLBACK_RANKER_FILE))
-        domain = {**check.to_dict(), "fallback_file": FALLBACK_RANKER_FILE, "fallback_features": plain.to_dict()}
+        check, choice = fit_domain_check(
+            training_profiles(embeddings, training),
+            domain_quantile_value(config.domain_quantile),
+            embeddings,
+            held_out,
+            learned_scores(booster, features, held_out, held_out_scores),
+            learned_scores(fallback_booster, plain, held_out, None),
+        )
+        domain = {
+            **check.to_dict(),
+            **({"quantile_choice": choice} if choice else {}),
+            "fallback_file": FALLBACK_RANKER_FILE,
+            "fallback_features": plain.to_dict(),
+        }
         fallback = (fallback_booster, plain, held_out_familiar(check, embeddings, held_out))
     ranker_seconds = time.perf_counter() - started
     dev = held_out_report(held_out, held_out_scores, booster, features, fallback)
