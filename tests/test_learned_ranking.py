@@ -290,7 +290,9 @@ def test_the_shipped_bi_encoder_reranker_moves_the_named_source_and_date_first(t
     assert manifest["bi_encoder"] and manifest["hyperparameters"]["monotone"]
     assert manifest["ranker"]["features"]["version"] == 2
     assert manifest["ranker"]["features"]["chunk_position_limit"] == 71  # MultiHop-RAG's long articles
-    assert manifest["ranker"]["domain"]["datasets"] == ["multihop-rag", "2wikimultihopqa", "scifact"]
+    domain = manifest["ranker"]["domain"]
+    assert domain["datasets"] == ["multihop-rag", "2wikimultihopqa", "scifact"]
+    assert domain["quantile_choice"]["rule"] == "auto" and "--domain-quantile auto" in manifest["command"]
     reranker = LearnedReranker("hopstack-reranker-bi", top_k=5, device="cpu")
     ranked = reranker.run(query=NAMED_QUERY, documents=_named_source_documents())["documents"]
     assert ranked[0].id == "3"
