@@ -67,6 +67,20 @@ def split_by_hash(questions: list[BenchmarkQuestion], split: str) -> list[Benchm
     return [q for q in questions if in_hash_train(q.id) == (split == "train")]
 
 
+def checked_record(path: Path, index: int, record: object, id_key: str, required: tuple[str, ...]) -> str:
+    """Where record ``index`` of the JSON list in ``path`` is (``FILE: record N (ID_KEY id)``), for errors; a
+    record that is not an object or lacks a ``required`` key is refused there."""
+    where = f"{path}: record {index}"
+    if not isinstance(record, dict):
+        raise HopstackInputError(f"{where}: not a JSON object")
+    if id_key in record:
+        where += f" ({id_key} {record[id_key]})"
+    missing = [key for key in required if key not in record]
+    if missing:
+        raise HopstackInputError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+    return where
+
+
 def distinct(values: list[str]) -> list[str]:
     """``values`` without repeats, in first-seen order."""
     return list(dict.fromkeys(values))

@@ -11,7 +11,7 @@ not in its paragraph has none): the sentence-level gold of ``hopstack train clue
 import json
 from pathlib import Path
 
-from hopstack.datasets.base import BenchmarkQuestion, distinct
+from hopstack.datasets.base import BenchmarkQuestion, checked_record, distinct
 from hopstack.errors import HopstackInputError
 
 REQUIRED = ("question", "answer", "supporting_facts", "context")
@@ -38,15 +38,8 @@ def _supporting_sentences(paragraphs: dict[str, object], facts: list) -> list[li
     return found
 
 
-def _question(path: Path, index: int, record: object) -> BenchmarkQuestion:
-    where = f"{path}: record {index}"
-    if not isinstance(record, dict):
-        raise HopstackInputError(f"{where}: not a JSON object")
-    if "_id" in record:
-        where += f" (_id {record['_id']})"
-    missing = [key for key in REQUIRED if key not in record]
-    if missing:
-        raise HopstackInputError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+def _question(path: Path, index: int, record: dict) -> BenchmarkQuestion:
+    where = checked_record(path, index, record, "_id", REQUIRED)
     context, facts = record["context"], record["supporting_facts"]
     if not isinstance(context, list) or not all(isinstance(p, list) and len(p) == 2 for p in context):
         raise HopstackInputError(f"{where}: 'context' must be a list of [title, sentences]")

@@ -11,7 +11,7 @@ A question's gold ids are the paragraphs any annotator cited, in first-seen orde
 import json
 from pathlib import Path
 
-from hopstack.datasets.base import BenchmarkQuestion, distinct
+from hopstack.datasets.base import BenchmarkQuestion, checked_record, distinct
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import read_corpus
 
@@ -39,15 +39,8 @@ def evidence_ids(evidence: object, where: str) -> list[str]:
     return [paragraph for entry in evidence for paragraph in evidence_ids(entry, where)]
 
 
-def _question(path: Path, index: int, record: object, corpus_ids: set[str]) -> BenchmarkQuestion:
-    where = f"{path}: record {index}"
-    if not isinstance(record, dict):
-        raise HopstackInputError(f"{where}: not a JSON object")
-    if "qid" in record:
-        where += f" (qid {record['qid']})"
-    missing = [key for key in REQUIRED if key not in record]
-    if missing:
-        raise HopstackInputError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+def _question(path: Path, index: int, record: dict, corpus_ids: set[str]) -> BenchmarkQuestion:
+    where = checked_record(path, index, record, "qid", REQUIRED)
     if not isinstance(record["answer"], bool):
         raise HopstackInputError(f"{where}: 'answer' must be true or false, got {record['answer']!r}")
     gold_ids = distinct(evidence_ids(record["evidence"], where))
