@@ -427,9 +427,12 @@ def _the_domain_check_routes_unfamiliar_questions_to_the_fallback(manifest: dict
         shutil.copytree(folder, copy)
         edited = {**manifest, "ranker": {**manifest["ranker"], "domain": {**domain, "thresholds": [threshold]}}}
         (copy / "manifest.json").write_text(json.dumps(edited))
-        ranked = LearnedReranker(str(copy), top_k=5, device="cpu").run(query=query, documents=documents)["documents"]
+        reranker = LearnedReranker(str(copy), top_k=5, device="cpu")
+        ranked = reranker.run(query=query, documents=documents)["documents"]
         order = [documents[i].id for i in np.argsort(-expected[case], kind="stable")]
         assert [d.id for d in ranked] == order
+        assert reranker.scorer_trusted([query, query], [documents, []]).tolist() == [case == "familiar", True]
     unchecked = LearnedReranker(str(tmp_path / "tiny-bi-unfamiliar"), top_k=5, device="cpu", domain_check=False)
     order = [documents[i].id for i in np.argsort(-expected["familiar"], kind="stable")]
     assert [d.id for d in unchecked.run(query=query, documents=documents)["documents"]] == order
+    assert unchecked.scorer_trusted([query], [documents]).tolist() == [True]

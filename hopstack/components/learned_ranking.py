@@ -387,6 +387,14 @@ class LearnedReranker(Reranker):
             trusted[asked] = self._domain.familiar(np.array(profiles))
         return cosines, trusted
 
+    def scorer_trusted(self, query: list[str], documents: list[list[Document]]) -> np.ndarray:
+        """Per question, whether the ranker reads its scorer on it: False where the domain check sends the
+        question to the fallback ranker; True everywhere for a ranker without a check (or with it off)."""
+        self.warm_up()
+        if self._domain is None:
+            return np.ones(len(query), dtype=bool)
+        return self._scorer_scores(query, documents)[1]
+
     def run_batch(
         self, query: list[str], documents: list[list[Document]], top_k: list[int | None] | None = None
     ) -> dict[str, list[Any]]:
