@@ -1,6 +1,6 @@
 """One entry point for every benchmark: :func:`load_dataset` and :func:`dataset_corpus`.
 
-A dataset is given by name (``multihop-rag``, ``2wikimultihopqa``, ``scifact``; see
+A dataset is given by name (``multihop-rag``, ``2wikimultihopqa``, ``scifact``, ``strategyqa``; see
 :mod:`hopstack.datasets.registry`) or by path, and its format is recognised from its files:
 
 - ``multihop-rag``: a folder with ``MultiHopRAG.json`` and ``corpus.json``;
