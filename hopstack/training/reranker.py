@@ -730,6 +730,12 @@ def training_profiles(embeddings: TextEmbeddings, training: list[Ranked]) -> dic
     return by_dataset
 
 
+def routed_scores(learned: list[np.ndarray], features_only: list[np.ndarray], familiar) -> list[np.ndarray]:
+    """Each question's scores as the reranker serves them: the ranker's where the domain check trusts the
+    scorer (``familiar``), the fallback's elsewhere."""
+    return [own if ok else alone for own, alone, ok in zip(learned, features_only, familiar)]
+
+
 def choose_domain_quantile(
     gold: list[list[bool]],
     learned: list[np.ndarray],
@@ -746,7 +752,7 @@ def choose_domain_quantile(
     baseline = ranking_metrics(gold, learned)["MRR@10"]
     by_quantile: dict[str, Any] = {}
     for quantile, familiar in sorted(familiar_at.items()):
-        routed = [own if ok else alone for own, alone, ok in zip(learned, features_only, familiar)]
+        routed = routed_scores(learned, features_only, familiar)
         by_quantile[str(quantile)] = {**ranking_metrics(gold, routed), "unfamiliar": int(np.sum(~familiar))}
     passing = [q for q in familiar_at if by_quantile[str(q)]["MRR@10"] >= baseline - 1e-12]
     return max(passing, default=min(familiar_at)), by_quantile
@@ -759,15 +765,18 @@ def fit_domain_check(
     held_out: list[Ranked],
     learned: list[np.ndarray],
     features_only: list[np.ndarray],
-) -> tuple[DomainCheck, dict[str, Any] | None]:
+) -> tuple[DomainCheck, np.ndarray, dict[str, Any] | None]:
     """The domain check of the training ``profiles`` (:func:`training_profiles`) at ``quantile``; with None
     (``auto``), at the quantile :func:`choose_domain_quantile` picks from the held-out questions' ranker
-    (``learned``) and fallback (``features_only``) scores, and the record of that choice."""
+    (``learned``) and fallback (``features_only``) scores. Returns the check, which held-out questions it
+    trusts (:func:`held_out_familiar`) and the record of the choice (None for a given quantile)."""
     if quantile is not None:
-        return DomainCheck.fit(profiles, quantile), None
-    familiar_at = {q: held_out_familiar(DomainCheck.fit(profiles, q), embeddings, held_out) for q in DOMAIN_QUANTILES}
+        check = DomainCheck.fit(profiles, quantile)
+        return check, held_out_familiar(check, embeddings, held_out), None
+    checks = {q: DomainCheck.fit(profiles, q) for q in DOMAIN_QUANTILES}
+    familiar_at = {q: held_out_familiar(check, embeddings, held_out) for q, check in checks.items()}
     chosen, by_quantile = choose_domain_quantile([r.gold for r in held_out], learned, features_only, familiar_at)
-    return DomainCheck.fit(profiles, chosen), {"rule": "auto", "held_out": by_quantile}
+    return checks[chosen], familiar_at[chosen], {"rule": "auto", "held_out": by_quantile}
 
 
 def fit_first_stage_weight(held_out: list[Ranked], trained: list[np.ndarray]) -> dict[str, Any]:
@@ -866,15 +875,14 @@ def held_out_familiar(check: DomainCheck, embeddings: TextEmbeddings, held_out: 
 def held_out_report(
     held_out: list[Ranked],
     trained: list[np.ndarray] | None,
-    booster,
-    features: RankingFeatures,
-    fallback: tuple[Any, RankingFeatures, np.ndarray] | None = None,
+    learned: list[np.ndarray],
+    fallback: tuple[list[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any] | None:
-    """MRR@10 and Hits@4 on the held-out questions of the first stage, the cross-encoder alone, its best
-    interpolation (whose weight becomes ``first_stage_weight``) and the learned ranker; None without
-    held-out questions. With ``fallback`` (the fallback booster, its features and, per held-out question,
-    whether the domain check calls it familiar), ``learned`` is what the reranker serves (the fallback on the
-    unfamiliar ones), beside the fallback alone (``features_only``) and the ranker without the check."""
+    """MRR@10 and Hits@4 on the held-out questions of the first stage, the cross-encoder alone (``trained``),
+    its best interpolation (whose weight becomes ``first_stage_weight``) and the learned ranker (its scores
+    ``learned``); None without held-out questions. With ``fallback`` (the fallback ranker's scores and, per
+    held-out question, whether the domain check calls it familiar), ``learned`` is what the reranker serves
+    (:func:`routed_scores`), beside the fallback alone (``features_only``) and the ranker without the check."""
     if not held_out:
         return None
     gold = [r.gold for r in held_out]
@@ -885,13 +893,11 @@ def held_out_report(
         metrics["reranker"] = fitted["by_weight"]["0.0"]
         metrics["interpolated"] = fitted["by_weight"][str(fitted["first_stage_weight"])]
         report.update(fitted)
-    learned = learned_scores(booster, features, held_out, trained)
     if fallback is not None:
-        fallback_booster, plain, familiar = fallback
-        features_only = learned_scores(fallback_booster, plain, held_out, None)
+        features_only, familiar = fallback
         metrics["features_only"] = ranking_metrics(gold, features_only)
         metrics["learned_without_domain_check"] = ranking_metrics(gold, learned)
-        learned = [own if ok else alone for own, alone, ok in zip(learned, features_only, familiar)]
+        learned = routed_scores(learned, features_only, familiar)
         report["unfamiliar"] = int(np.sum(~np.asarray(familiar, dtype=bool)))
     metrics["learned"] = ranking_metrics(gold, learned)
     report["metrics"] = metrics
@@ -967,6 +973,7 @@ def train_reranker(
     booster = fit_lambdarank(features, training, training_scores, config.seed, parameters)
     booster.save_model(str(folder / RANKER_FILE))
     domain, fallback = None, None
+    held_out_learned = learned_scores(booster, features, held_out, held_out_scores)
     if embeddings is not None:
         status("fitting the fallback ranker and the domain check")
         plain = fallback_features(features)
@@ -974,13 +981,14 @@ def train_reranker(
             plain, training, None, config.seed, lambdarank_parameters(plain, config.monotone)
         )
         fallback_booster.save_model(str(folder / FALLBACK_RANKER_FILE))
-        check, choice = fit_domain_check(
+        features_only = learned_scores(fallback_booster, plain, held_out, None)
+        check, familiar, choice = fit_domain_check(
             training_profiles(embeddings, training),
             domain_quantile_value(config.domain_quantile),
             embeddings,
             held_out,
-            learned_scores(booster, features, held_out, held_out_scores),
-            learned_scores(fallback_booster, plain, held_out, None),
+            held_out_learned,
+            features_only,
         )
         domain = {
             **check.to_dict(),
@@ -988,9 +996,9 @@ def train_reranker(
             "fallback_file": FALLBACK_RANKER_FILE,
             "fallback_features": plain.to_dict(),
         }
-        fallback = (fallback_booster, plain, held_out_familiar(check, embeddings, held_out))
+        fallback = (features_only, familiar)
     ranker_seconds = time.perf_counter() - started
-    dev = held_out_report(held_out, held_out_scores, booster, features, fallback)
+    dev = held_out_report(held_out, held_out_scores, held_out_learned, fallback)
     manifest = {
         "name": config.out,
         "role": "learned reranker" + (f" with a {scorer_kind(config)}" if model is not None else ""),
