@@ -153,6 +153,26 @@ def test_manifest_records_settings_counts_and_file_hashes(sparse_index):
     assert not list(sparse_index.parent.glob(".sample.*")), "no building folder left behind"
 
 
+def test_a_rebuild_of_the_same_content_elsewhere_keeps_the_retrievers_fingerprint(
+    sparse_index, tmp_path, sample_corpus
+):
+    import shutil
+
+    copy = tmp_path / "corpus" / sample_corpus.name
+    copy.parent.mkdir()
+    shutil.copy(sample_corpus, copy)
+    build_index(copy, tmp_path / "again", dense=None)  # another folder, a copy of the corpus, a later build
+    build_index(sample_corpus, tmp_path / "other", dense=None, title_prefix=False)
+    again, original = json.loads((tmp_path / "again" / "manifest.json").read_text()), open_index(sparse_index).manifest
+    assert again["created"] != original["created"] or again["build_seconds"] != original["build_seconds"]
+    assert again["source"]["path"] != original["source"]["path"]
+
+    def identity(folder):
+        return BM25Retriever(index=str(folder)).content_identity()
+
+    assert identity(tmp_path / "again") == identity(sparse_index) != identity(tmp_path / "other")
+
+
 def test_bm25_over_the_stored_index_equals_bm25_built_in_memory(sparse_index, sample_corpus, sample_questions):
     queries = [q.question for q in sample_questions]
     stored = BM25Retriever(index=str(sparse_index), top_k=5).run_batch(query=queries)["documents"]

@@ -8,7 +8,7 @@ from haystack import Document
 from hopstack.core.settings import INDEX_ENV_VAR, default_index
 from hopstack.errors import HopstackInputError
 from hopstack.index.formats import corpus_files, read_corpus
-from hopstack.index.store import MANIFEST, is_index
+from hopstack.index.store import content_digest, is_index
 
 
 def resolve_index_path(index: str | None) -> Path:
@@ -33,15 +33,15 @@ def corpus_documents(path: Path) -> list[Document]:
 
 
 def index_identity(index: str | None) -> str:
-    """What a retriever reads, as a short digest that changes when the index or corpus does: the
-    manifest of an index folder (which records every file's sha256), or a corpus's file paths, sizes
-    and modification times. Part of node fingerprints, so cached outputs of an old index are not reused."""
+    """What a retriever reads, as a digest that changes when the index or corpus does: an index folder's
+    :func:`~hopstack.index.store.content_digest` (the same for a rebuild of the same content, wherever the
+    folder is), or a corpus's file paths, sizes and modification times. Part of node fingerprints, so cached
+    outputs of an old index are not reused."""
     path = resolve_index_path(index).resolve()
-    digest = hashlib.sha256(str(path).encode())
     if is_index(path):
-        digest.update((path / MANIFEST).read_bytes())
-    else:
-        for file in corpus_files(path):
-            stat = file.stat()
-            digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        return content_digest(path)
+    digest = hashlib.sha256(str(path).encode())
+    for file in corpus_files(path):
+        stat = file.stat()
+        digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()

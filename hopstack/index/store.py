@@ -42,6 +42,8 @@ from hopstack.index.sparse import BM25Settings, SparseModel, build_sparse, load_
 FORMAT_VERSION = 1
 DEFAULT_DENSE = DenseSettings()
 MANIFEST = "manifest.json"
+# manifest entries that record how a build went, not what the index holds (left out of content_digest)
+BUILD_RECORD = ("created", "build_seconds", "stage_seconds")
 Progress = Callable[[str, int, int], None]
 
 
@@ -359,6 +361,17 @@ class IndexFolder:
 def is_index(path: str | Path) -> bool:
     """Whether ``path`` is a folder with a manifest (checked or not)."""
     return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+
+
+def content_digest(path: str | Path) -> str:
+    """A digest of what an index folder holds: its manifest (every file's sha256, the source corpus's sha256
+    and the build settings) without the build record (:data:`BUILD_RECORD`) or the source corpus's path, so
+    rebuilding the same index, or copying it elsewhere, keeps the digest; a damaged manifest is refused."""
+    manifest_path = Path(path) / MANIFEST
+    manifest = _parse_manifest(manifest_path, manifest_path.read_bytes())
+    content = {key: value for key, value in manifest.items() if key not in BUILD_RECORD}
+    content["source"] = {key: value for key, value in (content.get("source") or {}).items() if key != "path"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 _OPENED: dict[Path, IndexFolder] = {}
