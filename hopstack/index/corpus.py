@@ -34,9 +34,9 @@ def corpus_documents(path: Path) -> list[Document]:
 
 def index_identity(index: str | None) -> str:
     """What a retriever reads, as a digest that changes when the index or corpus does: an index folder's
-    :func:`~hopstack.index.store.content_digest` (the same for a rebuild of the same content, wherever the
-    folder is), or a corpus's file paths, sizes and modification times. Part of node fingerprints, so cached
-    outputs of an old index are not reused."""
+    :func:`~hopstack.index.store.content_digest` (the same for a rebuild of the same content), or a corpus's
+    file paths, sizes and modification times. Part of node fingerprints, so cached outputs of an old index are
+    not reused and those of a same-content rebuild are."""
     path = resolve_index_path(index).resolve()
     if is_index(path):
         return content_digest(path)
