@@ -153,7 +153,7 @@ def test_manifest_records_settings_counts_and_file_hashes(sparse_index):
     assert not list(sparse_index.parent.glob(".sample.*")), "no building folder left behind"
 
 
-def test_a_rebuild_of_the_same_content_elsewhere_keeps_the_retrievers_fingerprint(
+def test_a_rebuild_of_the_same_content_elsewhere_keeps_the_retrievers_content_identity(
     sparse_index, tmp_path, sample_corpus
 ):
     import shutil
